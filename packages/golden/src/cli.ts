@@ -1,0 +1,77 @@
+#!/usr/bin/env node
+// npm run golden -- <case-dir> [<case-dir> ...] [--backend cpu|webgpu|all] [--adapter NAME]
+// Runs every case on every chosen backend, prints per-tensor errors and tolerances, ends with
+// "N passed, N failed" and exits non-zero on any failure or unknown runner kind.
+
+import { createBackend, type BackendName } from '@cnx/kernels';
+import type { Backend } from '@cnx/tensor';
+import { runCase, type CaseResult } from './run_case.js';
+
+function usage(msg?: string): never {
+  if (msg) console.error(`golden: ${msg}`);
+  console.error('usage: npm run golden -- <case-dir> [<case-dir> ...] [--backend cpu|webgpu|all] [--adapter NAME] [--quiet]');
+  process.exit(2);
+}
+
+function fmt(x: number): string {
+  return Number.isNaN(x) ? 'NaN' : x.toExponential(2);
+}
+
+function printResult(r: CaseResult, quiet: boolean): void {
+  const head = `${r.ok ? 'PASS' : 'FAIL'} ${r.caseName} [${r.runner}] on ${r.backend} (${r.seconds.toFixed(1)} s)`;
+  console.log(head);
+  if (r.error) console.log(`  error: ${r.error.split('\n').slice(0, 6).join('\n    ')}`);
+  for (const k of r.checks) {
+    if (quiet && k.ok) continue;
+    console.log(`  ${k.ok ? 'ok  ' : 'BAD '} ${k.name}: max_abs ${fmt(k.maxAbs)} (tol ${fmt(k.tol.max_abs)}), rel_l2 ${fmt(k.relL2)} (tol ${fmt(k.tol.rel_l2)})` +
+      (k.message ? `\n       ${k.message}` : ''));
+  }
+}
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  const dirs: string[] = [];
+  let which = 'cpu';
+  let adapter: string | undefined;
+  let quiet = false;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--backend') which = argv[++i] ?? usage('--backend needs a value');
+    else if (a.startsWith('--backend=')) which = a.slice(10);
+    else if (a === '--adapter') adapter = argv[++i] ?? usage('--adapter needs a value');
+    else if (a === '--quiet') quiet = true;
+    else if (a === '--help' || a === '-h') usage();
+    else if (a.startsWith('--')) usage(`unknown option ${a}`);
+    else dirs.push(a);
+  }
+  if (dirs.length === 0) usage('no case folders given');
+  const names: BackendName[] = which === 'all' ? ['cpu', 'webgpu'] : which === 'cpu' || which === 'webgpu' ? [which] : usage(`--backend must be cpu, webgpu or all, found '${which}'`);
+  let passed = 0, failed = 0;
+  for (const name of names) {
+    let backend: Backend;
+    try {
+      backend = await createBackend(name, { adapter });
+    } catch (e) {
+      console.log(`FAIL backend ${name}: ${e instanceof Error ? e.message : e}`);
+      failed += dirs.length;
+      continue;
+    }
+    console.log(`# backend: ${backend.description}`);
+    try {
+      for (const d of dirs) {
+        const r = await runCase(d, backend);
+        printResult(r, quiet);
+        if (r.ok) passed++; else failed++;
+      }
+    } finally {
+      backend.destroy();
+    }
+  }
+  console.log(`${passed} passed, ${failed} failed`);
+  process.exitCode = failed > 0 ? 1 : 0;
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

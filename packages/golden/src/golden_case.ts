@@ -1,0 +1,75 @@
+// A golden case folder: case.json + io.safetensors + model folders (see ../shared/golden/README.md).
+
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { SafetensorsFile, type Backend, type Tensor } from '@cnx/tensor';
+
+export interface ToleranceSpec {
+  max_abs: number;
+  rel_l2: number;
+  fp32_vs_fp64_max_abs?: number;
+  fp32_vs_fp64_rel_l2?: number;
+}
+
+export interface CaseJson {
+  case: string;
+  runner: string;
+  description?: string;
+  call?: string;
+  args: Record<string, any>;
+  config: Record<string, any>;
+  models?: Record<string, { path: string; kind?: string; class?: string; weights?: string }>;
+  inputs: Record<string, number[]>;
+  outputs: Record<string, number[]>;
+  intermediates?: Record<string, number[]>;
+  tolerance: Record<string, ToleranceSpec>;
+  io_file?: string;
+}
+
+export class GoldenCase {
+  readonly json: CaseJson;
+  readonly io: SafetensorsFile;
+
+  constructor(readonly dir: string) {
+    const cj = join(dir, 'case.json');
+    if (!existsSync(cj)) throw new Error(`${dir}: not a golden case folder (no case.json)`);
+    this.json = JSON.parse(readFileSync(cj, 'utf8')) as CaseJson;
+    if (typeof this.json.runner !== 'string') throw new Error(`${cj}: missing "runner"`);
+    this.io = SafetensorsFile.open(join(dir, this.json.io_file ?? 'io.safetensors'));
+  }
+
+  get name(): string { return this.json.case; }
+  get args(): Record<string, any> { return this.json.args ?? {}; }
+  get config(): Record<string, any> { return this.json.config ?? {}; }
+
+  /** An io tensor by name, as f32 on `backend`; errors name the case and the tensor. */
+  input(name: string, backend: Backend): Tensor {
+    if (!this.io.has(name)) throw new Error(`${this.name}: io.safetensors has no tensor '${name}'`);
+    const { shape, data } = this.io.readFloat32(name);
+    return backend.fromRaw(data, shape);
+  }
+
+  /** Reference values of an io tensor. */
+  expected(name: string): { shape: number[]; data: Float32Array } {
+    return this.io.readFloat32(name);
+  }
+
+  /** Absolute path of a model folder named in case.json `models` (or a relative path). */
+  modelDir(key: string): string {
+    const m = this.json.models?.[key];
+    return join(this.dir, m?.path ?? key);
+  }
+
+  /** Every tensor name the runner must produce: outputs then intermediates. */
+  checkedNames(): string[] {
+    return [...Object.keys(this.json.outputs), ...Object.keys(this.json.intermediates ?? {})];
+  }
+
+  close(): void { this.io.close(); }
+}
+
+/** What a runner produces: reference names -> values (f32, row-major). */
+export type Produced = Map<string, Float32Array | Tensor>;
+
+/** A runner computes a case on a backend and returns the values it produced, keyed by io name. */
+export type Runner = (c: GoldenCase, backend: Backend) => Promise<Produced>;

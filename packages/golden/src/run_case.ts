@@ -1,0 +1,91 @@
+// Runs one golden case on one backend and checks every output and intermediate it lists.
+
+import type { Backend, Tensor } from '@cnx/tensor';
+import { formatShape, shapesEqual } from '@cnx/tensor';
+import { compareArrays, unravel } from './compare.js';
+import { GoldenCase, type ToleranceSpec } from './golden_case.js';
+import { runners } from './registry.js';
+
+export interface CheckResult {
+  name: string;
+  ok: boolean;
+  maxAbs: number;
+  relL2: number;
+  tol: ToleranceSpec;
+  message?: string;
+}
+
+export interface CaseResult {
+  caseName: string;
+  runner: string;
+  backend: string;
+  ok: boolean;
+  error?: string;
+  checks: CheckResult[];
+  seconds: number;
+}
+
+/** Tolerance for a name: the case's suggestion, else a default that rel_l2 1e-4 of a well-conditioned f32 result meets. */
+function toleranceFor(c: GoldenCase, name: string, ref: Float32Array): ToleranceSpec {
+  const t = c.json.tolerance?.[name];
+  if (t) return t;
+  let m = 0;
+  for (const v of ref) m = Math.max(m, Math.abs(v));
+  return { max_abs: 1e-4 * Math.max(m, 1), rel_l2: 1e-4 };
+}
+
+export async function runCase(dir: string, backend: Backend): Promise<CaseResult> {
+  const t0 = performance.now();
+  let c: GoldenCase | undefined;
+  const result: CaseResult = { caseName: dir, runner: '?', backend: backend.name, ok: false, checks: [], seconds: 0 };
+  try {
+    c = new GoldenCase(dir);
+    result.caseName = c.name;
+    result.runner = c.json.runner;
+    const runner = runners[c.json.runner];
+    if (!runner) {
+      throw new Error(`unknown runner kind '${c.json.runner}' (known: ${Object.keys(runners).sort().join(', ')})`);
+    }
+    const produced = await runner(c, backend);
+    for (const name of c.checkedNames()) {
+      const ref = c.expected(name);
+      const tol = toleranceFor(c, name, ref.data);
+      const value = produced.get(name);
+      if (value === undefined) {
+        result.checks.push({ name, ok: false, maxAbs: NaN, relL2: NaN, tol, message: 'not produced by the runner' });
+        continue;
+      }
+      let got: Float32Array;
+      if (value instanceof Float32Array) got = value;
+      else {
+        const t = value as Tensor;
+        if (!shapesEqual(t.shape, ref.shape)) {
+          result.checks.push({ name, ok: false, maxAbs: NaN, relL2: NaN, tol, message: `shape ${formatShape(t.shape)}, expected ${formatShape(ref.shape)}` });
+          continue;
+        }
+        got = await t.data();
+      }
+      if (got.length !== ref.data.length) {
+        result.checks.push({ name, ok: false, maxAbs: NaN, relL2: NaN, tol, message: `${got.length} elements, expected ${ref.data.length}` });
+        continue;
+      }
+      const cmp = compareArrays(got, ref.data, tol.max_abs);
+      const ok = cmp.nanCount === 0 && cmp.maxAbs <= tol.max_abs && cmp.relL2 <= tol.rel_l2;
+      let message: string | undefined;
+      if (!ok) {
+        message = cmp.nanCount ? `${cmp.nanCount} NaN mismatches; ` : '';
+        message += 'first mismatches: ' + cmp.firstBad
+          .map((b) => `[${unravel(b.index, ref.shape).join(',')}] got ${b.got} ref ${b.ref}`).join('; ');
+      }
+      result.checks.push({ name, ok, maxAbs: cmp.maxAbs, relL2: cmp.relL2, tol, message });
+    }
+    for (const v of produced.values()) if (!(v instanceof Float32Array)) v.dispose();
+    result.ok = result.checks.length > 0 && result.checks.every((k) => k.ok);
+  } catch (e) {
+    result.error = e instanceof Error ? (e.stack ?? e.message) : String(e);
+  } finally {
+    c?.close();
+    result.seconds = (performance.now() - t0) / 1000;
+  }
+  return result;
+}

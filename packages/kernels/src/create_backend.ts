@@ -1,0 +1,15 @@
+// Backend selection by name. WebGPU adapter choice is explicit and reported (see webgpu/device.ts).
+import { CpuBackend, type Backend } from '@cnx/tensor';
+
+export type BackendName = 'cpu' | 'webgpu';
+
+export interface CreateBackendOptions {
+  /** WebGPU adapter preference: 'gpu', 'swiftshader', 'llvmpipe' (or env CNX_ADAPTER). */
+  adapter?: string;
+}
+
+export async function createBackend(name: BackendName, opts: CreateBackendOptions = {}): Promise<Backend> {
+  if (name === 'cpu') return new CpuBackend();
+  void opts;
+  throw new Error('webgpu backend: not available yet');
+}

@@ -1,0 +1,1 @@
+export { createBackend, type BackendName, type CreateBackendOptions } from './create_backend.js';

@@ -1,0 +1,10 @@
+export * from './dtype.js';
+export * from './shape.js';
+export type * from './backend.js';
+export { Tensor } from './tensor.js';
+export { scope, scopeAsync, keep } from './scope.js';
+export * as ops from './ops.js';
+export { CpuBackend, stridedOffsets, poolBins, applyUnary } from './cpu/cpu_backend.js';
+export { erf } from './cpu/erf.js';
+export * from './safetensors.js';
+export * from './trace.js';

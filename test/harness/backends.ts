@@ -1,0 +1,43 @@
+// Runs one test body on every available backend. The CPU backend is always there. WebGPU is acquired
+// once per describe block: where no adapter exists its tests skip LOUDLY (a warning naming why),
+// except with CNX_REQUIRE_WEBGPU=1 (CI), where a missing adapter fails them.
+
+import { createBackend } from '@cnx/kernels';
+import type { Backend } from '@cnx/tensor';
+import { afterAll, beforeAll, describe, it } from 'vitest';
+
+export type BackendName = 'cpu' | 'webgpu';
+export type BackendTest = (name: string, fn: (backend: Backend) => Promise<void> | void, timeout?: number) => void;
+
+const requireWebgpu = process.env.CNX_REQUIRE_WEBGPU === '1';
+
+/** describe(`title [backend]`) once per backend; the body declares tests with the `test` it is given. */
+export function describeEachBackend(title: string, body: (test: BackendTest, name: BackendName) => void, only?: BackendName[]): void {
+  for (const name of only ?? (['cpu', 'webgpu'] as const)) {
+    describe(`${title} [${name}]`, () => {
+      let backend: Backend | undefined;
+      let unavailable: string | undefined;
+      beforeAll(async () => {
+        try {
+          backend = await createBackend(name);
+          if (name === 'webgpu') console.log(`[webgpu] ${backend.description}`);
+        } catch (e) {
+          unavailable = e instanceof Error ? e.message : String(e);
+          if (!requireWebgpu) console.warn(`\n*** SKIPPING "${title} [${name}]": ${unavailable} ***\n`);
+        }
+      });
+      afterAll(() => backend?.destroy());
+      const test: BackendTest = (testName, fn, timeout) => {
+        it(testName, async (ctx) => {
+          if (!backend) {
+            if (requireWebgpu) throw new Error(`WebGPU is required (CNX_REQUIRE_WEBGPU=1) but unavailable: ${unavailable}`);
+            ctx.skip();
+            return;
+          }
+          await fn(backend);
+        }, timeout);
+      };
+      body(test, name);
+    });
+  }
+}
