@@ -8,3 +8,4 @@ export { CpuBackend, stridedOffsets, poolBins, applyUnary } from './cpu/cpu_back
 export { erf } from './cpu/erf.js';
 export * from './safetensors.js';
 export * from './trace.js';
+export * from './weights.js';
