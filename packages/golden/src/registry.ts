@@ -4,8 +4,20 @@
 import type { Runner } from './golden_case.js';
 import { opLinear } from './runners/op_linear.js';
 import { opSoftmax } from './runners/op_softmax.js';
+import { opConv2d } from './runners/op_conv2d.js';
+import { opGroupNorm } from './runners/op_group_norm.js';
+import { opLayerNorm } from './runners/op_layer_norm.js';
+import { opCrossNorm } from './runners/op_cross_norm.js';
+import { opUpsample } from './runners/op_upsample.js';
+import { opAdaptiveAvgPool } from './runners/op_adaptive_avg_pool.js';
 
 export const runners: Readonly<Record<string, Runner>> = {
   op_linear: opLinear,
   op_softmax: opSoftmax,
+  op_conv2d: opConv2d,
+  op_group_norm: opGroupNorm,
+  op_layer_norm: opLayerNorm,
+  op_cross_norm: opCrossNorm,
+  op_upsample: opUpsample,
+  op_adaptive_avg_pool: opAdaptiveAvgPool,
 };
