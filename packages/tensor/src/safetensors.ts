@@ -1,14 +1,37 @@
-// safetensors reader (minimal first version; validation and the writer come next).
-// Format: u64 LE header length N, N bytes of JSON {name: {dtype, shape, data_offsets: [begin, end]}},
-// then the data section; offsets are relative to the data section.
+// Validating, lazy safetensors reader (https://github.com/huggingface/safetensors, format section).
+// Layout: an 8-byte little-endian u64 N, then N bytes of UTF-8 JSON
+//   { "<name>": { "dtype": "F32", "shape": [2, 3], "data_offsets": [begin, end] }, ...,
+//     "__metadata__": { "<key>": "<string value>" } }
+// then the data section; offsets are relative to its start. Every header entry is checked before any
+// tensor is read (dtype, shape, byte size = numel * dtype size, range inside the data section, no two
+// tensors overlapping), so a corrupt or truncated file fails at open() with an error naming the file,
+// the tensor and what was expected vs found, and never returns garbage. Tensors are read one at a
+// time, on demand (peak host memory stays near one tensor: DESIGN.md, "Models and weights").
+// Element data is little-endian; typed-array views assume a little-endian host (every platform Node
+// and browsers run on).
 
 import { openSync, readSync, closeSync, fstatSync } from 'node:fs';
 import type { DType, RawArray } from './dtype.js';
 import type { Backend } from './backend.js';
 import type { Tensor } from './tensor.js';
-import { toFloat32 } from './dtype.js';
+import { fromFloat32, toFloat32 } from './dtype.js';
+import { formatShape } from './shape.js';
 
 export type SafetensorsDType = 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'U8' | 'BOOL';
+
+/** Bytes per element of each supported dtype. */
+export const SAFETENSORS_DTYPE_BYTES: Readonly<Record<SafetensorsDType, number>> = {
+  F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, U8: 1, BOOL: 1,
+};
+
+/** Valid safetensors dtypes this reader does not support (named in the error instead of "unknown"). */
+const KNOWN_UNSUPPORTED = new Set(['F64', 'I8', 'I16', 'U16', 'U32', 'U64', 'F8_E4M3', 'F8_E5M2', 'F8_E8M0', 'F6_E2M3', 'F6_E3M2', 'F4', 'C64']);
+
+/**
+ * Largest accepted header. The Rust crate's limit is 100 MB (MAX_HEADER_SIZE in safetensors/src/
+ * tensor.rs); real headers are well under 1 MB even for SDXL (~2,500 tensors).
+ */
+export const MAX_SAFETENSORS_HEADER_BYTES = 100_000_000;
 
 export interface TensorInfo {
   dtype: SafetensorsDType;
@@ -21,45 +44,159 @@ export interface TensorInfo {
 export interface RawTensor {
   dtype: SafetensorsDType;
   shape: number[];
-  bytes: Uint8Array;
+  /** A fresh copy (byteOffset 0 of its own ArrayBuffer, so aligned for any typed-array view). */
+  bytes: Uint8Array<ArrayBuffer>;
+}
+
+/** Reads `length` bytes at absolute `position` into a fresh buffer. */
+type ByteReader = (position: number, length: number) => Uint8Array<ArrayBuffer>;
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function describe(v: unknown): string {
+  if (v === undefined) return 'nothing';
+  const s = JSON.stringify(v);
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+}
+
+function isSupportedDType(s: string): s is SafetensorsDType {
+  return Object.prototype.hasOwnProperty.call(SAFETENSORS_DTYPE_BYTES, s);
+}
+
+/** Validate one header entry; `where` prefixes every message (file and tensor name). */
+function parseEntry(where: string, v: unknown, dataStart: number, dataBytes: number): TensorInfo {
+  if (!isPlainObject(v)) throw new Error(`${where}: expected an object {dtype, shape, data_offsets}, found ${describe(v)}`);
+  const { dtype, shape, data_offsets: offsets } = v;
+  if (dtype === undefined) throw new Error(`${where}: missing 'dtype'`);
+  if (typeof dtype !== 'string') throw new Error(`${where}: 'dtype' must be a string, found ${describe(dtype)}`);
+  if (!isSupportedDType(dtype)) {
+    const kind = KNOWN_UNSUPPORTED.has(dtype) ? 'unsupported' : 'unknown';
+    throw new Error(`${where}: ${kind} dtype '${dtype}' (supported: ${Object.keys(SAFETENSORS_DTYPE_BYTES).join(', ')})`);
+  }
+  if (shape === undefined) throw new Error(`${where}: missing 'shape'`);
+  if (!Array.isArray(shape)) throw new Error(`${where}: 'shape' must be an array of non-negative integers, found ${describe(shape)}`);
+  shape.forEach((d, i) => {
+    if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0) {
+      throw new Error(`${where}: shape ${describe(shape)} has dim ${i} = ${describe(d)}, expected a non-negative integer`);
+    }
+  });
+  if (offsets === undefined) throw new Error(`${where}: missing 'data_offsets'`);
+  if (!Array.isArray(offsets) || offsets.length !== 2) {
+    throw new Error(`${where}: 'data_offsets' must be an array [begin, end], found ${describe(offsets)}`);
+  }
+  const [begin, end] = offsets as unknown[];
+  for (const [label, o] of [['begin', begin], ['end', end]] as const) {
+    if (typeof o !== 'number' || !Number.isSafeInteger(o) || o < 0) {
+      throw new Error(`${where}: data_offsets ${label} must be a non-negative integer, found ${describe(o)}`);
+    }
+  }
+  const b = begin as number, e = end as number;
+  if (b > e) throw new Error(`${where}: data_offsets [${b}, ${e}] has begin > end`);
+  const dims = shape as number[];
+  let count = 1;
+  for (const d of dims) count *= d;
+  const expected = count * SAFETENSORS_DTYPE_BYTES[dtype];
+  if (e - b !== expected) {
+    throw new Error(`${where}: data_offsets [${b}, ${e}] span ${e - b} bytes, expected ${expected} = ${count} elements ` +
+      `(shape ${formatShape(dims)}) x ${SAFETENSORS_DTYPE_BYTES[dtype]} bytes (${dtype})`);
+  }
+  if (e > dataBytes) {
+    throw new Error(`${where}: data_offsets [${b}, ${e}] end past the data section of ${dataBytes} bytes (file truncated?)`);
+  }
+  return { dtype, shape: [...dims], begin: dataStart + b, end: dataStart + e };
 }
 
 export class SafetensorsFile {
+  private closed = false;
+
   private constructor(
+    /** The file path, or the name given to fromBytes(); every error message starts with it. */
     readonly source: string,
-    private readonly readBytes: (begin: number, end: number) => Uint8Array,
+    private readonly readBytes: ByteReader,
     readonly infos: ReadonlyMap<string, TensorInfo>,
-    readonly metadata: Record<string, string>,
+    readonly metadata: Readonly<Record<string, string>>,
     private readonly closeFn: () => void,
   ) {}
 
+  /** Open a file: reads and validates the header now, keeps the fd for lazy tensor reads. */
   static open(path: string): SafetensorsFile {
     const fd = openSync(path, 'r');
-    const size = fstatSync(fd).size;
-    const read = (begin: number, end: number) => {
-      const buf = new Uint8Array(end - begin);
-      readSync(fd, buf, 0, end - begin, begin);
-      return buf;
-    };
-    return SafetensorsFile.parse(path, size, read, () => closeSync(fd));
+    try {
+      const size = fstatSync(fd).size;
+      const read: ByteReader = (position, length) => {
+        const buf = new Uint8Array(length);
+        let done = 0;
+        while (done < length) {
+          // readSync moves at most ~2 GiB per call; loop also covers short reads.
+          const n = readSync(fd, buf, done, Math.min(length - done, 1 << 30), position + done);
+          if (n === 0) throw new Error(`${path}: unexpected end of file at byte ${position + done} (wanted ${length} bytes at ${position}; file shrank?)`);
+          done += n;
+        }
+        return buf;
+      };
+      return SafetensorsFile.parse(path, size, read, () => closeSync(fd));
+    } catch (e) {
+      closeSync(fd);
+      throw e;
+    }
   }
 
+  /** Parse an in-memory file; `name` stands for the file in error messages. */
   static fromBytes(bytes: Uint8Array, name = '<buffer>'): SafetensorsFile {
-    return SafetensorsFile.parse(name, bytes.length, (b, e) => bytes.subarray(b, e), () => {});
+    return SafetensorsFile.parse(name, bytes.length, (p, n) => bytes.slice(p, p + n), () => {});
   }
 
-  private static parse(source: string, size: number, read: (b: number, e: number) => Uint8Array, close: () => void): SafetensorsFile {
+  private static parse(source: string, size: number, read: ByteReader, close: () => void): SafetensorsFile {
+    if (size < 8) throw new Error(`${source}: file is ${size} bytes, too short for the 8-byte header length`);
     const lenBytes = read(0, 8);
-    const n = Number(new DataView(lenBytes.buffer, lenBytes.byteOffset, 8).getBigUint64(0, true));
-    const header = JSON.parse(new TextDecoder().decode(read(8, 8 + n))) as Record<string, unknown>;
+    const n64 = new DataView(lenBytes.buffer).getBigUint64(0, true);
+    if (n64 > BigInt(MAX_SAFETENSORS_HEADER_BYTES)) {
+      throw new Error(`${source}: header length ${n64} exceeds the ${MAX_SAFETENSORS_HEADER_BYTES}-byte limit (not a safetensors file?)`);
+    }
+    const n = Number(n64);
+    if (8 + n > size) throw new Error(`${source}: header length ${n} larger than the file (${size} bytes, ${size - 8} after the length)`);
+    let text: string;
+    try {
+      text = new TextDecoder('utf-8', { fatal: true }).decode(read(8, n));
+    } catch {
+      throw new Error(`${source}: header is not valid UTF-8`);
+    }
+    let header: unknown;
+    try {
+      header = JSON.parse(text);
+    } catch (e) {
+      throw new Error(`${source}: header is not valid JSON (${(e as Error).message}); header starts ${describe(text.slice(0, 40))}`);
+    }
+    if (!isPlainObject(header)) throw new Error(`${source}: header must be a JSON object, found ${describe(header)}`);
+
+    const dataStart = 8 + n;
+    const dataBytes = size - dataStart;
     const infos = new Map<string, TensorInfo>();
     let metadata: Record<string, string> = {};
     for (const [name, v] of Object.entries(header)) {
-      if (name === '__metadata__') { metadata = v as Record<string, string>; continue; }
-      const e = v as { dtype: SafetensorsDType; shape: number[]; data_offsets: [number, number] };
-      infos.set(name, { dtype: e.dtype, shape: e.shape, begin: 8 + n + e.data_offsets[0], end: 8 + n + e.data_offsets[1] });
+      if (name === '__metadata__') {
+        if (!isPlainObject(v)) throw new Error(`${source}: __metadata__ must be an object of string values, found ${describe(v)}`);
+        for (const [k, mv] of Object.entries(v)) {
+          if (typeof mv !== 'string') throw new Error(`${source}: __metadata__['${k}'] must be a string, found ${describe(mv)}`);
+        }
+        metadata = { ...(v as Record<string, string>) };
+        continue;
+      }
+      infos.set(name, parseEntry(`${source}: tensor '${name}'`, v, dataStart, dataBytes));
     }
-    void size;
+
+    // No two tensors may share bytes (zero-size tensors occupy none). Holes are tolerated: they cannot
+    // make a tensor read garbage.
+    const sorted = [...infos].filter(([, i]) => i.end > i.begin).sort((a, b) => a[1].begin - b[1].begin);
+    for (let k = 1; k < sorted.length; k++) {
+      const [pn, p] = sorted[k - 1]!, [cn, c] = sorted[k]!;
+      if (c.begin < p.end) {
+        throw new Error(`${source}: tensors '${pn}' (data_offsets [${p.begin - dataStart}, ${p.end - dataStart}]) and ` +
+          `'${cn}' (data_offsets [${c.begin - dataStart}, ${c.end - dataStart}]) overlap`);
+      }
+    }
     return new SafetensorsFile(source, read, infos, metadata, close);
   }
 
@@ -67,16 +204,18 @@ export class SafetensorsFile {
   has(name: string): boolean { return this.infos.has(name); }
   info(name: string): TensorInfo {
     const i = this.infos.get(name);
-    if (!i) throw new Error(`${this.source}: no tensor named '${name}'`);
+    if (!i) throw new Error(`${this.source}: no tensor named '${name}' (the file has ${this.infos.size} tensors)`);
     return i;
   }
 
+  /** The tensor's bytes, as a fresh aligned copy. */
   readRaw(name: string): RawTensor {
+    if (this.closed) throw new Error(`${this.source}: read of '${name}' after close()`);
     const i = this.info(name);
-    return { dtype: i.dtype, shape: i.shape, bytes: this.readBytes(i.begin, i.end).slice() };
+    return { dtype: i.dtype, shape: [...i.shape], bytes: this.readBytes(i.begin, i.end - i.begin) };
   }
 
-  /** Elements as f32 (F16/BF16 widened exactly, integers converted). */
+  /** Elements as f32 (F16/BF16 widened exactly, integers converted; I64 beyond 2^53 loses precision). */
   readFloat32(name: string): { shape: number[]; data: Float32Array } {
     const r = this.readRaw(name);
     const buf = r.bytes.buffer;
@@ -92,15 +231,45 @@ export class SafetensorsFile {
     return { shape: r.shape, data };
   }
 
-  /** Load a tensor onto a backend; F16/BF16 stay in their storage dtype unless `as` says f32. */
+  /**
+   * Load a tensor onto a backend. Without `as`: F32 -> f32, F16/BF16 stay in their storage dtype,
+   * integers and BOOL become f32. With `as`: converted to that dtype (f16/bf16 rounded to nearest even;
+   * 'i32' requires integer data within the i32 range).
+   */
   tensor(name: string, backend: Backend, as?: DType): Tensor {
     const r = this.readRaw(name);
-    if ((r.dtype === 'F16' || r.dtype === 'BF16') && as !== 'f32') {
-      return backend.fromRaw(new Uint16Array(r.bytes.buffer) as RawArray, r.shape, r.dtype === 'F16' ? 'f16' : 'bf16');
-    }
+    const half = r.dtype === 'F16' ? 'f16' : r.dtype === 'BF16' ? 'bf16' : undefined;
+    if (half && (as === undefined || as === half)) return backend.fromRaw(new Uint16Array(r.bytes.buffer), r.shape, half);
+    if (as === 'i32') return backend.fromRaw(this.readInt32(name, r), r.shape, 'i32');
     const { shape, data } = this.readFloat32(name);
-    return backend.fromRaw(data, shape, 'f32');
+    if (as === undefined || as === 'f32') return backend.fromRaw(data, shape, 'f32');
+    return backend.fromRaw(fromFloat32(data, as), shape, as);
   }
 
-  close(): void { this.closeFn(); }
+  private readInt32(name: string, r: RawTensor): Int32Array {
+    const buf = r.bytes.buffer;
+    switch (r.dtype) {
+      case 'I32': return new Int32Array(buf);
+      case 'U8': case 'BOOL': return Int32Array.from(r.bytes);
+      case 'I64': {
+        const src = new BigInt64Array(buf);
+        const out = new Int32Array(src.length);
+        for (let k = 0; k < src.length; k++) {
+          const x = src[k]!;
+          if (x < -2147483648n || x > 2147483647n) throw new Error(`${this.source}: tensor '${name}' element ${k} = ${x} does not fit in i32`);
+          out[k] = Number(x);
+        }
+        return out;
+      }
+      default:
+        throw new Error(`${this.source}: tensor '${name}' is ${r.dtype}, expected integer data for an i32 tensor`);
+    }
+  }
+
+  /** Release the file descriptor; later reads throw. Idempotent. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.closeFn();
+  }
 }
