@@ -7,5 +7,6 @@ export * as ops from './ops.js';
 export { CpuBackend, stridedOffsets, poolBins, applyUnary } from './cpu/cpu_backend.js';
 export { erf } from './cpu/erf.js';
 export * from './safetensors.js';
+export * from './safetensors_writer.js';
 export * from './trace.js';
 export * from './weights.js';

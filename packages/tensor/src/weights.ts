@@ -7,9 +7,12 @@
 //  - RandomWeights: seeded random parameters at any size (the benchmark builds SD1.5 with them);
 //  - ShapeRecorder: counts parameters of a configuration without allocating them.
 
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { Backend } from './backend.js';
 import type { DType } from './dtype.js';
 import { fromFloat32 } from './dtype.js';
+import { SafetensorsFile, type SafetensorsDType } from './safetensors.js';
 import { formatShape, numel } from './shape.js';
 import type { Tensor } from './tensor.js';
 
@@ -186,5 +189,273 @@ export class ShapeRecorder implements WeightSource {
     let n = 0;
     for (const s of this.records.values()) n += numel(s);
     return n;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// WeightStore
+// ---------------------------------------------------------------------------------------------
+
+export interface WeightStoreOptions {
+  /**
+   * Which variant of a diffusers folder to load when both exist: `fp32` (default) prefers
+   * `diffusion_pytorch_model.safetensors`, `fp16` prefers `diffusion_pytorch_model.fp16.safetensors`;
+   * either falls back to the other.
+   */
+  prefer?: 'fp32' | 'fp16';
+  /** Keep F16/BF16 tensors in their storage dtype instead of widening them to f32 on load. */
+  keepDtype?: boolean;
+  /** finish() does not fail on keys that were never requested. */
+  allowUnused?: boolean;
+}
+
+export interface WeightReport {
+  /** Requested but absent, each with the nearest existing key (edit distance), if the store has any. */
+  missing: { path: string; shape: number[]; nearest?: string }[];
+  /** Present with another shape. */
+  misShaped: { path: string; expected: number[]; found: number[] }[];
+  /** Present but never requested. */
+  unused: string[];
+}
+
+/** Levenshtein distance, abandoned (returns Infinity) as soon as it must exceed `limit`. */
+export function editDistance(a: string, b: string, limit = Infinity): number {
+  if (Math.abs(a.length - b.length) > limit) return Infinity;
+  let prev = new Array<number>(b.length + 1);
+  let cur = new Array<number>(b.length + 1);
+  for (let j = 0; j <= b.length; j++) prev[j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    cur[0] = i;
+    let rowMin = i;
+    for (let j = 1; j <= b.length; j++) {
+      const sub = prev[j - 1]! + (a.charCodeAt(i - 1) === b.charCodeAt(j - 1) ? 0 : 1);
+      const v = Math.min(sub, prev[j]! + 1, cur[j - 1]! + 1);
+      cur[j] = v;
+      if (v < rowMin) rowMin = v;
+    }
+    if (rowMin > limit) return Infinity;
+    [prev, cur] = [cur, prev];
+  }
+  return prev[b.length]!;
+}
+
+function nearestKey(path: string, keys: Iterable<string>): string | undefined {
+  let best: string | undefined;
+  let bestD = Infinity;
+  for (const k of keys) {
+    const d = editDistance(path, k, bestD);
+    if (d < bestD) { bestD = d; best = k; }
+  }
+  return best;
+}
+
+/** Variant file names of a diffusers / transformers model folder, in the order `prefer` wants them. */
+function folderCandidates(prefer: 'fp32' | 'fp16'): string[] {
+  const fp32 = ['diffusion_pytorch_model.safetensors', 'model.safetensors',
+    'diffusion_pytorch_model.safetensors.index.json', 'model.safetensors.index.json'];
+  const fp16 = ['diffusion_pytorch_model.fp16.safetensors', 'model.fp16.safetensors',
+    'diffusion_pytorch_model.fp16.safetensors.index.json', 'model.fp16.safetensors.index.json'];
+  return prefer === 'fp16' ? [...fp16, ...fp32] : [...fp32, ...fp16];
+}
+
+/** Open the shards of a `*.safetensors.index.json` (transformers/diffusers sharded checkpoints). */
+function openShardIndex(indexPath: string): SafetensorsFile[] {
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(indexPath, 'utf8'));
+  } catch (e) {
+    throw new Error(`${indexPath}: not a readable JSON shard index (${(e as Error).message})`);
+  }
+  const map = (json as { weight_map?: unknown } | null)?.weight_map;
+  if (typeof map !== 'object' || map === null || Array.isArray(map)) {
+    throw new Error(`${indexPath}: expected {"weight_map": {key: file}}, found no weight_map object`);
+  }
+  const byFile = new Map<string, string[]>();
+  for (const [key, file] of Object.entries(map as Record<string, unknown>)) {
+    if (typeof file !== 'string') throw new Error(`${indexPath}: weight_map['${key}'] must be a file name, found ${JSON.stringify(file)}`);
+    byFile.set(file, [...(byFile.get(file) ?? []), key]);
+  }
+  const files: SafetensorsFile[] = [];
+  try {
+    for (const [file, keys] of byFile) {
+      const f = SafetensorsFile.open(join(dirname(indexPath), file));
+      files.push(f);
+      const absent = keys.filter((k) => !f.has(k));
+      if (absent.length > 0) {
+        throw new Error(`${indexPath}: weight_map puts ${absent.length} key(s) in ${file} that it does not hold: ${absent.slice(0, 5).join(', ')}`);
+      }
+    }
+  } catch (e) {
+    for (const f of files) f.close();
+    throw e;
+  }
+  return files;
+}
+
+interface StoreState {
+  readonly source: string;
+  readonly files: readonly SafetensorsFile[];
+  /** key -> the file holding it. */
+  readonly index: ReadonlyMap<string, SafetensorsFile>;
+  readonly opts: WeightStoreOptions;
+  readonly used: Set<string>;
+  readonly missing: Map<string, number[]>;
+  readonly misShaped: Map<string, { expected: number[]; found: number[] }>;
+  /** The folder's parsed config.json, when opened from a model folder that has one. */
+  readonly config: Record<string, unknown> | undefined;
+}
+
+/**
+ * Parameters from safetensors files, fetched by path with their expected shape (candle's VarBuilder).
+ * Loading is strict but reports everything at once: a missing or mis-shaped key returns a zero tensor
+ * of the requested shape and is recorded, so the whole model can be constructed; finish() then throws
+ * one error listing every missing key (with its nearest existing key), every mis-shaped key and every
+ * unused key. sub(prefix) views share that record; close() and finish() act on the whole store.
+ */
+export class WeightStore implements WeightSource {
+  private constructor(private readonly state: StoreState, private readonly prefix: string) {}
+
+  /**
+   * Open a `.safetensors` file, a `*.safetensors.index.json` shard index, or a model folder
+   * (diffusers: config.json + diffusion_pytorch_model[.fp16].safetensors or a sharded index;
+   * transformers: model.safetensors; or a folder with exactly one .safetensors file, as ControlNeXt's
+   * releases are).
+   */
+  static open(pathOrFolder: string, opts: WeightStoreOptions = {}): WeightStore {
+    if (!existsSync(pathOrFolder)) throw new Error(`WeightStore.open: ${pathOrFolder} does not exist`);
+    let config: Record<string, unknown> | undefined;
+    let target = pathOrFolder;
+    if (statSync(pathOrFolder).isDirectory()) {
+      const present = readdirSync(pathOrFolder);
+      const pick = folderCandidates(opts.prefer ?? 'fp32').find((c) => present.includes(c))
+        ?? (() => {
+          const st = present.filter((p) => p.endsWith('.safetensors'));
+          if (st.length === 1) return st[0]!;
+          throw new Error(`WeightStore.open: ${pathOrFolder} holds no weights file it can choose: looked for ` +
+            `${folderCandidates(opts.prefer ?? 'fp32').join(', ')} or a single *.safetensors; found ` +
+            `${present.length > 0 ? present.join(', ') : 'an empty folder'}`);
+        })();
+      target = join(pathOrFolder, pick);
+      const cfg = join(pathOrFolder, 'config.json');
+      if (existsSync(cfg)) {
+        try {
+          config = JSON.parse(readFileSync(cfg, 'utf8')) as Record<string, unknown>;
+        } catch (e) {
+          throw new Error(`WeightStore.open: ${cfg} is not valid JSON (${(e as Error).message})`);
+        }
+      }
+    }
+    const files = target.endsWith('.index.json') ? openShardIndex(target) : [SafetensorsFile.open(target)];
+    return WeightStore.build(target, files, opts, config);
+  }
+
+  /** A store over already-open files (keys must be unique across them). */
+  static fromFiles(files: readonly SafetensorsFile[], opts: WeightStoreOptions = {}): WeightStore {
+    return WeightStore.build(files.map((f) => f.source).join(' + ') || '<no files>', files, opts, undefined);
+  }
+
+  private static build(source: string, files: readonly SafetensorsFile[], opts: WeightStoreOptions, config: Record<string, unknown> | undefined): WeightStore {
+    const index = new Map<string, SafetensorsFile>();
+    for (const f of files) {
+      for (const k of f.keys()) {
+        const other = index.get(k);
+        if (other) {
+          for (const g of files) g.close();
+          throw new Error(`WeightStore: key '${k}' is in both ${other.source} and ${f.source}`);
+        }
+        index.set(k, f);
+      }
+    }
+    return new WeightStore({
+      source, files, index, opts, config, used: new Set(), missing: new Map(), misShaped: new Map(),
+    }, '');
+  }
+
+  /** Where the weights come from (file paths), for messages. */
+  get source(): string { return this.state.source; }
+
+  /** The model folder's config.json, parsed (undefined when not opened from a folder that has one). */
+  get config(): Record<string, unknown> | undefined { return this.state.config; }
+
+  get(path: string, shape: readonly number[], backend: Backend): Tensor {
+    const full = joinWeightPath(this.prefix, path);
+    checkShape(`WeightStore.get (${this.state.source})`, full, shape);
+    const file = this.state.index.get(full);
+    if (!file) {
+      this.state.missing.set(full, [...shape]);
+      return backend.zeros(shape);
+    }
+    this.state.used.add(full);
+    const found = file.info(full).shape;
+    if (formatShape(found) !== formatShape(shape)) {
+      this.state.misShaped.set(full, { expected: [...shape], found: [...found] });
+      return backend.zeros(shape);
+    }
+    return file.tensor(full, backend, this.state.opts.keepDtype ? undefined : 'f32');
+  }
+
+  has(path: string): boolean { return this.state.index.has(joinWeightPath(this.prefix, path)); }
+
+  /** The stored shape at `path`, or undefined when absent (reading shapes never marks a key used). */
+  shapeOf(path: string): number[] | undefined {
+    const full = joinWeightPath(this.prefix, path);
+    const f = this.state.index.get(full);
+    return f ? [...f.info(full).shape] : undefined;
+  }
+
+  /** The stored dtype at `path`, or undefined when absent. */
+  dtypeOf(path: string): SafetensorsDType | undefined {
+    const full = joinWeightPath(this.prefix, path);
+    return this.state.index.get(full)?.info(full).dtype;
+  }
+
+  /** Keys under this view's prefix, relative to it. */
+  keys(): string[] {
+    if (this.prefix === '') return [...this.state.index.keys()];
+    const p = `${this.prefix}.`;
+    return [...this.state.index.keys()].filter((k) => k.startsWith(p)).map((k) => k.slice(p.length));
+  }
+
+  sub(prefix: string): WeightStore {
+    return new WeightStore(this.state, joinWeightPath(this.prefix, normalizePrefix(prefix)));
+  }
+
+  /** Everything wrong so far (for the whole store, whatever the view), without throwing. */
+  report(): WeightReport {
+    const keys = [...this.state.index.keys()];
+    return {
+      missing: [...this.state.missing].map(([path, shape]) => {
+        const nearest = nearestKey(path, keys);
+        return nearest === undefined ? { path, shape } : { path, shape, nearest };
+      }),
+      misShaped: [...this.state.misShaped].map(([path, m]) => ({ path, ...m })),
+      unused: keys.filter((k) => !this.state.used.has(k)),
+    };
+  }
+
+  /**
+   * Throw one error listing every missing, mis-shaped and (unless allowUnused, here or in the open
+   * options) unused key; return quietly when loading was exact.
+   */
+  finish(opts: { allowUnused?: boolean } = {}): void {
+    const r = this.report();
+    const allowUnused = opts.allowUnused ?? this.state.opts.allowUnused ?? false;
+    const unused = allowUnused ? [] : r.unused;
+    if (r.missing.length === 0 && r.misShaped.length === 0 && unused.length === 0) return;
+    const limit = 100;
+    const section = <T>(title: string, items: T[], line: (t: T) => string): string[] =>
+      items.length === 0 ? [] : [`${title} (${items.length}):`, ...items.slice(0, limit).map((t) => `  ${line(t)}`),
+        ...(items.length > limit ? [`  ... and ${items.length - limit} more`] : [])];
+    throw new Error([
+      `WeightStore(${this.state.source}): the model and the weights disagree`,
+      ...section('missing keys', r.missing, (m) => `${m.path} ${formatShape(m.shape)}${m.nearest ? ` (nearest: ${m.nearest})` : ''}`),
+      ...section('mis-shaped keys', r.misShaped, (m) => `${m.path}: expected ${formatShape(m.expected)}, found ${formatShape(m.found)}`),
+      ...section('unused keys', unused, (k) => k),
+    ].join('\n'));
+  }
+
+  /** Close every file (of the whole store, whatever the view). */
+  close(): void {
+    for (const f of this.state.files) f.close();
   }
 }
