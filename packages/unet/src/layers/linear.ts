@@ -1,0 +1,27 @@
+// torch.nn.Linear: y = x W^T + b, W [out, in] (keys `weight`, `bias`).
+
+import { ops, type Activation, type Backend, type Tensor, type WeightSource } from '@cnx/tensor';
+import { loadParameter, Module } from '../module.js';
+
+export interface LinearOptions {
+  inF: number;
+  outF: number;
+  /** torch default true. */
+  bias?: boolean;
+}
+
+export class Linear extends Module {
+  weight: Tensor;
+  bias?: Tensor;
+
+  constructor(ws: WeightSource, backend: Backend, readonly opts: LinearOptions) {
+    super();
+    this.weight = loadParameter(ws, 'weight', [opts.outF, opts.inF], backend);
+    if (opts.bias ?? true) this.bias = loadParameter(ws, 'bias', [opts.outF], backend);
+  }
+
+  /** x [..., in] -> [..., out]; `activation` is fused into the matmul epilogue. */
+  forward(x: Tensor, activation?: Activation): Tensor {
+    return ops.linear(x, this.weight, this.bias, activation);
+  }
+}

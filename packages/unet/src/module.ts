@@ -1,0 +1,91 @@
+// Module: the base of every model class. The module tree IS the checkpoint key tree (DESIGN.md, "Models
+// and weights"): a Tensor field is a parameter named by the field, a Module field a sub-tree, and an array
+// of Modules a torch nn.ModuleList / nn.Sequential whose index is the next key segment. So the parameter
+// `down_blocks.0.resnets.1.conv1.weight` is `unet.down_blocks[0].resnets[1].conv1.weight`, and the
+// walk below yields exactly the torch state-dict names.
+
+import { Tensor, type Backend, type WeightSource } from '@cnx/tensor';
+
+export abstract class Module {
+  /** Every parameter as [state-dict path, tensor], depth first in field order. */
+  namedParameters(prefix = ''): [string, Tensor][] {
+    const out: [string, Tensor][] = [];
+    for (const [name, value] of Object.entries(this)) collectParameters(value, prefix + name, out);
+    return out;
+  }
+
+  /** The parameter at a state-dict path; errors name the path and the first segment not found. */
+  getParameter(path: string): Tensor {
+    const { owner, field } = this.resolve(path);
+    const t = owner[field];
+    if (!(t instanceof Tensor)) throw new Error(`getParameter: '${path}' is not a parameter (found ${describe(t)})`);
+    return t;
+  }
+
+  /**
+   * Replace the parameter at `path` and dispose the old tensor (LoRA merge, ControlNeXt partial UNet
+   * weights). The new tensor must have the old one's shape: a checkpoint for another configuration is
+   * an error, not a silent reshape.
+   */
+  setParameter(path: string, t: Tensor): void {
+    const { owner, field } = this.resolve(path);
+    const old = owner[field];
+    if (!(old instanceof Tensor)) throw new Error(`setParameter: '${path}' is not a parameter (found ${describe(old)})`);
+    if (old.shape.length !== t.shape.length || old.shape.some((d, i) => d !== t.shape[i])) {
+      throw new Error(`setParameter: '${path}' has shape [${old.shape.join(', ')}], the new tensor has [${t.shape.join(', ')}]`);
+    }
+    if (old !== t) old.dispose();
+    owner[field] = t;
+  }
+
+  /** Total number of parameter elements. */
+  numParameters(): number {
+    return this.namedParameters().reduce((n, [, t]) => n + t.size, 0);
+  }
+
+  /** Dispose every parameter (the module is unusable afterwards). */
+  dispose(): void {
+    for (const [, t] of this.namedParameters()) t.dispose();
+  }
+
+  private resolve(path: string): { owner: Record<string, unknown>; field: string } {
+    const segs = path.split('.');
+    let node: unknown = this;
+    for (let i = 0; i < segs.length - 1; i++) {
+      const seg = segs[i]!;
+      const next: unknown = Array.isArray(node) ? node[Number(seg)] : node instanceof Module ? (node as unknown as Record<string, unknown>)[seg] : undefined;
+      if (!(next instanceof Module) && !Array.isArray(next)) {
+        throw new Error(`no module at '${segs.slice(0, i + 1).join('.')}' (resolving parameter '${path}'; found ${describe(next)})`);
+      }
+      node = next;
+    }
+    if (!(node instanceof Module)) throw new Error(`'${path}': the parent of a parameter must be a module, found ${describe(node)}`);
+    return { owner: node as unknown as Record<string, unknown>, field: segs[segs.length - 1]! };
+  }
+}
+
+function collectParameters(value: unknown, path: string, out: [string, Tensor][]): void {
+  if (value instanceof Tensor) out.push([path, value]);
+  else if (value instanceof Module) out.push(...value.namedParameters(path + '.'));
+  else if (Array.isArray(value)) value.forEach((v, i) => { if (v instanceof Module) out.push(...v.namedParameters(`${path}.${i}.`)); });
+}
+
+function describe(v: unknown): string {
+  if (v === undefined) return 'nothing';
+  if (v instanceof Tensor) return `a tensor [${v.shape.join(', ')}]`;
+  if (v instanceof Module) return `module ${v.constructor.name}`;
+  if (Array.isArray(v)) return `a list of ${v.length}`;
+  return typeof v;
+}
+
+/**
+ * A parameter from a weight source as f32 (compute dtype, DESIGN.md "Tensor core"): the ops take f32,
+ * so f16/bf16 checkpoint tensors are widened once at load time.
+ */
+export function loadParameter(ws: WeightSource, name: string, shape: readonly number[], backend: Backend): Tensor {
+  const t = ws.get(name, shape, backend);
+  if (t.dtype === 'f32') return t;
+  const f = backend.cast(t, 'f32');
+  t.dispose();
+  return f;
+}
