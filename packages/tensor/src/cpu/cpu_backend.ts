@@ -252,32 +252,53 @@ export class CpuBackend implements Backend {
     const act = opts.activation ?? 'none';
     const out = new Float32Array(N * O * Ho * Wo);
     const P = Ho * Wo, Kc = Cg * KH * KW;
-    // im2col per (sample, group): cols [Kc, P], then out[Og, P] = W[Og, Kc] @ cols, f64 accumulation.
-    const cols = new Float32Array(Kc * P);
-    for (let n = 0; n < N; n++) {
+    // im2col over a chunk of samples per group: cols [Kc, S*P] (column = s*P + p), then
+    // out[Og, S*P] = W[Og, Kc] @ cols with f64 accumulation. Batching the samples into one product
+    // widens N for the small latent maps (8x8 at 64 px) that dominate the UNet; the chunk is capped so
+    // cols stays under COLS_CAP elements. cols lives in a SharedArrayBuffer so the gemm's second
+    // thread can read it without a copy.
+    const COLS_CAP = 1 << 25;
+    const S = Math.max(1, Math.min(N, Math.floor(COLS_CAP / (Kc * P))));
+    const colsLen = Kc * S * P;
+    const cols = typeof SharedArrayBuffer === 'function' ? new Float32Array(new SharedArrayBuffer(colsLen * 4)) : new Float32Array(colsLen);
+    for (let n0 = 0; n0 < N; n0 += S) {
+      const ns = Math.min(S, N - n0), SP = ns * P;
       for (let g = 0; g < G; g++) {
-        for (let c = 0; c < Cg; c++) {
-          const xc = (n * C + g * Cg + c) * H * W;
-          for (let ky = 0; ky < KH; ky++) {
-            for (let kx = 0; kx < KW; kx++) {
-              const row = ((c * KH + ky) * KW + kx) * P;
-              for (let oy = 0; oy < Ho; oy++) {
-                const iy = oy * sh - pt + ky;
-                for (let ox = 0; ox < Wo; ox++) {
-                  const ix = ox * sw - pl + kx;
-                  cols[row + oy * Wo + ox] = iy >= 0 && iy < H && ix >= 0 && ix < W ? X[xc + iy * W + ix]! : 0;
+        for (let s = 0; s < ns; s++) {
+          const n = n0 + s;
+          for (let c = 0; c < Cg; c++) {
+            const xc = (n * C + g * Cg + c) * H * W;
+            for (let ky = 0; ky < KH; ky++) {
+              for (let kx = 0; kx < KW; kx++) {
+                const row = ((c * KH + ky) * KW + kx) * SP + s * P;
+                for (let oy = 0; oy < Ho; oy++) {
+                  const iy = oy * sh - pt + ky;
+                  const rowY = row + oy * Wo;
+                  if (iy < 0 || iy >= H) { cols.fill(0, rowY, rowY + Wo); continue; }
+                  const xr = xc + iy * W;
+                  for (let ox = 0; ox < Wo; ox++) {
+                    const ix = ox * sw - pl + kx;
+                    cols[rowY + ox] = ix >= 0 && ix < W ? X[xr + ix]! : 0;
+                  }
                 }
               }
             }
           }
         }
-        const acc = gemm(Wt, g * Og * Kc, [Kc, 1], cols, 0, [P, 1], Og, P, Kc);
+        const acc = gemm(Wt, g * Og * Kc, [Kc, 1], cols, 0, [SP, 1], Og, SP, Kc);
         for (let o = 0; o < Og; o++) {
           const oc = g * Og + o;
-          const base = (n * O + oc) * P;
-          for (let p = 0; p < P; p++) {
-            const y = applyUnary(act, acc[o * P + p]! + (bv ? bv[oc]! : 0));
-            out[base + p] = res ? y + res[base + p]! : y;
+          const b = bv ? bv[oc]! : 0;
+          for (let s = 0; s < ns; s++) {
+            const base = ((n0 + s) * O + oc) * P, a0 = o * SP + s * P;
+            if (act === 'none' && !res) {
+              for (let p = 0; p < P; p++) out[base + p] = acc[a0 + p]! + b;
+            } else {
+              for (let p = 0; p < P; p++) {
+                const y = applyUnary(act, acc[a0 + p]! + b);
+                out[base + p] = res ? y + res[base + p]! : y;
+              }
+            }
           }
         }
       }

@@ -14,6 +14,8 @@
 // caller), as the reference backend requires; it can differ from a single running sum only in the
 // last bits of the f64 value.
 
+import { parallelGemm } from './gemm_pool.js';
+
 const MR = 4;
 const NR = 4;
 /** k-block: a 4-row A panel (8 KiB) and a 4-column B panel (8 KiB) of this depth fit in L1 together. */
@@ -103,6 +105,9 @@ export function gemm(
   B: Float32Array, bOff: number, bStrides: readonly [number, number],
   M: number, N: number, K: number,
 ): Float64Array {
+  const par = parallelGemm(A, aOff, aStrides, B, bOff, bStrides, M, N, K,
+    (As, ao, Bs, bo, C, m0, m1) => gemmRows(As, ao, aStrides, Bs, bo, bStrides, M, N, K, C, m0, m1));
+  if (par) return par;
   const C = new Float64Array(M * N);
   gemmRows(A, aOff, aStrides, B, bOff, bStrides, M, N, K, C, 0, M);
   return C;
