@@ -1,5 +1,6 @@
 // Backend selection by name. WebGPU adapter choice is explicit and reported (see webgpu/device.ts).
 import { CpuBackend, type Backend } from '@cnx/tensor';
+import { WebgpuBackend } from './webgpu/webgpu_backend.js';
 
 export type BackendName = 'cpu' | 'webgpu';
 
@@ -10,6 +11,6 @@ export interface CreateBackendOptions {
 
 export async function createBackend(name: BackendName, opts: CreateBackendOptions = {}): Promise<Backend> {
   if (name === 'cpu') return new CpuBackend();
-  void opts;
-  throw new Error('webgpu backend: not available yet');
+  if (name === 'webgpu') return WebgpuBackend.create(opts.adapter !== undefined ? { adapter: opts.adapter } : {});
+  throw new Error(`createBackend: unknown backend '${String(name)}'; expected cpu or webgpu`);
 }

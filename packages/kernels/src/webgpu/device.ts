@@ -1,0 +1,186 @@
+// WebGPU device acquisition with an explicit, reported adapter order (DESIGN.md "WebGPU without a GPU").
+//
+// Node gets WebGPU from the `webgpu` npm package (Dawn); browsers from navigator.gpu. In Node the
+// adapters are tried in this order unless one is named (option `adapter` or env CNX_ADAPTER):
+//   1. 'gpu'         a real GPU through Dawn's default backend (Vulkan with the system ICD on Linux);
+//                    software adapters found this way (SwiftShader, llvmpipe, lavapipe) are rejected here.
+//   2. 'swiftshader' SwiftShader's Vulkan driver from Debian's chromium-common package: Dawn option
+//                    backend=vulkan with VK_ICD_FILENAMES pointed at vk_swiftshader_icd.json (set only
+//                    when the env var is unset and the file exists).
+//   3. 'llvmpipe'    Mesa llvmpipe through OpenGL ES: Dawn option backend=opengles, EGL_PLATFORM=surfaceless,
+//                    requestAdapter({ featureLevel: 'compatibility' }).
+// Dawn reads the environment when `create()` runs, so env vars are set before each create that needs them.
+//
+// Probed on the development machine (Debian 12, no GPU, 2026-11): 'gpu' finds no adapter (Debian 12's
+// lavapipe is too old for Dawn: "Vulkan shaderUniform*ArrayDynamicIndexing required"); 'swiftshader'
+// works ("google | swiftshader | SwiftShader driver 5.0.0", 1 GiB bindings, subgroups, timestamp-query,
+// no shader-f16); 'llvmpipe' works with libegl1 libgles2 libegl-mesa0 libgl1-mesa-dri installed
+// ("llvmpipe (LLVM 15.0.6, 256 bits)", OpenGL ES 3.2 Mesa 22.3.6, compatibility mode, 128 MiB bindings).
+//
+// Falling back is never silent: the description says which adapter was preferred and why it was skipped.
+
+export type AdapterKind = 'gpu' | 'swiftshader' | 'llvmpipe';
+export const ADAPTER_KINDS: readonly AdapterKind[] = ['gpu', 'swiftshader', 'llvmpipe'];
+
+const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
+
+export interface AdapterReport {
+  kind: AdapterKind | 'browser';
+  /** Dawn backend (vulkan, opengles, metal, d3d12) or 'browser'. */
+  backend: string;
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  isFallbackAdapter: boolean;
+  featureLevel: 'core' | 'compatibility';
+  features: string[];
+  limits: Record<string, number>;
+  /** Adapters tried before this one and why each was not used. */
+  skipped: string[];
+}
+
+export interface AcquiredDevice {
+  device: GPUDevice;
+  adapter: GPUAdapter;
+  report: AdapterReport;
+  /** One line: "webgpu: <device> [<backend>, <kind>]" plus any fallback note. */
+  description: string;
+}
+
+export interface AcquireOptions {
+  /** 'gpu' | 'swiftshader' | 'llvmpipe'; default: env CNX_ADAPTER, else try all in order. */
+  adapter?: string;
+}
+
+/** Limits requested from the adapter at its own maximum (the defaults are far lower, e.g. 128 MiB bindings). */
+const REQUESTED_LIMITS = [
+  'maxStorageBufferBindingSize', 'maxBufferSize', 'maxComputeWorkgroupStorageSize',
+  'maxComputeInvocationsPerWorkgroup', 'maxComputeWorkgroupSizeX', 'maxComputeWorkgroupSizeY',
+  'maxStorageBuffersPerShaderStage',
+] as const;
+/** Limits shown in the report. */
+const REPORTED_LIMITS = [...REQUESTED_LIMITS, 'maxComputeWorkgroupsPerDimension', 'maxComputeWorkgroupSizeZ',
+  'maxUniformBufferBindingSize', 'minStorageBufferOffsetAlignment'] as const;
+const OPTIONAL_FEATURES = ['shader-f16', 'timestamp-query', 'subgroups'] as const;
+
+function parseKind(value: string, from: string): AdapterKind {
+  if ((ADAPTER_KINDS as readonly string[]).includes(value)) return value as AdapterKind;
+  throw new Error(`${from}: unknown WebGPU adapter '${value}'; expected one of ${ADAPTER_KINDS.join(', ')}`);
+}
+
+function isSoftware(info: GPUAdapterInfo): boolean {
+  const text = `${info.vendor} ${info.architecture} ${info.device} ${info.description}`.toLowerCase();
+  return info.isFallbackAdapter || /swiftshader|llvmpipe|lavapipe|softpipe|warp/.test(text);
+}
+
+function defaultDawnBackend(): string {
+  return process.platform === 'darwin' ? 'metal' : process.platform === 'win32' ? 'd3d12' : 'vulkan';
+}
+
+interface DawnModule { create(options: string[]): GPU; globals: object }
+let dawn: Promise<DawnModule> | undefined;
+
+async function loadDawn(): Promise<DawnModule> {
+  // Imported lazily so that browser bundles never touch the native module.
+  dawn ??= import('webgpu').then((m) => {
+    Object.assign(globalThis, m.globals); // GPUBufferUsage, GPUMapMode, ... as in browsers
+    return m as unknown as DawnModule;
+  });
+  return dawn;
+}
+
+interface Candidate { adapter: GPUAdapter; backend: string; featureLevel: 'core' | 'compatibility' }
+
+/** Try one adapter kind in Node; returns the adapter or a reason it is not there. */
+async function tryNodeAdapter(kind: AdapterKind): Promise<Candidate | string> {
+  const { create } = await loadDawn();
+  if (kind === 'gpu') {
+    const adapter = await create([]).requestAdapter({ powerPreference: 'high-performance' });
+    if (!adapter) return `gpu: no adapter from Dawn's default backend (${defaultDawnBackend()})`;
+    if (isSoftware(adapter.info)) return `gpu: the default backend found only a software adapter (${adapter.info.description || adapter.info.device})`;
+    return { adapter, backend: defaultDawnBackend(), featureLevel: 'core' };
+  }
+  if (kind === 'swiftshader') {
+    if (!process.env.VK_ICD_FILENAMES) {
+      const { existsSync } = await import('node:fs');
+      if (!existsSync(SWIFTSHADER_ICD)) return `swiftshader: ${SWIFTSHADER_ICD} not found (Debian package chromium-common) and VK_ICD_FILENAMES unset`;
+      process.env.VK_ICD_FILENAMES = SWIFTSHADER_ICD;
+    }
+    const adapter = await create(['backend=vulkan']).requestAdapter();
+    if (!adapter) return `swiftshader: no Vulkan adapter with VK_ICD_FILENAMES=${process.env.VK_ICD_FILENAMES}`;
+    return { adapter, backend: 'vulkan', featureLevel: 'core' };
+  }
+  process.env.EGL_PLATFORM ??= 'surfaceless';
+  const adapter = await create(['backend=opengles']).requestAdapter({ featureLevel: 'compatibility' });
+  if (!adapter) return 'llvmpipe: no OpenGL ES adapter (needs libegl1 libgles2 libegl-mesa0 libgl1-mesa-dri)';
+  return { adapter, backend: 'opengles', featureLevel: 'compatibility' };
+}
+
+function describeAdapter(info: GPUAdapterInfo): string {
+  return info.description || info.device || `${info.vendor} ${info.architecture}`.trim() || 'unknown adapter';
+}
+
+/** Acquire a device on the preferred adapter, reporting the choice. Throws naming every adapter tried. */
+export async function acquireDevice(opts: AcquireOptions = {}): Promise<AcquiredDevice> {
+  const env = typeof process !== 'undefined' ? process.env.CNX_ADAPTER : undefined;
+  const named = opts.adapter !== undefined ? parseKind(opts.adapter, 'option adapter')
+    : env ? parseKind(env, 'env CNX_ADAPTER') : undefined;
+  const inNode = typeof process !== 'undefined' && !!process.versions?.node;
+  const skipped: string[] = [];
+  let chosen: (Candidate & { kind: AdapterKind | 'browser' }) | undefined;
+
+  if (!inNode) {
+    const gpu = (globalThis as { navigator?: { gpu?: GPU } }).navigator?.gpu;
+    if (!gpu) throw new Error('webgpu: navigator.gpu is not available in this browser');
+    const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+    if (!adapter) throw new Error('webgpu: navigator.gpu.requestAdapter() returned null');
+    chosen = { adapter, backend: 'browser', featureLevel: 'core', kind: 'browser' };
+  } else {
+    for (const kind of named ? [named] : ADAPTER_KINDS) {
+      let got: Candidate | string;
+      try {
+        got = await tryNodeAdapter(kind);
+      } catch (e) {
+        got = `${kind}: ${e instanceof Error ? e.message : String(e)}`;
+      }
+      if (typeof got === 'string') skipped.push(got);
+      else { chosen = { ...got, kind }; break; }
+    }
+    if (!chosen) {
+      throw new Error(`webgpu: no adapter (${named ? `CNX_ADAPTER/option asked for '${named}'` : `tried ${ADAPTER_KINDS.join(', ')}`}): ${skipped.join('; ')}`);
+    }
+  }
+
+  const { adapter } = chosen;
+  const requiredLimits: Record<string, number> = {};
+  for (const k of REQUESTED_LIMITS) requiredLimits[k] = adapter.limits[k];
+  const requiredFeatures = OPTIONAL_FEATURES.filter((f) => adapter.features.has(f)) as GPUFeatureName[];
+  const device = await adapter.requestDevice({ requiredLimits, requiredFeatures, label: 'cnx' });
+
+  const info = adapter.info;
+  const limits: Record<string, number> = {};
+  for (const k of REPORTED_LIMITS) limits[k] = device.limits[k];
+  const report: AdapterReport = {
+    kind: chosen.kind, backend: chosen.backend, vendor: info.vendor, architecture: info.architecture,
+    device: info.device, description: info.description, isFallbackAdapter: info.isFallbackAdapter,
+    featureLevel: chosen.featureLevel, features: [...device.features].sort(), limits, skipped,
+  };
+  const fallback = skipped.length ? ` (fell back: ${skipped.join('; ')})` : '';
+  const description = `webgpu: ${describeAdapter(info)} [${chosen.backend}, ${chosen.kind}${chosen.featureLevel === 'compatibility' ? ', compatibility' : ''}]${fallback}`;
+  return { device, adapter, report, description };
+}
+
+/** Multi-line human-readable report (adapter, backend, features, key limits). */
+export function formatAdapterReport(r: AdapterReport): string {
+  const mib = (n: number | undefined): string => (n === undefined ? '?' : `${(n / 2 ** 20).toFixed(0)} MiB`);
+  return [
+    `adapter: ${r.vendor || '?'} | ${r.architecture || '?'} | ${r.device || '?'} | ${r.description || '?'}${r.isFallbackAdapter ? ' (fallback adapter)' : ''}`,
+    `backend: ${r.backend} (${r.kind}, ${r.featureLevel})`,
+    `features: ${r.features.join(', ') || 'none'}`,
+    `limits: storage binding ${mib(r.limits.maxStorageBufferBindingSize)}, buffer ${mib(r.limits.maxBufferSize)}, ` +
+      `workgroup storage ${r.limits.maxComputeWorkgroupStorageSize} B, invocations ${r.limits.maxComputeInvocationsPerWorkgroup}, ` +
+      `storage buffers/stage ${r.limits.maxStorageBuffersPerShaderStage}, workgroups/dim ${r.limits.maxComputeWorkgroupsPerDimension}`,
+    ...(r.skipped.length ? [`skipped: ${r.skipped.join('; ')}`] : []),
+  ].join('\n');
+}

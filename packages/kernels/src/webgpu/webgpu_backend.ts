@@ -1,0 +1,297 @@
+// The WebGPU backend: implements the Backend contract (@cnx/tensor backend.ts) by dispatching the WGSL
+// kernel families of this package, and the GpuContext (context.ts) that those families use.
+//
+// Memory: each storage is one GPUBuffer from a size-class pool (buffer_pool.ts), sized to a multiple of
+// 4 bytes (f16/bf16 tensors of odd length). Commands: dispatches are recorded into one command encoder
+// (a compute pass kept open across dispatches; WebGPU synchronises storage writes between dispatches)
+// and submitted every FLUSH_EVERY dispatches and on read()/sync()/fromRaw(). fromRaw() submits pending
+// work before its queue.writeBuffer, because writeBuffer runs at once on the queue timeline and the
+// target may be a recycled buffer that pending commands still read. Uniform blocks come from a small
+// pool of uniform buffers that return to the pool when the batch using them is submitted (later queue
+// writes are ordered after that submission).
+//
+// Errors: shader compilation and validation errors are asynchronous in WebGPU; they are collected
+// (with the kernel label) and thrown from the next read()/sync().
+
+import {
+  DTYPE_BYTES, formatShape, isContiguousLayout, numel, toFloat32, Tensor,
+  type AttentionOptions, type Backend, type BinaryOp, type Conv2dOptions, type CrossNormOptions, type DType,
+  type GroupNormOptions, type MatmulOptions, type MemoryStats, type RawArray, type ReduceOp, type Shape,
+  type Storage, type TimestepEmbeddingOptions, type UnaryOp,
+} from '@cnx/tensor';
+import { BufferPool, sizeClass } from './buffer_pool.js';
+import type { DispatchSpec, GpuContext } from './context.js';
+import { acquireDevice, formatAdapterReport, type AcquireOptions, type AcquiredDevice, type AdapterReport } from './device.js';
+import * as elementwise from './elementwise.js';
+import * as layout from './layout.js';
+import { PipelineCache } from './pipeline_cache.js';
+
+/** Dispatches recorded before a submit. Small enough to keep the GPU fed, large enough to amortise submits. */
+const FLUSH_EVERY = 32;
+
+interface GpuStorage extends Storage {
+  buffer: GPUBuffer;
+}
+
+function notYet(op: string): never {
+  throw new Error(`webgpu ${op}: not implemented yet`);
+}
+
+export class WebgpuBackend implements Backend, GpuContext {
+  readonly name = 'webgpu' as const;
+  readonly description: string;
+  readonly adapterInfo: AdapterReport;
+  readonly device: GPUDevice;
+  readonly limits: GPUSupportedLimits;
+  readonly features: ReadonlySet<string>;
+
+  private readonly pool: BufferPool;
+  private readonly pipelines: PipelineCache;
+  private readonly uniformFree = new Map<number, GPUBuffer[]>();
+  private uniformInFlight: GPUBuffer[] = [];
+  private encoder: GPUCommandEncoder | undefined;
+  private pass: GPUComputePassEncoder | undefined;
+  private pendingDispatches = 0;
+  private errors: Error[] = [];
+  private destroyed = false;
+
+  /** Acquire a device (see device.ts for the adapter order) and wrap it. */
+  static async create(opts: AcquireOptions = {}): Promise<WebgpuBackend> {
+    return new WebgpuBackend(await acquireDevice(opts));
+  }
+
+  constructor(acquired: AcquiredDevice) {
+    this.device = acquired.device;
+    this.description = acquired.description;
+    this.adapterInfo = acquired.report;
+    this.limits = this.device.limits;
+    this.features = new Set(this.device.features);
+    this.pool = new BufferPool(this.device, {
+      maxBufferSize: this.limits.maxBufferSize,
+      maxStorageBufferBindingSize: this.limits.maxStorageBufferBindingSize,
+    });
+    this.pipelines = new PipelineCache(this.device);
+    this.device.onuncapturederror = (ev: GPUUncapturedErrorEvent) => {
+      this.errors.push(new Error(`webgpu: ${ev.error.message}`));
+    };
+    void this.device.lost.then((info) => {
+      if (!this.destroyed) this.errors.push(new Error(`webgpu: device lost (${info.reason}): ${info.message}`));
+    });
+  }
+
+  /** Adapter, backend, features and limits, several lines. */
+  get report(): string {
+    return formatAdapterReport(this.adapterInfo);
+  }
+
+  // ------------------------------------------------------------------ GpuContext
+
+  empty(shape: Shape, dtype: DType = 'f32'): Tensor {
+    this.assertLive();
+    const bytes = numel(shape) * DTYPE_BYTES[dtype];
+    const buffer = this.pool.acquire(bytes, `${dtype} ${formatShape(shape)}`);
+    const storage: GpuStorage = { refs: 0, byteLength: buffer.size, buffer };
+    return new Tensor(this, storage, dtype, shape);
+  }
+
+  buffer(t: Tensor): GPUBuffer {
+    if (t.backend !== this) throw new Error(`webgpu: ${t.toString()} belongs to another backend (${t.backend.name})`);
+    return (t.storage as GpuStorage).buffer;
+  }
+
+  dispatch(spec: DispatchSpec): void {
+    this.assertLive();
+    const pipeline = this.pipelines.get(spec.label, spec.code, spec.entryPoint);
+    const entries: GPUBindGroupEntry[] = spec.bindings.map((b, i) => ({
+      binding: i,
+      resource: { buffer: b instanceof Tensor ? this.buffer(b) : b },
+    }));
+    if (spec.uniforms) entries.push({ binding: entries.length, resource: { buffer: this.uniformBuffer(spec.uniforms) } });
+    const bindGroup = this.device.createBindGroup({ label: spec.label, layout: pipeline.getBindGroupLayout(0), entries });
+    const [x, y = 1, z = 1] = spec.workgroups;
+    const maxDim = this.limits.maxComputeWorkgroupsPerDimension;
+    if (x > maxDim || y > maxDim || z > maxDim) {
+      throw new Error(`webgpu ${spec.label}: workgroups [${x}, ${y}, ${z}] exceed maxComputeWorkgroupsPerDimension = ${maxDim}`);
+    }
+    if (x === 0 || y === 0 || z === 0) return;
+    const pass = this.computePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bindGroup);
+    pass.dispatchWorkgroups(x, y, z);
+    if (++this.pendingDispatches >= FLUSH_EVERY) this.flush();
+  }
+
+  private uniformBuffer(data: ArrayBuffer | ArrayBufferView): GPUBuffer {
+    const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    const size = sizeClass(Math.max(16, Math.ceil(bytes.byteLength / 16) * 16));
+    const buf = this.uniformFree.get(size)?.pop()
+      ?? this.device.createBuffer({ size, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: 'uniforms' });
+    this.device.queue.writeBuffer(buf, 0, (bytes.byteLength % 4 ? padTo4(bytes) : bytes) as Uint8Array<ArrayBuffer>);
+    this.uniformInFlight.push(buf);
+    return buf;
+  }
+
+  private commandEncoder(): GPUCommandEncoder {
+    this.encoder ??= this.device.createCommandEncoder({ label: 'cnx batch' });
+    return this.encoder;
+  }
+
+  private computePass(): GPUComputePassEncoder {
+    this.pass ??= this.commandEncoder().beginComputePass();
+    return this.pass;
+  }
+
+  /** The encoder with no compute pass open (for copies and clears). */
+  private copyEncoder(): GPUCommandEncoder {
+    this.pass?.end();
+    this.pass = undefined;
+    return this.commandEncoder();
+  }
+
+  /** Submit everything recorded so far. */
+  flush(): void {
+    if (!this.encoder) return;
+    const enc = this.copyEncoder();
+    this.device.queue.submit([enc.finish()]);
+    this.encoder = undefined;
+    this.pendingDispatches = 0;
+    // Later writeBuffer calls into these are ordered after this submission: reuse them now.
+    for (const b of this.uniformInFlight) {
+      let list = this.uniformFree.get(b.size);
+      if (!list) this.uniformFree.set(b.size, (list = []));
+      list.push(b);
+    }
+    this.uniformInFlight = [];
+  }
+
+  private throwErrors(): void {
+    const errs = [...this.pipelines.takeErrors(), ...this.errors];
+    this.errors = [];
+    if (errs.length === 1) throw errs[0]!;
+    if (errs.length > 1) throw new Error(`webgpu: ${errs.length} errors:\n${errs.map((e) => e.message).join('\n---\n')}`);
+  }
+
+  private assertLive(): void {
+    if (this.destroyed) throw new Error('webgpu backend used after destroy()');
+  }
+
+  // ------------------------------------------------------------------ memory
+
+  zeros(shape: Shape, dtype: DType = 'f32'): Tensor {
+    const t = this.empty(shape, dtype);
+    this.copyEncoder().clearBuffer(this.buffer(t));
+    return t;
+  }
+
+  fromRaw(data: RawArray, shape: Shape, dtype: DType = 'f32'): Tensor {
+    if (data.length !== numel(shape)) throw new Error(`fromRaw: ${data.length} elements do not fill shape ${formatShape(shape)}`);
+    const expected = dtype === 'f32' ? Float32Array : dtype === 'i32' ? Int32Array : Uint16Array;
+    if (!(data instanceof expected)) throw new Error(`fromRaw: ${dtype} data must be a ${expected.name}, got ${data.constructor.name}`);
+    const t = this.empty(shape, dtype);
+    this.flush(); // the buffer may be recycled: pending commands must read its old contents first
+    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    if (bytes.byteLength > 0) this.device.queue.writeBuffer(this.buffer(t), 0, (bytes.byteLength % 4 ? padTo4(bytes) : bytes) as Uint8Array<ArrayBuffer>);
+    return t;
+  }
+
+  async read(x: Tensor): Promise<Float32Array> {
+    this.assertLive();
+    const eb = DTYPE_BYTES[x.dtype];
+    const dense = isContiguousLayout(x.shape, x.strides);
+    const src = dense ? x : this.contiguous(x);
+    try {
+      const n = src.size;
+      const begin = (dense ? x.offset : 0) * eb;
+      const start = Math.floor(begin / 4) * 4;
+      const end = Math.ceil((begin + n * eb) / 4) * 4;
+      const staging = this.device.createBuffer({ size: Math.max(4, end - start), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: 'readback' });
+      try {
+        if (end > start) this.copyEncoder().copyBufferToBuffer(this.buffer(src), start, staging, 0, end - start);
+        this.flush();
+        await staging.mapAsync(GPUMapMode.READ);
+        this.throwErrors();
+        const bytes = new Uint8Array(staging.getMappedRange()).slice(begin - start, begin - start + n * eb);
+        staging.unmap();
+        const raw: RawArray = x.dtype === 'f32' ? new Float32Array(bytes.buffer, 0, n)
+          : x.dtype === 'i32' ? new Int32Array(bytes.buffer, 0, n) : new Uint16Array(bytes.buffer, 0, n);
+        return toFloat32(raw, x.dtype);
+      } finally {
+        staging.destroy();
+      }
+    } finally {
+      if (src !== x) src.dispose();
+    }
+  }
+
+  free(storage: Storage): void {
+    if (this.destroyed) return;
+    this.pool.release((storage as GpuStorage).buffer);
+  }
+
+  memory(): MemoryStats {
+    return this.pool.memory();
+  }
+
+  resetPeak(): void {
+    this.pool.resetPeak();
+  }
+
+  async sync(): Promise<void> {
+    this.assertLive();
+    this.flush();
+    await this.device.queue.onSubmittedWorkDone();
+    this.throwErrors();
+  }
+
+  /** Destroy pooled (unused) buffers, e.g. between benchmark configurations. */
+  trimPool(): void {
+    this.flush();
+    this.pool.trim();
+  }
+
+  destroy(): void {
+    if (this.destroyed) return;
+    this.flush();
+    this.destroyed = true;
+    this.pool.trim();
+    for (const list of this.uniformFree.values()) for (const b of list) b.destroy();
+    this.uniformFree.clear();
+    this.device.destroy(); // a live device keeps the Node process alive
+  }
+
+  // ------------------------------------------------------------------ layout and type
+
+  contiguous(x: Tensor): Tensor { return layout.contiguous(this, x); }
+  cast(x: Tensor, dtype: DType): Tensor { return layout.cast(this, x, dtype); }
+  concat(xs: readonly Tensor[], axis: number): Tensor { return layout.concat(this, xs, axis); }
+
+  // ------------------------------------------------------------------ elementwise
+
+  unary(op: UnaryOp, x: Tensor): Tensor { return elementwise.unary(this, op, x); }
+  affine(x: Tensor, mul: number, add: number): Tensor { return elementwise.affine(this, x, mul, add); }
+  binary(op: BinaryOp, a: Tensor, b: Tensor): Tensor { return elementwise.binary(this, op, a, b); }
+
+  // ------------------------------------------------------------------ reductions
+
+  reduce(op: ReduceOp, x: Tensor, axes: readonly number[]): Tensor { void op; void x; void axes; return notYet('reduce'); }
+  softmax(x: Tensor): Tensor { void x; return notYet('softmax'); }
+
+  // ------------------------------------------------------------------ kernel families of other files
+
+  matmul(a: Tensor, b: Tensor, opts?: MatmulOptions): Tensor { void a; void b; void opts; return notYet('matmul'); }
+  conv2d(x: Tensor, w: Tensor, bias: Tensor | undefined, opts: Conv2dOptions): Tensor { void x; void w; void bias; void opts; return notYet('conv2d'); }
+  attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Tensor { void q; void k; void v; void opts; return notYet('attention'); }
+  groupNorm(x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, opts: GroupNormOptions): Tensor { void x; void weight; void bias; void opts; return notYet('groupNorm'); }
+  layerNorm(x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, eps: number): Tensor { void x; void weight; void bias; void eps; return notYet('layerNorm'); }
+  crossNorm(x: Tensor, control: Tensor, opts: CrossNormOptions): Tensor { void x; void control; void opts; return notYet('crossNorm'); }
+  upsampleNearest(x: Tensor, size: readonly [number, number]): Tensor { void x; void size; return notYet('upsampleNearest'); }
+  adaptiveAvgPool2d(x: Tensor, size: readonly [number, number]): Tensor { void x; void size; return notYet('adaptiveAvgPool2d'); }
+  timestepEmbedding(t: Tensor, dim: number, opts: TimestepEmbeddingOptions): Tensor { void t; void dim; void opts; return notYet('timestepEmbedding'); }
+  geglu(h: Tensor): Tensor { void h; return notYet('geglu'); }
+}
+
+function padTo4(bytes: Uint8Array): Uint8Array {
+  const out = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
+  out.set(bytes);
+  return out;
+}
