@@ -236,7 +236,8 @@ export function editDistance(a: string, b: string, limit = Infinity): number {
     if (rowMin > limit) return Infinity;
     [prev, cur] = [cur, prev];
   }
-  return prev[b.length]!;
+  const d = prev[b.length]!;
+  return d > limit ? Infinity : d;
 }
 
 function nearestKey(path: string, keys: Iterable<string>): string | undefined {
