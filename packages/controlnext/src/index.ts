@@ -1,1 +1,12 @@
-export {};
+// @cnx/controlnext: ControlNeXt control modules and injection, the diffusers ControlNet baseline, and
+// control types. (Pipelines / CLI / schedulers live beside these files and export themselves below.)
+export * from './variants.js';
+export * from './injection.js';
+export * from './control_module.js';
+export * from './resnet_split.js';
+export * from './controlnext_sd15.js';
+export * from './controlnext_light.js';
+export * from './load_control_module.js';
+export * from './controlnext.js';
+export * from './control_type.js';
+export * from './canny_edges.js';

@@ -14,16 +14,18 @@ export type InjectionPoint =
   /** After the mid block, before up_blocks[0]. */
   | { kind: 'after_mid_block' };
 
-/** How the effective strength s of `x + s * c_hat` is formed. */
+/**
+ * How the effective strength s of `x + s * c_hat` is formed from the module's own scale (the learned
+ * `scale` parameter, or the module's float: 1.0, or SD1.5-Training's controlnext_scale) and the user
+ * strength (the repo's --controlnet_scale / --controlnext_scale; 1 reproduces the release pipelines).
+ */
 export type ScaleRule =
-  /** s = learned scalar `scale` stored in the module file, times the user strength (default 1). */
-  | { kind: 'learned' }
-  /** s = user strength; the module has no stored scale (a Python float in the repo). */
-  | { kind: 'user'; defaultStrength: number }
-  /** s = sigmoid(learned scale) * multiplier * user strength (SVD v1). */
-  | { kind: 'sigmoid_learned'; multiplier: number }
-  /** s = factor * user strength (SVD v2's "magic number" 0.2). */
-  | { kind: 'constant'; factor: number };
+  /** s = module scale * strength. */
+  | { kind: 'module' }
+  /** s = sigmoid(module scale) * multiplier * strength (SVD v1). */
+  | { kind: 'sigmoid_module'; multiplier: number }
+  /** s = module scale * factor * strength (SVD v2's "magic number" 0.2). */
+  | { kind: 'module_times'; factor: number };
 
 /**
  * What the unconditional half of a CFG batch ([uncond; cond]) receives.
@@ -73,7 +75,7 @@ export const variants: Readonly<Record<VariantName, ControlNeXtVariant>> = {
     injectionSource: 'ControlNeXt-SD1.5/models/unet.py (mid_block_additional_residual)',
     order: 'pool_then_norm',
     eps: 1e-12,
-    scale: { kind: 'learned' },
+    scale: { kind: 'module' },
     cfg: 'both',
     unetMerge: 'replace',
     stemPadding: 1,
@@ -88,8 +90,8 @@ export const variants: Readonly<Record<VariantName, ControlNeXtVariant>> = {
     injectionSource: 'ControlNeXt-SD1.5-Training/models/unet.py (conditional_controls)',
     order: 'pool_then_norm',
     eps: 1e-12,
-    // controlnext_scale is a constructor float (config.json); 1.0 is the class default, 0.35 the example.
-    scale: { kind: 'user', defaultStrength: 1.0 },
+    // The module float is controlnext_scale (config.json; class default 1.0, 0.35 in the example).
+    scale: { kind: 'module' },
     cfg: 'both',
     unetMerge: 'replace',
     stemPadding: 1,
@@ -104,8 +106,8 @@ export const variants: Readonly<Record<VariantName, ControlNeXtVariant>> = {
     injectionSource: 'ControlNeXt-SDXL/models/unet.py (controls)',
     order: 'norm_then_pool',
     eps: 1e-12,
-    // scale 1.0 (Python float) times --controlnet_scale (default 1.0).
-    scale: { kind: 'user', defaultStrength: 1.0 },
+    // The module float 1.0 times --controlnet_scale (default 1.0).
+    scale: { kind: 'module' },
     cfg: 'both',
     unetMerge: 'add',
     stemPadding: 1,
@@ -120,7 +122,7 @@ export const variants: Readonly<Record<VariantName, ControlNeXtVariant>> = {
     injectionSource: 'ControlNeXt-SVD/models/unet_spatio_temporal_condition_controlnext.py',
     order: 'norm_then_pool',
     eps: 1e-5,
-    scale: { kind: 'sigmoid_learned', multiplier: 1.3 },
+    scale: { kind: 'sigmoid_module', multiplier: 1.3 },
     cfg: 'uncond_param_zero',
     unetMerge: 'full',
     stemPadding: 0,
@@ -135,7 +137,7 @@ export const variants: Readonly<Record<VariantName, ControlNeXtVariant>> = {
     injectionSource: 'ControlNeXt-SVD-v2/models/unet_spatio_temporal_condition_controlnext.py',
     order: 'norm_then_pool',
     eps: 1e-5,
-    scale: { kind: 'constant', factor: 0.2 },
+    scale: { kind: 'module_times', factor: 0.2 },
     cfg: 'uncond_zero',
     unetMerge: 'full',
     stemPadding: 0,
@@ -150,40 +152,18 @@ export function getVariant(name: string): ControlNeXtVariant {
 }
 
 /**
- * The effective strength s for the conditional samples. `learned` is the module's stored `scale`
- * (release / SVD v1 files), `strength` the user multiplier (the repo's --controlnext_scale or
- * --controlnet_scale; for the release SD1.5 variant the repo has none, so 1 reproduces it).
+ * Per-sample multipliers of the module's scale for a batch of N samples, or one number when all
+ * samples get the same: with CFG the batch is [uncond x N/2; cond x N/2] and the variant's policy
+ * decides the unconditional half. The sigmoid rule (SVD v1) is applied by the caller on the scale.
  */
-export function effectiveScale(v: ControlNeXtVariant, opts: { learned?: number; strength?: number }): number {
-  const r = v.scale;
-  switch (r.kind) {
-    case 'learned': {
-      if (opts.learned === undefined) throw new Error(`variant ${v.name}: the scale rule needs the module's learned 'scale', none was given`);
-      return opts.learned * (opts.strength ?? 1);
-    }
-    case 'user': return opts.strength ?? r.defaultStrength;
-    case 'sigmoid_learned': {
-      if (opts.learned === undefined) throw new Error(`variant ${v.name}: the scale rule needs the module's learned 'scale', none was given`);
-      return (1 / (1 + Math.exp(-opts.learned))) * r.multiplier * (opts.strength ?? 1);
-    }
-    case 'constant': return r.factor * (opts.strength ?? 1);
+export function sampleMultipliers(v: ControlNeXtVariant, batch: number, opts: { cfg: boolean; strength?: number }): number | number[] {
+  const strength = opts.strength ?? 1;
+  const m = strength * (v.scale.kind === 'module_times' ? v.scale.factor : 1);
+  if (!opts.cfg || v.cfg === 'both') return m;
+  if (batch % 2 !== 0) throw new Error(`ControlNeXt ${v.name}: a CFG batch is [uncond; cond], expected an even batch, found ${batch}`);
+  if (v.cfg === 'uncond_param_zero') {
+    throw new Error(`ControlNeXt ${v.name}: the unconditional half gets sigmoid(0) * multiplier, not a multiple of the module scale; not supported yet`);
   }
-}
-
-/**
- * Per-sample scales for a CFG batch [uncond x half; cond x half] under the variant's policy, or the
- * single number when both halves get the same strength.
- */
-export function cfgScales(v: ControlNeXtVariant, condScale: number, batch: number, opts: { strength?: number } = {}): number | number[] {
-  if (batch % 2 !== 0) throw new Error(`cfgScales: a CFG batch is [uncond; cond], expected an even batch, found ${batch}`);
   const half = batch / 2;
-  switch (v.cfg) {
-    case 'both': return condScale;
-    case 'uncond_zero': return [...new Array<number>(half).fill(0), ...new Array<number>(half).fill(condScale)];
-    case 'uncond_param_zero': {
-      if (v.scale.kind !== 'sigmoid_learned') throw new Error(`variant ${v.name}: 'uncond_param_zero' needs a sigmoid scale rule`);
-      const uncond = 0.5 * v.scale.multiplier * (opts.strength ?? 1);
-      return [...new Array<number>(half).fill(uncond), ...new Array<number>(half).fill(condScale)];
-    }
-  }
+  return [...new Array<number>(half).fill(0), ...new Array<number>(half).fill(m)];
 }

@@ -1,0 +1,86 @@
+// Loading a ControlNeXt control module from a released file (`controlnet.safetensors`, SD1.5-Training's
+// `controlnext.safetensors`, or the folder holding it with its config.json), strictly:
+//  1. detect the architecture from the keys (spec 15): `down_res.0.norm1.weight` of shape [3] = the
+//     SD1.5 release module (its first block sees the RGB image); `embedding.0.weight` = the light module;
+//  2. refuse a file whose architecture is not the requested variant's (issue #89's failure mode);
+//  3. read the widths from the weight shapes (config.json is unreliable: the release module ignores it);
+//     what is not in the weights (GroupNorm groups, the light module's float scale) comes from the
+//     options, then config.json, then the repo's class defaults;
+//  4. build the module and finish the WeightStore: any missing / mis-shaped / unused key fails with the
+//     store's report (nearest key for each missing one).
+
+import { WeightStore, type Backend } from '@cnx/tensor';
+import type { ControlModule } from './control_module.js';
+import { ControlNeXtLightModule, inferLightStructure } from './controlnext_light.js';
+import { ControlNeXtSD15Module, inferReleaseStructure } from './controlnext_sd15.js';
+import { getVariant, type ControlNeXtVariant, type VariantName } from './variants.js';
+
+export type DetectedArch = 'release' | 'light';
+
+/** What detectModuleArch needs of a weight file. */
+export interface KeyShapes {
+  has(path: string): boolean;
+  shapeOf(path: string): readonly number[] | undefined;
+}
+
+/** The module architecture of a weight file, with the key that decided it. */
+export function detectModuleArch(w: KeyShapes, source = 'the weights'): { arch: DetectedArch; evidence: string } {
+  const n1 = w.shapeOf('down_res.0.norm1.weight');
+  if (w.has('embedding.0.weight')) {
+    return { arch: 'light', evidence: `'embedding.0.weight' [${w.shapeOf('embedding.0.weight')!.join(', ')}] is present (the light module's stride-2 stem)` };
+  }
+  if (n1 && n1.length === 1 && n1[0] === 3) {
+    return { arch: 'release', evidence: "'down_res.0.norm1.weight' is [3] (the SD1.5 release module's first block takes the RGB image)" };
+  }
+  throw new Error(`${source}: not a ControlNeXt control module: expected 'embedding.0.weight' (light module: SD1.5-Training / SDXL / SVD-v2) ` +
+    `or 'down_res.0.norm1.weight' of shape [3] (SD1.5 release module); found ${n1 ? `'down_res.0.norm1.weight' [${n1.join(', ')}]` : "neither key"}`);
+}
+
+export interface LoadControlModuleOptions {
+  /** The variant the module is for; its architecture must match the file's. */
+  variant: VariantName | ControlNeXtVariant;
+  /** GroupNorm groups of down_res.i (not stored in the file). */
+  groups?: readonly number[];
+  /** Light module's float scale (SD1.5-Training's controlnext_scale); default: config.json, else 1. */
+  scale?: number;
+}
+
+function numberArray(v: unknown): number[] | undefined {
+  return Array.isArray(v) && v.every((x) => typeof x === 'number') ? (v as number[]) : undefined;
+}
+
+/** Load and strictly check a control module (see the header). */
+export function loadControlModule(fileOrFolder: string, backend: Backend, opts: LoadControlModuleOptions): ControlModule {
+  const variant = typeof opts.variant === 'string' ? getVariant(opts.variant) : opts.variant;
+  const store = WeightStore.open(fileOrFolder);
+  let module: ControlModule | undefined;
+  try {
+    const { arch, evidence } = detectModuleArch(store, store.source);
+    const wanted = variant.moduleArch;
+    if (arch !== wanted) {
+      throw new Error(`${store.source}: wrong variant: this is a ${arch === 'release' ? 'SD1.5 release' : 'light (SD1.5-Training / SDXL / SVD-v2)'} ` +
+        `control module (${evidence}), but variant '${variant.name}' needs the ${wanted} module (${variant.moduleSource})`);
+    }
+    const shapeOf = (p: string) => store.shapeOf(p);
+    const cfg = store.config ?? {};
+    if (arch === 'release') {
+      // config.json of the release is ignored by its class (spec 3.1): only explicit groups count.
+      module = new ControlNeXtSD15Module(store, backend, inferReleaseStructure(shapeOf, opts.groups));
+    } else {
+      const cfgScale = typeof cfg.controlnext_scale === 'number' ? cfg.controlnext_scale : undefined;
+      const structure = inferLightStructure(shapeOf, {
+        groups: opts.groups ?? numberArray(cfg.groups),
+        stemPadding: variant.stemPadding,
+        scale: opts.scale ?? cfgScale ?? 1,
+      });
+      module = new ControlNeXtLightModule(store, backend, structure);
+    }
+    store.finish();
+    return module;
+  } catch (e) {
+    module?.dispose();
+    throw e;
+  } finally {
+    store.close();
+  }
+}
