@@ -10,6 +10,7 @@ import { opLayerNorm } from './runners/op_layer_norm.js';
 import { opCrossNorm } from './runners/op_cross_norm.js';
 import { opUpsample } from './runners/op_upsample.js';
 import { opAdaptiveAvgPool } from './runners/op_adaptive_avg_pool.js';
+import { unetRunner } from './runners/unet.js';
 
 export const runners: Readonly<Record<string, Runner>> = {
   op_linear: opLinear,
@@ -20,4 +21,5 @@ export const runners: Readonly<Record<string, Runner>> = {
   op_cross_norm: opCrossNorm,
   op_upsample: opUpsample,
   op_adaptive_avg_pool: opAdaptiveAvgPool,
+  unet: unetRunner,
 };

@@ -7,3 +7,14 @@ export { ResnetBlock2D, type ResnetBlock2DOptions } from './resnet.js';
 export { Downsample2D, type Downsample2DOptions } from './downsampling.js';
 export { Upsample2D, type Upsample2DOptions } from './upsampling.js';
 export { Timesteps, TimestepEmbedding, type TimestepsOptions, type TimestepEmbeddingOptions } from './embeddings.js';
+export { Attention, type AttentionOptions } from './attention.js';
+export { FeedForward, GEGLU } from './feed_forward.js';
+export { BasicTransformerBlock, Transformer2DModel, type BasicTransformerBlockOptions, type Transformer2DModelOptions } from './transformer_2d.js';
+export {
+  CrossAttnDownBlock2D, CrossAttnUpBlock2D, DownBlock2D, DownEncoderBlock2D, UNetMidBlock2D, UNetMidBlock2DCrossAttn,
+  UpBlock2D, UpDecoderBlock2D, type BlockOptions, type CrossAttnOptions, type DownBlockOutput, type DownBlock2DOptions,
+  type MidBlockOptions, type UpBlock2DOptions,
+} from './unet_blocks.js';
+export {
+  UNet2DConditionModel, parseUNetConfig, type UNet2DConditionConfig, type UNetForwardOptions, type UNetFromFolderOptions,
+} from './unet_2d_condition.js';

@@ -1,0 +1,380 @@
+// diffusers UNet2DConditionModel (diffusers/models/unets/unet_2d_condition.py, v0.29.2) built from a
+// diffusers config.json: the SD1.5, SD2.x and SDXL configurations (conv or linear transformer
+// projections, attention_head_dim as a number or a list, transformer_layers_per_block, SDXL's
+// "text_time" added conditioning). Configuration this port does not implement is an error naming the key.
+//
+// Forward (per diffusers):
+//   emb = time_embedding(time_proj(t)) [+ add_embedding(concat(text_embeds, add_time_proj(time_ids)))]
+//   x = conv_in(sample); skips = [x]; for each down block: x, s = block(x, emb, ctx); skips += s
+//   (+ ControlNet residuals on the skips); x = mid_block(x, emb, ctx) (+ ControlNet mid residual)
+//   for each up block: x = block(x, its skips (popped from the end), emb, ctx)
+//   out = conv_out(silu(conv_norm_out(x)))
+// ControlNeXt injects through featureHooks at the points of its spec (sections 3.2, 4.2, 5.2).
+
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ops, subTrace, WeightStore, type Backend, type Tensor, type Trace, type WeightSource, type WeightStoreOptions } from '@cnx/tensor';
+import { Module } from './module.js';
+import { Conv2d } from './layers/conv2d.js';
+import { GroupNorm } from './layers/group_norm.js';
+import { TimestepEmbedding, Timesteps } from './embeddings.js';
+import {
+  CrossAttnDownBlock2D, CrossAttnUpBlock2D, DownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D, type DownBlockOutput,
+} from './unet_blocks.js';
+
+export interface UNetForwardOptions {
+  /** SDXL text_time: pooled text embeddings [B, Dt] and micro-conditioning time ids [B, 6]. */
+  addedCond?: { textEmbeds: Tensor; timeIds: Tensor };
+  /** ControlNet: added to the skip tensors (diffusers order: conv_in output first). */
+  downBlockAdditionalResiduals?: Tensor[];
+  /** ControlNet: added after the mid block. */
+  midBlockAdditionalResidual?: Tensor;
+  /** ControlNeXt injection points (spec sections 3.2, 4.2, 5.2). Each returns a NEW tensor. */
+  featureHooks?: {
+    /** SDXL: after conv_in; the first skip keeps the raw conv_in output. */
+    afterConvIn?: (x: Tensor) => Tensor;
+    /** SD1.5-Training: after down_blocks[index]; the skips are untouched. */
+    afterDownBlock?: (index: number, x: Tensor) => Tensor;
+    /** SD1.5 release: after the mid block. */
+    afterMidBlock?: (x: Tensor) => Tensor;
+  };
+  /** Named intermediates by state-dict path (packages/tensor/src/trace.ts). */
+  trace?: Trace;
+}
+
+/** The config.json keys this port reads (diffusers UNet2DConditionModel.__init__ arguments). */
+export interface UNet2DConditionConfig {
+  in_channels: number;
+  out_channels: number;
+  center_input_sample: boolean;
+  flip_sin_to_cos: boolean;
+  freq_shift: number;
+  down_block_types: string[];
+  mid_block_type: string;
+  up_block_types: string[];
+  block_out_channels: number[];
+  layers_per_block: number | number[];
+  downsample_padding: number;
+  mid_block_scale_factor: number;
+  norm_num_groups: number;
+  norm_eps: number;
+  cross_attention_dim: number | number[];
+  transformer_layers_per_block: number | (number | number[])[];
+  reverse_transformer_layers_per_block: (number | number[])[] | null;
+  attention_head_dim: number | number[];
+  num_attention_heads: number | number[] | null;
+  use_linear_projection: boolean;
+  upcast_attention: boolean;
+  addition_embed_type: 'text_time' | null;
+  addition_time_embed_dim: number | null;
+  projection_class_embeddings_input_dim: number | null;
+  time_embedding_dim: number | null;
+  conv_in_kernel: number;
+  conv_out_kernel: number;
+}
+
+const DEFAULTS: UNet2DConditionConfig = {
+  in_channels: 4, out_channels: 4, center_input_sample: false, flip_sin_to_cos: true, freq_shift: 0,
+  down_block_types: ['CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'DownBlock2D'],
+  mid_block_type: 'UNetMidBlock2DCrossAttn',
+  up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D'],
+  block_out_channels: [320, 640, 1280, 1280], layers_per_block: 2, downsample_padding: 1, mid_block_scale_factor: 1,
+  norm_num_groups: 32, norm_eps: 1e-5, cross_attention_dim: 1280, transformer_layers_per_block: 1,
+  reverse_transformer_layers_per_block: null, attention_head_dim: 8, num_attention_heads: null,
+  use_linear_projection: false, upcast_attention: false, addition_embed_type: null, addition_time_embed_dim: null,
+  projection_class_embeddings_input_dim: null, time_embedding_dim: null, conv_in_kernel: 3, conv_out_kernel: 3,
+};
+
+/**
+ * Keys accepted only at the value every SD checkpoint uses (diffusers' defaults): anything else selects
+ * a code path this port does not implement. `dropout` and `sample_size` do not affect inference.
+ */
+const FIXED: Record<string, readonly unknown[]> = {
+  act_fn: ['silu'],
+  attention_type: ['default'],
+  class_embed_type: [null],
+  class_embeddings_concat: [false],
+  cross_attention_norm: [null],
+  dual_cross_attention: [false],
+  encoder_hid_dim: [null],
+  encoder_hid_dim_type: [null],
+  mid_block_only_cross_attention: [null, false],
+  num_class_embeds: [null],
+  resnet_out_scale_factor: [1],
+  resnet_skip_time_act: [false],
+  resnet_time_scale_shift: ['default'],
+  time_cond_proj_dim: [null],
+  time_embedding_act_fn: [null],
+  time_embedding_type: ['positional'],
+  timestep_post_act: [null],
+};
+const IGNORED = new Set(['_class_name', '_diffusers_version', '_name_or_path', 'dropout', 'sample_size',
+  // only read by addition_embed_type "text" / "text_image" (not supported: rejected below)
+  'addition_embed_type_num_heads']);
+
+/** Keys whose null is meaningful (diffusers None = "not used" / "derive it"). */
+const NULLABLE = new Set(['reverse_transformer_layers_per_block', 'num_attention_heads', 'addition_embed_type',
+  'addition_time_embed_dim', 'projection_class_embeddings_input_dim', 'time_embedding_dim']);
+
+/** Validate a config.json object and fill diffusers' defaults; unsupported keys or values name the key. */
+export function parseUNetConfig(raw: Record<string, unknown>, source = 'config'): UNet2DConditionConfig {
+  const cfg: Record<string, unknown> = { ...DEFAULTS };
+  for (const [key, value] of Object.entries(raw)) {
+    if (IGNORED.has(key)) continue;
+    if (key in FIXED) {
+      const ok = FIXED[key]!;
+      if (!ok.some((v) => v === value)) {
+        throw new Error(`${source}: UNet2DConditionModel ${key}=${JSON.stringify(value)} is not supported (supported: ${ok.map((v) => JSON.stringify(v)).join(', ')})`);
+      }
+      continue;
+    }
+    if (key === 'only_cross_attention') {
+      if (value !== false && !(Array.isArray(value) && value.every((v) => v === false))) {
+        throw new Error(`${source}: UNet2DConditionModel only_cross_attention=${JSON.stringify(value)} is not supported (only false)`);
+      }
+      continue;
+    }
+    if (!(key in DEFAULTS)) throw new Error(`${source}: unknown UNet2DConditionModel config key '${key}' (value ${JSON.stringify(value)})`);
+    if (value === null && !NULLABLE.has(key)) throw new Error(`${source}: UNet2DConditionModel ${key}=null is not supported`);
+    cfg[key] = value;
+  }
+  const c = cfg as unknown as UNet2DConditionConfig;
+  const n = c.down_block_types.length;
+  const check = (ok: boolean, key: string, what: string) => {
+    if (!ok) throw new Error(`${source}: UNet2DConditionModel ${key}=${JSON.stringify((c as unknown as Record<string, unknown>)[key])}: ${what}`);
+  };
+  check(c.block_out_channels.length === n, 'block_out_channels', `expected one entry per down block (${n})`);
+  check(c.up_block_types.length === n, 'up_block_types', `expected ${n} up blocks (one per down block)`);
+  for (const t of c.down_block_types) check(t === 'CrossAttnDownBlock2D' || t === 'DownBlock2D', 'down_block_types', `'${t}' is not supported (CrossAttnDownBlock2D, DownBlock2D)`);
+  for (const t of c.up_block_types) check(t === 'CrossAttnUpBlock2D' || t === 'UpBlock2D', 'up_block_types', `'${t}' is not supported (CrossAttnUpBlock2D, UpBlock2D)`);
+  check(c.mid_block_type === 'UNetMidBlock2DCrossAttn', 'mid_block_type', 'only UNetMidBlock2DCrossAttn is supported');
+  check(c.addition_embed_type === null || c.addition_embed_type === 'text_time', 'addition_embed_type', 'only null and "text_time" are supported');
+  if (c.addition_embed_type === 'text_time') {
+    check(typeof c.addition_time_embed_dim === 'number', 'addition_time_embed_dim', 'text_time needs a number');
+    check(typeof c.projection_class_embeddings_input_dim === 'number', 'projection_class_embeddings_input_dim', 'text_time needs a number');
+  }
+  for (const k of ['conv_in_kernel', 'conv_out_kernel'] as const) check(c[k] % 2 === 1, k, 'must be odd (padding (k-1)/2)');
+  for (const k of ['layers_per_block', 'cross_attention_dim', 'attention_head_dim', 'transformer_layers_per_block'] as const) {
+    const v = c[k];
+    check(!Array.isArray(v) || v.length === n, k, `a list must have one entry per down block (${n})`);
+  }
+  if (Array.isArray(c.num_attention_heads)) check(c.num_attention_heads.length === n, 'num_attention_heads', `a list must have one entry per down block (${n})`);
+  return c;
+}
+
+const perBlock = <T>(v: T | T[], n: number): T[] => (Array.isArray(v) ? v : Array.from({ length: n }, () => v));
+
+export interface UNetFromFolderOptions extends WeightStoreOptions {
+  /** Weights folder to read instead of `dir` (config.json always from `dir`). */
+  weights?: string;
+}
+
+export class UNet2DConditionModel extends Module {
+  conv_in: Conv2d;
+  time_proj: Timesteps;
+  time_embedding: TimestepEmbedding;
+  add_time_proj?: Timesteps;
+  add_embedding?: TimestepEmbedding;
+  down_blocks: (CrossAttnDownBlock2D | DownBlock2D)[];
+  up_blocks: (CrossAttnUpBlock2D | UpBlock2D)[];
+  mid_block: UNetMidBlock2DCrossAttn;
+  conv_norm_out: GroupNorm;
+  conv_out: Conv2d;
+  readonly config: UNet2DConditionConfig;
+
+  /** Build from a parsed (or raw) config and a weight source; `raw` configs are validated. */
+  constructor(config: UNet2DConditionConfig | Record<string, unknown>, ws: WeightSource, readonly backend: Backend) {
+    super();
+    const c = this.config = parseUNetConfig(config as Record<string, unknown>);
+    const n = c.down_block_types.length;
+    const boc = c.block_out_channels;
+    // diffusers legacy naming: attention_head_dim is the number of heads unless num_attention_heads is given.
+    const heads = perBlock(c.num_attention_heads ?? c.attention_head_dim, n);
+    const layers = perBlock(c.layers_per_block, n);
+    const ctxDim = perBlock(c.cross_attention_dim, n);
+    const tlayers = perBlock(c.transformer_layers_per_block, n);
+    const groups = c.norm_num_groups, eps = c.norm_eps;
+    const timeEmbedDim = c.time_embedding_dim ?? boc[0]! * 4;
+
+    this.conv_in = new Conv2d(ws.sub('conv_in'), backend, { inC: c.in_channels, outC: boc[0]!, k: c.conv_in_kernel, padding: (c.conv_in_kernel - 1) / 2 });
+    this.time_proj = new Timesteps({ numChannels: boc[0]!, flipSinToCos: c.flip_sin_to_cos, downscaleFreqShift: c.freq_shift });
+    this.time_embedding = new TimestepEmbedding(ws.sub('time_embedding'), backend, { inC: boc[0]!, timeEmbedDim });
+    if (c.addition_embed_type === 'text_time') {
+      this.add_time_proj = new Timesteps({ numChannels: c.addition_time_embed_dim!, flipSinToCos: c.flip_sin_to_cos, downscaleFreqShift: c.freq_shift });
+      this.add_embedding = new TimestepEmbedding(ws.sub('add_embedding'), backend, { inC: c.projection_class_embeddings_input_dim!, timeEmbedDim });
+    }
+
+    this.down_blocks = c.down_block_types.map((type, i) => {
+      const common = {
+        inC: i === 0 ? boc[0]! : boc[i - 1]!, outC: boc[i]!, tembC: timeEmbedDim, numLayers: layers[i]!, groups, eps,
+        addDownsample: i < n - 1, downsamplePadding: c.downsample_padding,
+      };
+      const bws = ws.sub(`down_blocks.${i}`);
+      return type === 'CrossAttnDownBlock2D'
+        ? new CrossAttnDownBlock2D(bws, backend, { ...common, heads: heads[i]!, crossAttentionDim: ctxDim[i]!, transformerLayers: tlayers[i]!, useLinearProjection: c.use_linear_projection })
+        : new DownBlock2D(bws, backend, common);
+    });
+
+    this.mid_block = new UNetMidBlock2DCrossAttn(ws.sub('mid_block'), backend, {
+      channels: boc[n - 1]!, tembC: timeEmbedDim, groups, eps, outputScaleFactor: c.mid_block_scale_factor,
+      heads: heads[n - 1]!, crossAttentionDim: ctxDim[n - 1]!, transformerLayers: tlayers[n - 1]!, useLinearProjection: c.use_linear_projection,
+    });
+
+    const rboc = [...boc].reverse(), rheads = [...heads].reverse(), rlayers = [...layers].reverse(), rctx = [...ctxDim].reverse();
+    const rtl = c.reverse_transformer_layers_per_block ?? [...tlayers].reverse();
+    this.up_blocks = c.up_block_types.map((type, i) => {
+      const common = {
+        inC: rboc[Math.min(i + 1, n - 1)]!, outC: rboc[i]!, prevOutC: i === 0 ? rboc[0]! : rboc[i - 1]!, tembC: timeEmbedDim,
+        numLayers: rlayers[i]! + 1, groups, eps, addUpsample: i < n - 1,
+      };
+      const bws = ws.sub(`up_blocks.${i}`);
+      return type === 'CrossAttnUpBlock2D'
+        ? new CrossAttnUpBlock2D(bws, backend, { ...common, heads: rheads[i]!, crossAttentionDim: rctx[i]!, transformerLayers: rtl[i]!, useLinearProjection: c.use_linear_projection })
+        : new UpBlock2D(bws, backend, common);
+    });
+
+    this.conv_norm_out = new GroupNorm(ws.sub('conv_norm_out'), backend, { groups, channels: boc[0]!, eps });
+    this.conv_out = new Conv2d(ws.sub('conv_out'), backend, { inC: boc[0]!, outC: c.out_channels, k: c.conv_out_kernel, padding: (c.conv_out_kernel - 1) / 2 });
+  }
+
+  /**
+   * Load a diffusers `unet/` folder (config.json + diffusion_pytorch_model[.fp16].safetensors or a
+   * sharded index). Strict: any missing, mis-shaped or unused key fails with the loader report.
+   */
+  static fromFolder(dir: string, backend: Backend, opts: UNetFromFolderOptions = {}): UNet2DConditionModel {
+    const cfgPath = join(dir, 'config.json');
+    if (!existsSync(cfgPath)) throw new Error(`UNet2DConditionModel.fromFolder: ${dir} has no config.json`);
+    const raw = JSON.parse(readFileSync(cfgPath, 'utf8')) as Record<string, unknown>;
+    const store = WeightStore.open(opts.weights ?? dir, opts);
+    try {
+      const config = parseUNetConfig(raw, cfgPath);
+      const model = new UNet2DConditionModel(config, store, backend);
+      try {
+        store.finish();
+      } catch (e) {
+        model.dispose();
+        throw e;
+      }
+      return model;
+    } finally {
+      store.close();
+    }
+  }
+
+  /** Number of upsamplers: latents whose size is not a multiple of 2^this get explicit upsample sizes. */
+  get numUpsamplers(): number {
+    return this.up_blocks.filter((b) => b.upsamplers !== undefined).length;
+  }
+
+  /** The time embedding emb [B, timeEmbedDim] (+ SDXL's added conditioning). */
+  timeEmbedding(timestep: Tensor, batch: number, addedCond?: UNetForwardOptions['addedCond'], trace?: Trace): Tensor {
+    if (timestep.rank !== 1 || (timestep.shape[0] !== batch && timestep.shape[0] !== 1)) {
+      throw new Error(`UNet2DConditionModel: expected timestep [${batch}] (or [1]), found [${timestep.shape.join(', ')}]`);
+    }
+    // diffusers broadcasts a single timestep to the batch (timesteps.expand(sample.shape[0])).
+    const t = timestep.shape[0] === batch ? timestep : timestep.expand([batch]);
+    const tp = this.time_proj.forward(t);
+    if (t !== timestep) t.dispose();
+    trace?.('time_proj', tp);
+    let emb = this.time_embedding.forward(tp);
+    tp.dispose();
+    trace?.('time_embedding', emb);
+    if (this.add_embedding && this.add_time_proj) {
+      if (!addedCond) throw new Error('UNet2DConditionModel: addition_embed_type "text_time" requires addedCond { textEmbeds, timeIds }');
+      const { textEmbeds, timeIds } = addedCond;
+      // add_time_proj(time_ids.flatten()).reshape(B, -1), concatenated after text_embeds.
+      const flat = timeIds.reshape([-1]);
+      const tproj = this.add_time_proj.forward(flat);
+      flat.dispose();
+      const te = tproj.reshape([textEmbeds.shape[0]!, -1]);
+      tproj.dispose();
+      const addEmbeds = ops.concat([textEmbeds, te], -1);
+      te.dispose();
+      const aug = this.add_embedding.forward(addEmbeds);
+      addEmbeds.dispose();
+      trace?.('add_embedding', aug);
+      const sum = ops.add(emb, aug);
+      [emb, aug].forEach((v) => v.dispose());
+      emb = sum;
+    }
+    return emb;
+  }
+
+  /**
+   * sample [B, in_channels, h, w], timestep [B] (f32; or [1], broadcast), encoderHiddenStates [B, L, D]
+   * -> [B, out_channels, h, w]. Intermediates are reported through opts.trace under their state-dict
+   * paths ('down_blocks.0.1.0' = the first skip of down block 0, as in the golden cases).
+   */
+  forward(sample: Tensor, timestep: Tensor, encoderHiddenStates: Tensor, opts: UNetForwardOptions = {}): Tensor {
+    const trace = opts.trace;
+    const hooks = opts.featureHooks ?? {};
+    const B = sample.shape[0]!;
+    const emb = this.timeEmbedding(timestep, B, opts.addedCond, trace);
+
+    const input = this.config.center_input_sample ? ops.affine(sample, 2, -1) : sample;
+    let x = this.conv_in.forward(input);
+    if (input !== sample) input.dispose();
+    trace?.('conv_in', x);
+    const skips: Tensor[] = [x];
+    if (hooks.afterConvIn) x = hooks.afterConvIn(x); // the skip keeps the raw conv_in output
+
+    this.down_blocks.forEach((block, i) => {
+      const out: DownBlockOutput = block.forward(x, emb, encoderHiddenStates, subTrace(trace, `down_blocks.${i}`));
+      if (x !== skips[0]) x.dispose(); // the block input is not a skip (except conv_in's output)
+      skips.push(...out.skips);
+      x = out.hidden;
+      if (hooks.afterDownBlock) {
+        const h = hooks.afterDownBlock(i, x);
+        if (h !== x) x.dispose();
+        x = h;
+      }
+    });
+    // The first down block's input is conv_in's output, which stays alive as skips[0]; later inputs are
+    // block hidden states (separate views from their skips), disposed above.
+
+    if (opts.downBlockAdditionalResiduals) {
+      const res = opts.downBlockAdditionalResiduals;
+      if (res.length !== skips.length) {
+        throw new Error(`UNet2DConditionModel: expected ${skips.length} down block residuals, found ${res.length}`);
+      }
+      skips.forEach((s, j) => {
+        skips[j] = ops.add(s, res[j]!);
+        s.dispose();
+      });
+    }
+
+    let h = this.mid_block.forward(x, emb, encoderHiddenStates, subTrace(trace, 'mid_block'));
+    if (x !== skips[0]) x.dispose();
+    if (opts.midBlockAdditionalResidual) {
+      const r = ops.add(h, opts.midBlockAdditionalResidual);
+      h.dispose();
+      h = r;
+    }
+    if (hooks.afterMidBlock) {
+      const r = hooks.afterMidBlock(h);
+      if (r !== h) h.dispose();
+      h = r;
+    }
+
+    // diffusers forwards explicit upsample sizes when the latent is not a multiple of 2^num_upsamplers.
+    const factor = 2 ** this.numUpsamplers;
+    const forwardSize = sample.shape.slice(2).some((d) => d % factor !== 0);
+    this.up_blocks.forEach((block, i) => {
+      const own = skips.splice(skips.length - block.resnets.length, block.resnets.length);
+      const last = skips[skips.length - 1];
+      const size = forwardSize && i < this.up_blocks.length - 1 && last ? [last.shape[2]!, last.shape[3]!] as const : undefined;
+      const next = block.forward(h, own, emb, encoderHiddenStates, size, subTrace(trace, `up_blocks.${i}`));
+      h.dispose();
+      own.forEach((s) => s.dispose());
+      h = next;
+    });
+    emb.dispose();
+
+    const act = this.conv_norm_out.forwardSilu(h, trace && ((n) => trace('conv_norm_out', n)));
+    h.dispose();
+    const out = this.conv_out.forward(act);
+    act.dispose();
+    trace?.('conv_out', out);
+    return out;
+  }
+}
