@@ -50,6 +50,41 @@ export interface RandomWeightsOptions {
   seed?: number;
   /** Storage dtype of the returned tensors (f32 by default; f16/bf16 for half-precision runs). */
   dtype?: DType;
+  /**
+   * 'pooled' (default): each tensor is a scaled window, at a path-dependent start, of one shared pool of
+   * POOL_SIZE standard normals per seed: marginally N(0, 1/fan_in), but tensors larger than the pool
+   * repeat with that period and different tensors share (shifted) values. A copy-and-scale per element,
+   * so SD1.5's ~860M parameters take about a second; fine for latency, where values do not matter.
+   * 'exact': fresh independent samples for every element (about 25 ns each: ~20 s for SD1.5).
+   */
+  sampling?: 'pooled' | 'exact';
+}
+
+/** Standard normals in RandomWeights' pool: 2^22 + 15 (a period that aligns with no power-of-two dim). */
+export const RANDOM_WEIGHTS_POOL_SIZE = (1 << 22) + 15;
+
+/** The pool of the last seed asked for (one at a time: 16 MB). */
+let poolCache: { seed: number; pool: Float32Array } | undefined;
+
+function normalPool(seed: number): Float32Array {
+  if (poolCache?.seed !== seed) {
+    const pool = new Float32Array(RANDOM_WEIGHTS_POOL_SIZE);
+    fillNormal(pool, 1, (Math.imul(seed, 0x9e3779b1) ^ 0x5bd1e995) >>> 0);
+    poolCache = { seed, pool };
+  }
+  return poolCache.pool;
+}
+
+/** out[i] = pool[(start + i) mod P] * std, in two straight loops per period (no modulo per element). */
+function fillFromPool(out: Float32Array, pool: Float32Array, std: number, start: number): void {
+  const p = pool.length;
+  let i = 0, j = start % p;
+  while (i < out.length) {
+    const run = Math.min(out.length - i, p - j);
+    for (let k = 0; k < run; k++) out[i + k] = pool[j + k]! * std;
+    i += run;
+    j = 0;
+  }
 }
 
 /** How RandomWeights fills a parameter, from its path and shape. */
@@ -106,10 +141,12 @@ export function fillNormal(out: Float32Array, std: number, seed: number): void {
 export class RandomWeights implements WeightSource {
   private readonly seed: number;
   private readonly dtype: DType;
+  private readonly sampling: 'pooled' | 'exact';
 
   constructor(opts: RandomWeightsOptions = {}, private readonly prefix = '') {
     this.seed = opts.seed ?? 0;
     this.dtype = opts.dtype ?? 'f32';
+    this.sampling = opts.sampling ?? 'pooled';
   }
 
   get(path: string, shape: readonly number[], backend: Backend): Tensor {
@@ -120,7 +157,10 @@ export class RandomWeights implements WeightSource {
     if (init === 'ones') data.fill(1);
     else if (init === 'normal') {
       const fanIn = shape.length >= 2 ? numel(shape.slice(1)) : 1;
-      fillNormal(data, 1 / Math.sqrt(Math.max(fanIn, 1)), (hashString(full) ^ Math.imul(this.seed, 0x9e3779b1)) >>> 0);
+      const std = 1 / Math.sqrt(Math.max(fanIn, 1));
+      const h = hashString(full);
+      if (this.sampling === 'exact') fillNormal(data, std, (h ^ Math.imul(this.seed, 0x9e3779b1)) >>> 0);
+      else fillFromPool(data, normalPool(this.seed), std, h);
     }
     const raw = this.dtype === 'f32' ? data : fromFloat32(data, this.dtype);
     return backend.fromRaw(raw, shape, this.dtype);
@@ -130,7 +170,7 @@ export class RandomWeights implements WeightSource {
   has(_path: string): boolean { return true; }
 
   sub(prefix: string): RandomWeights {
-    return new RandomWeights({ seed: this.seed, dtype: this.dtype }, joinWeightPath(this.prefix, normalizePrefix(prefix)));
+    return new RandomWeights({ seed: this.seed, dtype: this.dtype, sampling: this.sampling }, joinWeightPath(this.prefix, normalizePrefix(prefix)));
   }
 }
 

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   CpuBackend, RandomWeights, SafetensorsFile, ShapeRecorder, WeightStore, editDistance, encodeSafetensors,
-  fromFloat32, randomInitFor, writeSafetensors, type SafetensorsEntry,
+  fromFloat32, randomInitFor, RANDOM_WEIGHTS_POOL_SIZE, writeSafetensors, type SafetensorsEntry,
 } from '@cnx/tensor';
 
 const cpu = new CpuBackend();
@@ -224,15 +224,18 @@ describe('RandomWeights', () => {
     expect(randomInitFor('token_embedding.weight', [49408, 768])).toBe('normal');
   });
 
-  it('draws N(0, 1/fan_in) deterministically, independent of request order and prefix route', async () => {
+  it.each(['pooled', 'exact'] as const)('%s: draws N(0, 1/fan_in) deterministically, independent of request order and prefix route', async (sampling) => {
     const shape = [64, 32, 3, 3]; // fan_in 288
-    const a = await new RandomWeights({ seed: 7 }).get('m.conv.weight', shape, cpu).data();
-    const rw = new RandomWeights({ seed: 7 });
+    const a = await new RandomWeights({ seed: 7, sampling }).get('m.conv.weight', shape, cpu).data();
+    const rw = new RandomWeights({ seed: 7, sampling });
     rw.get('other.weight', [3, 3], cpu);
+    new RandomWeights({ seed: 9, sampling }).get('m.conv.weight', [3, 3], cpu); // another seed in between
     const b = await rw.sub('m').sub('conv').get('weight', shape, cpu).data();
     expect(b).toEqual(a);
-    const c = await new RandomWeights({ seed: 8 }).get('m.conv.weight', shape, cpu).data();
+    const c = await new RandomWeights({ seed: 8, sampling }).get('m.conv.weight', shape, cpu).data();
     expect(c).not.toEqual(a);
+    const d = await new RandomWeights({ seed: 7, sampling }).get('m.conv2.weight', shape, cpu).data();
+    expect(d).not.toEqual(a);
     let sum = 0, sq = 0;
     for (const x of a) { sum += x; sq += x * x; }
     const n = a.length, mean = sum / n, std = Math.sqrt(sq / n - mean * mean);
@@ -242,6 +245,13 @@ describe('RandomWeights', () => {
     // The distribution is normal, not uniform: ~68.3% within one sigma.
     const within = a.filter((x) => Math.abs(x) < 1 / Math.sqrt(288)).length / n;
     expect(Math.abs(within - 0.6827)).toBeLessThan(0.02);
+  });
+
+  it('pooled: a tensor larger than the pool wraps around it (the documented limitation)', async () => {
+    const n = RANDOM_WEIGHTS_POOL_SIZE + 10;
+    const x = await new RandomWeights({ seed: 3 }).get('big.weight', [n, 1], cpu).data(); // fan_in 1: std 1
+    expect(x[RANDOM_WEIGHTS_POOL_SIZE + 3]).toBe(x[3]);
+    expect(x[4]).not.toBe(x[3]);
   });
 
   it('fills norms with 1 and biases with 0, and can store f16', async () => {
