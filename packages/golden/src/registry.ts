@@ -11,6 +11,7 @@ import { opCrossNorm } from './runners/op_cross_norm.js';
 import { opUpsample } from './runners/op_upsample.js';
 import { opAdaptiveAvgPool } from './runners/op_adaptive_avg_pool.js';
 import { unetRunner } from './runners/unet.js';
+import { vaeRunner } from './runners/vae.js';
 
 export const runners: Readonly<Record<string, Runner>> = {
   op_linear: opLinear,
@@ -22,4 +23,5 @@ export const runners: Readonly<Record<string, Runner>> = {
   op_upsample: opUpsample,
   op_adaptive_avg_pool: opAdaptiveAvgPool,
   unet: unetRunner,
+  vae: vaeRunner,
 };
