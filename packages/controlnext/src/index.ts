@@ -10,3 +10,4 @@ export * from './load_control_module.js';
 export * from './controlnext.js';
 export * from './control_type.js';
 export * from './canny_edges.js';
+export * from './schedulers/index.js';

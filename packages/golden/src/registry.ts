@@ -12,6 +12,7 @@ import { opUpsample } from './runners/op_upsample.js';
 import { opAdaptiveAvgPool } from './runners/op_adaptive_avg_pool.js';
 import { unetRunner } from './runners/unet.js';
 import { vaeRunner } from './runners/vae.js';
+import { schedulerRunner } from './runners/sched.js';
 
 export const runners: Readonly<Record<string, Runner>> = {
   op_linear: opLinear,
@@ -24,4 +25,5 @@ export const runners: Readonly<Record<string, Runner>> = {
   op_adaptive_avg_pool: opAdaptiveAvgPool,
   unet: unetRunner,
   vae: vaeRunner,
+  scheduler: schedulerRunner,
 };

@@ -1,0 +1,163 @@
+// EulerDiscreteScheduler: Algorithm 2 of Karras et al. 2022 (arXiv 2206.00364) on the discrete
+// Stable Diffusion noise levels, following diffusers v0.29.2 scheduling_euler_discrete.py.
+// With the default s_churn = 0 it is the deterministic Euler method in sigma.
+
+import { ops, type Tensor } from '@cnx/tensor';
+import { normalLike, type Scheduler, type StepOptions, type StepResult } from './scheduler.js';
+import { ConfigReader, type SchedulerConfigJson } from './scheduler_config.js';
+import {
+  cumprodAlphas, makeBetas, readNoiseScheduleConfig, sigmasFromAlphasCumprod,
+  type NoiseScheduleConfig, type PredictionType, type TimestepSpacing,
+} from './noise_schedule.js';
+import { linspace, toFloat32 } from './numpy_compat.js';
+import { checkNumInferenceSteps, interpSigmas, karrasSigmas, sigmaToT, spacedTimesteps } from './timestep_tables.js';
+import { indexOfTimestep } from './scheduler.js';
+
+export interface EulerConfig extends NoiseScheduleConfig {
+  predictionType: PredictionType;
+  interpolationType: 'linear' | 'log_linear';
+  useKarrasSigmas: boolean;
+  sigmaMin: number | null;
+  sigmaMax: number | null;
+  timestepSpacing: TimestepSpacing;
+  timestepType: 'discrete' | 'continuous';
+  stepsOffset: number;
+  finalSigmasType: 'zero' | 'sigma_min';
+}
+
+/** Stochastic churn of Karras et al. Algorithm 2 (all off by default, as in diffusers). */
+export interface EulerStepOptions extends StepOptions {
+  sChurn?: number;
+  sTmin?: number;
+  sTmax?: number;
+  sNoise?: number;
+}
+
+export class EulerDiscreteScheduler implements Scheduler {
+  readonly className = 'EulerDiscreteScheduler' as const;
+  readonly order = 1;
+  readonly config: EulerConfig;
+  readonly alphasCumprod: Float64Array;
+  /** Training noise levels sigma_t, t = 0..T-1 (ascending). */
+  private readonly trainSigmas: Float64Array;
+  timesteps: number[];
+  sigmas: number[];
+  numInferenceSteps: number | undefined;
+  private stepIndex: number | undefined;
+  private beginIndex: number | undefined;
+
+  constructor(json: SchedulerConfigJson = {}) {
+    const r = new ConfigReader(json, this.className);
+    this.config = {
+      ...readNoiseScheduleConfig(r, { rescale: true }),
+      // 'original_sample' is diffusers' older name of 'sample'.
+      predictionType: r.oneOf('prediction_type', ['epsilon', 'v_prediction', 'sample'] as const, 'epsilon', { original_sample: 'sample' }),
+      interpolationType: r.oneOf('interpolation_type', ['linear', 'log_linear'] as const, 'linear'),
+      useKarrasSigmas: r.bool('use_karras_sigmas', false),
+      sigmaMin: r.numberOrNull('sigma_min'),
+      sigmaMax: r.numberOrNull('sigma_max'),
+      timestepSpacing: r.oneOf('timestep_spacing', ['leading', 'linspace', 'trailing'] as const, 'linspace'),
+      timestepType: r.oneOf('timestep_type', ['discrete', 'continuous'] as const, 'discrete'),
+      stepsOffset: r.int('steps_offset', 0, 0),
+      finalSigmasType: r.oneOf('final_sigmas_type', ['zero', 'sigma_min'] as const, 'zero'),
+    };
+    this.alphasCumprod = cumprodAlphas(makeBetas(this.config, this.className));
+    // Zero terminal SNR would make the last sigma infinite; diffusers pins alphabar_T to 2^-24.
+    if (this.config.rescaleBetasZeroSnr) this.alphasCumprod[this.alphasCumprod.length - 1] = 2 ** -24;
+    this.trainSigmas = sigmasFromAlphasCumprod(this.alphasCumprod);
+    const T = this.config.numTrainTimesteps;
+    this.timesteps = toFloat32(linspace(0, T - 1, T).reverse());
+    this.sigmas = [...this.trainSigmas].reverse().concat([0]);
+  }
+
+  get numTrainTimesteps(): number { return this.config.numTrainTimesteps; }
+
+  get initNoiseSigma(): number {
+    const max = Math.max(...this.sigmas);
+    return this.config.timestepSpacing === 'linspace' || this.config.timestepSpacing === 'trailing' ? max : Math.sqrt(max * max + 1);
+  }
+
+  setTimesteps(n: number): void {
+    checkNumInferenceSteps(this.className, n, this.numTrainTimesteps);
+    this.numInferenceSteps = n;
+    const c = this.config;
+    // Timesteps are float32 in diffusers (fractional for 'linspace'); the sigma table interpolates them.
+    let timesteps = toFloat32(spacedTimesteps(c.timestepSpacing, c.numTrainTimesteps, n, c.stepsOffset, false));
+    const logSigmas = this.trainSigmas.map(Math.log);
+    let sigmas = c.interpolationType === 'linear'
+      ? interpSigmas(timesteps, this.trainSigmas)
+      // diffusers: n + 1 log-uniform levels from sigma_max down to sigma_0 (the final sigma is appended too).
+      : linspace(Math.log(this.trainSigmas[this.trainSigmas.length - 1]!), Math.log(this.trainSigmas[0]!), n + 1).map(Math.exp);
+    if (c.useKarrasSigmas) {
+      sigmas = karrasSigmas(sigmas, n, c.sigmaMin, c.sigmaMax);
+      timesteps = toFloat32(sigmas.map((s) => sigmaToT(s, logSigmas)));
+    }
+    if (c.timestepType === 'continuous' && c.predictionType === 'v_prediction') {
+      // EDM-style c_noise = log(sigma) / 4 (diffusers' continuous-time v-prediction models).
+      timesteps = toFloat32(sigmas.map((s) => 0.25 * Math.log(s)));
+    }
+    const last = c.finalSigmasType === 'zero' ? 0 : this.trainSigmas[0]!;
+    this.timesteps = timesteps;
+    this.sigmas = [...sigmas, last];
+    this.stepIndex = undefined;
+    this.beginIndex = undefined;
+  }
+
+  setBeginIndex(index: number): void {
+    this.beginIndex = index;
+  }
+
+  private indexFor(t: number): number {
+    const i = indexOfTimestep(t, this.timesteps);
+    if (i === undefined) throw new Error(`${this.className}: timestep ${t} is not in the schedule (${this.timesteps.length} timesteps; call setTimesteps() and pass its values)`);
+    return i;
+  }
+
+  private currentIndex(t: number): number {
+    this.stepIndex ??= this.beginIndex ?? this.indexFor(t);
+    return this.stepIndex;
+  }
+
+  scaleModelInput(sample: Tensor, t: number): Tensor {
+    const sigma = this.sigmas[this.currentIndex(t)]!;
+    return ops.affine(sample, 1 / Math.sqrt(sigma * sigma + 1));
+  }
+
+  step(modelOutput: Tensor, t: number, sample: Tensor, opts: EulerStepOptions = {}): StepResult {
+    if (this.numInferenceSteps === undefined) throw new Error(`${this.className}.step: call setTimesteps() first`);
+    const i = this.currentIndex(t);
+    const sigma = this.sigmas[i]!;
+    const sChurn = opts.sChurn ?? 0, sTmin = opts.sTmin ?? 0, sTmax = opts.sTmax ?? Infinity, sNoise = opts.sNoise ?? 1;
+    const gamma = sTmin <= sigma && sigma <= sTmax ? Math.min(sChurn / (this.sigmas.length - 1), Math.SQRT2 - 1) : 0;
+    const sigmaHat = sigma * (gamma + 1);
+    // Churn: raise the noise level to sigma_hat before the Euler step.
+    let x = sample;
+    if (gamma > 0) {
+      const z = normalLike(modelOutput, opts.generator, `${this.className}.step with s_churn=${sChurn}`);
+      x = ops.linearCombination([[sample, 1], [z, sNoise * Math.sqrt(sigmaHat * sigmaHat - sigma * sigma)]]);
+      z.dispose();
+    }
+    let x0: Tensor;
+    switch (this.config.predictionType) {
+      case 'sample': x0 = modelOutput.reshape(modelOutput.shape); break;
+      case 'epsilon': x0 = ops.linearCombination([[x, 1], [modelOutput, -sigmaHat]]); break;
+      case 'v_prediction':
+        x0 = ops.linearCombination([[modelOutput, -sigma / Math.sqrt(sigma * sigma + 1)], [x, 1 / (sigma * sigma + 1)]]);
+        break;
+    }
+    // d = (x - x0) / sigma_hat; x_prev = x + d * (sigma_next - sigma_hat)
+    const dt = this.sigmas[i + 1]! - sigmaHat;
+    const prevSample = ops.linearCombination([[x, 1 + dt / sigmaHat], [x0, -dt / sigmaHat]]);
+    if (x !== sample) x.dispose();
+    this.stepIndex = i + 1;
+    return { prevSample, predOriginalSample: x0 };
+  }
+
+  addNoise(original: Tensor, noise: Tensor, t: number): Tensor {
+    // diffusers: the schedule position of t unless a begin/step index is already known.
+    const i = this.beginIndex === undefined ? this.indexFor(t) : this.stepIndex ?? this.beginIndex;
+    return ops.linearCombination([[original, 1], [noise, this.sigmas[i]!]]);
+  }
+
+  dispose(): void {}
+}

@@ -1,0 +1,113 @@
+// EulerAncestralDiscreteScheduler: Euler step to sigma_down plus fresh noise of std sigma_up
+// (k-diffusion sample_euler_ancestral, eta = 1), following diffusers v0.29.2
+// scheduling_euler_ancestral_discrete.py. Noise is drawn on every step, the last included (where
+// sigma_up = 0), as diffusers does, so an injected per-step noise sequence lines up with its run.
+
+import { ops, type Tensor } from '@cnx/tensor';
+import { indexOfTimestep, normalLike, type Scheduler, type StepOptions, type StepResult } from './scheduler.js';
+import { ConfigReader, type SchedulerConfigJson } from './scheduler_config.js';
+import {
+  cumprodAlphas, makeBetas, readNoiseScheduleConfig, sigmasFromAlphasCumprod,
+  type NoiseScheduleConfig, type TimestepSpacing,
+} from './noise_schedule.js';
+import { linspace, toFloat32 } from './numpy_compat.js';
+import { checkNumInferenceSteps, interpSigmas, spacedTimesteps } from './timestep_tables.js';
+
+export interface EulerAncestralConfig extends NoiseScheduleConfig {
+  predictionType: 'epsilon' | 'v_prediction';
+  timestepSpacing: TimestepSpacing;
+  stepsOffset: number;
+}
+
+export class EulerAncestralDiscreteScheduler implements Scheduler {
+  readonly className = 'EulerAncestralDiscreteScheduler' as const;
+  readonly order = 1;
+  readonly config: EulerAncestralConfig;
+  readonly alphasCumprod: Float64Array;
+  private readonly trainSigmas: Float64Array;
+  timesteps: number[];
+  sigmas: number[];
+  numInferenceSteps: number | undefined;
+  private stepIndex: number | undefined;
+  private beginIndex: number | undefined;
+
+  constructor(json: SchedulerConfigJson = {}) {
+    const r = new ConfigReader(json, this.className);
+    this.config = {
+      ...readNoiseScheduleConfig(r, { rescale: true }),
+      // diffusers raises NotImplementedError for 'sample' here.
+      predictionType: r.oneOf('prediction_type', ['epsilon', 'v_prediction'] as const, 'epsilon'),
+      timestepSpacing: r.oneOf('timestep_spacing', ['leading', 'linspace', 'trailing'] as const, 'linspace'),
+      stepsOffset: r.int('steps_offset', 0, 0),
+    };
+    this.alphasCumprod = cumprodAlphas(makeBetas(this.config, this.className));
+    if (this.config.rescaleBetasZeroSnr) this.alphasCumprod[this.alphasCumprod.length - 1] = 2 ** -24;
+    this.trainSigmas = sigmasFromAlphasCumprod(this.alphasCumprod);
+    const T = this.config.numTrainTimesteps;
+    this.timesteps = toFloat32(linspace(0, T - 1, T).reverse());
+    this.sigmas = [...this.trainSigmas].reverse().concat([0]);
+  }
+
+  get numTrainTimesteps(): number { return this.config.numTrainTimesteps; }
+
+  get initNoiseSigma(): number {
+    const max = Math.max(...this.sigmas);
+    return this.config.timestepSpacing === 'linspace' || this.config.timestepSpacing === 'trailing' ? max : Math.sqrt(max * max + 1);
+  }
+
+  setTimesteps(n: number): void {
+    checkNumInferenceSteps(this.className, n, this.numTrainTimesteps);
+    this.numInferenceSteps = n;
+    const c = this.config;
+    this.timesteps = toFloat32(spacedTimesteps(c.timestepSpacing, c.numTrainTimesteps, n, c.stepsOffset, false));
+    this.sigmas = [...interpSigmas(this.timesteps, this.trainSigmas), 0];
+    this.stepIndex = undefined;
+    this.beginIndex = undefined;
+  }
+
+  setBeginIndex(index: number): void {
+    this.beginIndex = index;
+  }
+
+  private indexFor(t: number): number {
+    const i = indexOfTimestep(t, this.timesteps);
+    if (i === undefined) throw new Error(`${this.className}: timestep ${t} is not in the schedule (${this.timesteps.length} timesteps; call setTimesteps() and pass its values)`);
+    return i;
+  }
+
+  private currentIndex(t: number): number {
+    this.stepIndex ??= this.beginIndex ?? this.indexFor(t);
+    return this.stepIndex;
+  }
+
+  scaleModelInput(sample: Tensor, t: number): Tensor {
+    const sigma = this.sigmas[this.currentIndex(t)]!;
+    return ops.affine(sample, 1 / Math.sqrt(sigma * sigma + 1));
+  }
+
+  step(modelOutput: Tensor, t: number, sample: Tensor, opts: StepOptions = {}): StepResult {
+    if (this.numInferenceSteps === undefined) throw new Error(`${this.className}.step: call setTimesteps() first`);
+    const i = this.currentIndex(t);
+    const sigma = this.sigmas[i]!;
+    const x0 = this.config.predictionType === 'epsilon'
+      ? ops.linearCombination([[sample, 1], [modelOutput, -sigma]])
+      : ops.linearCombination([[modelOutput, -sigma / Math.sqrt(sigma * sigma + 1)], [sample, 1 / (sigma * sigma + 1)]]);
+    const sigmaTo = this.sigmas[i + 1]!;
+    const sigmaUp = Math.sqrt(sigmaTo * sigmaTo * (sigma * sigma - sigmaTo * sigmaTo) / (sigma * sigma));
+    const sigmaDown = Math.sqrt(sigmaTo * sigmaTo - sigmaUp * sigmaUp);
+    // x + (x - x0)/sigma * (sigma_down - sigma) + sigma_up * z
+    const dt = sigmaDown - sigma;
+    const z = normalLike(modelOutput, opts.generator, this.className + '.step');
+    const prevSample = ops.linearCombination([[sample, 1 + dt / sigma], [x0, -dt / sigma], [z, sigmaUp]]);
+    z.dispose();
+    this.stepIndex = i + 1;
+    return { prevSample, predOriginalSample: x0 };
+  }
+
+  addNoise(original: Tensor, noise: Tensor, t: number): Tensor {
+    const i = this.beginIndex === undefined ? this.indexFor(t) : this.stepIndex ?? this.beginIndex;
+    return ops.linearCombination([[original, 1], [noise, this.sigmas[i]!]]);
+  }
+
+  dispose(): void {}
+}

@@ -1,0 +1,129 @@
+// Reading a diffusers `scheduler_config.json` with `from_config` semantics (diffusers v0.29.2,
+// configuration_utils.py ConfigMixin.from_config / extract_init_dict): every key a scheduler class
+// knows is honoured, every other key (`_class_name`, `_diffusers_version`, keys of other scheduler
+// classes such as PNDM's `skip_prk_steps` read by UniPC) is ignored, and a missing key takes that
+// class's own default. A present key with a wrong type or value is an error naming the class, the
+// key, what is allowed and what was found.
+
+import { readFileSync } from 'node:fs';
+
+/** A parsed scheduler_config.json. */
+export type SchedulerConfigJson = Readonly<Record<string, unknown>>;
+
+/**
+ * JSON.parse that also accepts the bare `Infinity`, `-Infinity` and `NaN` tokens Python's json module
+ * writes (DPMSolverMultistepScheduler stores `"lambda_min_clipped": -Infinity`).
+ */
+const SENTINEL = '@@python-non-finite@@';
+
+export function parsePythonJson(text: string, source: string): unknown {
+  let out = '';
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i]!;
+    if (inString) {
+      out += ch;
+      if (ch === '\\') out += text[++i] ?? '';
+      else if (ch === '"') inString = false;
+      continue;
+    }
+    if (ch === '"') { inString = true; out += ch; continue; }
+    // Python tokens become sentinel strings that the reviver turns back into numbers.
+    const rest = text.slice(i);
+    const token = /^(-?Infinity|NaN)/.exec(rest)?.[1];
+    if (token) { out += `"${SENTINEL}${token}"`; i += token.length - 1; continue; }
+    out += ch;
+  }
+  try {
+    return JSON.parse(out, (_k, v: unknown) =>
+      typeof v === 'string' && v.startsWith(SENTINEL) ? Number(v.slice(SENTINEL.length)) : v);
+  } catch (e) {
+    throw new Error(`${source}: not valid JSON (${(e as Error).message})`);
+  }
+}
+
+/** Read and parse a scheduler_config.json file; errors name the file. */
+export function readSchedulerConfigFile(path: string): SchedulerConfigJson {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new Error(`cannot read scheduler config ${path}: ${(e as Error).message}`);
+  }
+  const json = parsePythonJson(text, path);
+  if (json === null || typeof json !== 'object' || Array.isArray(json)) {
+    throw new Error(`${path}: expected a JSON object of scheduler settings`);
+  }
+  return json as SchedulerConfigJson;
+}
+
+function describe(v: unknown): string {
+  return typeof v === 'string' ? `"${v}"` : JSON.stringify(v) ?? String(v);
+}
+
+/** Typed access to one class's keys, with that class's defaults. */
+export class ConfigReader {
+  constructor(private readonly json: SchedulerConfigJson, private readonly className: string) {}
+
+  private fail(key: string, expected: string, found: unknown): never {
+    throw new Error(`${this.className} config: "${key}" must be ${expected}, found ${describe(found)}`);
+  }
+
+  private get(key: string): unknown {
+    return this.json[key];
+  }
+
+  number(key: string, def: number): number {
+    const v = this.get(key);
+    if (v === undefined || v === null) return def;
+    if (typeof v !== 'number' || Number.isNaN(v)) this.fail(key, 'a number', v);
+    return v;
+  }
+
+  numberOrNull(key: string): number | null {
+    const v = this.get(key);
+    if (v === undefined || v === null) return null;
+    if (typeof v !== 'number' || Number.isNaN(v)) this.fail(key, 'a number or null', v);
+    return v;
+  }
+
+  /** An integer in [min, max]. */
+  int(key: string, def: number, min = -Infinity, max = Infinity): number {
+    const v = this.number(key, def);
+    if (!Number.isInteger(v) || v < min || v > max) {
+      this.fail(key, `an integer${min > -Infinity ? ` >= ${min}` : ''}${max < Infinity ? ` and <= ${max}` : ''}`, v);
+    }
+    return v;
+  }
+
+  bool(key: string, def: boolean): boolean {
+    const v = this.get(key);
+    if (v === undefined || v === null) return def;
+    if (typeof v !== 'boolean') this.fail(key, 'true or false', v);
+    return v;
+  }
+
+  /** One of `allowed`; `aliases` maps accepted legacy values to the value diffusers registers instead. */
+  oneOf<T extends string>(key: string, allowed: readonly T[], def: T, aliases: Readonly<Record<string, T>> = {}): T {
+    const v = this.get(key);
+    if (v === undefined || v === null) return def;
+    if (typeof v === 'string' && (allowed as readonly string[]).includes(v)) return v as T;
+    if (typeof v === 'string' && aliases[v] !== undefined) return aliases[v]!;
+    return this.fail(key, `one of ${[...allowed, ...Object.keys(aliases)].map((a) => `"${a}"`).join(', ')}`, v);
+  }
+
+  numberArrayOrNull(key: string): number[] | null {
+    const v = this.get(key);
+    if (v === undefined || v === null) return null;
+    if (!Array.isArray(v) || v.some((x) => typeof x !== 'number')) this.fail(key, 'an array of numbers or null', v);
+    return v as number[];
+  }
+
+  /** A key this implementation does not support in a non-default state: error, never silently ignored. */
+  unsupported(key: string, isDefault: (v: unknown) => boolean, why: string): void {
+    const v = this.get(key);
+    if (v !== undefined && v !== null && !isDefault(v)) {
+      throw new Error(`${this.className} config: "${key}" = ${describe(v)} is not supported (${why})`);
+    }
+  }
+}
