@@ -13,6 +13,9 @@ import { opAdaptiveAvgPool } from './runners/op_adaptive_avg_pool.js';
 import { unetRunner } from './runners/unet.js';
 import { vaeRunner } from './runners/vae.js';
 import { schedulerRunner } from './runners/sched.js';
+import { sd15ControlNeXtRunner } from './runners/sd15_controlnext.js';
+import { sd15ControlNeXtTrainingRunner } from './runners/sd15_controlnext_training.js';
+import { sdxlControlNeXtRunner } from './runners/sdxl_controlnext.js';
 
 export const runners: Readonly<Record<string, Runner>> = {
   op_linear: opLinear,
@@ -26,4 +29,7 @@ export const runners: Readonly<Record<string, Runner>> = {
   unet: unetRunner,
   vae: vaeRunner,
   scheduler: schedulerRunner,
+  controlnext: sd15ControlNeXtRunner,
+  controlnext_training: sd15ControlNeXtTrainingRunner,
+  sdxl_controlnext: sdxlControlNeXtRunner,
 };
