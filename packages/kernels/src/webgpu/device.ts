@@ -92,9 +92,23 @@ async function loadDawn(): Promise<DawnModule> {
 
 interface Candidate { adapter: GPUAdapter; backend: string; featureLevel: 'core' | 'compatibility' }
 
+// Every GPU instance that create() returns stays referenced for the life of the process (one per option
+// set, reused): when the JS object of an instance is garbage-collected, Dawn destroys the native instance
+// under devices still in use, and the process dies at random later (segfaults, "futex facility returned
+// an unexpected error code", pthread mutex assertions; reproduced with 300 read-backs after dropping it).
+const instances = new Map<string, GPU>();
+
+function dawnInstance(create: DawnModule['create'], options: string[]): GPU {
+  const key = options.join(' ');
+  let gpu = instances.get(key);
+  if (!gpu) instances.set(key, (gpu = create(options)));
+  return gpu;
+}
+
 /** Try one adapter kind in Node; returns the adapter or a reason it is not there. */
 async function tryNodeAdapter(kind: AdapterKind): Promise<Candidate | string> {
-  const { create } = await loadDawn();
+  const { create: createDawn } = await loadDawn();
+  const create = (options: string[]): GPU => dawnInstance(createDawn, options);
   if (kind === 'gpu') {
     const adapter = await create([]).requestAdapter({ powerPreference: 'high-performance' });
     if (!adapter) return `gpu: no adapter from Dawn's default backend (${defaultDawnBackend()})`;
