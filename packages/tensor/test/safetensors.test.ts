@@ -312,6 +312,30 @@ describe('safetensors reader: the golden files', () => {
     }
   });
 
+  it('opens every golden weight file (model folders, ControlNeXt modules, LoRA files) and reads every tensor', () => {
+    const files: string[] = [];
+    const walk = (d: string): void => {
+      for (const e of readdirSync(d, { withFileTypes: true })) {
+        if (e.isDirectory()) walk(join(d, e.name));
+        else if (e.name.endsWith('.safetensors') && e.name !== 'io.safetensors') files.push(join(d, e.name));
+      }
+    };
+    walk(GOLDEN);
+    expect(files.length).toBeGreaterThan(10);
+    for (const path of files) {
+      const f = SafetensorsFile.open(path);
+      try {
+        expect(f.keys().length, path).toBeGreaterThan(0);
+        for (const k of f.keys()) {
+          const { shape, data } = f.readFloat32(k);
+          expect(data.length, `${path}: ${k}`).toBe(shape.reduce((a, b) => a * b, 1));
+        }
+      } finally {
+        f.close();
+      }
+    }
+  });
+
   it('reads the sd15_unet diffusers weights with shapes implied by its config.json', () => {
     const dir = join(GOLDEN, 'sd15_unet', 'unet');
     const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as {
