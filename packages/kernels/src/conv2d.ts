@@ -28,6 +28,7 @@
 
 import type { Activation, Conv2dOptions, Tensor } from '@cnx/tensor';
 import { gridFor, packUniforms, type GpuContext } from './webgpu/context.js';
+import { activationWgsl } from './wgsl_math.js';
 
 export interface Conv2dTile {
   /** Rows (output channels) per workgroup. */
@@ -62,34 +63,6 @@ export interface Conv2dParams {
   hasBias: boolean;
   hasResidual: boolean;
   activation: Activation;
-}
-
-/**
- * WGSL for an activation epilogue `fn act(y: f32) -> f32`, matching applyUnary in cpu_backend.ts.
- * WGSL has no erf: exact GELU uses Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7, below f32 tolerance
- * of the product 0.5*y*(1+erf)).
- */
-export function activationWgsl(act: Activation): string {
-  switch (act) {
-    case 'none': return 'fn act(y: f32) -> f32 { return y; }';
-    case 'relu': return 'fn act(y: f32) -> f32 { return max(y, 0.0); }';
-    case 'silu': return 'fn act(y: f32) -> f32 { return y / (1.0 + exp(-y)); }';
-    case 'quick_gelu': return 'fn act(y: f32) -> f32 { return y / (1.0 + exp(-1.702 * y)); }';
-    case 'gelu_tanh':
-      // tanh saturates long before |arg| = 15; clamping avoids inf/inf inside some tanh implementations.
-      return `fn act(y: f32) -> f32 {
-  let a = clamp(0.7978845608028654 * (y + 0.044715 * y * y * y), -15.0, 15.0);
-  return 0.5 * y * (1.0 + tanh(a));
-}`;
-    case 'gelu':
-      return `fn erf_as(x: f32) -> f32 {
-  let z = abs(x);
-  let t = 1.0 / (1.0 + 0.3275911 * z);
-  let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
-  return sign(x) * (1.0 - poly * exp(-z * z));
-}
-fn act(y: f32) -> f32 { return 0.5 * y * (1.0 + erf_as(y * 0.7071067811865476)); }`;
-  }
 }
 
 export function wgsl(p: Conv2dParams): string {
@@ -138,7 +111,7 @@ const SH = ${p.sh}u; const SW = ${p.sw}u; const PT = ${p.pt}; const PL = ${p.pl}
 var<workgroup> As: array<f32, ${bk * astr}>;
 var<workgroup> Bs: array<f32, ${bk * bn}>;
 
-${activationWgsl(p.activation)}
+${activationWgsl(p.activation, 'act')}
 
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
