@@ -16,6 +16,7 @@ import { schedulerRunner } from './runners/sched.js';
 import { sd15ControlNeXtRunner } from './runners/sd15_controlnext.js';
 import { sd15ControlNeXtTrainingRunner } from './runners/sd15_controlnext_training.js';
 import { sdxlControlNeXtRunner } from './runners/sdxl_controlnext.js';
+import { clipTextRunner } from './runners/clip_text.js';
 
 export const runners: Readonly<Record<string, Runner>> = {
   op_linear: opLinear,
@@ -28,6 +29,7 @@ export const runners: Readonly<Record<string, Runner>> = {
   op_adaptive_avg_pool: opAdaptiveAvgPool,
   unet: unetRunner,
   vae: vaeRunner,
+  clip_text: clipTextRunner,
   scheduler: schedulerRunner,
   controlnext: sd15ControlNeXtRunner,
   controlnext_training: sd15ControlNeXtTrainingRunner,

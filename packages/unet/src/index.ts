@@ -19,3 +19,7 @@ export {
   UNet2DConditionModel, parseUNetConfig, type UNet2DConditionConfig, type UNetForwardOptions, type UNetFromFolderOptions,
 } from './unet_2d_condition.js';
 export { AutoencoderKL, Decoder, Encoder, parseVaeConfig, type AutoencoderKLConfig, type DiagonalGaussian } from './vae.js';
+export {
+  CLIPTextModel, CLIPTextTransformer, CLIPTextEmbeddings, CLIPEncoder, CLIPEncoderLayer, CLIPAttention, CLIPMLP, Embedding,
+  parseClipTextConfig, type CLIPTextConfig, type CLIPTextForwardOptions, type CLIPTextOutput,
+} from './clip_text.js';

@@ -1,0 +1,330 @@
+// transformers CLIPTextModel (transformers/models/clip/modeling_clip.py, 4.57), SD's text encoder:
+//   x = token_embedding[ids] + position_embedding[0..L-1]
+//   per layer (pre-LN): x += out_proj(attn(layer_norm1(x))) with causal self-attention, q.k scaled by
+//   head_dim^-0.5; x += fc2(act(fc1(layer_norm2(x)))) with act = config.hidden_act
+//   last_hidden_state = final_layer_norm(x); pooled = last_hidden_state at the EOS position:
+//   eos_token_id == 2 (the legacy configs, SD1.5's included) -> argmax(input_ids) (the first
+//   <|endoftext|>, the highest id); otherwise the first position whose id == eos_token_id.
+// CLIPTextModelWithProjection (SDXL's text_encoder_2) adds text_projection (no bias) on the pooled output.
+// Keys: text_model.embeddings.{token,position}_embedding.weight, text_model.encoder.layers.i.{self_attn.
+// {q,k,v,out}_proj, layer_norm1, mlp.fc1, mlp.fc2, layer_norm2}, text_model.final_layer_norm.
+
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ops, subTrace, WeightStore, type Activation, type Backend, type Tensor, type Trace, type WeightSource, type WeightStoreOptions } from '@cnx/tensor';
+import { loadParameter, Module } from './module.js';
+import { LayerNorm } from './layers/layer_norm.js';
+import { Linear } from './layers/linear.js';
+
+export interface CLIPTextConfig {
+  vocab_size: number;
+  hidden_size: number;
+  intermediate_size: number;
+  num_hidden_layers: number;
+  num_attention_heads: number;
+  max_position_embeddings: number;
+  hidden_act: string;
+  layer_norm_eps: number;
+  eos_token_id: number;
+  /** Width of text_projection (CLIPTextModelWithProjection only). */
+  projection_dim?: number;
+}
+
+/** transformers ACT2FN names -> the kernel epilogue activation. */
+const ACTIVATIONS: Record<string, Activation> = {
+  quick_gelu: 'quick_gelu',
+  gelu: 'gelu', // exact erf GELU (transformers GELUActivation)
+  gelu_new: 'gelu_tanh',
+  gelu_pytorch_tanh: 'gelu_tanh',
+};
+
+/**
+ * Read the keys this model uses from a transformers config.json (CLIPTextConfig, or a CLIPConfig's
+ * text_config). transformers configs carry many generic keys (dropout, initializer_range, torch_dtype,
+ * ...) that do not affect inference, so unknown keys are not errors; unsupported values of the keys read are.
+ */
+export function parseClipTextConfig(raw: Record<string, unknown>, source = 'config'): CLIPTextConfig {
+  const c = (raw.text_config && typeof raw.text_config === 'object' ? raw.text_config : raw) as Record<string, unknown>;
+  const num = (key: string, dflt: number): number => {
+    const v = c[key] ?? dflt;
+    if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`${source}: CLIPTextConfig ${key}=${JSON.stringify(v)}: expected a number`);
+    return v;
+  };
+  const act = (c.hidden_act ?? 'quick_gelu') as string;
+  if (!(act in ACTIVATIONS)) {
+    throw new Error(`${source}: CLIPTextConfig hidden_act=${JSON.stringify(act)} is not supported (${Object.keys(ACTIVATIONS).join(', ')})`);
+  }
+  if (c.model_type !== undefined && c.model_type !== 'clip_text_model') {
+    throw new Error(`${source}: model_type=${JSON.stringify(c.model_type)}: expected "clip_text_model"`);
+  }
+  // transformers CLIPTextConfig defaults.
+  const cfg: CLIPTextConfig = {
+    vocab_size: num('vocab_size', 49408), hidden_size: num('hidden_size', 512), intermediate_size: num('intermediate_size', 2048),
+    num_hidden_layers: num('num_hidden_layers', 12), num_attention_heads: num('num_attention_heads', 8),
+    max_position_embeddings: num('max_position_embeddings', 77), hidden_act: act, layer_norm_eps: num('layer_norm_eps', 1e-5),
+    eos_token_id: num('eos_token_id', 2),
+  };
+  if (c.projection_dim !== undefined) cfg.projection_dim = num('projection_dim', 512);
+  if (cfg.hidden_size % cfg.num_attention_heads !== 0) {
+    throw new Error(`${source}: CLIPTextConfig hidden_size=${cfg.hidden_size} does not split into num_attention_heads=${cfg.num_attention_heads}`);
+  }
+  return cfg;
+}
+
+/** torch nn.Embedding: weight [num, dim]; rows are gathered with host-known indices. */
+export class Embedding extends Module {
+  weight: Tensor;
+
+  constructor(ws: WeightSource, backend: Backend, opts: { num: number; dim: number }) {
+    super();
+    this.weight = loadParameter(ws, 'weight', [opts.num, opts.dim], backend);
+  }
+
+  /** ids (host integers, each < num) -> [ids.length, dim], by row views and one concat. */
+  rows(ids: readonly number[]): Tensor {
+    const n = this.weight.shape[0]!;
+    const views = ids.map((id) => {
+      if (!Number.isInteger(id) || id < 0 || id >= n) throw new Error(`Embedding: index ${id} out of range [0, ${n})`);
+      return this.weight.slice(0, id, id + 1);
+    });
+    const out = ops.concat(views, 0);
+    views.forEach((v) => v.dispose());
+    return out;
+  }
+}
+
+export class CLIPTextEmbeddings extends Module {
+  token_embedding: Embedding;
+  position_embedding: Embedding;
+
+  constructor(ws: WeightSource, backend: Backend, c: CLIPTextConfig) {
+    super();
+    this.token_embedding = new Embedding(ws.sub('token_embedding'), backend, { num: c.vocab_size, dim: c.hidden_size });
+    this.position_embedding = new Embedding(ws.sub('position_embedding'), backend, { num: c.max_position_embeddings, dim: c.hidden_size });
+    // Older checkpoints store the int64 buffer position_ids (= arange(max_positions)); it carries nothing
+    // the model does not know, but it is fetched so strict loading does not report it as unused.
+    if (ws.has('position_ids')) ws.get('position_ids', [1, c.max_position_embeddings], backend).dispose();
+  }
+
+  /** ids [B][L] -> [B, L, D]. */
+  forward(ids: readonly (readonly number[])[]): Tensor {
+    const B = ids.length, L = ids[0]?.length ?? 0;
+    const P = this.position_embedding.weight.shape[0]!;
+    if (L === 0 || L > P || ids.some((r) => r.length !== L)) {
+      throw new Error(`CLIPTextEmbeddings: expected ${B} rows of equal length 1..${P}, found lengths ${ids.map((r) => r.length).join(', ')}`);
+    }
+    const tok = this.token_embedding.rows(ids.flat());
+    const tok3 = tok.reshape([B, L, -1]);
+    const pos = this.position_embedding.weight.slice(0, 0, L); // [L, D]: positions 0..L-1, broadcast over B
+    const out = ops.add(tok3, pos);
+    [tok, tok3, pos].forEach((t) => t.dispose());
+    return out;
+  }
+}
+
+export class CLIPAttention extends Module {
+  q_proj: Linear;
+  k_proj: Linear;
+  v_proj: Linear;
+  out_proj: Linear;
+
+  constructor(ws: WeightSource, backend: Backend, readonly c: CLIPTextConfig) {
+    super();
+    const d = { inF: c.hidden_size, outF: c.hidden_size };
+    // transformers registers k_proj, v_proj, q_proj, out_proj (order only matters for namedParameters).
+    this.k_proj = new Linear(ws.sub('k_proj'), backend, d);
+    this.v_proj = new Linear(ws.sub('v_proj'), backend, d);
+    this.q_proj = new Linear(ws.sub('q_proj'), backend, d);
+    this.out_proj = new Linear(ws.sub('out_proj'), backend, d);
+  }
+
+  /** x [B, L, D] -> [B, L, D], causal (key j > query i masked). */
+  forward(x: Tensor): Tensor {
+    const q = this.q_proj.forward(x), k = this.k_proj.forward(x), v = this.v_proj.forward(x);
+    const o = ops.attention(q, k, v, this.c.num_attention_heads, { causal: true });
+    [q, k, v].forEach((t) => t.dispose());
+    const y = this.out_proj.forward(o);
+    o.dispose();
+    return y;
+  }
+}
+
+export class CLIPMLP extends Module {
+  fc1: Linear;
+  fc2: Linear;
+  private readonly act: Activation;
+
+  constructor(ws: WeightSource, backend: Backend, c: CLIPTextConfig) {
+    super();
+    this.act = ACTIVATIONS[c.hidden_act]!;
+    this.fc1 = new Linear(ws.sub('fc1'), backend, { inF: c.hidden_size, outF: c.intermediate_size });
+    this.fc2 = new Linear(ws.sub('fc2'), backend, { inF: c.intermediate_size, outF: c.hidden_size });
+  }
+
+  forward(x: Tensor): Tensor {
+    const h = this.fc1.forward(x, this.act);
+    const y = this.fc2.forward(h);
+    h.dispose();
+    return y;
+  }
+}
+
+export class CLIPEncoderLayer extends Module {
+  self_attn: CLIPAttention;
+  layer_norm1: LayerNorm;
+  mlp: CLIPMLP;
+  layer_norm2: LayerNorm;
+
+  constructor(ws: WeightSource, backend: Backend, c: CLIPTextConfig) {
+    super();
+    const ln = { dim: c.hidden_size, eps: c.layer_norm_eps };
+    this.self_attn = new CLIPAttention(ws.sub('self_attn'), backend, c);
+    this.layer_norm1 = new LayerNorm(ws.sub('layer_norm1'), backend, ln);
+    this.mlp = new CLIPMLP(ws.sub('mlp'), backend, c);
+    this.layer_norm2 = new LayerNorm(ws.sub('layer_norm2'), backend, ln);
+  }
+
+  forward(x: Tensor): Tensor {
+    const n1 = this.layer_norm1.forward(x);
+    const a = this.self_attn.forward(n1);
+    const h = ops.add(x, a);
+    [n1, a].forEach((t) => t.dispose());
+    const n2 = this.layer_norm2.forward(h);
+    const m = this.mlp.forward(n2);
+    const out = ops.add(h, m);
+    [n2, m, h].forEach((t) => t.dispose());
+    return out;
+  }
+}
+
+export class CLIPEncoder extends Module {
+  layers: CLIPEncoderLayer[];
+
+  constructor(ws: WeightSource, backend: Backend, c: CLIPTextConfig) {
+    super();
+    this.layers = Array.from({ length: c.num_hidden_layers }, (_, i) => new CLIPEncoderLayer(ws.sub(`layers.${i}`), backend, c));
+  }
+}
+
+export class CLIPTextTransformer extends Module {
+  embeddings: CLIPTextEmbeddings;
+  encoder: CLIPEncoder;
+  final_layer_norm: LayerNorm;
+
+  constructor(ws: WeightSource, backend: Backend, c: CLIPTextConfig) {
+    super();
+    this.embeddings = new CLIPTextEmbeddings(ws.sub('embeddings'), backend, c);
+    this.encoder = new CLIPEncoder(ws.sub('encoder'), backend, c);
+    this.final_layer_norm = new LayerNorm(ws.sub('final_layer_norm'), backend, { dim: c.hidden_size, eps: c.layer_norm_eps });
+  }
+}
+
+export interface CLIPTextForwardOptions {
+  /** Keep every hidden state (transformers output_hidden_states): [embeddings, after layer 1, ...]. */
+  outputHiddenStates?: boolean;
+  /** Reports 'hidden_states.i' and the module outputs under their state-dict paths. */
+  trace?: Trace;
+}
+
+export interface CLIPTextOutput {
+  /** [B, L, D], after final_layer_norm. */
+  lastHiddenState: Tensor;
+  /** [B, D]: last_hidden_state at the EOS position of each row. */
+  pooledOutput: Tensor;
+  /** [B, projection_dim]: text_projection(pooled), CLIPTextModelWithProjection only. */
+  textEmbeds?: Tensor;
+  /** With outputHiddenStates: num_hidden_layers + 1 tensors [B, L, D]; the last is BEFORE final_layer_norm. */
+  hiddenStates?: Tensor[];
+}
+
+export class CLIPTextModel extends Module {
+  text_model: CLIPTextTransformer;
+  text_projection?: Linear;
+  readonly config: CLIPTextConfig;
+
+  /**
+   * `withProjection`: build CLIPTextModelWithProjection's text_projection (SDXL text_encoder_2); by
+   * default it is built when the config's architectures say so.
+   */
+  constructor(config: CLIPTextConfig | Record<string, unknown>, ws: WeightSource, readonly backend: Backend, withProjection?: boolean) {
+    super();
+    const raw = config as Record<string, unknown>;
+    const c = this.config = parseClipTextConfig(raw);
+    this.text_model = new CLIPTextTransformer(ws.sub('text_model'), backend, c);
+    const arch = Array.isArray(raw.architectures) ? raw.architectures : [];
+    if (withProjection ?? arch.includes('CLIPTextModelWithProjection')) {
+      if (c.projection_dim === undefined) throw new Error('CLIPTextModelWithProjection: config has no projection_dim');
+      this.text_projection = new Linear(ws.sub('text_projection'), backend, { inF: c.hidden_size, outF: c.projection_dim, bias: false });
+    }
+  }
+
+  /** Load a transformers `text_encoder/` folder (config.json + model.safetensors); strict. */
+  static fromFolder(dir: string, backend: Backend, opts: WeightStoreOptions = {}): CLIPTextModel {
+    const cfgPath = join(dir, 'config.json');
+    if (!existsSync(cfgPath)) throw new Error(`CLIPTextModel.fromFolder: ${dir} has no config.json`);
+    const raw = JSON.parse(readFileSync(cfgPath, 'utf8')) as Record<string, unknown>;
+    parseClipTextConfig(raw, cfgPath); // config errors name the file
+    const store = WeightStore.open(dir, opts);
+    try {
+      const model = new CLIPTextModel(raw, store, backend);
+      try {
+        store.finish();
+      } catch (e) {
+        model.dispose();
+        throw e;
+      }
+      return model;
+    } finally {
+      store.close();
+    }
+  }
+
+  /** The pooled position of one row of ids (transformers CLIPTextTransformer.forward, 4.57). */
+  eosPosition(ids: readonly number[]): number {
+    let best = 0;
+    if (this.config.eos_token_id === 2) {
+      // legacy: argmax(input_ids), the first maximum (the first <|endoftext|>, the highest id)
+      ids.forEach((id, i) => { if (id > ids[best]!) best = i; });
+      return best;
+    }
+    const i = ids.indexOf(this.config.eos_token_id);
+    return i < 0 ? 0 : i; // argmax of an all-zero mask is 0
+  }
+
+  /** ids [B][L] (host token ids, L <= max_position_embeddings). */
+  forward(ids: readonly (readonly number[])[], opts: CLIPTextForwardOptions = {}): CLIPTextOutput {
+    const trace = opts.trace;
+    const tm = this.text_model;
+    let h = tm.embeddings.forward(ids);
+    trace?.('text_model.embeddings', h);
+    trace?.('hidden_states.0', h);
+    const hidden: Tensor[] = [];
+    tm.encoder.layers.forEach((layer, i) => {
+      if (opts.outputHiddenStates) hidden.push(h.contiguous());
+      const next = layer.forward(h);
+      h.dispose();
+      h = next;
+      subTrace(trace, `text_model.encoder.layers.${i}`)?.('', h);
+      trace?.(`hidden_states.${i + 1}`, h);
+    });
+    if (opts.outputHiddenStates) hidden.push(h.contiguous());
+    const last = tm.final_layer_norm.forward(h);
+    h.dispose();
+    trace?.('text_model.final_layer_norm', last);
+    // Gather last[b, eos_b, :] by views: [1, 1, D] each -> [B, 1, D] -> [B, D].
+    const rows = ids.map((row, b) => {
+      const s = last.slice(0, b, b + 1);
+      const r = s.slice(1, this.eosPosition(row), this.eosPosition(row) + 1);
+      s.dispose();
+      return r;
+    });
+    const cat = ops.concat(rows, 0);
+    rows.forEach((r) => r.dispose());
+    const pooled = cat.reshape([ids.length, -1]);
+    cat.dispose();
+    const out: CLIPTextOutput = { lastHiddenState: last, pooledOutput: pooled };
+    if (this.text_projection) out.textEmbeds = this.text_projection.forward(pooled);
+    if (opts.outputHiddenStates) out.hiddenStates = hidden;
+    return out;
+  }
+}
