@@ -10,12 +10,12 @@
 // Element data is little-endian; typed-array views assume a little-endian host (every platform Node
 // and browsers run on).
 
-import { openSync, readSync, closeSync, fstatSync } from 'node:fs';
 import type { DType, RawArray } from './dtype.js';
 import type { Backend } from './backend.js';
 import type { Tensor } from './tensor.js';
 import { fromFloat32, toFloat32 } from './dtype.js';
 import { formatShape } from './shape.js';
+import { nodeFs } from './node_fs.js';
 
 export type SafetensorsDType = 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'U8' | 'BOOL';
 
@@ -122,6 +122,7 @@ export class SafetensorsFile {
 
   /** Open a file: reads and validates the header now, keeps the fd for lazy tensor reads. */
   static open(path: string): SafetensorsFile {
+    const { openSync, readSync, closeSync, fstatSync } = nodeFs('SafetensorsFile.open');
     const fd = openSync(path, 'r');
     try {
       const size = fstatSync(fd).size;

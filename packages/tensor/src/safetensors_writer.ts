@@ -5,10 +5,9 @@
 // writeSafetensors is atomic: it writes a temporary file in the target directory and renames it over
 // the target, so a reader never sees a half-written file and an error leaves nothing behind.
 
-import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
 import { SAFETENSORS_DTYPE_BYTES, type SafetensorsDType } from './safetensors.js';
 import { formatShape, numel } from './shape.js';
+import { nodeFs, nodePath } from './node_fs.js';
 
 /** The typed array that holds each dtype's elements (F16/BF16 as bit patterns, BOOL as 0/1 bytes). */
 export interface SafetensorsDataFor {
@@ -100,6 +99,8 @@ export function encodeSafetensors(entries: Readonly<Record<string, SafetensorsEn
  * written straight from the given arrays, so no second copy of the whole file is held in memory.
  */
 export function writeSafetensors(path: string, entries: Readonly<Record<string, SafetensorsEntry>>, metadata?: Readonly<Record<string, string>>): void {
+  const { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } = nodeFs('writeSafetensors');
+  const { basename, dirname, join } = nodePath('writeSafetensors');
   const { head, pieces } = planLayout(entries, metadata, path);
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`);
   const fd = openSync(tmp, 'wx');

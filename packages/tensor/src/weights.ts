@@ -7,13 +7,12 @@
 //  - RandomWeights: seeded random parameters at any size (the benchmark builds SD1.5 with them);
 //  - ShapeRecorder: counts parameters of a configuration without allocating them.
 
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { dirname, join } from 'node:path';
 import type { Backend } from './backend.js';
 import type { DType } from './dtype.js';
 import { fromFloat32 } from './dtype.js';
 import { SafetensorsFile, type SafetensorsDType } from './safetensors.js';
 import { formatShape, numel } from './shape.js';
+import { nodeFs, nodePath } from './node_fs.js';
 import type { Tensor } from './tensor.js';
 
 /** What a model is built from: parameters by path, and views of sub-trees. */
@@ -301,6 +300,8 @@ function folderCandidates(prefer: 'fp32' | 'fp16'): string[] {
 
 /** Open the shards of a `*.safetensors.index.json` (transformers/diffusers sharded checkpoints). */
 function openShardIndex(indexPath: string): SafetensorsFile[] {
+  const { readFileSync } = nodeFs('WeightStore.open');
+  const { dirname, join } = nodePath('WeightStore.open');
   let json: unknown;
   try {
     json = JSON.parse(readFileSync(indexPath, 'utf8'));
@@ -363,6 +364,8 @@ export class WeightStore implements WeightSource {
    * releases are).
    */
   static open(pathOrFolder: string, opts: WeightStoreOptions = {}): WeightStore {
+    const { existsSync, readdirSync, readFileSync, statSync } = nodeFs('WeightStore.open');
+    const { join } = nodePath('WeightStore.open');
     if (!existsSync(pathOrFolder)) throw new Error(`WeightStore.open: ${pathOrFolder} does not exist`);
     let config: Record<string, unknown> | undefined;
     let target = pathOrFolder;
