@@ -11,3 +11,4 @@ export * from './controlnext.js';
 export * from './control_type.js';
 export * from './canny_edges.js';
 export * from './schedulers/index.js';
+export * from './partial_unet.js';

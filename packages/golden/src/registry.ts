@@ -17,6 +17,7 @@ import { sd15ControlNeXtRunner } from './runners/sd15_controlnext.js';
 import { sd15ControlNeXtTrainingRunner } from './runners/sd15_controlnext_training.js';
 import { sdxlControlNeXtRunner } from './runners/sdxl_controlnext.js';
 import { clipTextRunner } from './runners/clip_text.js';
+import { unetMergeRunner } from './runners/sd15_controlnext_unet_merge.js';
 
 export const runners: Readonly<Record<string, Runner>> = {
   op_linear: opLinear,
@@ -34,4 +35,5 @@ export const runners: Readonly<Record<string, Runner>> = {
   controlnext: sd15ControlNeXtRunner,
   controlnext_training: sd15ControlNeXtTrainingRunner,
   sdxl_controlnext: sdxlControlNeXtRunner,
+  unet_merge: unetMergeRunner,
 };
