@@ -1,0 +1,266 @@
+// ControlNeXt cross normalisation and injection, fused into two dispatches.
+//
+// x: [N, C, h, w] denoiser feature; control: [Nc, C, h', w'] with Nc = N or 1 (one control map shared by
+// the whole batch: the batch-1 control path under classifier-free guidance); scale: a number or s [N].
+// Per sample n (nc = n, or 0 when Nc = 1):
+//   c      = adaptive_avg_pool2d(control[nc], (h, w))                      [C, h, w]
+//   mu_x, sigma_x = mean and UNBIASED std of x[n] over C*h*w
+//   mu_c, sigma_c = the same of c ('pool_then_norm': SD1.5, SD1.5-Training) or of control[nc] at its own
+//                   resolution ('norm_then_pool': SDXL, SVD)
+//   y[n]   = x[n] + s[n] * ((c - mu_c) * sigma_x / (sigma_c + eps) + mu_x)   (or without x[n]: residual false)
+// eps is added to sigma, not inside a square root (ControlNeXt models/unet.py; spec sections 2.7 and 9).
+// Semantics: CpuBackend.crossNorm (packages/tensor/src/cpu/cpu_backend.ts).
+//
+// Dispatch 1, 'stats': one workgroup per (chunk p < P, statistics set). The sets are the N samples of x
+// followed by the Nc samples of the control (pooled values computed on the fly for 'pool_then_norm').
+// Each workgroup reduces its chunk with the shifted two-pass scheme of norm.ts (pilot K = the set's first
+// value, then sum of d = v - K, then sum of (d - chunk mean)^2) and writes one partial
+// (count, mean of d, M2, K) to a scratch buffer [N + Nc, P] of vec4.
+// Dispatch 2, 'apply': workgroups tile each sample's C*h*w outputs (4 per thread). Each first merges its
+// sample's P partials of x and of the control with Chan's pairwise formula (a tree in workgroup memory;
+// P <= 64 so this is a few loads per thread), then pools the control, rescales and adds, in one pass.
+// Traffic: x read twice in the stats pass (cache-resident chunks) and once in apply, the control read
+// twice (stats) + once (apply), y written once; no intermediate tensor of the feature's size exists.
+// Limits: f32 tensors (ops.crossNorm guarantees contiguous f32 inputs); C*h*w and C*h'*w' < 2^32.
+
+import type { CrossNormOptions, Tensor } from '@cnx/tensor';
+import { gridFor, packUniforms, type GpuContext } from './webgpu/context.js';
+
+/** Most partials per statistics set (the apply kernel merges them with one thread each). */
+const MAX_PARTIALS = 64;
+/** Fewest elements a stats workgroup is given before more chunks are used. */
+const MIN_CHUNK = 4096;
+const WG = 256;
+/** Outputs per apply thread. */
+const PER_THREAD = 4;
+
+export interface CrossNormParams {
+  stage: 'stats' | 'apply';
+  order: CrossNormOptions['order'];
+  /** Scale from a per-sample tensor [N] (else the uniform `scale`). */
+  scaleTensor: boolean;
+  residual: boolean;
+}
+
+/** Shared uniform block and the pooled-value helper (torch adaptive_avg_pool2d bins). */
+const COMMON = /* wgsl */ `
+struct U {
+  n: u32, nc: u32, c: u32, h: u32, w: u32, hc: u32, wc: u32, parts: u32,
+  lenX: u32, lenC: u32, chunkX: u32, chunkC: u32, tiles: u32, eps: f32, scale: f32, pad0: u32,
+}
+
+// Mean of control[ncIdx] over the adaptive-pool bin of pooled element e = (ch, i, j) of [C, h, w].
+fn pooled(ncIdx: u32, e: u32) -> f32 {
+  let j = e % u.w;
+  let i = (e / u.w) % u.h;
+  let ch = e / (u.w * u.h);
+  let y0 = (i * u.hc) / u.h;
+  let y1 = ((i + 1u) * u.hc + u.h - 1u) / u.h;
+  let x0 = (j * u.wc) / u.w;
+  let x1 = ((j + 1u) * u.wc + u.w - 1u) / u.w;
+  let base = (ncIdx * u.c + ch) * u.hc;
+  var s = 0.0;
+  for (var y = y0; y < y1; y++) {
+    let row = (base + y) * u.wc;
+    for (var x = x0; x < x1; x++) { s += Ctl[row + x]; }
+  }
+  return s / f32((y1 - y0) * (x1 - x0));
+}
+`;
+
+export function wgsl(p: CrossNormParams): string {
+  if (p.stage === 'stats') {
+    // Value e of statistics set `set`: x[set] for set < N, else the control sample (pooled or raw).
+    const ctlValue = p.order === 'pool_then_norm' ? 'pooled(ci, e)' : 'Ctl[ci * u.lenC + e]';
+    return /* wgsl */ `
+@group(0) @binding(0) var<storage, read> X: array<f32>;
+@group(0) @binding(1) var<storage, read> Ctl: array<f32>;
+@group(0) @binding(2) var<storage, read_write> Parts: array<vec4<f32>>;
+@group(0) @binding(3) var<uniform> u: U;
+${COMMON}
+const WG = ${WG}u;
+var<workgroup> red: array<f32, WG>;
+
+fn workgroupSum(v: f32, tid: u32) -> f32 {
+  red[tid] = v;
+  workgroupBarrier();
+  for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
+    if (tid < stride) { red[tid] = red[tid] + red[tid + stride]; }
+    workgroupBarrier();
+  }
+  let total = red[0];
+  workgroupBarrier();
+  return total;
+}
+
+fn value(si: u32, e: u32) -> f32 {
+  if (si < u.n) { return X[si * u.lenX + e]; }
+  let ci = si - u.n;
+  return ${ctlValue};
+}
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+  let part = wid.x;
+  let si = wid.y;
+  let isX = si < u.n;
+  let len = select(u.lenC, u.lenX, isX);
+  let chunk = select(u.chunkC, u.chunkX, isX);
+  let start = min(part * chunk, len);
+  let end = min(start + chunk, len);
+  let pilot = value(si, 0u);
+  var acc = 0.0;
+  for (var e = start + tid; e < end; e += WG) { acc += value(si, e) - pilot; }
+  let count = f32(end - start);
+  let dmean = workgroupSum(acc, tid) / max(count, 1.0);
+  acc = 0.0;
+  for (var e = start + tid; e < end; e += WG) {
+    let d = (value(si, e) - pilot) - dmean;
+    acc = fma(d, d, acc);
+  }
+  let m2 = workgroupSum(acc, tid);
+  if (tid == 0u) { Parts[si * u.parts + part] = vec4<f32>(count, dmean, m2, pilot); }
+}
+`;
+  }
+  let b = 3;
+  const sBinding = p.scaleTensor ? b++ : -1;
+  const yBinding = b++;
+  const uBinding = b;
+  const scale = p.scaleTensor ? 'S[n]' : 'u.scale';
+  return /* wgsl */ `
+@group(0) @binding(0) var<storage, read> X: array<f32>;
+@group(0) @binding(1) var<storage, read> Ctl: array<f32>;
+@group(0) @binding(2) var<storage, read> Parts: array<vec4<f32>>;
+${p.scaleTensor ? `@group(0) @binding(${sBinding}) var<storage, read> S: array<f32>;` : ''}
+@group(0) @binding(${yBinding}) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(${uBinding}) var<uniform> u: U;
+${COMMON}
+const WG = ${WG}u;
+const PER_THREAD = ${PER_THREAD}u;
+// Partials (count, mean of d, M2) of x and of the control being merged.
+var<workgroup> redX: array<vec3<f32>, ${MAX_PARTIALS}>;
+var<workgroup> redC: array<vec3<f32>, ${MAX_PARTIALS}>;
+
+// Chan et al. pairwise merge of (count, mean, M2).
+fn merge(a: vec3<f32>, b: vec3<f32>) -> vec3<f32> {
+  let n = a.x + b.x;
+  if (n == 0.0) { return a; }
+  let delta = b.y - a.y;
+  return vec3<f32>(n, a.y + delta * (b.x / n), a.z + b.z + delta * delta * (a.x * b.x / n));
+}
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) tid: u32) {
+  let flat = wid.x + wid.y * nwg.x;
+  if (flat >= u.tiles * u.n) { return; }
+  let n = flat / u.tiles;
+  let tile = flat % u.tiles;
+  let ncIdx = select(n, 0u, u.nc == 1u);
+  let setC = u.n + ncIdx;
+
+  if (tid < ${MAX_PARTIALS}u) {
+    var px = vec3<f32>(0.0);
+    var pc = vec3<f32>(0.0);
+    if (tid < u.parts) {
+      px = Parts[n * u.parts + tid].xyz;
+      pc = Parts[setC * u.parts + tid].xyz;
+    }
+    redX[tid] = px;
+    redC[tid] = pc;
+  }
+  workgroupBarrier();
+  for (var stride = ${MAX_PARTIALS / 2}u; stride > 0u; stride = stride / 2u) {
+    if (tid < stride) {
+      redX[tid] = merge(redX[tid], redX[tid + stride]);
+      redC[tid] = merge(redC[tid], redC[tid + stride]);
+    }
+    workgroupBarrier();
+  }
+  let sx = redX[0];
+  let sc = redC[0];
+  let pilotX = Parts[n * u.parts].w;
+  let pilotC = Parts[setC * u.parts].w;
+  // unbiased std (torch.std), eps on sigma (ControlNeXt)
+  let sigmaX = sqrt(sx.z / (sx.x - 1.0));
+  let sigmaC = sqrt(sc.z / (sc.x - 1.0));
+  let k = sigmaX / (sigmaC + u.eps);
+  let s = ${scale};
+${p.residual ? '' : '  _ = X[0]; // keeps binding 0 in the auto layout (the residual is not added)'}
+
+  let first = tile * WG * PER_THREAD + tid;
+  for (var r = 0u; r < PER_THREAD; r++) {
+    let e = first + r * WG;
+    if (e >= u.lenX) { break; }
+    let cHat = ((pooled(ncIdx, e) - pilotC) - sc.y) * k + sx.y + pilotX;
+    let idx = n * u.lenX + e;
+    Y[idx] = ${p.residual ? 'X[idx] + ' : ''}s * cHat;
+  }
+}
+`;
+}
+
+export interface CrossNormPlan {
+  stats: CrossNormParams;
+  apply: CrossNormParams;
+  parts: number;
+  uniforms: ArrayBuffer;
+  statsWorkgroups: [number, number];
+  applyWorkgroups: [number, number];
+}
+
+export function planCrossNorm(
+  xShape: readonly number[], controlShape: readonly number[], opts: CrossNormOptions, maxPerDim = 65535,
+): CrossNormPlan {
+  const [N, C, h, w] = xShape as [number, number, number, number];
+  const [Nc, Cc, hc, wc] = controlShape as [number, number, number, number];
+  if (xShape.length !== 4 || controlShape.length !== 4 || Cc !== C || (Nc !== N && Nc !== 1) || hc === 0 || wc === 0) {
+    throw new Error(`crossNorm: expected x [N, C, h, w] and control [N or 1, C, h', w'], found x [${xShape.join(', ')}], control [${controlShape.join(', ')}]`);
+  }
+  const lenX = C * h * w;
+  const lenC = opts.order === 'pool_then_norm' ? lenX : C * hc * wc;
+  const parts = Math.min(MAX_PARTIALS, Math.max(1, Math.ceil(Math.max(lenX, lenC) / MIN_CHUNK)));
+  const chunkX = Math.ceil(lenX / parts), chunkC = Math.ceil(lenC / parts);
+  const tiles = Math.ceil(lenX / (WG * PER_THREAD));
+  const scale = typeof opts.scale === 'number' ? opts.scale : 0;
+  const uniforms = packUniforms([
+    ['u32', N], ['u32', Nc], ['u32', C], ['u32', h], ['u32', w], ['u32', hc], ['u32', wc], ['u32', parts],
+    ['u32', lenX], ['u32', lenC], ['u32', chunkX], ['u32', chunkC], ['u32', tiles], ['f32', opts.eps], ['f32', scale], ['u32', 0],
+  ]);
+  const common = { order: opts.order, scaleTensor: typeof opts.scale !== 'number', residual: opts.residual ?? true };
+  if (N + Nc > maxPerDim) throw new Error(`crossNorm: ${N + Nc} statistics sets exceed ${maxPerDim} workgroups per dimension`);
+  return {
+    stats: { stage: 'stats', ...common },
+    apply: { stage: 'apply', ...common },
+    parts,
+    uniforms,
+    statsWorkgroups: [parts, N + Nc],
+    applyWorkgroups: gridFor(tiles * N, maxPerDim),
+  };
+}
+
+export function crossNorm(ctx: GpuContext, x: Tensor, control: Tensor, opts: CrossNormOptions): Tensor {
+  const plan = planCrossNorm(x.shape, control.shape, opts, ctx.limits.maxComputeWorkgroupsPerDimension);
+  const N = x.shape[0]!, Nc = control.shape[0]!;
+  if (typeof opts.scale !== 'number' && opts.scale.size !== N) {
+    throw new Error(`crossNorm: expected a per-sample scale [${N}], found [${opts.scale.shape.join(', ')}]`);
+  }
+  const y = ctx.empty(x.shape);
+  if (y.size === 0) return y;
+  const parts = ctx.empty([(N + Nc) * plan.parts * 4]);
+  ctx.dispatch({
+    label: 'cross_norm_stats', code: wgsl(plan.stats), bindings: [x, control, parts],
+    uniforms: plan.uniforms, workgroups: plan.statsWorkgroups,
+  });
+  const bindings: Tensor[] = [x, control, parts];
+  if (typeof opts.scale !== 'number') bindings.push(opts.scale);
+  bindings.push(y);
+  ctx.dispatch({
+    label: 'cross_norm_apply', code: wgsl(plan.apply), bindings,
+    uniforms: plan.uniforms, workgroups: plan.applyWorkgroups,
+  });
+  // Later work that recycles this buffer is ordered after the two dispatches that use it.
+  parts.dispose();
+  return y;
+}
