@@ -3,3 +3,8 @@ export { WebgpuBackend } from './webgpu/webgpu_backend.js';
 export { acquireDevice, formatAdapterReport, ADAPTER_KINDS, type AdapterKind, type AdapterReport, type AcquireOptions } from './webgpu/device.js';
 export { packUniforms, gridFor, type DispatchSpec, type GpuContext } from './webgpu/context.js';
 export { BufferPool, sizeClass } from './webgpu/buffer_pool.js';
+// Kernel families (webgpu-kernels-b): called by WebgpuBackend; exported for kernel tests and benchmarks.
+export * as conv2dKernel from './conv2d.js';
+export * as normKernels from './norm.js';
+export * as crossNormKernel from './cross_norm.js';
+export * as resampleKernels from './resample.js';
