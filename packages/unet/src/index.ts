@@ -23,3 +23,4 @@ export {
   CLIPTextModel, CLIPTextTransformer, CLIPTextEmbeddings, CLIPEncoder, CLIPEncoderLayer, CLIPAttention, CLIPMLP, Embedding,
   parseClipTextConfig, type CLIPTextConfig, type CLIPTextForwardOptions, type CLIPTextOutput,
 } from './clip_text.js';
+export { CLIPTokenizer, basicClean, bytesToUnicode, type CLIPTokenizerOptions, type EncodeOptions } from './tokenizer.js';
