@@ -12,3 +12,4 @@ export * from './control_type.js';
 export * from './canny_edges.js';
 export * from './schedulers/index.js';
 export * from './partial_unet.js';
+export * from './controlnet.js';

@@ -36,4 +36,5 @@ export const runners: Readonly<Record<string, Runner>> = {
   controlnext_training: sd15ControlNeXtTrainingRunner,
   sdxl_controlnext: sdxlControlNeXtRunner,
   unet_merge: unetMergeRunner,
+  controlnet: controlNetRunner,
 };
