@@ -18,6 +18,7 @@ import { sd15ControlNeXtTrainingRunner } from './runners/sd15_controlnext_traini
 import { sdxlControlNeXtRunner } from './runners/sdxl_controlnext.js';
 import { clipTextRunner } from './runners/clip_text.js';
 import { unetMergeRunner } from './runners/sd15_controlnext_unet_merge.js';
+import { controlNetRunner } from './runners/sd15_controlnet.js';
 
 export const runners: Readonly<Record<string, Runner>> = {
   op_linear: opLinear,
