@@ -8,6 +8,7 @@
 //    rational approximations (Math. Comp. 23, 1969; the same coefficients as @cnx/tensor's cpu/erf.ts)
 //    evaluated in f32, relative error a few f32 ulp. For x < 0, gelu uses erfc directly
 //    (0.5 x erfc(-x/sqrt2)) so that the tail keeps its relative accuracy instead of cancelling in 1 + erf.
+//  - gelu_tanh is evaluated as x * sigmoid(2z) (identical to 0.5 x (1 + tanh z), no cancellation).
 //  - tanh clamps its argument to +-15 (tanh(15) = 1 in f32) because some drivers compute tanh as
 //    (e^2x - 1)/(e^2x + 1) and return NaN for large |x|.
 //  - max/min propagate NaN like the CPU (`a > b || isNaN(a) ? a : b`), tested on bits so that
@@ -98,7 +99,9 @@ export function unaryExpr(op: UnaryOp | 'none', x: string): string {
     case 'relu': return `max(${x}, 0.0)`;
     case 'silu': return `(${x} / (1.0 + exp(-${x})))`;
     case 'gelu': return `gelu_erf(${x})`;
-    case 'gelu_tanh': return `(0.5 * ${x} * (1.0 + tanh_safe(0.7978845608028654 * (${x} + 0.044715 * ${x} * ${x} * ${x}))))`;
+    // 0.5 x (1 + tanh(z)) = x sigmoid(2z): the same function without the cancellation of 1 + tanh(z)
+    // for x < 0, where tanh(z) -> -1 and the f32 difference would lose every significant digit.
+    case 'gelu_tanh': return `(${x} / (1.0 + exp(-1.5957691216057308 * (${x} + 0.044715 * ${x} * ${x} * ${x}))))`;
     case 'quick_gelu': return `(${x} / (1.0 + exp(-1.702 * ${x})))`;
   }
 }
@@ -135,7 +138,7 @@ export function wgsl(p: ElementwiseParams): string {
   return `// elementwise ${p.kind}${'op' in p ? ` ${p.op}` : ''}, strided rank ${p.rank}
 ${stridedUniformWgsl(K).replace('BINDING_U', String(K + 1))}
 ${inputs}
-${p.kind === 'unary' && ['gelu', 'gelu_tanh', 'tanh'].includes(p.op) ? ERF_WGSL : ''}
+${p.kind === 'unary' && ['gelu', 'tanh'].includes(p.op) ? ERF_WGSL : ''}
 ${p.kind === 'binary' ? NAN_WGSL : ''}
 ${stridedOffsetsWgsl(p.rank, K)}
 @compute @workgroup_size(${WORKGROUP})

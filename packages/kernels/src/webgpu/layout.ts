@@ -86,20 +86,27 @@ ${Array.from({ length: operands }, (_, k) => `  st${k}: array<vec4<u32>, 2>,`).j
 }
 
 /**
- * WGSL function `offsets(i: u32) -> array<u32, K>`: the storage offset, in elements, of row-major
- * element i of the merged shape in each of the K operands.
+ * WGSL function `<fn>(i: u32) -> array<u32, K>`: the storage offset, in elements, of row-major element i
+ * of a merged shape in each of K operands. Field names default to the block of stridedUniformWgsl;
+ * other kernels (reduce) pass their own shape/stride arrays and base offsets.
  */
-export function stridedOffsetsWgsl(rank: number, operands: number): string {
+export function stridedOffsetsWgsl(rank: number, operands: number, names: {
+  fn?: string; shape?: string; strides?: (k: number) => string; base?: (k: number) => string;
+} = {}): string {
+  const fn = names.fn ?? 'offsets';
+  const shape = names.shape ?? 'u.shape';
+  const strides = names.strides ?? ((k: number) => `u.st${k}`);
+  const base = names.base ?? ((k: number) => `u.off.${LANE[k]}`);
   const lines: string[] = [];
   for (let d = rank - 1; d >= 0; d--) {
-    const coord = d === 0 ? 'r' : `r % ${field('u.shape', d)}`;
+    const coord = d === 0 ? 'r' : `r % ${field(shape, d)}`;
     lines.push(`  let c${d} = ${coord};`);
-    if (d > 0) lines.push(`  r = r / ${field('u.shape', d)};`);
-    for (let k = 0; k < operands; k++) lines.push(`  o[${k}] += c${d} * ${field(`u.st${k}`, d)};`);
+    if (d > 0) lines.push(`  r = r / ${field(shape, d)};`);
+    for (let k = 0; k < operands; k++) lines.push(`  o[${k}] += c${d} * ${field(strides(k), d)};`);
   }
-  return `fn offsets(i: u32) -> array<u32, ${operands}> {
+  return `fn ${fn}(i: u32) -> array<u32, ${operands}> {
   var o: array<u32, ${operands}>;
-${Array.from({ length: operands }, (_, k) => `  o[${k}] = u.off.${LANE[k]};`).join('\n')}
+${Array.from({ length: operands }, (_, k) => `  o[${k}] = ${base(k)};`).join('\n')}
   var r = i;
 ${lines.join('\n')}
   return o;

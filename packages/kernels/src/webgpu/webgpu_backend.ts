@@ -25,16 +25,20 @@ import { acquireDevice, formatAdapterReport, type AcquireOptions, type AcquiredD
 import * as elementwise from './elementwise.js';
 import * as layout from './layout.js';
 import { PipelineCache } from './pipeline_cache.js';
+import { reduce } from './reduce.js';
+import { attention, softmax } from '../attention.js';
+import { conv2d } from '../conv2d.js';
+import { crossNorm } from '../cross_norm.js';
+import { geglu, timestepEmbedding } from '../diffusion.js';
+import { matmul } from '../matmul.js';
+import { groupNorm, layerNorm } from '../norm.js';
+import { adaptiveAvgPool2d, upsampleNearest } from '../resample.js';
 
 /** Dispatches recorded before a submit. Small enough to keep the GPU fed, large enough to amortise submits. */
 const FLUSH_EVERY = 32;
 
 interface GpuStorage extends Storage {
   buffer: GPUBuffer;
-}
-
-function notYet(op: string): never {
-  throw new Error(`webgpu ${op}: not implemented yet`);
 }
 
 export class WebgpuBackend implements Backend, GpuContext {
@@ -273,21 +277,21 @@ export class WebgpuBackend implements Backend, GpuContext {
 
   // ------------------------------------------------------------------ reductions
 
-  reduce(op: ReduceOp, x: Tensor, axes: readonly number[]): Tensor { void op; void x; void axes; return notYet('reduce'); }
-  softmax(x: Tensor): Tensor { void x; return notYet('softmax'); }
+  reduce(op: ReduceOp, x: Tensor, axes: readonly number[]): Tensor { return reduce(this, op, x, axes); }
+  softmax(x: Tensor): Tensor { return softmax(this, x); }
 
-  // ------------------------------------------------------------------ kernel families of other files
+  // ------------------------------------------------------------------ kernel families (../*.ts)
 
-  matmul(a: Tensor, b: Tensor, opts?: MatmulOptions): Tensor { void a; void b; void opts; return notYet('matmul'); }
-  conv2d(x: Tensor, w: Tensor, bias: Tensor | undefined, opts: Conv2dOptions): Tensor { void x; void w; void bias; void opts; return notYet('conv2d'); }
-  attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Tensor { void q; void k; void v; void opts; return notYet('attention'); }
-  groupNorm(x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, opts: GroupNormOptions): Tensor { void x; void weight; void bias; void opts; return notYet('groupNorm'); }
-  layerNorm(x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, eps: number): Tensor { void x; void weight; void bias; void eps; return notYet('layerNorm'); }
-  crossNorm(x: Tensor, control: Tensor, opts: CrossNormOptions): Tensor { void x; void control; void opts; return notYet('crossNorm'); }
-  upsampleNearest(x: Tensor, size: readonly [number, number]): Tensor { void x; void size; return notYet('upsampleNearest'); }
-  adaptiveAvgPool2d(x: Tensor, size: readonly [number, number]): Tensor { void x; void size; return notYet('adaptiveAvgPool2d'); }
-  timestepEmbedding(t: Tensor, dim: number, opts: TimestepEmbeddingOptions): Tensor { void t; void dim; void opts; return notYet('timestepEmbedding'); }
-  geglu(h: Tensor): Tensor { void h; return notYet('geglu'); }
+  matmul(a: Tensor, b: Tensor, opts?: MatmulOptions): Tensor { return matmul(this, a, b, opts); }
+  conv2d(x: Tensor, w: Tensor, bias: Tensor | undefined, opts: Conv2dOptions): Tensor { return conv2d(this, x, w, bias, opts); }
+  attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Tensor { return attention(this, q, k, v, opts); }
+  groupNorm(x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, opts: GroupNormOptions): Tensor { return groupNorm(this, x, weight, bias, opts); }
+  layerNorm(x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, eps: number): Tensor { return layerNorm(this, x, weight, bias, eps); }
+  crossNorm(x: Tensor, control: Tensor, opts: CrossNormOptions): Tensor { return crossNorm(this, x, control, opts); }
+  upsampleNearest(x: Tensor, size: readonly [number, number]): Tensor { return upsampleNearest(this, x, size); }
+  adaptiveAvgPool2d(x: Tensor, size: readonly [number, number]): Tensor { return adaptiveAvgPool2d(this, x, size); }
+  timestepEmbedding(t: Tensor, dim: number, opts: TimestepEmbeddingOptions): Tensor { return timestepEmbedding(this, t, dim, opts); }
+  geglu(h: Tensor): Tensor { return geglu(this, h); }
 }
 
 function padTo4(bytes: Uint8Array): Uint8Array {
