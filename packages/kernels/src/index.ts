@@ -8,3 +8,9 @@ export * as conv2dKernel from './conv2d.js';
 export * as normKernels from './norm.js';
 export * as crossNormKernel from './cross_norm.js';
 export * as resampleKernels from './resample.js';
+// Kernel families (webgpu-kernels-a): called by WebgpuBackend; exported for kernel tests and benchmarks.
+export * as matmulKernel from './matmul.js';
+export * as matmulNaiveKernel from './matmul_naive.js';
+export * as attentionKernel from './attention.js';
+export * as diffusionKernels from './diffusion.js';
+export * as wgslMath from './wgsl_math.js';
