@@ -13,3 +13,5 @@ export * from './canny_edges.js';
 export * from './schedulers/index.js';
 export * from './partial_unet.js';
 export * from './controlnet.js';
+export * from './pipeline.js';
+export * from './pipeline_control.js';

@@ -13,6 +13,7 @@ import { opAdaptiveAvgPool } from './runners/op_adaptive_avg_pool.js';
 import { unetRunner } from './runners/unet.js';
 import { vaeRunner } from './runners/vae.js';
 import { schedulerRunner } from './runners/sched.js';
+import { pipelineControlNeXtRunner } from './runners/sd15_pipeline_controlnext.js';
 import { sd15ControlNeXtRunner } from './runners/sd15_controlnext.js';
 import { sd15ControlNeXtTrainingRunner } from './runners/sd15_controlnext_training.js';
 import { sdxlControlNeXtRunner } from './runners/sdxl_controlnext.js';
@@ -33,6 +34,7 @@ export const runners: Readonly<Record<string, Runner>> = {
   vae: vaeRunner,
   clip_text: clipTextRunner,
   scheduler: schedulerRunner,
+  pipeline_controlnext: pipelineControlNeXtRunner,
   controlnext: sd15ControlNeXtRunner,
   controlnext_training: sd15ControlNeXtTrainingRunner,
   sdxl_controlnext: sdxlControlNeXtRunner,
