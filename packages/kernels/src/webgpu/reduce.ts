@@ -42,7 +42,8 @@ function combine(op: ReduceParams['op'], acc: string, e: string): string {
 }
 
 function init(op: ReduceParams['op']): string {
-  return op === 'sum' ? '0.0' : op === 'max' ? 'bitcast<f32>(0xff800000u)' : 'bitcast<f32>(0x7f800000u)';
+  // Infinities cannot be WGSL constants (const-evaluation rejects them): read them from a private var.
+  return op === 'sum' ? '0.0' : op === 'max' ? 'bitcast<f32>(NEG_INF_BITS)' : 'bitcast<f32>(POS_INF_BITS)';
 }
 
 export function wgsl(p: ReduceParams): string {
@@ -59,6 +60,8 @@ struct U {
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<uniform> u: U;
+var<private> NEG_INF_BITS: u32 = 0xff800000u;
+var<private> POS_INF_BITS: u32 = 0x7f800000u;
 fn is_nan(v: f32) -> bool { return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u; }
 ${stridedOffsetsWgsl(p.outerRank, 1, { fn: 'outer_off', shape: 'u.oshape', strides: () => 'u.ost', base: () => 'u.base.x' })}
 ${stridedOffsetsWgsl(p.innerRank, 1, { fn: 'inner_off', shape: 'u.ishape', strides: () => 'u.ist', base: () => '0u' })}
@@ -84,12 +87,12 @@ var<workgroup> sh: array<f32, ${WG}>;
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
   let w = wid.x + wid.y * nwg.x; // (row, part), uniform across the workgroup
-  let active = w < u.h.x * u.h.z;
+  let in_range = w < u.h.x * u.h.z;
   let o = w / u.h.z;
   let start = (w % u.h.z) * u.h.w;
   let end = min(u.h.y, start + u.h.w);
   var acc = ${init(p.op)};
-  if (active) {
+  if (in_range) {
     let ob = outer_off(o)[0];
     for (var i = start + lid; i < end; i += ${WG}u) {
       let e = x[ob + inner_off(i)[0]];
@@ -102,7 +105,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (lid < s) { sh[lid] = ${combine(p.op, 'sh[lid]', 'sh[lid + s]')}; }
     workgroupBarrier();
   }
-  if (active && lid == 0u) { out[w] = finish(sh[0]); }
+  if (in_range && lid == 0u) { out[w] = finish(sh[0]); }
 }`;
 }
 
