@@ -15,3 +15,4 @@ export * from './partial_unet.js';
 export * from './controlnet.js';
 export * from './pipeline.js';
 export * from './pipeline_control.js';
+export * from './lora.js';

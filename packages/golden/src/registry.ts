@@ -14,6 +14,7 @@ import { unetRunner } from './runners/unet.js';
 import { vaeRunner } from './runners/vae.js';
 import { schedulerRunner } from './runners/sched.js';
 import { pipelineControlNeXtRunner } from './runners/sd15_pipeline_controlnext.js';
+import { loraRunner } from './runners/sd15_lora.js';
 import { sd15ControlNeXtRunner } from './runners/sd15_controlnext.js';
 import { sd15ControlNeXtTrainingRunner } from './runners/sd15_controlnext_training.js';
 import { sdxlControlNeXtRunner } from './runners/sdxl_controlnext.js';
@@ -35,6 +36,7 @@ export const runners: Readonly<Record<string, Runner>> = {
   clip_text: clipTextRunner,
   scheduler: schedulerRunner,
   pipeline_controlnext: pipelineControlNeXtRunner,
+  lora: loraRunner,
   controlnext: sd15ControlNeXtRunner,
   controlnext_training: sd15ControlNeXtTrainingRunner,
   sdxl_controlnext: sdxlControlNeXtRunner,
