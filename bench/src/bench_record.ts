@@ -1,0 +1,59 @@
+// The machine-readable record of one `npm run bench` run (bench/results/<backend>-<res>.json).
+
+import type { RunEnvironment } from './environment.js';
+import type { SampleStats } from './stats.js';
+import type { VariantId } from './variants.js';
+
+export interface VariantResult {
+  id: VariantId;
+  label: string;
+  /** Per-step wall time in ms (after backend.sync()), over the timed steps. */
+  latencyMs: SampleStats;
+  /** Raw per-step samples in ms. */
+  samplesMs: number[];
+  /** Once-per-generation work of the optimised path (prepare), ms; absent elsewhere. */
+  prefixMs?: number;
+  /** (median - base median) / base median, in %. */
+  overheadPct: number;
+  /** Matmul-class FLOPs (conv + linear + attention) per step, analytic (bench/src/flops.ts). */
+  stepFlops: number;
+  controlFlops: number;
+  prefixFlops: number;
+  otherFlops: number;
+  flopOverheadPct: number;
+  /** stepFlops / median latency. */
+  achievedGflops: number;
+  addedParams: number;
+  trainableParams: number;
+  memory: {
+    /** Backend bytes live when the timed steps began (weights of every model held). */
+    liveAtStartBytes: number;
+    /** Backend high-water mark during the timed steps (resetPeak before them). */
+    backendPeakBytes: number;
+    /** backendPeakBytes - liveAtStartBytes: activations and temporaries of one step. */
+    stepWorkingBytes: number;
+    /** Weights of this configuration's control network. */
+    controlWeightBytes: number;
+    hostPeakRssBytes: number;
+    hostPeakHeapBytes: number;
+  };
+}
+
+export interface BenchRecord {
+  tool: 'controlnext-ts bench';
+  environment: RunEnvironment;
+  backend: { name: string; description: string; adapter?: string; timing: string };
+  model: string;
+  resolution: [number, number];
+  latent: [number, number];
+  images: number;
+  unetBatch: number;
+  steps: number;
+  warmup: number;
+  dtype: string;
+  seed: number;
+  /** UNet build time (random weights), s. */
+  buildSeconds: number;
+  variants: VariantResult[];
+  notes: string[];
+}

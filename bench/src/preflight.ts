@@ -1,0 +1,88 @@
+// Checks, before anything is allocated, that the chosen backend and resolution can run, and says which
+// limit stops it otherwise: the largest tensor against the WebGPU adapter's maxStorageBufferBindingSize
+// and maxBufferSize, the weights against host memory, and (CPU) the expected run time.
+
+import { freemem, totalmem } from 'node:os';
+import { ops, type Backend } from '@cnx/tensor';
+import { stepCost, type Geometry, type VariantId } from './variants.js';
+
+export interface PreflightReport {
+  largestTensorBytes: number;
+  largestTensorName: string;
+  /** f32 bytes of every model held at once (UNet + the largest control network). */
+  weightBytes: number;
+  /** Measured matmul GFLOP/s of this backend on a small product (CPU only). */
+  calibrationGflops?: number;
+  /** Estimated seconds for the whole run (CPU only). */
+  estimatedSeconds?: number;
+  warnings: string[];
+}
+
+const GiB = 2 ** 30;
+const fmt = (b: number) => `${(b / GiB).toFixed(2)} GiB`;
+
+/** GPU-like limits, where the backend has them (WebgpuBackend.limits). */
+function backendLimits(backend: Backend): { maxStorageBufferBindingSize: number; maxBufferSize: number } | undefined {
+  const l = (backend as unknown as { limits?: { maxStorageBufferBindingSize?: number; maxBufferSize?: number } }).limits;
+  if (!l || typeof l.maxStorageBufferBindingSize !== 'number' || typeof l.maxBufferSize !== 'number') return undefined;
+  return { maxStorageBufferBindingSize: l.maxStorageBufferBindingSize, maxBufferSize: l.maxBufferSize };
+}
+
+/** GFLOP/s of a 192x192x192 matmul on `backend` (2 runs, the second timed). */
+async function calibrate(backend: Backend): Promise<number> {
+  const n = 192;
+  const a = backend.fromRaw(new Float32Array(n * n).fill(0.5), [n, n]);
+  let best = Infinity;
+  for (let i = 0; i < 2; i++) {
+    const t0 = performance.now();
+    const c = ops.matmul(a, a);
+    await backend.sync();
+    best = Math.min(best, performance.now() - t0);
+    c.dispose();
+  }
+  a.dispose();
+  return (2 * n ** 3) / (best * 1e6);
+}
+
+export async function preflight(backend: Backend, g: Geometry, ids: readonly VariantId[], steps: number, warmup: number, force: boolean): Promise<PreflightReport> {
+  const costs = ids.map((id) => stepCost(id, g));
+  const largest = costs.reduce((a, b) => (b.largestTensorBytes > a.largestTensorBytes ? b : a));
+  const unetParams = 859_520_964; // checked against the config in bench/test/flops.test.ts
+  const weightBytes = 4 * (unetParams + Math.max(0, ...costs.map((c) => c.addedParams)));
+  const warnings: string[] = [];
+  const res = `${g.resolution[0]}x${g.resolution[1]} with ${2 * g.images} samples`;
+
+  const limits = backendLimits(backend);
+  if (limits) {
+    if (largest.largestTensorBytes > limits.maxStorageBufferBindingSize) {
+      throw new Error(`bench: ${res} needs a ${fmt(largest.largestTensorBytes)} tensor (${largest.largestTensorName}), above this adapter's ` +
+        `maxStorageBufferBindingSize of ${fmt(limits.maxStorageBufferBindingSize)}; use a smaller --resolution or --batch, or another --adapter`);
+    }
+    if (largest.largestTensorBytes > limits.maxBufferSize) {
+      throw new Error(`bench: ${res} needs a ${fmt(largest.largestTensorBytes)} tensor (${largest.largestTensorName}), above this adapter's ` +
+        `maxBufferSize of ${fmt(limits.maxBufferSize)}; use a smaller --resolution or --batch`);
+    }
+  }
+  // CPU: weights and activations are host memory. WebGPU: weights are uploaded from host buffers.
+  const hostNeed = backend.name === 'cpu' ? weightBytes * 1.15 : (4 * 1.3e8);
+  if (hostNeed > totalmem()) {
+    throw new Error(`bench: the models need about ${fmt(hostNeed)} of host memory (f32 SD1.5 UNet${ids.includes('controlnet') ? ' + ControlNet' : ''}), ` +
+      `this machine has ${fmt(totalmem())}; drop --variants controlnet or use a machine with more memory`);
+  }
+  if (hostNeed > freemem()) warnings.push(`only ${fmt(freemem())} of host memory is free, the models need about ${fmt(hostNeed)}`);
+
+  const report: PreflightReport = { largestTensorBytes: largest.largestTensorBytes, largestTensorName: largest.largestTensorName, weightBytes, warnings };
+  if (backend.name === 'cpu') {
+    const gflops = await calibrate(backend);
+    const totalFlops = costs.reduce((s, c) => s + (c.stepFlops + c.prefixFlops) * (steps + warmup), 0);
+    report.calibrationGflops = gflops;
+    report.estimatedSeconds = totalFlops / (gflops * 1e9);
+    const perConfig = report.estimatedSeconds / costs.length;
+    if (perConfig > 15 * 60 && !force) {
+      throw new Error(`bench: on the CPU backend (${gflops.toFixed(2)} GFLOP/s measured) ${res} would take about ` +
+        `${(report.estimatedSeconds / 60).toFixed(0)} minutes (${(perConfig / 60).toFixed(0)} per configuration); use --resolution 64 or 128, ` +
+        `--backend webgpu, fewer --steps, or --force`);
+    }
+  }
+  return report;
+}
