@@ -131,8 +131,11 @@ async function tryNodeAdapter(kind: AdapterKind): Promise<Candidate | string> {
   return { adapter, backend: 'opengles', featureLevel: 'compatibility' };
 }
 
+/** Description and device name (llvmpipe's description is only the GL version; its device names the driver). */
 function describeAdapter(info: GPUAdapterInfo): string {
-  return info.description || info.device || `${info.vendor} ${info.architecture}`.trim() || 'unknown adapter';
+  const parts = [info.description, info.device].filter((p) => p && p.length > 0);
+  if (parts.length === 2 && parts[0]!.includes(parts[1]!)) parts.pop();
+  return parts.join(' / ') || `${info.vendor} ${info.architecture}`.trim() || 'unknown adapter';
 }
 
 /** Acquire a device on the preferred adapter, reporting the choice. Throws naming every adapter tried. */

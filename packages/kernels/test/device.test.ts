@@ -1,0 +1,134 @@
+// WebGPU device acquisition and the backend's resource management (webgpu/device.ts, buffer_pool.ts,
+// pipeline_cache.ts, webgpu_backend.ts): the chosen adapter is printed and reported with its backend,
+// features and limits; invalid adapter names fail clearly; each software adapter this machine has is
+// usable; buffers past the device limits fail naming the limit; the pool reuses buffers so a loop does
+// not grow memory; shader errors surface with the kernel's label; destroy() makes the backend unusable.
+
+import { acquireDevice, ADAPTER_KINDS, formatAdapterReport, sizeClass, WebgpuBackend } from '@cnx/kernels';
+import type { Backend } from '@cnx/tensor';
+import { describe, expect, it } from 'vitest';
+import { describeEachBackend } from '../../../test/harness/backends.js';
+
+describe('buffer size classes', () => {
+  it('round up to a multiple of 4 with at most 25 % waste above the minimum class', () => {
+    let prev = 0;
+    for (let bytes = 1; bytes < 1 << 22; bytes = Math.ceil(bytes * 1.37) + 1) {
+      const c = sizeClass(bytes);
+      expect(c).toBeGreaterThanOrEqual(bytes);
+      expect(c % 4).toBe(0);
+      expect(c).toBeGreaterThanOrEqual(prev);
+      if (bytes > 256) expect(c / bytes).toBeLessThanOrEqual(1.25);
+      prev = c;
+    }
+  });
+});
+
+describe('adapter selection', () => {
+  it('rejects an unknown CNX_ADAPTER value, naming it and the valid ones', async () => {
+    const saved = process.env.CNX_ADAPTER;
+    process.env.CNX_ADAPTER = 'voodoo';
+    try {
+      await expect(acquireDevice()).rejects.toThrow(/CNX_ADAPTER: unknown WebGPU adapter 'voodoo'; expected one of gpu, swiftshader, llvmpipe/);
+    } finally {
+      if (saved === undefined) delete process.env.CNX_ADAPTER;
+      else process.env.CNX_ADAPTER = saved;
+    }
+  });
+
+  it('rejects an unknown adapter option', async () => {
+    await expect(acquireDevice({ adapter: 'cuda' })).rejects.toThrow(/option adapter: unknown WebGPU adapter 'cuda'/);
+  });
+
+  // Each software adapter in turn: reported, and able to run a kernel. Where one is missing the test
+  // says so; in CI (CNX_REQUIRE_WEBGPU=1) SwiftShader must be there.
+  for (const kind of ADAPTER_KINDS.filter((k) => k !== 'gpu')) {
+    it(`${kind}: acquired explicitly, reported, and runs a kernel`, async () => {
+      let backend: WebgpuBackend;
+      try {
+        backend = await WebgpuBackend.create({ adapter: kind });
+      } catch (e) {
+        if (kind === 'swiftshader' && process.env.CNX_REQUIRE_WEBGPU === '1') throw e;
+        console.warn(`\n*** ${kind} adapter not available here: ${(e as Error).message} ***\n`);
+        return;
+      }
+      try {
+        console.log(`[${kind}] ${backend.description}\n${backend.report}`);
+        expect(backend.adapterInfo.kind).toBe(kind);
+        expect(backend.description).toContain(`, ${kind}`);
+        expect(backend.adapterInfo.backend).toBe(kind === 'llvmpipe' ? 'opengles' : 'vulkan');
+        expect(backend.adapterInfo.limits.maxStorageBufferBindingSize).toBe(backend.limits.maxStorageBufferBindingSize);
+        const x = backend.fromRaw(new Float32Array([1, -2, 3]), [3]);
+        expect(Array.from(await backend.unary('relu', x).data())).toEqual([1, 0, 3]);
+      } finally {
+        backend.destroy();
+      }
+    });
+  }
+});
+
+describeEachBackend('webgpu backend resources', (test) => {
+  const gpu = (be: Backend): WebgpuBackend => {
+    if (!(be instanceof WebgpuBackend)) throw new Error(`expected a WebgpuBackend, got ${be.name}`);
+    return be;
+  };
+
+  test('reports the adapter: description, backend, features, limits requested at the adapter maximum', (be) => {
+    const g = gpu(be);
+    console.log(`[webgpu] ${g.description}\n${formatAdapterReport(g.adapterInfo)}`);
+    expect(g.description).toMatch(/^webgpu: .+ \[(vulkan|opengles|metal|d3d12|browser), (gpu|swiftshader|llvmpipe|browser)/);
+    expect(g.adapterInfo.features).toEqual([...g.features].sort());
+    // The device was created with the adapter's own limits, not the (much lower) defaults.
+    expect(g.limits.maxStorageBufferBindingSize).toBeGreaterThan(128 * 2 ** 20 - 1);
+  });
+
+  test('a buffer past maxStorageBufferBindingSize fails naming the limit and the size', (be) => {
+    const limit = gpu(be).limits.maxStorageBufferBindingSize;
+    const elems = Math.floor(limit / 4) + 1;
+    expect(() => be.zeros([elems])).toThrow(new RegExp(`needs a buffer of ${elems * 4} bytes, over the device's (maxStorageBufferBindingSize|maxBufferSize) = \\d+ bytes`));
+  });
+
+  test('the pool reuses buffers: a 50-step loop does not grow memory', async (be) => {
+    const x = be.fromRaw(new Float32Array(1000).fill(1), [10, 100]);
+    const step = () => {
+      const a = be.unary('exp', x);
+      const b = be.binary('mul', a, x);
+      const s = be.reduce('sum', b, [1]);
+      a.dispose(); b.dispose();
+      return s;
+    };
+    step().dispose();
+    await be.sync();
+    const before = be.memory();
+    for (let i = 0; i < 50; i++) step().dispose();
+    await be.sync();
+    const after = be.memory();
+    expect(after.liveBytes).toBe(before.liveBytes);
+    expect(after.pooledBytes).toBe(before.pooledBytes);
+    expect(after.peakBytes).toBe(before.peakBytes);
+    x.dispose();
+  });
+
+  test('a WGSL compilation error surfaces at sync() with the kernel label', async (be) => {
+    const g = gpu(be);
+    const out = g.empty([4]);
+    g.dispatch({ label: 'deliberately broken', code: '@compute @workgroup_size(1) fn main() { let x: f32 = nonsense; }', bindings: [], workgroups: [1] });
+    await expect(be.sync()).rejects.toThrow(/deliberately broken/);
+    out.dispose();
+    await be.sync(); // the error was reported once, the backend goes on
+  });
+}, ['webgpu']);
+
+describe('destroy', () => {
+  it('makes the backend unusable with a clear error', async () => {
+    let be: WebgpuBackend;
+    try {
+      be = await WebgpuBackend.create();
+    } catch (e) {
+      if (process.env.CNX_REQUIRE_WEBGPU === '1') throw e;
+      console.warn(`\n*** SKIPPING destroy test: ${(e as Error).message} ***\n`);
+      return;
+    }
+    be.destroy();
+    expect(() => be.zeros([2])).toThrow(/after destroy/);
+  });
+});
