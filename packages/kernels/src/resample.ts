@@ -66,10 +66,11 @@ export interface ResamplePlan {
 export function planResample(kind: ResampleParams['kind'], inShape: readonly number[], size: readonly [number, number], maxPerDim = 65535): ResamplePlan {
   const [N, C, H, W] = inShape as [number, number, number, number];
   const [Ho, Wo] = size;
+  const op = kind === 'nearest' ? 'upsampleNearest' : 'adaptiveAvgPool2d';
   if (inShape.length !== 4 || !(Ho > 0 && Wo > 0) || !Number.isInteger(Ho) || !Number.isInteger(Wo)) {
-    throw new Error(`${kind}: expected x [N, C, H, W] and a positive integer size, found x [${inShape.join(', ')}], size [${size.join(', ')}]`);
+    throw new Error(`${op}: expected x [N, C, H, W] and a positive integer size, found x [${inShape.join(', ')}], size [${size.join(', ')}]`);
   }
-  if (H === 0 || W === 0) throw new Error(`${kind}: input [${inShape.join(', ')}] has an empty spatial dim`);
+  if (H === 0 || W === 0) throw new Error(`${op}: input [${inShape.join(', ')}] has an empty spatial dim`);
   const total = N * C * Ho * Wo;
   const wg = 256;
   const uniforms = packUniforms([
