@@ -8,18 +8,11 @@
 // scale tensor [N] instead of a number (see variants.ts cfgScales).
 
 import { ops, type Tensor, type Trace } from '@cnx/tensor';
+import type { UNetForwardOptions } from '@cnx/unet';
 import type { ControlNeXtVariant, InjectionPoint } from './variants.js';
 
-/**
- * The UNet's feature hooks (packages/unet UNetForwardOptions.featureHooks). Each returns the feature to
- * continue with; the UNet owns (and disposes) both its input and the returned tensor.
- */
-export interface FeatureHooks {
-  afterConvIn?(x: Tensor): Tensor;
-  afterDownBlock?(index: number, x: Tensor): Tensor;
-  beforeMidBlock?(x: Tensor): Tensor;
-  afterMidBlock?(x: Tensor): Tensor;
-}
+/** The UNet's feature hooks (@cnx/unet UNetForwardOptions.featureHooks); the UNet owns what they return. */
+export type FeatureHooks = NonNullable<UNetForwardOptions['featureHooks']>;
 
 export interface InjectionOptions {
   /**
@@ -130,7 +123,8 @@ export function injectionHooks(
   switch (p.kind) {
     case 'after_conv_in': return { afterConvIn: inject };
     case 'after_down_block': return { afterDownBlock: (i, x) => (i === p.index ? inject(x) : x) };
-    case 'before_mid_block': return { beforeMidBlock: inject };
+    case 'before_mid_block':
+      throw new Error(`ControlNeXt ${variant.name}: the UNet has no hook before the mid block (SVD v1's injection point; not supported yet)`);
     case 'after_mid_block': return { afterMidBlock: inject };
   }
 }
