@@ -131,7 +131,13 @@ function asBatchedMatrix(x: Tensor): { t: Tensor; trans: boolean } {
   const transposedView = r >= 2 && s[r - 2] === 1 && s[r - 1] === rows && x.offset === 0 &&
     (batch === 1 || (r === 3 && s[0] === rows * cols));
   if (transposedView && cols > 1 && rows > 1) {
-    const t = x.transpose(-1, -2).contiguous().reshape([batch, cols, rows]);
+    // Each view holds a reference on the storage: dispose the intermediate ones (else the weight's
+    // storage is never freed when its owner disposes it).
+    const tr = x.transpose(-1, -2);
+    const c = tr.contiguous();
+    const t = c.reshape([batch, cols, rows]);
+    tr.dispose();
+    c.dispose();
     return { t, trans: true };
   }
   const c = x.contiguous();
