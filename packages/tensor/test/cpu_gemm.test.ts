@@ -55,6 +55,7 @@ describe('cpu gemm', () => {
     [2, 5, 11, 10, 7, 3, 2, [0, 1, 0, 1], 1],
     [1, 4, 6, 6, 5, 1, 1, [0, 0, 0, 0], 1],
     [2, 64, 12, 12, 33, 3, 1, [1, 1, 1, 1], 1], // 5.5M MACs: two threads
+    [1, 64, 250, 250, 4, 3, 1, [1, 1, 1, 1], 1], // im2col of 36M elements > 2^25: split into row bands
   ] as const) {
     it(`conv2d N${N} C${C} ${H}x${W} -> O${O} k${k} s${stride} pad ${pad.join(',')} groups ${groups}`, async () => {
       const x = randomArray(N * C * H * W, 7), w = randomArray(O * (C / groups) * k * k, 8), bias = randomArray(O, 9);

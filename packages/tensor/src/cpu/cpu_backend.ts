@@ -252,51 +252,56 @@ export class CpuBackend implements Backend {
     const act = opts.activation ?? 'none';
     const out = new Float32Array(N * O * Ho * Wo);
     const P = Ho * Wo, Kc = Cg * KH * KW;
-    // im2col over a chunk of samples per group: cols [Kc, S*P] (column = s*P + p), then
-    // out[Og, S*P] = W[Og, Kc] @ cols with f64 accumulation. Batching the samples into one product
-    // widens N for the small latent maps (8x8 at 64 px) that dominate the UNet; the chunk is capped so
-    // cols stays under COLS_CAP elements. cols lives in a SharedArrayBuffer so the gemm's second
-    // thread can read it without a copy.
+    // im2col over a chunk per group: cols [Kc, S * R * Wo] for S samples and R output rows each
+    // (column = (s * R + r) * Wo + ox), then out[Og, cols] = W[Og, Kc] @ cols with f64 accumulation.
+    // Batching samples widens the product for the small latent maps (8x8 at 64 px) that dominate the
+    // UNet; a single large map (the control modules at pixel resolution) is split into bands of rows.
+    // Either way cols stays under COLS_CAP elements. cols lives in a SharedArrayBuffer so the gemm's
+    // second thread can read it without a copy.
     const COLS_CAP = 1 << 25;
     const S = Math.max(1, Math.min(N, Math.floor(COLS_CAP / (Kc * P))));
-    const colsLen = Kc * S * P;
+    const R = S > 1 ? Ho : Math.max(1, Math.min(Ho, Math.floor(COLS_CAP / (Kc * Wo))));
+    const colsLen = Kc * S * R * Wo;
     const cols = typeof SharedArrayBuffer === 'function' ? new Float32Array(new SharedArrayBuffer(colsLen * 4)) : new Float32Array(colsLen);
     for (let n0 = 0; n0 < N; n0 += S) {
-      const ns = Math.min(S, N - n0), SP = ns * P;
-      for (let g = 0; g < G; g++) {
-        for (let s = 0; s < ns; s++) {
-          const n = n0 + s;
-          for (let c = 0; c < Cg; c++) {
-            const xc = (n * C + g * Cg + c) * H * W;
-            for (let ky = 0; ky < KH; ky++) {
-              for (let kx = 0; kx < KW; kx++) {
-                const row = ((c * KH + ky) * KW + kx) * SP + s * P;
-                for (let oy = 0; oy < Ho; oy++) {
-                  const iy = oy * sh - pt + ky;
-                  const rowY = row + oy * Wo;
-                  if (iy < 0 || iy >= H) { cols.fill(0, rowY, rowY + Wo); continue; }
-                  const xr = xc + iy * W;
-                  for (let ox = 0; ox < Wo; ox++) {
-                    const ix = ox * sw - pl + kx;
-                    cols[rowY + ox] = ix >= 0 && ix < W ? X[xr + ix]! : 0;
+      const ns = Math.min(S, N - n0);
+      for (let oy0 = 0; oy0 < Ho; oy0 += R) {
+        const nr = Math.min(R, Ho - oy0), band = nr * Wo, SP = ns * band;
+        for (let g = 0; g < G; g++) {
+          for (let s = 0; s < ns; s++) {
+            const n = n0 + s;
+            for (let c = 0; c < Cg; c++) {
+              const xc = (n * C + g * Cg + c) * H * W;
+              for (let ky = 0; ky < KH; ky++) {
+                for (let kx = 0; kx < KW; kx++) {
+                  const row = ((c * KH + ky) * KW + kx) * SP + s * band;
+                  for (let r = 0; r < nr; r++) {
+                    const iy = (oy0 + r) * sh - pt + ky;
+                    const rowY = row + r * Wo;
+                    if (iy < 0 || iy >= H) { cols.fill(0, rowY, rowY + Wo); continue; }
+                    const xr = xc + iy * W;
+                    for (let ox = 0; ox < Wo; ox++) {
+                      const ix = ox * sw - pl + kx;
+                      cols[rowY + ox] = ix >= 0 && ix < W ? X[xr + ix]! : 0;
+                    }
                   }
                 }
               }
             }
           }
-        }
-        const acc = gemm(Wt, g * Og * Kc, [Kc, 1], cols, 0, [SP, 1], Og, SP, Kc);
-        for (let o = 0; o < Og; o++) {
-          const oc = g * Og + o;
-          const b = bv ? bv[oc]! : 0;
-          for (let s = 0; s < ns; s++) {
-            const base = ((n0 + s) * O + oc) * P, a0 = o * SP + s * P;
-            if (act === 'none' && !res) {
-              for (let p = 0; p < P; p++) out[base + p] = acc[a0 + p]! + b;
-            } else {
-              for (let p = 0; p < P; p++) {
-                const y = applyUnary(act, acc[a0 + p]! + b);
-                out[base + p] = res ? y + res[base + p]! : y;
+          const acc = gemm(Wt, g * Og * Kc, [Kc, 1], cols, 0, [SP, 1], Og, SP, Kc);
+          for (let o = 0; o < Og; o++) {
+            const oc = g * Og + o;
+            const b = bv ? bv[oc]! : 0;
+            for (let s = 0; s < ns; s++) {
+              const base = ((n0 + s) * O + oc) * P + oy0 * Wo, a0 = o * SP + s * band;
+              if (act === 'none' && !res) {
+                for (let p = 0; p < band; p++) out[base + p] = acc[a0 + p]! + b;
+              } else {
+                for (let p = 0; p < band; p++) {
+                  const y = applyUnary(act, acc[a0 + p]! + b);
+                  out[base + p] = res ? y + res[base + p]! : y;
+                }
               }
             }
           }
