@@ -16,3 +16,4 @@ export * from './controlnet.js';
 export * from './pipeline.js';
 export * from './pipeline_control.js';
 export * from './lora.js';
+export * from './images.js';
