@@ -16,9 +16,10 @@
 // Variants: causal (key j > query i masked; key tiles past the query tile are skipped), Q tile staged in
 // workgroup memory or read per key tile from global memory (when D is too large for the stage), K and
 // V in separate stages or one stage reused, vec4 global loads when D / Dv are multiples of 4. The tile
-// shape is chosen by plan() from D, Dv and the device's maxComputeWorkgroupStorageSize: at the 16 KiB
-// default, D = 40 gets 32 x 32 tiles, D = 80 16 x 16, D = 160 16 x 8, and D up to ~3000 still runs
-// (Q from global memory, G grows with Dv to bound the per-thread accumulators).
+// shape is chosen by chooseTiles() from D, Dv and the device's maxComputeWorkgroupStorageSize (largest
+// query tile first, then key tile; Q staged when it fits). At 16 KiB: D = 40 -> 32 x 32, Q staged;
+// D = 80 and 160 -> 64 x 16, Q from global memory. At 32 KiB: D = 40 -> 64 x 32, D = 80 -> 64 x 16
+// (both staged), D = 160 -> 64 x 32 from global. Any D runs (D = 1024 at 16 KiB: 16 x 2 tiles, G = 16).
 // Numerics: f32 scores and accumulation; masked scores never enter exp() (they become p = 0), the
 // running max starts at -3e38 (WGSL has no infinity literal), so logits of any finite magnitude are safe.
 //
@@ -40,7 +41,7 @@ export interface AttentionParams {
   Dv: number;
   /** Query rows per workgroup. */
   BQ: number;
-  /** Keys per tile (a multiple of G). */
+  /** Keys per tile. */
   BK: number;
   /** Threads per query row. */
   G: number;
@@ -78,7 +79,7 @@ function rowLoader(name: string, buf: string, len: string, dim: number, vec: boo
 
 export function wgsl(p: AttentionParams): string {
   const { D, Dv, BQ, BK, G } = p;
-  const D4 = ceil4(D), Dv4 = ceil4(Dv), T = BQ * G, SJ = BK / G, NACC = Math.ceil(Dv4 / G);
+  const D4 = ceil4(D), Dv4 = ceil4(Dv), T = BQ * G, NACC = Math.ceil(Dv4 / G);
   const PS = BK + 1; // Ps row stride, padded so the rows of a warp fall in different banks
   const kStage = p.separateKV ? 'Ks' : 'KV', vStage = p.separateKV ? 'Vs' : 'KV';
   const stages = p.separateKV
@@ -92,21 +93,34 @@ export function wgsl(p: AttentionParams): string {
     }`;
   const qVec = p.qShared ? `Qs[r * ${D4}u + d4]` : `loadQ(b, qrow, h, d4)`;
 
-  // Unrolled per-thread state: SJ scores (s_j) and validity flags, NACC vec4 accumulators.
+  // Unrolled per-thread state: SJ scores (s_j) with validity flags, NACC vec4 accumulators. Key c_j =
+  // j*G + g of the tile; when G does not divide BK the last j is partly outside the tile.
+  const SJ = Math.ceil(BK / G);
+  const inTile = (j: number) => ((j + 1) * G <= BK ? '' : `c${j} < ${BK}u`);
+  const scoreDecl: string[] = [];
+  const dotBody: string[] = [];
   const scores: string[] = [];
   for (let j = 0; j < SJ; j++) {
-    const c = `${j * G}u + g`;
-    scores.push(`    let c${j} = ${c};
-    var dot${j} = 0.0;
-    for (var d4 = 0u; d4 < ${D4}u; d4++) { dot${j} += dot(${qVec}, ${kStage}[c${j} * ${D4}u + d4]); }
-    let ok${j} = k0 + c${j} < u.Lk${p.causal ? ` && k0 + c${j} <= i` : ''};
+    scoreDecl.push(`    let c${j} = ${j * G}u + g;\n    var dot${j} = 0.0;`);
+    // Clamp the stage row of out-of-tile keys (their score is discarded) instead of branching.
+    const row = inTile(j) ? `min(c${j}, ${BK - 1}u)` : `c${j}`;
+    dotBody.push(`dot${j} += dot(qv, ${kStage}[${row} * ${D4}u + d4]);`);
+    const conds = [inTile(j), `k0 + c${j} < u.Lk`, p.causal ? `k0 + c${j} <= i` : ''].filter((x) => x !== '');
+    scores.push(`    let ok${j} = ${conds.join(' && ')};
     let s${j} = dot${j} * u.scale;
     mloc = select(mloc, max(mloc, s${j}), ok${j});`);
   }
+  // Each q vec4 is read once per tile and used for all SJ keys of the thread.
+  scores.unshift(`${scoreDecl.join('\n')}
+    for (var d4 = 0u; d4 < ${D4}u; d4++) {
+      let qv = ${qVec};
+      ${dotBody.join('\n      ')}
+    }`);
   const probs: string[] = [];
   for (let j = 0; j < SJ; j++) {
+    const store = `Ps[r * ${PS}u + c${j}] = p${j};`;
     probs.push(`    let p${j} = select(0.0, exp(s${j} - mNew), ok${j});
-    Ps[r * ${PS}u + c${j}] = p${j};
+    ${inTile(j) ? `if (${inTile(j)}) { ${store} }` : store}
     lsum += p${j};`);
   }
   // Accumulator t holds output columns (g + G*t)*4 .. +3; only the last may run past Dv4.
@@ -218,7 +232,7 @@ export function chooseTiles(D: number, Dv: number, storageBytes: number, maxThre
   while (Math.ceil(ceil4(Dv) / G) > 16 && G < 64) G *= 2;
   const tries: Omit<AttentionParams, 'causal' | 'vecQK' | 'vecV'>[] = [];
   const add = (BQ: number, BK: number, qShared: boolean) => {
-    if (BK % G !== 0 || BQ * G > maxThreads) return;
+    if (BQ * G > maxThreads) return;
     tries.push({ D, Dv, BQ, BK, G, qShared, separateKV: true }, { D, Dv, BQ, BK, G, qShared, separateKV: false });
   };
   for (const BQ of [64, 32]) for (const BK of [64, 32, 16]) add(BQ, BK, true);
