@@ -17,3 +17,5 @@ export * from './pipeline.js';
 export * from './pipeline_control.js';
 export * from './lora.js';
 export * from './images.js';
+export * from './pipeline_loading.js';
+export * from './tiny_model.js';

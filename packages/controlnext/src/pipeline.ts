@@ -301,7 +301,8 @@ export class ControllableDiffusionPipeline {
   }
 
   dispose(): void {
-    const { unet, vae, scheduler, textEncoder } = this.components;
+    const { unet, vae, scheduler, textEncoder, control } = this.components;
+    control?.dispose();
     unet.dispose();
     vae.dispose();
     scheduler.dispose();

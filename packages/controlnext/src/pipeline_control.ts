@@ -42,6 +42,8 @@ export interface PipelineControl {
    * batch is [uncond; cond]); `scale` is the user's control strength.
    */
   begin(image: Tensor, batch: number, cfg: boolean, scale: number): ActiveControl;
+  /** Free the control model's weights. */
+  dispose(): void;
 }
 
 /** Check the control image batch against the generation batch. */
@@ -57,6 +59,8 @@ export class ControlNeXtControl implements PipelineControl {
   readonly kind = 'controlnext' as const;
 
   constructor(readonly controlnext: ControlNeXt) {}
+
+  dispose(): void { this.controlnext.dispose(); }
 
   begin(image: Tensor, batch: number, cfg: boolean, scale: number): ActiveControl {
     checkImageBatch('ControlNeXt', image, batch);
@@ -88,6 +92,7 @@ export class ControlNeXtControl implements PipelineControl {
 
 /** What the pipeline needs of a diffusers ControlNetModel. */
 export interface ControlNetModelLike {
+  dispose(): void;
   /**
    * sample [N, 4, h, w], timestep [1] or [N], ctx [N, L, D], cond [N, 3, H, W] in [0, 1] ->
    * residuals for the UNet's skips (conv_in output first) and its mid block, already multiplied by
@@ -101,6 +106,8 @@ export class ControlNetControl implements PipelineControl {
   readonly kind = 'controlnet' as const;
 
   constructor(readonly controlnet: ControlNetModelLike) {}
+
+  dispose(): void { this.controlnet.dispose(); }
 
   begin(image: Tensor, batch: number, cfg: boolean, scale: number): ActiveControl {
     checkImageBatch('ControlNet', image, batch);
