@@ -7,21 +7,41 @@
 //  - layerNorm: x [..., D]; segment = one row of D; weight, bias [D]. torch.nn.functional.layer_norm.
 // Both use the biased variance (divide by len), as torch does; semantics: CpuBackend.groupNorm/layerNorm.
 //
-// One workgroup per segment (grid split over x/y past 65535 segments). Statistics are f32 with a
-// shifted two-pass reduction: every element is first shifted by a pilot value K = the segment's first
-// element, then pass 1 sums d = x - K (-> dmean), pass 2 sums (d - dmean)^2 (-> var), pass 3 writes
-// ((x - K) - dmean) * rstd * w + b. The shift keeps the partial sums at the scale of the spread rather
-// than the offset, so features like 1e3 + N(0, 1) keep full precision (a plain f32 sum of 40 960 values
-// of 1e3 loses ~1e-4 in the mean); the segment is read three times, which stays in cache (a SD1.5 group
-// at 64x64 latents is 10 channels * 4096 = 160 KiB).
-// Workgroup size: 256 for group norm (segments of 10^3-10^5 elements); for layer norm a power of two
-// near D/8 in [32, 256] (rows of 32-1280+ elements).
+// Statistics are f32 with a shifted two-pass reduction: every element is first shifted by a pilot value
+// K = the segment's first element, then pass 1 sums d = x - K (-> dmean), pass 2 sums (d - dmean)^2
+// (-> var), and the output is ((x - K) - dmean) * rstd * w + b. The shift keeps the partial sums at the
+// scale of the spread rather than the offset, so features like 1e3 + N(0, 1) keep full precision (a
+// plain f32 sum of 40 960 values of 1e3 loses ~1e-4 in the mean).
+//
+// Variants (NormParams.stage):
+//  - 'single': one workgroup per segment (grid split over x/y past 65535 segments) does both passes and
+//    the write; the segment is read three times from cache (an SD1.5 UNet group at 64x64 latents is
+//    10 channels * 4096 = 160 KiB). Workgroup size 256 for group norm; for layer norm a power of two
+//    near D/8 in [32, 256] (rows of 32-1280+ elements).
+//  - 'stats' + 'apply' (split), for group-norm segments of >= SPLIT_MIN_LEN elements, where one
+//    workgroup per segment would leave the GPU idle (ControlNeXt-SD1.5's GroupNorm(1, 128) at 512x512 is
+//    2 segments of 33.5 M values; the VAE's GroupNorm(32, 128) at 512x512 is 64 segments of 1 M).
+//    'stats' gives each segment up to MAX_PARTS workgroups; each reduces a chunk with the same shifted
+//    two-pass scheme (the pilot is the segment's first element for every chunk) and writes a partial
+//    (count, mean of d, M2, K). 'apply' tiles each segment (PER_THREAD outputs per thread); every
+//    workgroup first merges its segment's partials with Chan's pairwise formula in workgroup memory, then
+//    normalises its tile.
 // Limits: f32 tensors (ops.ts guarantees contiguous f32 inputs).
 
 import type { GroupNormOptions, Tensor } from '@cnx/tensor';
 import { gridFor, packUniforms, type GpuContext } from './webgpu/context.js';
 
+/** Group-norm segments at least this long use the split (stats + apply) variant. */
+export const SPLIT_MIN_LEN = 65536;
+/** Most partials per segment in the split variant (one per apply thread when merging). */
+const MAX_PARTS = 256;
+/** Fewest elements per stats workgroup before a segment gets more chunks. */
+const MIN_CHUNK = 4096;
+/** Outputs per thread of the split variant's apply stage. */
+const PER_THREAD = 8;
+
 export interface NormParams {
+  stage: 'single' | 'stats' | 'apply';
   kind: 'group' | 'layer';
   /** Threads per workgroup (a power of two). */
   wg: number;
@@ -30,30 +50,12 @@ export interface NormParams {
   silu: boolean;
 }
 
-export function wgsl(p: NormParams): string {
-  if (p.wg & (p.wg - 1)) throw new Error(`norm: workgroup size ${p.wg} is not a power of two`);
-  let b = 1;
-  const wBinding = p.hasWeight ? b++ : -1;
-  const bBinding = p.hasBias ? b++ : -1;
-  const yBinding = b++;
-  const uBinding = b;
-  // Index of the affine parameter for element i of segment seg.
-  const param = p.kind === 'group' ? '(seg % u.groups) * u.cg + i / u.s' : 'i';
-  let y = '((X[base + i] - pilot) - dmean) * rstd';
-  if (p.hasWeight) y = `${y} * Wt[${param}]`;
-  if (p.hasBias) y = `${y} + Bias[${param}]`;
-  return /* wgsl */ `
-struct U { segments: u32, len: u32, s: u32, cg: u32, groups: u32, eps: f32, pad0: u32, pad1: u32 }
-@group(0) @binding(0) var<storage, read> X: array<f32>;
-${p.hasWeight ? `@group(0) @binding(${wBinding}) var<storage, read> Wt: array<f32>;` : ''}
-${p.hasBias ? `@group(0) @binding(${bBinding}) var<storage, read> Bias: array<f32>;` : ''}
-@group(0) @binding(${yBinding}) var<storage, read_write> Y: array<f32>;
-@group(0) @binding(${uBinding}) var<uniform> u: U;
+const UNIFORMS = /* wgsl */ `
+struct U { segments: u32, len: u32, s: u32, cg: u32, groups: u32, eps: f32, parts: u32, chunk: u32,
+           tiles: u32, pad0: u32, pad1: u32, pad2: u32 }`;
 
-const WG = ${p.wg}u;
-var<workgroup> red: array<f32, WG>;
-
-// Tree sum over the workgroup; every thread gets the total.
+/** Tree sum over the workgroup (every thread gets the total); needs `var<workgroup> red: array<f32, WG>`. */
+const WORKGROUP_SUM = /* wgsl */ `
 fn workgroupSum(v: f32, tid: u32) -> f32 {
   red[tid] = v;
   workgroupBarrier();
@@ -64,7 +66,66 @@ fn workgroupSum(v: f32, tid: u32) -> f32 {
   let total = red[0];
   workgroupBarrier();
   return total;
+}`;
+
+export function wgsl(p: NormParams): string {
+  if (p.wg & (p.wg - 1)) throw new Error(`norm: workgroup size ${p.wg} is not a power of two`);
+  if (p.stage === 'stats') {
+    return /* wgsl */ `${UNIFORMS}
+@group(0) @binding(0) var<storage, read> X: array<f32>;
+@group(0) @binding(1) var<storage, read_write> Parts: array<vec4<f32>>;
+@group(0) @binding(2) var<uniform> u: U;
+const WG = ${p.wg}u;
+var<workgroup> red: array<f32, WG>;
+${WORKGROUP_SUM}
+
+@compute @workgroup_size(${p.wg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+  let part = wid.x;
+  let seg = wid.y;
+  let base = seg * u.len;
+  let start = min(part * u.chunk, u.len);
+  let end = min(start + u.chunk, u.len);
+  let pilot = X[base];
+  var acc = 0.0;
+  for (var i = start + tid; i < end; i += WG) { acc += X[base + i] - pilot; }
+  let count = f32(end - start);
+  let dmean = workgroupSum(acc, tid) / max(count, 1.0);
+  acc = 0.0;
+  for (var i = start + tid; i < end; i += WG) {
+    let d = (X[base + i] - pilot) - dmean;
+    acc = fma(d, d, acc);
+  }
+  let m2 = workgroupSum(acc, tid);
+  if (tid == 0u) { Parts[seg * u.parts + part] = vec4<f32>(count, dmean, m2, pilot); }
 }
+`;
+  }
+  const split = p.stage === 'apply';
+  let b = split ? 2 : 1;
+  const wBinding = p.hasWeight ? b++ : -1;
+  const bBinding = p.hasBias ? b++ : -1;
+  const yBinding = b++;
+  const uBinding = b;
+  // Index of the affine parameter for element i of segment seg.
+  const param = p.kind === 'group' ? '(seg % u.groups) * u.cg + i / u.s' : 'i';
+  let y = '((X[base + i] - pilot) - dmean) * rstd';
+  if (p.hasWeight) y = `${y} * Wt[${param}]`;
+  if (p.hasBias) y = `${y} + Bias[${param}]`;
+  const write = `let y = ${y};
+    Y[base + i] = ${p.silu ? 'y / (1.0 + exp(-y))' : 'y'};`;
+  const bindings = `@group(0) @binding(0) var<storage, read> X: array<f32>;
+${split ? '@group(0) @binding(1) var<storage, read> Parts: array<vec4<f32>>;' : ''}
+${p.hasWeight ? `@group(0) @binding(${wBinding}) var<storage, read> Wt: array<f32>;` : ''}
+${p.hasBias ? `@group(0) @binding(${bBinding}) var<storage, read> Bias: array<f32>;` : ''}
+@group(0) @binding(${yBinding}) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(${uBinding}) var<uniform> u: U;
+const WG = ${p.wg}u;`;
+  if (!split) {
+    return /* wgsl */ `${UNIFORMS}
+${bindings}
+var<workgroup> red: array<f32, WG>;
+${WORKGROUP_SUM}
 
 @compute @workgroup_size(${p.wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -84,17 +145,66 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   }
   let rstd = 1.0 / sqrt(workgroupSum(acc, tid) / n + u.eps);
   for (var i = tid; i < u.len; i += WG) {
-    let y = ${y};
-    Y[base + i] = ${p.silu ? 'y / (1.0 + exp(-y))' : 'y'};
+    ${write}
+  }
+}
+`;
+  }
+  if (p.wg < MAX_PARTS) throw new Error(`norm: the apply stage needs a workgroup of >= ${MAX_PARTS} threads, found ${p.wg}`);
+  return /* wgsl */ `${UNIFORMS}
+${bindings}
+const PER_THREAD = ${PER_THREAD}u;
+var<workgroup> red: array<vec3<f32>, WG>;
+
+// Chan et al. pairwise merge of (count, mean, M2).
+fn merge(a: vec3<f32>, b: vec3<f32>) -> vec3<f32> {
+  let n = a.x + b.x;
+  if (n == 0.0) { return a; }
+  let delta = b.y - a.y;
+  return vec3<f32>(n, a.y + delta * (b.x / n), a.z + b.z + delta * delta * (a.x * b.x / n));
+}
+
+@compute @workgroup_size(${p.wg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) tid: u32) {
+  let flat = wid.x + wid.y * nwg.x;
+  if (flat >= u.tiles * u.segments) { return; }
+  let seg = flat / u.tiles;
+  let tile = flat % u.tiles;
+  let base = seg * u.len;
+  var part = vec3<f32>(0.0);
+  if (tid < u.parts) { part = Parts[seg * u.parts + tid].xyz; }
+  red[tid] = part;
+  workgroupBarrier();
+  for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
+    if (tid < stride) { red[tid] = merge(red[tid], red[tid + stride]); }
+    workgroupBarrier();
+  }
+  let total = red[0];
+  let dmean = total.y;
+  let rstd = 1.0 / sqrt(total.z / total.x + u.eps);
+  let pilot = Parts[seg * u.parts].w;
+  let first = tile * WG * PER_THREAD + tid;
+  for (var r = 0u; r < PER_THREAD; r++) {
+    let i = first + r * WG;
+    if (i >= u.len) { break; }
+    ${write}
   }
 }
 `;
 }
 
-export interface NormPlan {
+export interface NormDispatch {
   params: NormParams;
-  uniforms: ArrayBuffer;
   workgroups: [number, number];
+}
+
+export interface NormPlan {
+  /** One dispatch ('single'), or 'stats' then 'apply' (split). */
+  dispatches: NormDispatch[];
+  /** Partials of the split variant: segments * parts vec4 (0 for 'single'). */
+  parts: number;
+  uniforms: ArrayBuffer;
 }
 
 function layerNormWorkgroup(d: number): number {
@@ -107,21 +217,41 @@ export function planNorm(
   kind: 'group' | 'layer', segments: number, len: number, s: number, cg: number, groups: number, eps: number,
   flags: { hasWeight: boolean; hasBias: boolean; silu: boolean }, maxPerDim = 65535,
 ): NormPlan {
+  const split = kind === 'group' && len >= SPLIT_MIN_LEN && segments <= maxPerDim;
+  const parts = split ? Math.min(MAX_PARTS, Math.ceil(len / MIN_CHUNK)) : 0;
+  const chunk = split ? Math.ceil(len / parts) : 0;
   const wg = kind === 'group' ? 256 : layerNormWorkgroup(len);
+  const tiles = split ? Math.ceil(len / (wg * PER_THREAD)) : 0;
   const uniforms = packUniforms([
-    ['u32', segments], ['u32', len], ['u32', s], ['u32', cg], ['u32', groups], ['f32', eps], ['u32', 0], ['u32', 0],
+    ['u32', segments], ['u32', len], ['u32', s], ['u32', cg], ['u32', groups], ['f32', eps], ['u32', parts], ['u32', chunk],
+    ['u32', tiles], ['u32', 0], ['u32', 0], ['u32', 0],
   ]);
-  return { params: { kind, wg, ...flags }, uniforms, workgroups: gridFor(segments, maxPerDim) };
+  const dispatches: NormDispatch[] = split
+    ? [
+      { params: { stage: 'stats', kind, wg, ...flags }, workgroups: [parts, segments] },
+      { params: { stage: 'apply', kind, wg, ...flags }, workgroups: gridFor(tiles * segments, maxPerDim) },
+    ]
+    : [{ params: { stage: 'single', kind, wg, ...flags }, workgroups: gridFor(segments, maxPerDim) }];
+  return { dispatches, parts: segments * parts, uniforms };
 }
 
 function run(ctx: GpuContext, label: string, x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, plan: NormPlan): Tensor {
   const y = ctx.empty(x.shape);
   if (y.size === 0) return y;
-  const bindings: Tensor[] = [x];
-  if (weight) bindings.push(weight);
-  if (bias) bindings.push(bias);
-  bindings.push(y);
-  ctx.dispatch({ label, code: wgsl(plan.params), bindings, uniforms: plan.uniforms, workgroups: plan.workgroups });
+  const parts = plan.parts > 0 ? ctx.empty([plan.parts * 4]) : undefined;
+  for (const d of plan.dispatches) {
+    const bindings: Tensor[] = [x];
+    if (d.params.stage === 'stats') bindings.push(parts!);
+    else {
+      if (d.params.stage === 'apply') bindings.push(parts!);
+      if (weight) bindings.push(weight);
+      if (bias) bindings.push(bias);
+      bindings.push(y);
+    }
+    ctx.dispatch({ label: `${label}_${d.params.stage}`, code: wgsl(d.params), bindings, uniforms: plan.uniforms, workgroups: d.workgroups });
+  }
+  // Later work that recycles this buffer is ordered after the dispatches that use it.
+  parts?.dispose();
   return y;
 }
 

@@ -1,6 +1,6 @@
 // Group and layer normalisation kernels (norm.ts) against the CPU reference (float64 statistics):
 // group counts from 1 to C, no / one / three spatial dims, batch > 1, segments longer than the
-// workgroup and shorter than it, with and without affine parameters, fused SiLU, rows of 1 to 1283
+// workgroup and shorter than it, segments long enough for the split (stats + apply) variant, with and without affine parameters, fused SiLU, rows of 1 to 1283
 // elements, and large-magnitude inputs (offsets of 1e3..3e4 with O(1) spread, the case where a plain f32
 // sum-of-values mean loses ~1e-4) at the same tolerance as zero-mean data. One case of each runs
 // through ops on the backend (wiring).
@@ -82,6 +82,18 @@ describeEachBackend('norm kernels', (test) => {
       { x: [2, 16, 16, 16], groups: 4, shift: -3e4, scale: 4, silu: true },
       { x: [1, 4, 8, 8], groups: 2, shift: 1000, scale: 1e-2 }, // variance ~3e-5, far below the offset
     ];
+    for (const c of cases) await checkGroup(backend, c, seed += 3);
+  });
+
+  test('groupNorm: split variant (stats + apply) for long segments', async (backend) => {
+    // Segments just over the split threshold with a partial last chunk and partial last apply tile.
+    const S = Math.ceil((normKernels.SPLIT_MIN_LEN + 1000) / 4);
+    const cases: GroupCase[] = [
+      { x: [2, 4, S], groups: 1, silu: true }, // ControlNeXt's GroupNorm(1, C) shape class
+      { x: [1, 8, S], groups: 2, shift: 1000, eps: 1e-6 }, // large offset, two segments of 2 channels
+      { x: [1, 4, S], groups: 1, affine: false, shift: -3e4, scale: 4 },
+    ];
+    let seed = 70;
     for (const c of cases) await checkGroup(backend, c, seed += 3);
   });
 
