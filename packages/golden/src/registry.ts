@@ -10,6 +10,9 @@ import { opLayerNorm } from './runners/op_layer_norm.js';
 import { opCrossNorm } from './runners/op_cross_norm.js';
 import { opUpsample } from './runners/op_upsample.js';
 import { opAdaptiveAvgPool } from './runners/op_adaptive_avg_pool.js';
+import { opAttention } from './runners/op_attention.js';
+import { opTimestepEmbedding } from './runners/op_timestep_embedding.js';
+import { opGegluFf } from './runners/op_geglu_ff.js';
 import { unetRunner } from './runners/unet.js';
 import { vaeRunner } from './runners/vae.js';
 import { schedulerRunner } from './runners/sched.js';
@@ -31,6 +34,9 @@ export const runners: Readonly<Record<string, Runner>> = {
   op_cross_norm: opCrossNorm,
   op_upsample: opUpsample,
   op_adaptive_avg_pool: opAdaptiveAvgPool,
+  op_attention: opAttention,
+  op_timestep_embedding: opTimestepEmbedding,
+  op_geglu_ff: opGegluFf,
   unet: unetRunner,
   vae: vaeRunner,
   clip_text: clipTextRunner,
