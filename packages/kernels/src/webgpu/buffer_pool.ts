@@ -19,7 +19,12 @@ export interface PoolStats {
 export interface BufferLimits {
   maxBufferSize: number;
   maxStorageBufferBindingSize: number;
+  /** Most bytes kept in the free lists; a release past it is not pooled (the caller destroys the buffer). */
+  maxPooledBytes?: number;
 }
+
+/** Default cap of pooled (free) bytes: enough for the working set of an SD1.5 step at 512x512. */
+export const DEFAULT_MAX_POOLED_BYTES = 4 * 2 ** 30;
 
 /** The size class of a request in bytes: a multiple of 4, >= MIN_CLASS, quarter steps between powers of two. */
 export function sizeClass(bytes: number): number {
@@ -60,14 +65,19 @@ export class BufferPool {
     return buffer;
   }
 
-  /** Return a buffer from acquire() for reuse. */
-  release(buffer: GPUBuffer): void {
+  /**
+   * Return a buffer from acquire() for reuse. Returns false when the pool is full: the buffer was not
+   * kept and the caller must destroy it (after submitting any recorded commands that use it).
+   */
+  release(buffer: GPUBuffer): boolean {
     const size = buffer.size;
     this.stats.liveBytes -= size;
+    if (this.stats.pooledBytes + size > (this.limits.maxPooledBytes ?? DEFAULT_MAX_POOLED_BYTES)) return false;
     this.stats.pooledBytes += size;
     let list = this.free.get(size);
     if (!list) this.free.set(size, (list = []));
     list.push(buffer);
+    return true;
   }
 
   /** Destroy every pooled (released) buffer. Callers must have submitted commands that use them. */

@@ -53,6 +53,7 @@ export class WebgpuBackend implements Backend, GpuContext {
   private readonly pipelines: PipelineCache;
   private readonly uniformFree = new Map<number, GPUBuffer[]>();
   private uniformInFlight: GPUBuffer[] = [];
+  private destroyAfterSubmit: GPUBuffer[] = [];
   private encoder: GPUCommandEncoder | undefined;
   private pass: GPUComputePassEncoder | undefined;
   private pendingDispatches = 0;
@@ -60,11 +61,12 @@ export class WebgpuBackend implements Backend, GpuContext {
   private destroyed = false;
 
   /** Acquire a device (see device.ts for the adapter order) and wrap it. */
-  static async create(opts: AcquireOptions = {}): Promise<WebgpuBackend> {
-    return new WebgpuBackend(await acquireDevice(opts));
+  static async create(opts: AcquireOptions & { maxPooledBytes?: number } = {}): Promise<WebgpuBackend> {
+    return new WebgpuBackend(await acquireDevice(opts), opts.maxPooledBytes);
   }
 
-  constructor(acquired: AcquiredDevice) {
+  /** maxPooledBytes: cap of released buffers kept for reuse (buffer_pool.ts DEFAULT_MAX_POOLED_BYTES). */
+  constructor(acquired: AcquiredDevice, maxPooledBytes?: number) {
     this.device = acquired.device;
     this.description = acquired.description;
     this.adapterInfo = acquired.report;
@@ -73,6 +75,7 @@ export class WebgpuBackend implements Backend, GpuContext {
     this.pool = new BufferPool(this.device, {
       maxBufferSize: this.limits.maxBufferSize,
       maxStorageBufferBindingSize: this.limits.maxStorageBufferBindingSize,
+      ...(maxPooledBytes !== undefined ? { maxPooledBytes } : {}),
     });
     this.pipelines = new PipelineCache(this.device);
     this.device.onuncapturederror = (ev: GPUUncapturedErrorEvent) => {
@@ -166,6 +169,8 @@ export class WebgpuBackend implements Backend, GpuContext {
       list.push(b);
     }
     this.uniformInFlight = [];
+    for (const b of this.destroyAfterSubmit) b.destroy(); // submitted work keeps its own reference
+    this.destroyAfterSubmit = [];
   }
 
   private throwErrors(): void {
@@ -229,7 +234,12 @@ export class WebgpuBackend implements Backend, GpuContext {
 
   free(storage: Storage): void {
     if (this.destroyed) return;
-    this.pool.release((storage as GpuStorage).buffer);
+    const buffer = (storage as GpuStorage).buffer;
+    // Not pooled (pool full): destroy it once the commands recorded so far, which may use it, are submitted.
+    if (!this.pool.release(buffer)) {
+      if (this.encoder) this.destroyAfterSubmit.push(buffer);
+      else buffer.destroy();
+    }
   }
 
   memory(): MemoryStats {
