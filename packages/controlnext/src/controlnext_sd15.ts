@@ -184,10 +184,3 @@ export class ControlNeXtSD15Module extends Module implements ControlModule {
     return res;
   }
 }
-
-/** The learned scale as a number (one read back from the backend). */
-export async function readScalar(t: Tensor): Promise<number> {
-  const d = await t.data();
-  if (d.length !== 1) throw new Error(`readScalar: expected one element, found ${t.toString()}`);
-  return d[0]!;
-}
