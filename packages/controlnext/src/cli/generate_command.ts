@@ -1,0 +1,201 @@
+// `cnx generate`: prompt (+ control image) -> PNG. Without --model it runs the tiny built-in model with
+// random weights (tiny_model.ts) and says so: the output is noise, not a picture.
+
+import { existsSync, statSync } from 'node:fs';
+import { dirname, extname, resolve } from 'node:path';
+import { createBackend, type BackendName } from '@cnx/kernels';
+import type { Backend, Tensor } from '@cnx/tensor';
+import { findControlType, type ControlTypeOptions } from '../control_type.js';
+import { imageToTensor, readImage, resizeImage, tensorToImages, toRgbImage, writePng } from '../images.js';
+import { loadPipeline } from '../pipeline_loading.js';
+import type { ControllableDiffusionPipeline } from '../pipeline.js';
+import { createProgress } from '../progress.js';
+import { SCHEDULER_NAMES, isSchedulerClassName } from '../schedulers/create_scheduler.js';
+import { TINY_IMAGE_SIZE, tinyPipeline } from '../tiny_model.js';
+import { formatOptions, parseOptions, UsageError, type OptionSpec } from './options.js';
+
+export const GENERATE_OPTIONS: readonly OptionSpec[] = [
+  { name: 'model', type: 'string', metavar: 'DIR', description: 'Stable Diffusion folder in the diffusers layout (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/); without it a tiny built-in model with RANDOM weights runs' },
+  { name: 'prompt', type: 'string', metavar: 'TEXT', description: 'what to draw', default: '' },
+  { name: 'negative-prompt', type: 'string', metavar: 'TEXT', description: 'what to avoid (the ControlNeXt examples use "PBH")', default: '' },
+  { name: 'control-image', type: 'string', metavar: 'FILE', description: 'control image (PNG or JPEG); resized to the output size' },
+  { name: 'control-type', type: 'string', metavar: 'NAME', description: 'how the control image becomes the control map (see `cnx control-types`)', default: 'passthrough' },
+  { name: 'control-option', type: 'list', metavar: 'KEY=VALUE', description: 'an option of the control type (repeatable), e.g. low=100' },
+  { name: 'control-scale', type: 'number', metavar: 'S', description: 'control strength', default: 1, min: 0, max: 10 },
+  { name: 'controlnext', type: 'string', metavar: 'FILE', description: 'ControlNeXt control module (controlnet.safetensors or its folder)' },
+  { name: 'controlnext-unet', type: 'string', metavar: 'FILE', description: 'ControlNeXt partial UNet weights (unet.safetensors)' },
+  { name: 'controlnet', type: 'string', metavar: 'DIR', description: 'a diffusers ControlNet folder (instead of ControlNeXt)' },
+  { name: 'scheduler', type: 'string', metavar: 'NAME', description: `sampler: ${Object.keys(SCHEDULER_NAMES).join(', ')} (or a diffusers class name)`, default: 'unipc' },
+  { name: 'steps', type: 'integer', metavar: 'N', description: 'denoising steps', default: 20, min: 1, max: 1000 },
+  { name: 'guidance', type: 'number', metavar: 'G', description: 'classifier-free guidance scale (<= 1: off)', default: 7.5, min: 0, max: 30 },
+  { name: 'seed', type: 'integer', metavar: 'N', description: 'random seed (default: a random one, printed)', min: 0, max: 4294967295 },
+  { name: 'width', type: 'integer', metavar: 'PX', description: 'output width, a multiple of 8 (default: the control / init image\'s, else the model\'s)', min: 8, max: 4096 },
+  { name: 'height', type: 'integer', metavar: 'PX', description: 'output height, a multiple of 8', min: 8, max: 4096 },
+  { name: 'num-images', type: 'integer', metavar: 'N', description: 'images to generate', default: 1, min: 1, max: 16 },
+  { name: 'init-image', type: 'string', metavar: 'FILE', description: 'image-to-image: start from this image' },
+  { name: 'strength', type: 'number', metavar: 'S', description: 'image-to-image: how much to repaint', default: 0.8, min: 0.01, max: 1 },
+  { name: 'lora', type: 'list', metavar: 'FILE[:SCALE]', description: 'LoRA file (kohya or diffusers/PEFT) with its scale, default 1 (repeatable)' },
+  { name: 'output', type: 'string', metavar: 'FILE', description: 'output PNG (several images: FILE-1.png, FILE-2.png, ...)', default: 'output.png' },
+  { name: 'backend', type: 'string', metavar: 'NAME', description: 'where to compute', default: 'cpu', choices: ['cpu', 'webgpu'] },
+  { name: 'adapter', type: 'string', metavar: 'NAME', description: 'WebGPU adapter preference: gpu, swiftshader, llvmpipe' },
+  { name: 'fp16', type: 'boolean', description: 'load .fp16 weight files where both exist (computation stays f32)' },
+  { name: 'help', type: 'boolean', description: 'show this help' },
+];
+
+export const GENERATE_USAGE = 'usage: cnx generate [--model DIR] --prompt TEXT [--control-image FILE --controlnext FILE] [options]';
+
+export function generateHelp(): string {
+  return `${GENERATE_USAGE}
+
+Generate an image from a prompt, optionally controlled by a ControlNeXt module (or a ControlNet) and a
+control image, and write it as PNG. Without --model, a tiny model with random weights runs so that a
+first try works anywhere: its output is noise, not a picture.
+
+Options:
+${formatOptions(GENERATE_OPTIONS)}
+
+Output: on a terminal a progress bar (step, it/s, ETA) on stderr; otherwise nothing until one line per
+image on stdout: "wrote FILE WxH seed=N steps=N scheduler=NAME seconds=S".
+
+Examples:
+  cnx generate --prompt "a cat" --control-image edges.png --control-type canny --steps 4 --output cat.png
+  cnx generate --model ./sd15 --controlnext ./controlnet.safetensors --controlnext-unet ./unet.safetensors \\
+    --control-image pose.png --prompt "a dancer" --negative-prompt PBH --seed 42 --output dancer.png`;
+}
+
+export interface CommandIO {
+  stdout: { write(s: string): boolean };
+  stderr: { isTTY?: boolean; write(s: string): boolean };
+}
+
+function outputPaths(output: string, n: number): string[] {
+  if (n === 1) return [output];
+  const ext = extname(output) || '.png';
+  const stem = output.slice(0, output.length - extname(output).length);
+  return Array.from({ length: n }, (_, i) => `${stem}-${i + 1}${ext}`);
+}
+
+function parseLora(spec: string): { path: string; scale: number } {
+  const m = /^(.*?)(?::(-?[0-9.eE+-]+))?$/.exec(spec)!;
+  const path = m[1]!;
+  const scale = m[2] === undefined ? 1 : Number(m[2]);
+  if (!Number.isFinite(scale) || scale < -10 || scale > 10) throw new UsageError(`--lora scale must be a number in [-10, 10], found '${m[2]}' in '${spec}'`);
+  if (!existsSync(path)) throw new UsageError(`--lora: file ${path} does not exist`);
+  return { path, scale };
+}
+
+function parseControlOptions(list: string[] | undefined): ControlTypeOptions {
+  const out: Record<string, string> = {};
+  for (const kv of list ?? []) {
+    const i = kv.indexOf('=');
+    if (i <= 0) throw new UsageError(`--control-option must be KEY=VALUE, found '${kv}'`);
+    out[kv.slice(0, i)] = kv.slice(i + 1);
+  }
+  return out;
+}
+
+/** Run `cnx generate`; returns the process exit status. */
+export async function runGenerate(argv: readonly string[], io: CommandIO): Promise<number> {
+  const { values: v, positional } = parseOptions(argv, GENERATE_OPTIONS);
+  if (v['help']) { io.stdout.write(generateHelp() + '\n'); return 0; }
+  if (positional.length > 0) throw new UsageError(`unexpected argument '${positional[0]}' (options start with --; quote a prompt with spaces)`);
+  const str = (k: string) => v[k] as string | undefined;
+  const num = (k: string) => v[k] as number | undefined;
+
+  // Validate everything that can be checked before loading any model.
+  const scheduler = str('scheduler')!;
+  if (!SCHEDULER_NAMES[scheduler] && !isSchedulerClassName(scheduler)) {
+    throw new UsageError(`unknown scheduler '${scheduler}' (known: ${Object.keys(SCHEDULER_NAMES).join(', ')})`);
+  }
+  for (const k of ['width', 'height'] as const) {
+    const x = num(k);
+    if (x !== undefined && x % 8 !== 0) throw new UsageError(`--${k} must be a multiple of 8 in [8, 4096], found ${x}`);
+  }
+  const model = str('model');
+  if (model !== undefined && !existsSync(model)) {
+    throw new UsageError(`--model: folder ${model} does not exist (expected a Stable Diffusion diffusers folder: model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)`);
+  }
+  const controlImagePath = str('control-image');
+  if (model !== undefined && controlImagePath && !str('controlnext') && !str('controlnet')) {
+    throw new UsageError('--control-image needs a control model: --controlnext FILE (ControlNeXt module) or --controlnet DIR');
+  }
+  if (model === undefined && (str('controlnext') || str('controlnet') || str('controlnext-unet'))) {
+    throw new UsageError('--controlnext / --controlnext-unet / --controlnet need --model (the base Stable Diffusion folder)');
+  }
+  const loras = ((v['lora'] as string[] | undefined) ?? []).map(parseLora);
+  if (model === undefined && loras.length > 0) throw new UsageError('--lora needs --model (a LoRA is trained for a real model, not the random tiny one)');
+  const outputs = outputPaths(str('output')!, num('num-images')!);
+  const outDir = dirname(resolve(outputs[0]!));
+  if (!existsSync(outDir) || !statSync(outDir).isDirectory()) throw new UsageError(`--output: folder ${outDir} does not exist`);
+  const controlOpts = parseControlOptions(v['control-option'] as string[] | undefined);
+  const controlType = await findControlType(str('control-type')!).catch((e: Error) => { throw new UsageError(`--control-type: ${e.message}`); });
+  // Images are decoded before the (slow) model load, so a bad file fails fast.
+  const controlImage = controlImagePath ? readImage(controlImagePath) : undefined;
+  const initImagePath = str('init-image');
+  const initImage = initImagePath ? readImage(initImagePath) : undefined;
+
+  const backendName = str('backend') as BackendName;
+  const backend: Backend = await createBackend(backendName, { adapter: str('adapter') });
+  io.stderr.write(`backend: ${backend.description}\n`);
+  let pipe: ControllableDiffusionPipeline | undefined;
+  const owned: Tensor[] = [];
+  try {
+    let defaultSize: number | undefined;
+    if (model === undefined) {
+      io.stderr.write('NOTE: no --model given: running the tiny built-in model with RANDOM weights. The output is noise from random weights, not a picture.\n');
+      pipe = tinyPipeline(backend, { scheduler, control: controlImage !== undefined });
+      defaultSize = TINY_IMAGE_SIZE;
+    } else {
+      const loaded = loadPipeline(model, backend, {
+        scheduler, prefer: v['fp16'] ? 'fp16' : 'fp32', controlnext: str('controlnext'), controlnextUnet: str('controlnext-unet'),
+        controlnet: str('controlnet'), loras,
+      });
+      pipe = loaded.pipeline;
+      if (loaded.partialUnet) io.stderr.write(`controlnext unet: ${loaded.partialUnet.mode}d ${loaded.partialUnet.keys.length} tensors from ${loaded.partialUnet.source}\n`);
+      for (const l of loaded.loras) {
+        io.stderr.write(`lora: ${l.source} merged into ${l.merged.length} weights (scale ${l.scale})` +
+          (l.skipped.length ? `; skipped ${l.skipped.map((s) => `${s.count} ${s.target} layers`).join(', ')}` : '') + '\n');
+      }
+    }
+    // Output size: explicit, else the control / init image rounded down to a multiple of 8, else the model's.
+    const f = pipe.vaeScaleFactor;
+    const ref = controlImage ?? initImage;
+    const round = (x: number) => Math.max(f, Math.floor(x / f) * f);
+    const height = num('height') ?? (ref ? round(ref.shape[0]!) : defaultSize);
+    const width = num('width') ?? (ref ? round(ref.shape[1]!) : defaultSize);
+    let controlTensor: Tensor | undefined;
+    if (controlImage) {
+      const h = height ?? round(controlImage.shape[0]!), w = width ?? round(controlImage.shape[1]!);
+      controlTensor = await controlType.prepare(toRgbImage(resizeImage(controlImage, h, w)), backend, controlOpts);
+      owned.push(controlTensor);
+    }
+    let initTensor: Tensor | undefined;
+    if (initImage) {
+      const h = height ?? round(initImage.shape[0]!), w = width ?? round(initImage.shape[1]!);
+      initTensor = imageToTensor(resizeImage(initImage, h, w), backend);
+      owned.push(initTensor);
+    }
+    const seed = num('seed') ?? Math.floor(Math.random() * 2 ** 32);
+    const progress = createProgress(io.stderr);
+    const result = await pipe.generate({
+      prompt: str('prompt')!, negativePrompt: str('negative-prompt'), numImagesPerPrompt: num('num-images'),
+      height, width, numInferenceSteps: num('steps'), guidanceScale: num('guidance'), seed,
+      controlImage: controlTensor, controlScale: num('control-scale'), initImage: initTensor, strength: num('strength'),
+      observer: { onStep: (s) => progress.update(s.index + 1, s.total) },
+    });
+    const seconds = progress.finish();
+    const images = await tensorToImages(result.images);
+    const [H, W] = [result.images.shape[2]!, result.images.shape[3]!];
+    result.images.dispose();
+    result.latents.dispose();
+    images.forEach((img, i) => {
+      writePng(outputs[i]!, img);
+      io.stdout.write(`wrote ${outputs[i]} ${W}x${H} seed=${seed} steps=${result.timesteps.length} scheduler=${scheduler} seconds=${seconds.toFixed(2)}\n`);
+    });
+    return 0;
+  } finally {
+    owned.forEach((t) => t.dispose());
+    pipe?.dispose();
+    backend.destroy();
+  }
+}
