@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect } from 'vitest';
-import { RandomWeights, SafetensorsFile, ops, writeSafetensors, type Backend, type SafetensorsEntry, type Tensor } from '@cnx/tensor';
+import { RandomWeights, SafetensorsFile, fromFloat32, ops, toFloat32, writeSafetensors, type Backend, type SafetensorsEntry, type Tensor } from '@cnx/tensor';
 import { UNet2DConditionModel } from '@cnx/unet';
 import {
   ControlNeXt, ControlNeXtLightModule, ControlNeXtSD15Module, applyPartialUnet, detectMergeMode, type ControlModule, type VariantName,
@@ -100,6 +100,16 @@ describeEachBackend('ControlNeXt in the UNet', (test) => {
     const doubled = Float32Array.from(entries[key]!.data as Float32Array, (v) => 2 * v);
     expectAllClose(await unet.getParameter(key).data(), doubled, tolFor('f32'), 'added');
     expect(before.length).toBe(doubled.length);
+
+    // A float16 delta (as the published SDXL files) is widened and added to the f32 base.
+    const base = await unet.getParameter(key).data();
+    const half = fromFloat32(entries[key]!.data as Float32Array, 'f16') as Uint16Array;
+    const f16File = join(dir, `f16_${backend.name}.safetensors`);
+    writeSafetensors(f16File, { [key]: { dtype: 'F16', shape: entries[key]!.shape, data: half } });
+    const r3 = applyPartialUnet(unet, f16File, backend, { mode: 'add' });
+    expect(r3.dtypes).toEqual({ F16: 1 });
+    const widened = toFloat32(half, 'f16');
+    expectAllClose(await unet.getParameter(key).data(), Float32Array.from(base, (v, i) => v + widened[i]!), tolFor('f32'), 'f16 delta added');
 
     // Detection from the file when no variant / mode is given.
     const attn2 = Object.fromEntries(Object.entries(entries).filter(([n]) => n.includes('attn2')));
