@@ -22,6 +22,10 @@
 // time. 'wide' (64x64) serves the UNet's 320-1280 channels, 'large' (128x128, 8x8 per thread) GEMMs
 // with many columns (128+ channels at image resolution), 'narrow' (32x128) and 'thin' (16x256) outputs
 // of <= 32 channels, where a 64-row tile would leave most threads idle (see chooseConv2dTile).
+// Split-K (Conv2dParams.splitK = S > 1), for GEMMs with few output tiles and a long K (SD's 1280-channel
+// convs at 8x8 and 16x16 latents: 40-160 workgroups, K = 11 520): each workgroup reduces one of S
+// K-slices and stores its raw partial sums to a scratch [S, N, O, Ho, Wo]; a second dispatch
+// ('conv2d_splitk_reduce', one thread per output) adds the S partials and applies the epilogue.
 // Workgroup memory stays under WebGPU's default 16 KiB for every tile.
 // Limits: f32 tensors (ops.conv2d guarantees it); workgroups: column tiles over x/y (split past 65535),
 // (row tiles * groups) over z, which must stay <= maxComputeWorkgroupsPerDimension.
@@ -63,7 +67,14 @@ export interface Conv2dParams {
   hasBias: boolean;
   hasResidual: boolean;
   activation: Activation;
+  /** K slices (1: no split; else the GEMM stores partials and wgslSplitKReduce finishes). */
+  splitK: number;
 }
+
+/** Shared uniform block of the GEMM and the split-K reduction. */
+const UNIFORMS = /* wgsl */ `
+struct U { n: u32, c: u32, h: u32, w: u32, o: u32, ho: u32, wo: u32, cg: u32,
+           og: u32, kdim: u32, p: u32, cols: u32, colTiles: u32, mTiles: u32, kPer: u32, total: u32 }`;
 
 export function wgsl(p: Conv2dParams): string {
   const { bm, bn, bk, tm, tn } = p.tile;
@@ -72,16 +83,17 @@ export function wgsl(p: Conv2dParams): string {
     throw new Error(`conv2d: tile ${JSON.stringify(p.tile)} does not divide into a workgroup of ${wg} threads (need BN*BK a multiple of it and it a multiple of BK and BN)`);
   }
   const aSteps = Math.ceil((bm * bk) / wg);
+  const split = p.splitK > 1;
   let b = 2;
-  const biasBinding = p.hasBias ? b++ : -1;
-  const resBinding = p.hasResidual ? b++ : -1;
+  const biasBinding = p.hasBias && !split ? b++ : -1;
+  const resBinding = p.hasResidual && !split ? b++ : -1;
   const outBinding = b++;
   const uniBinding = b;
   // A tile rows are padded by one float so the transposing stores (k-major) do not hit one bank.
   const astr = bm + 1;
   const gather = p.variant === 'pointwise'
-    ? `if (colOk && k < u.kdim) { v = X[xBase + k * u.p]; }`
-    : `if (colOk && k < u.kdim) {
+    ? `if (colOk && k < kEnd) { v = X[xBase + k * u.p]; }`
+    : `if (colOk && k < kEnd) {
           let c = k / KHW;
           let r = k % KHW;
           let iy = iy0 + i32(r / KW);
@@ -93,13 +105,16 @@ export function wgsl(p: Conv2dParams): string {
   const xBase = p.variant === 'pointwise'
     ? 'let xBase = (bi * u.c + g * u.cg) * u.p + pix;'
     : 'let xBase = (bi * u.c + g * u.cg) * u.h * u.w;';
-  return /* wgsl */ `
-struct U { n: u32, c: u32, h: u32, w: u32, o: u32, ho: u32, wo: u32, cg: u32,
-           og: u32, kdim: u32, p: u32, cols: u32, colTiles: u32, mTiles: u32, pad0: u32, pad1: u32 }
+  const store = split
+    ? 'Y[ks * u.total + idx] = acc[i][j];'
+    : `var y = acc[i][j]${p.hasBias ? ' + Bias[o]' : ''};
+      y = act(y)${p.hasResidual ? ' + R[idx]' : ''};
+      Y[idx] = y;`;
+  return /* wgsl */ `${UNIFORMS}
 @group(0) @binding(0) var<storage, read> X: array<f32>;
 @group(0) @binding(1) var<storage, read> Wt: array<f32>;
-${p.hasBias ? `@group(0) @binding(${biasBinding}) var<storage, read> Bias: array<f32>;` : ''}
-${p.hasResidual ? `@group(0) @binding(${resBinding}) var<storage, read> R: array<f32>;` : ''}
+${biasBinding >= 0 ? `@group(0) @binding(${biasBinding}) var<storage, read> Bias: array<f32>;` : ''}
+${resBinding >= 0 ? `@group(0) @binding(${resBinding}) var<storage, read> R: array<f32>;` : ''}
 @group(0) @binding(${outBinding}) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(${uniBinding}) var<uniform> u: U;
 
@@ -111,15 +126,20 @@ const SH = ${p.sh}u; const SW = ${p.sw}u; const PT = ${p.pt}; const PL = ${p.pl}
 var<workgroup> As: array<f32, ${bk * astr}>;
 var<workgroup> Bs: array<f32, ${bk * bn}>;
 
-${activationWgsl(p.activation, 'act')}
+${split ? '' : activationWgsl(p.activation, 'act')}
+const SPLITK = ${p.splitK}u;
 
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) tid: u32) {
   let colTile = wid.x + wid.y * nwg.x;
   if (colTile >= u.colTiles) { return; }
-  let mTile = wid.z % u.mTiles;
-  let g = wid.z / u.mTiles;
+  // z = (group * mTiles + row tile) * SPLITK + K slice
+  let ks = wid.z % SPLITK;
+  let mTile = (wid.z / SPLITK) % u.mTiles;
+  let g = wid.z / (SPLITK * u.mTiles);
+  let kBegin = ks * u.kPer;
+  let kEnd = min(u.kdim, kBegin + u.kPer);
   let m0 = mTile * BM;
   let col0 = colTile * BN;
   let tx = tid % TX;
@@ -141,13 +161,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let wBase = g * u.og * u.kdim;
 
   var acc: array<array<f32, TN>, TM>;
-  for (var k0 = 0u; k0 < u.kdim; k0 += BK) {
+  for (var k0 = kBegin; k0 < kEnd; k0 += BK) {
     for (var r = 0u; r < ${aSteps}u; r++) {
       let m = amr + r * (WG / BK);
       if (m < BM) {
         let k = k0 + ak;
         var v = 0.0;
-        if (m0 + m < u.og && k < u.kdim) { v = Wt[wBase + (m0 + m) * u.kdim + k]; }
+        if (m0 + m < u.og && k < kEnd) { v = Wt[wBase + (m0 + m) * u.kdim + k]; }
         As[ak * ASTR + m] = v;
       }
     }
@@ -181,11 +201,37 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       if (m >= u.og) { continue; }
       let o = g * u.og + m;
       let idx = (bj * u.o + o) * u.p + pj;
-      var y = acc[i][j]${p.hasBias ? ' + Bias[o]' : ''};
-      y = act(y)${p.hasResidual ? ' + R[idx]' : ''};
-      Y[idx] = y;
+      ${store}
     }
   }
+}
+`;
+}
+
+/** Split-K finish: y[idx] = act(sum_s part[s, idx] + bias[o]) + residual[idx], one thread per output. */
+export function wgslSplitKReduce(p: Conv2dParams): string {
+  let b = 1;
+  const biasBinding = p.hasBias ? b++ : -1;
+  const resBinding = p.hasResidual ? b++ : -1;
+  const outBinding = b++;
+  const uniBinding = b;
+  return /* wgsl */ `${UNIFORMS}
+@group(0) @binding(0) var<storage, read> Part: array<f32>;
+${p.hasBias ? `@group(0) @binding(${biasBinding}) var<storage, read> Bias: array<f32>;` : ''}
+${p.hasResidual ? `@group(0) @binding(${resBinding}) var<storage, read> R: array<f32>;` : ''}
+@group(0) @binding(${outBinding}) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(${uniBinding}) var<uniform> u: U;
+${activationWgsl(p.activation, 'act')}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) tid: u32) {
+  let idx = (wid.x + wid.y * nwg.x) * 256u + tid;
+  if (idx >= u.total) { return; }
+  var acc = 0.0;
+  for (var s = 0u; s < ${p.splitK}u; s++) { acc += Part[s * u.total + idx]; }
+  ${p.hasBias ? 'acc += Bias[(idx / u.p) % u.o];' : ''}
+  Y[idx] = act(acc)${p.hasResidual ? ' + R[idx]' : ''};
 }
 `;
 }
@@ -195,6 +241,24 @@ export interface Conv2dPlan {
   outShape: [number, number, number, number];
   uniforms: ArrayBuffer;
   workgroups: [number, number, number];
+  /** Split-K reduction dispatch, when params.splitK > 1. */
+  reduceWorkgroups?: [number, number];
+}
+
+/** Workgroups the GEMM should launch before split-K stops paying (a few waves on a large GPU). */
+const SPLITK_TARGET_WORKGROUPS = 512;
+/** Shortest K slice worth a workgroup (in elements of K). */
+const SPLITK_MIN_SLICE = 256;
+const SPLITK_MAX = 32;
+
+/**
+ * K slices for a GEMM of `workgroups` output tiles: enough to reach SPLITK_TARGET_WORKGROUPS, without
+ * slices shorter than SPLITK_MIN_SLICE. 1 (no split) for GEMMs that already fill the GPU.
+ */
+export function chooseSplitK(workgroups: number, kdim: number): number {
+  if (workgroups >= SPLITK_TARGET_WORKGROUPS / 2) return 1;
+  const want = Math.ceil(SPLITK_TARGET_WORKGROUPS / workgroups);
+  return Math.max(1, Math.min(want, SPLITK_MAX, Math.floor(kdim / SPLITK_MIN_SLICE)));
 }
 
 /**
@@ -212,7 +276,7 @@ export function chooseConv2dTile(og: number, cols: number): Conv2dTile {
 }
 
 export function planConv2d(
-  x: Tensor, w: Tensor, hasBias: boolean, opts: Conv2dOptions, maxPerDim = 65535, tile?: Conv2dTile,
+  x: Tensor, w: Tensor, hasBias: boolean, opts: Conv2dOptions, maxPerDim = 65535, tile?: Conv2dTile, splitK?: number,
 ): Conv2dPlan {
   const [N, C, H, W] = x.shape as [number, number, number, number];
   const [O, Cg, KH, KW] = w.shape as [number, number, number, number];
@@ -228,7 +292,13 @@ export function planConv2d(
   const t = tile ?? chooseConv2dTile(og, cols);
   const pointwise = KH === 1 && KW === 1 && sh === 1 && sw === 1 && pt === 0 && pb === 0 && pl === 0 && pr === 0;
   const colTiles = Math.ceil(cols / t.bn), mTiles = Math.ceil(og / t.bm);
-  if (mTiles * G > maxPerDim) throw new Error(`conv2d: ${mTiles * G} row tiles x groups exceed ${maxPerDim} workgroups per dimension`);
+  let S = Math.max(1, Math.floor(splitK ?? chooseSplitK(colTiles * mTiles * G, kdim)));
+  while (S > 1 && mTiles * G * S > maxPerDim) S--;
+  if (mTiles * G * S > maxPerDim) throw new Error(`conv2d: ${mTiles * G} row tiles x groups exceed ${maxPerDim} workgroups per dimension`);
+  // slices are whole K steps, so only the last one is partial
+  const kPer = S > 1 ? Math.ceil(kdim / S / t.bk) * t.bk : kdim;
+  S = Math.ceil(kdim / kPer) || 1;
+  const total = N * O * P;
   const [gx, gy] = gridFor(colTiles, maxPerDim);
   const params: Conv2dParams = {
     variant: pointwise ? 'pointwise' : 'implicit_gemm',
@@ -236,36 +306,44 @@ export function planConv2d(
     // the pointwise gather ignores the geometry; fixing it keeps one pipeline per tile/epilogue
     kh: pointwise ? 1 : KH, kw: pointwise ? 1 : KW, sh: pointwise ? 1 : sh, sw: pointwise ? 1 : sw,
     pt: pointwise ? 0 : pt, pl: pointwise ? 0 : pl,
-    hasBias, hasResidual: opts.residual !== undefined, activation: opts.activation ?? 'none',
+    hasBias, hasResidual: opts.residual !== undefined, activation: opts.activation ?? 'none', splitK: S,
   };
   const uniforms = packUniforms([
     ['u32', N], ['u32', C], ['u32', H], ['u32', W], ['u32', O], ['u32', Ho], ['u32', Wo], ['u32', Cg],
-    ['u32', og], ['u32', kdim], ['u32', P], ['u32', cols], ['u32', colTiles], ['u32', mTiles], ['u32', 0], ['u32', 0],
+    ['u32', og], ['u32', kdim], ['u32', P], ['u32', cols], ['u32', colTiles], ['u32', mTiles], ['u32', kPer], ['u32', total],
   ]);
-  return { params, outShape: [N, O, Ho, Wo], uniforms, workgroups: [gx, gy, mTiles * G] };
+  return {
+    params, outShape: [N, O, Ho, Wo], uniforms, workgroups: [gx, gy, mTiles * G * S],
+    reduceWorkgroups: S > 1 ? gridFor(Math.ceil(total / 256), maxPerDim) : undefined,
+  };
 }
 
-/** Run conv2d with an explicit tile (tests exercise every tile); `conv2d` picks one. */
+/** Run conv2d with an explicit tile and K split (tests exercise each); `conv2d` picks both. */
 export function conv2dWithTile(
-  ctx: GpuContext, x: Tensor, w: Tensor, bias: Tensor | undefined, opts: Conv2dOptions, tile?: Conv2dTile,
+  ctx: GpuContext, x: Tensor, w: Tensor, bias: Tensor | undefined, opts: Conv2dOptions, tile?: Conv2dTile, splitK?: number,
 ): Tensor {
-  const plan = planConv2d(x, w, bias !== undefined, opts, ctx.limits.maxComputeWorkgroupsPerDimension, tile);
+  const plan = planConv2d(x, w, bias !== undefined, opts, ctx.limits.maxComputeWorkgroupsPerDimension, tile, splitK);
   if (opts.residual && opts.residual.shape.join(',') !== plan.outShape.join(',')) {
     throw new Error(`conv2d: expected residual [${plan.outShape.join(', ')}], found [${opts.residual.shape.join(', ')}]`);
   }
   const y = ctx.empty(plan.outShape);
   if (y.size === 0) return y;
-  const bindings: Tensor[] = [x, w];
-  if (bias) bindings.push(bias);
-  if (opts.residual) bindings.push(opts.residual);
-  bindings.push(y);
+  const label = `conv2d_${plan.params.variant}_${plan.params.kh}x${plan.params.kw}`;
+  const epilogue: Tensor[] = [];
+  if (bias) epilogue.push(bias);
+  if (opts.residual) epilogue.push(opts.residual);
+  if (plan.params.splitK === 1) {
+    ctx.dispatch({ label, code: wgsl(plan.params), bindings: [x, w, ...epilogue, y], uniforms: plan.uniforms, workgroups: plan.workgroups });
+    return y;
+  }
+  const part = ctx.empty([plan.params.splitK, ...plan.outShape]);
+  ctx.dispatch({ label: `${label}_splitk`, code: wgsl(plan.params), bindings: [x, w, part], uniforms: plan.uniforms, workgroups: plan.workgroups });
   ctx.dispatch({
-    label: `conv2d_${plan.params.variant}_${plan.params.kh}x${plan.params.kw}`,
-    code: wgsl(plan.params),
-    bindings,
-    uniforms: plan.uniforms,
-    workgroups: plan.workgroups,
+    label: 'conv2d_splitk_reduce', code: wgslSplitKReduce(plan.params), bindings: [part, ...epilogue, y],
+    uniforms: plan.uniforms, workgroups: plan.reduceWorkgroups!,
   });
+  // Later work that recycles this buffer is ordered after the dispatches that use it.
+  part.dispose();
   return y;
 }
 

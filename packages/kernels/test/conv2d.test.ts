@@ -2,8 +2,8 @@
 // asymmetric padding (diffusers Downsample2D pads (0, 1, 0, 1)), C = 3 inputs (the control modules'
 // first conv), 1x1 (the pointwise variant, and 1x1 stride 2 on the general path), grouped and
 // rectangular kernels, batch > 1, channel and pixel counts that are not multiples of any tile, every tile
-// shape forced explicitly, and the epilogue (bias, every activation, residual). One case runs through
-// ops.conv2d on the backend to check the wiring.
+// shape forced explicitly, split-K (automatic and forced), and the epilogue (bias, every activation,
+// residual). One case runs through ops.conv2d on the backend to check the wiring.
 //
 // Error model: each output is an f32 dot product of K = Cg*kh*kw terms of magnitude <= 1 (random inputs
 // in [-1, 1]). The rounding error of each addition scales with the running sum, whose RMS grows like
@@ -34,7 +34,7 @@ interface Case {
   activation?: Activation;
 }
 
-async function check(backend: Backend, c: Case, seed: number, tile?: conv2dKernel.Conv2dTile): Promise<void> {
+async function check(backend: Backend, c: Case, seed: number, tile?: conv2dKernel.Conv2dTile, splitK?: number): Promise<void> {
   const opts: Conv2dOptions = {
     stride: c.stride ?? [1, 1], padding: c.padding ?? [0, 0, 0, 0], groups: c.groups ?? 1, activation: c.activation,
   };
@@ -49,8 +49,8 @@ async function check(backend: Backend, c: Case, seed: number, tile?: conv2dKerne
   const ref = cpu.conv2d(r.x, r.w, r.b, { ...opts, residual: rRes });
   const g = make(backend);
   const gRes = resData && backend.fromRaw(resData, plain.shape);
-  const got = conv2dKernel.conv2dWithTile(asContext(backend), g.x, g.w, g.b, { ...opts, residual: gRes }, tile);
-  const what = `conv2d ${JSON.stringify(c)} tile ${JSON.stringify(tile ?? 'auto')}`;
+  const got = conv2dKernel.conv2dWithTile(asContext(backend), g.x, g.w, g.b, { ...opts, residual: gRes }, tile, splitK);
+  const what = `conv2d ${JSON.stringify(c)} tile ${JSON.stringify(tile ?? 'auto')} splitK ${splitK ?? 'auto'}`;
   expect(got.shape, what).toEqual(ref.shape);
   const K = c.w[1] * c.w[2] * c.w[3];
   expectAllClose(await got.data(), await ref.data(), tolFor('f32', K, Math.max(1, Math.sqrt(K) / 3)), what);
@@ -72,6 +72,8 @@ const geometry: Case[] = [
   { x: [2, 12, 7, 6], w: [9, 4, 3, 2], groups: 3, stride: [2, 1], padding: [2, 0, 1, 1] },
   // 5x5 kernel larger than a K step, depthwise (groups = C)
   { x: [1, 5, 8, 8], w: [5, 1, 5, 5], groups: 5, padding: [2, 2, 2, 2] },
+  // few output tiles and K = 576: the automatic split-K path (SD's 1280-channel convs at 8x8)
+  { x: [1, 64, 3, 3], w: [70, 64, 3, 3], padding: [1, 1, 1, 1], residual: true, activation: 'silu' },
 ];
 
 const activations: Activation[] = ['none', 'relu', 'silu', 'gelu', 'gelu_tanh', 'quick_gelu'];
@@ -89,6 +91,17 @@ describeEachBackend('conv2d kernel', (test) => {
       await check(backend, { x: [2, 7, 6, 7], w: [130, 7, 3, 3], padding: [1, 1, 1, 1], residual: true }, seed += 4, tile);
       await check(backend, { x: [2, 6, 5, 5], w: [18, 3, 1, 1], groups: 2 }, seed += 4, tile);
     }
+  });
+
+  test('split-K: slices that do not divide K, with the epilogue, groups and 1x1', async (backend) => {
+    let seed = 300;
+    expect(conv2dKernel.chooseSplitK(2, 576)).toBeGreaterThan(1);
+    expect(conv2dKernel.chooseSplitK(1024, 11520)).toBe(1);
+    for (const splitK of [2, 3, 5]) {
+      await check(backend, { x: [2, 9, 4, 5], w: [13, 9, 3, 3], padding: [1, 1, 1, 1], residual: true, activation: 'gelu' }, seed += 3, undefined, splitK);
+    }
+    await check(backend, { x: [2, 12, 5, 4], w: [9, 4, 3, 3], groups: 3, stride: [2, 2], padding: [0, 1, 0, 1], bias: false }, seed += 3, conv2dKernel.CONV2D_TILES.thin, 4);
+    await check(backend, { x: [1, 40, 3, 5], w: [33, 40, 1, 1] }, seed += 3, conv2dKernel.CONV2D_TILES.large, 3);
   });
 
   test('epilogue: bias, every activation, residual', async (backend) => {
