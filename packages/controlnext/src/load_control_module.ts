@@ -36,6 +36,32 @@ export function detectModuleArch(w: KeyShapes, source = 'the weights'): { arch: 
     `or 'down_res.0.norm1.weight' of shape [3] (SD1.5 release module); found ${n1 ? `'down_res.0.norm1.weight' [${n1.join(', ')}]` : "neither key"}`);
 }
 
+/**
+ * The variant of a module file or folder, when the file says it: the release module is SD1.5's; a light
+ * module is SD1.5-Training's when its config.json is a `ControlNeXtModel` (or has controlnext_scale), and
+ * SDXL's when it is a `ControlNetModel` with final_out_channels (the two repos' classes, spec 4.1 / 5.1).
+ * A light module without such a config.json is ambiguous (the weights are identical in layout) and is an error.
+ */
+export function detectVariant(fileOrFolder: string): { variant: VariantName; evidence: string } {
+  const store = WeightStore.open(fileOrFolder);
+  try {
+    const { arch, evidence } = detectModuleArch(store, store.source);
+    if (arch === 'release') return { variant: 'sd15', evidence };
+    const cfg = store.config;
+    const cls = cfg?._class_name;
+    if (cls === 'ControlNeXtModel' || typeof cfg?.controlnext_scale === 'number') {
+      return { variant: 'sd15_training', evidence: `${evidence}; config.json _class_name ${JSON.stringify(cls)} (ControlNeXt-SD1.5-Training)` };
+    }
+    if (cls === 'ControlNetModel' && cfg?.final_out_channels !== undefined) {
+      return { variant: 'sdxl', evidence: `${evidence}; config.json ControlNetModel with final_out_channels (ControlNeXt-SDXL)` };
+    }
+    throw new Error(`${store.source}: a light ControlNeXt module (${evidence}), but nothing tells SD1.5-Training from SDXL / SVD-v2 ` +
+      `(config.json ${cfg ? `_class_name ${JSON.stringify(cls)}` : 'absent'}); name the variant explicitly`);
+  } finally {
+    store.close();
+  }
+}
+
 export interface LoadControlModuleOptions {
   /** The variant the module is for; its architecture must match the file's. */
   variant: VariantName | ControlNeXtVariant;

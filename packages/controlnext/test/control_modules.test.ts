@@ -2,13 +2,13 @@
 // CFG == the repo's batch-2 control; cached timestep-independent prefix == everything every step), and
 // malformed weight files fail with the loader's report. Tiny random modules (RandomWeights) on every backend.
 
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect } from 'vitest';
 import { RandomWeights, SafetensorsFile, ops, writeSafetensors, type Backend, type SafetensorsEntry, type Tensor } from '@cnx/tensor';
 import {
-  ControlNeXt, ControlNeXtLightModule, ControlNeXtSD15Module, injectControl, loadControlModule, variants,
+  ControlNeXt, ControlNeXtLightModule, ControlNeXtSD15Module, detectVariant, injectControl, loadControlModule, variants,
   type ControlModule, type ControlNeXtVariant, type LightStructure, type ReleaseStructure,
 } from '@cnx/controlnext';
 import { describeEachBackend } from '../../../test/harness/backends.js';
@@ -144,6 +144,24 @@ describeEachBackend('ControlNeXt control modules', (test) => {
     const unused = join(dir, `unused_${backend.name}.safetensors`);
     await saveModule(light, unused, (e) => { e['extra.weight'] = { dtype: 'F32', shape: [2], data: new Float32Array(2) }; });
     expect(() => loadControlModule(unused, backend, { variant: 'sd15_training' })).toThrow(/unused keys \(1\):\n\s+extra\.weight/);
+
+    // The variant from the file: release -> sd15; light -> by its config.json class, else ambiguous.
+    expect(detectVariant(ok).variant).toBe('sd15');
+    for (const [cfg, want] of [[{ _class_name: 'ControlNeXtModel', controlnext_scale: 0.35 }, 'sd15_training'], [{ _class_name: 'ControlNetModel', final_out_channels: 12 }, 'sdxl']] as const) {
+      const folder = join(dir, `${want}_${backend.name}`);
+      mkdirSync(folder, { recursive: true });
+      await saveModule(light, join(folder, 'controlnet.safetensors'));
+      writeFileSync(join(folder, 'config.json'), JSON.stringify(cfg));
+      expect(detectVariant(folder).variant).toBe(want);
+      const loaded = loadControlModule(folder, backend, { variant: want });
+      // SD1.5-Training's float scale comes from config.json; SDXL's module scale is 1.0.
+      const img = image(backend, 1, 16, 16, 3);
+      const o = loaded.forward(img, 10);
+      expect(o.scale).toBe(want === 'sd15_training' ? 0.35 : 1);
+      [o.out, img].forEach((t) => t.dispose());
+      loaded.dispose();
+    }
+    expect(() => detectVariant(lightFile)).toThrow(/nothing tells SD1\.5-Training from SDXL/);
 
     // The file is closed after loading (also after a failure): it can be opened again.
     SafetensorsFile.open(missing).close();
