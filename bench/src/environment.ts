@@ -26,7 +26,8 @@ export function runEnvironment(): RunEnvironment {
   const c = cpus();
   return {
     date: new Date().toISOString(),
-    gitCommit: git(['rev-parse', 'HEAD']) ?? 'unknown (not a git checkout)',
+    // CNX_GIT_COMMIT: for copies of the tree without .git (e.g. a remote benchmark machine).
+    gitCommit: git(['rev-parse', 'HEAD']) ?? process.env.CNX_GIT_COMMIT ?? 'unknown (not a git checkout)',
     gitDirty: (git(['status', '--porcelain', '--untracked-files=no']) ?? '') !== '',
     node: process.version,
     platform: `${process.platform}-${process.arch}`,

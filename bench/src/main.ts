@@ -113,14 +113,23 @@ async function main(): Promise<void> {
     for (const [k, id] of ids.entries()) {
       progress.update(`[${k + 1}/${ids.length}] ${id}: building`);
       const liveBefore = backend.memory().liveBytes;
-      const runner = await buildRunner(id, backend, unet, inputs, g, o.seed);
-      await backend.sync();
-      const controlWeightBytes = backend.memory().liveBytes - liveBefore;
-      let timed;
+      let runner: StepRunner | undefined;
+      let timed: Awaited<ReturnType<typeof timeVariant>>;
+      let controlWeightBytes = 0;
       try {
+        runner = await buildRunner(id, backend, unet, inputs, g, o.seed);
+        await backend.sync();
+        controlWeightBytes = backend.memory().liveBytes - liveBefore;
         timed = await timeVariant(id, runner, backend, o, progress);
+      } catch (e) {
+        // One configuration failing (an op missing on a backend, say) must not lose the others.
+        if (id === 'base') throw e;
+        const msg = `${id} failed: ${e instanceof Error ? e.message : String(e)}`;
+        notes.push(msg);
+        progress.log(msg);
+        continue;
       } finally {
-        runner.dispose();
+        runner?.dispose();
       }
       const stats = sampleStats(timed.samples);
       if (id === 'base') baseMedian = stats.median;
@@ -139,7 +148,7 @@ async function main(): Promise<void> {
         otherFlops: cost.otherFlops,
         flopOverheadPct: (100 * (cost.stepFlops - base.stepFlops)) / base.stepFlops,
         achievedGflops: cost.stepFlops / (stats.median * 1e6),
-        addedParams: runner.controlParams,
+        addedParams: runner!.controlParams,
         trainableParams: cost.trainableParams,
         memory: {
           liveAtStartBytes: timed.liveAtStart,
@@ -150,8 +159,8 @@ async function main(): Promise<void> {
           hostPeakHeapBytes: timed.host.heap,
         },
       });
-      if (runner.controlParams !== 0 && runner.controlParams !== cost.addedParams) {
-        notes.push(`${id}: the model has ${runner.controlParams} control parameters, the cost model counts ${cost.addedParams}`);
+      if (runner!.controlParams !== 0 && runner!.controlParams !== cost.addedParams) {
+        notes.push(`${id}: the model has ${runner!.controlParams} control parameters, the cost model counts ${cost.addedParams}`);
       }
     }
     disposeInputs(inputs);

@@ -14,7 +14,8 @@
 import { ops, RandomWeights, scope, type Backend, type Tensor } from '@cnx/tensor';
 import { UNet2DConditionModel } from '@cnx/unet';
 import {
-  ControlNeXt, ControlNeXtLightModule, ControlNeXtSD15Module, lightReleasedStructure, RELEASE_SD15_STRUCTURE,
+  ControlNeXt, ControlNeXtLightModule, ControlNeXtSD15Module, ControlNetModel, lightReleasedStructure, parseControlNetConfig,
+  RELEASE_SD15_STRUCTURE,
   type ControlOutput, type PreparedControl,
 } from '@cnx/controlnext';
 import { SD15_CONTROLNET_CONFIG, SD15_SEQ_LEN, SD15_UNET_CONFIG } from './sd15_configs.js';
@@ -91,39 +92,10 @@ function timestepTensor(backend: Backend, t: number, batch: number): Tensor {
   return backend.fromRaw(new Float32Array(batch).fill(t), [batch]);
 }
 
-/**
- * The diffusers ControlNetModel, when the build has it (packages/controlnext, written in parallel).
- * Looked up at run time so that the benchmark compiles and runs the other configurations without it.
- */
-interface ControlNetLike {
-  forward(sample: Tensor, timestep: Tensor, encoderHiddenStates: Tensor, cond: Tensor, opts?: { conditioningScale?: number }):
-    { downBlockResSamples: Tensor[]; midBlockResSample: Tensor };
-  numParameters(): number;
-  dispose(): void;
-}
-type ControlNetCtor = new (config: Record<string, unknown>, ws: RandomWeights, backend: Backend) => ControlNetLike;
-
-async function findControlNet(): Promise<ControlNetCtor | undefined> {
-  const mod = (await import('@cnx/controlnext')) as Record<string, unknown>;
-  const C = mod['ControlNetModel'];
-  return typeof C === 'function' ? (C as ControlNetCtor) : undefined;
-}
-
-/** Why a configuration cannot run in this build, or undefined. */
+/** Why a configuration cannot run in this build, or undefined (every configuration runs today). */
 export async function unavailableReason(id: VariantId): Promise<string | undefined> {
-  if (VARIANTS[id].control === 'controlnet' && !(await findControlNet())) {
-    return '@cnx/controlnext exports no ControlNetModel (diffusers ControlNet) in this build';
-  }
+  void id;
   return undefined;
-}
-
-/** Normalise the ControlNet output field names (diffusers: down_block_res_samples, mid_block_res_sample). */
-function controlNetResiduals(out: unknown): { down: Tensor[]; mid: Tensor } {
-  const o = out as Record<string, unknown>;
-  const down = (o['downBlockResSamples'] ?? o['down_block_res_samples'] ?? o['down']) as Tensor[] | undefined;
-  const mid = (o['midBlockResSample'] ?? o['mid_block_res_sample'] ?? o['mid']) as Tensor | undefined;
-  if (!Array.isArray(down) || !mid) throw new Error(`ControlNetModel.forward returned ${Object.keys(o).join(', ')}; expected down block residuals and a mid residual`);
-  return { down, mid };
 }
 
 export async function buildRunner(id: VariantId, backend: Backend, unet: UNet2DConditionModel, inputs: StepInputs, g: Geometry, seed: number): Promise<StepRunner> {
@@ -140,15 +112,14 @@ export async function buildRunner(id: VariantId, backend: Backend, unet: UNet2DC
       return { controlParams: 0, step: (t) => { scope(() => unetStep(t)).dispose(); }, dispose() {} };
 
     case 'controlnet': {
-      const Ctor = await findControlNet();
-      if (!Ctor) throw new Error(`bench ${id}: ${await unavailableReason(id)}`);
-      const cn = new Ctor(SD15_CONTROLNET_CONFIG as unknown as Record<string, unknown>, new RandomWeights({ seed: seed + 1 }), backend);
+      const cfg = parseControlNetConfig(SD15_CONTROLNET_CONFIG as unknown as Record<string, unknown>, 'SD15_CONTROLNET_CONFIG');
+      const cn = new ControlNetModel(cfg, new RandomWeights({ seed: seed + 1 }), backend);
       return {
         controlParams: cn.numParameters(),
         step: (t) => {
           scope(() => {
             const tt = timestepTensor(backend, t, N);
-            const r = controlNetResiduals(cn.forward(inputs.latents, tt, inputs.context, inputs.imageCfg, { conditioningScale: 1 }));
+            const r = cn.forward(inputs.latents, tt, inputs.context, inputs.imageCfg, { conditioningScale: 1 });
             return unetStep(t, { downBlockAdditionalResiduals: r.down, midBlockAdditionalResidual: r.mid });
           }).dispose();
         },
