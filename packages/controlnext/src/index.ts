@@ -19,3 +19,6 @@ export * from './lora.js';
 export * from './images.js';
 export * from './pipeline_loading.js';
 export * from './tiny_model.js';
+export { main } from './cli.js';
+export * from './cli/options.js';
+export * from './progress.js';
