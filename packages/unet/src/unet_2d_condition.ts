@@ -261,6 +261,11 @@ export class UNet2DConditionModel extends Module {
     }
   }
 
+  /** Number of skip tensors the down path produces (conv_in's output, then every resnet and downsampler). */
+  get numSkips(): number {
+    return 1 + this.down_blocks.reduce((n, b) => n + b.resnets.length + (b.downsamplers ? 1 : 0), 0);
+  }
+
   /** Number of upsamplers: latents whose size is not a multiple of 2^this get explicit upsample sizes. */
   get numUpsamplers(): number {
     return this.up_blocks.filter((b) => b.upsamplers !== undefined).length;
@@ -309,6 +314,11 @@ export class UNet2DConditionModel extends Module {
     const trace = opts.trace;
     const hooks = opts.featureHooks ?? {};
     const B = sample.shape[0]!;
+    // Checked before any work, so a bad call allocates nothing.
+    const nSkips = this.numSkips;
+    if (opts.downBlockAdditionalResiduals && opts.downBlockAdditionalResiduals.length !== nSkips) {
+      throw new Error(`UNet2DConditionModel: expected ${nSkips} down block residuals, found ${opts.downBlockAdditionalResiduals.length}`);
+    }
     const emb = this.timeEmbedding(timestep, B, opts.addedCond, trace);
 
     const input = this.config.center_input_sample ? ops.affine(sample, 2, -1) : sample;
@@ -334,9 +344,6 @@ export class UNet2DConditionModel extends Module {
 
     if (opts.downBlockAdditionalResiduals) {
       const res = opts.downBlockAdditionalResiduals;
-      if (res.length !== skips.length) {
-        throw new Error(`UNet2DConditionModel: expected ${skips.length} down block residuals, found ${res.length}`);
-      }
       skips.forEach((s, j) => {
         skips[j] = ops.add(s, res[j]!);
         s.dispose();
