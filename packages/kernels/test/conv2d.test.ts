@@ -72,8 +72,8 @@ const geometry: Case[] = [
   { x: [2, 12, 7, 6], w: [9, 4, 3, 2], groups: 3, stride: [2, 1], padding: [2, 0, 1, 1] },
   // 5x5 kernel larger than a K step, depthwise (groups = C)
   { x: [1, 5, 8, 8], w: [5, 1, 5, 5], groups: 5, padding: [2, 2, 2, 2] },
-  // few output tiles and K = 576: the automatic split-K path (SD's 1280-channel convs at 8x8)
-  { x: [1, 64, 3, 3], w: [70, 64, 3, 3], padding: [1, 1, 1, 1], residual: true, activation: 'silu' },
+  // few output tiles and K = 1152: the automatic split-K path (SD's 1280-channel convs at 8x8)
+  { x: [1, 128, 3, 3], w: [70, 128, 3, 3], padding: [1, 1, 1, 1], residual: true, activation: 'silu' },
 ];
 
 const activations: Activation[] = ['none', 'relu', 'silu', 'gelu', 'gelu_tanh', 'quick_gelu'];
@@ -95,7 +95,8 @@ describeEachBackend('conv2d kernel', (test) => {
 
   test('split-K: slices that do not divide K, with the epilogue, groups and 1x1', async (backend) => {
     let seed = 300;
-    expect(conv2dKernel.chooseSplitK(2, 576)).toBeGreaterThan(1);
+    expect(conv2dKernel.chooseSplitK(2, 1152)).toBeGreaterThan(1);
+    expect(conv2dKernel.chooseSplitK(2, 640)).toBe(1);
     expect(conv2dKernel.chooseSplitK(1024, 11520)).toBe(1);
     for (const splitK of [2, 3, 5]) {
       await check(backend, { x: [2, 9, 4, 5], w: [13, 9, 3, 3], padding: [1, 1, 1, 1], residual: true, activation: 'gelu' }, seed += 3, undefined, splitK);
