@@ -18,7 +18,7 @@ export {
 export {
   UNet2DConditionModel, parseUNetConfig, type UNet2DConditionConfig, type UNetForwardOptions, type UNetFromFolderOptions,
 } from './unet_2d_condition.js';
-export { AutoencoderKL, Decoder, Encoder, parseVaeConfig, type AutoencoderKLConfig, type DiagonalGaussian } from './vae.js';
+export { AutoencoderKL, Decoder, DeprecatedAttentionNames, Encoder, parseVaeConfig, type AutoencoderKLConfig, type DiagonalGaussian } from './vae.js';
 export {
   CLIPTextModel, CLIPTextTransformer, CLIPTextEmbeddings, CLIPEncoder, CLIPEncoderLayer, CLIPAttention, CLIPMLP, Embedding,
   parseClipTextConfig, type CLIPTextConfig, type CLIPTextForwardOptions, type CLIPTextOutput,

@@ -149,6 +149,31 @@ function replace(old: Tensor, next: Tensor): Tensor {
   return next;
 }
 
+/**
+ * Older VAE checkpoints name the mid-block attention's projections query/key/value/proj_attn; diffusers
+ * renames them to to_q/to_k/to_v/to_out.0 on load (modeling_utils _convert_deprecated_attention_blocks).
+ * This view does the same: a new-style path that is absent while its old-style twin exists reads the twin.
+ */
+export class DeprecatedAttentionNames implements WeightSource {
+  private static readonly OLD: Readonly<Record<string, string>> = { to_q: 'query', to_k: 'key', to_v: 'value', 'to_out.0': 'proj_attn' };
+
+  constructor(private readonly ws: WeightSource, private readonly prefix = '') {}
+
+  private resolve(path: string): string {
+    const full = this.prefix ? `${this.prefix}.${path}` : path;
+    const m = /^(.*\bmid_block\.attentions\.\d+\.)(to_q|to_k|to_v|to_out\.0)\.(weight|bias)$/.exec(full);
+    if (m && !this.ws.has(full)) {
+      const alt = `${m[1]}${DeprecatedAttentionNames.OLD[m[2]!]}.${m[3]}`;
+      if (this.ws.has(alt)) return alt;
+    }
+    return full;
+  }
+
+  get(path: string, shape: readonly number[], backend: Backend): Tensor { return this.ws.get(this.resolve(path), shape, backend); }
+  has(path: string): boolean { return this.ws.has(this.resolve(path)); }
+  sub(prefix: string): WeightSource { return new DeprecatedAttentionNames(this.ws, this.prefix ? `${this.prefix}.${prefix}` : prefix); }
+}
+
 /** The encoder's posterior N(mean, std^2), all [B, latent_channels, h, w]. */
 export interface DiagonalGaussian {
   mean: Tensor;
@@ -168,6 +193,7 @@ export class AutoencoderKL extends Module {
     super();
     const c = this.config = parseVaeConfig(config as Record<string, unknown>);
     const L = c.latent_channels;
+    ws = new DeprecatedAttentionNames(ws);
     this.encoder = new Encoder(ws.sub('encoder'), backend, c);
     this.decoder = new Decoder(ws.sub('decoder'), backend, c);
     if (c.use_quant_conv) this.quant_conv = new Conv2d(ws.sub('quant_conv'), backend, { inC: 2 * L, outC: 2 * L, k: 1 });

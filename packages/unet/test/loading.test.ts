@@ -116,6 +116,29 @@ describe('UNet2DConditionModel.fromFolder', () => {
     expect(message).toMatch(/unused keys \(1\):\n\s+conv_in\.weights/);
   });
 
+  it('reads a VAE whose mid-block attention uses the deprecated query/key/value/proj_attn names', async () => {
+    const vaeDir = join(golden, 'sd15_vae', 'vae');
+    const vaeWeights = readAll(join(vaeDir, WEIGHTS));
+    const old: Record<string, string> = { to_q: 'query', to_k: 'key', to_v: 'value', 'to_out.0': 'proj_attn' };
+    const entries: Record<string, SafetensorsEntry> = {};
+    let renamed = 0;
+    for (const [k, v] of vaeWeights) {
+      const m = /^(.*mid_block\.attentions\.\d+\.)(to_q|to_k|to_v|to_out\.0)\.(weight|bias)$/.exec(k);
+      const key = m ? `${m[1]}${old[m[2]!]}.${m[3]}` : k;
+      if (m) renamed++;
+      entries[key] = { dtype: 'F32', shape: v.shape, data: v.data };
+    }
+    expect(renamed).toBe(16); // encoder + decoder, 4 projections, weight + bias
+    const dir = join(tmp, 'old-vae');
+    mkdirSync(dir);
+    copyFileSync(join(vaeDir, 'config.json'), join(dir, 'config.json'));
+    writeSafetensors(join(dir, WEIGHTS), entries);
+    const vae = AutoencoderKL.fromFolder(dir, backend);
+    const q = await vae.getParameter('decoder.mid_block.attentions.0.to_q.weight').data();
+    expect([...q]).toEqual([...vaeWeights.get('decoder.mid_block.attentions.0.to_q.weight')!.data]);
+    vae.dispose();
+  });
+
   it('loads the golden VAE and CLIP folders strictly', () => {
     const vae = AutoencoderKL.fromFolder(join(golden, 'sd15_vae', 'vae'), backend);
     expect(vae.scalingFactor).toBe(0.18215);
