@@ -64,7 +64,8 @@ export interface UNet2DConditionConfig {
   attention_head_dim: number | number[];
   num_attention_heads: number | number[] | null;
   use_linear_projection: boolean;
-  upcast_attention: boolean;
+  /** f16 advice only (null in SDXL's config = false); compute here is f32. */
+  upcast_attention: boolean | null;
   addition_embed_type: 'text_time' | null;
   addition_time_embed_dim: number | null;
   projection_class_embeddings_input_dim: number | null;
@@ -113,7 +114,7 @@ const IGNORED = new Set(['_class_name', '_diffusers_version', '_name_or_path', '
   'addition_embed_type_num_heads']);
 
 /** Keys whose null is meaningful (diffusers None = "not used" / "derive it"). */
-const NULLABLE = new Set(['reverse_transformer_layers_per_block', 'num_attention_heads', 'addition_embed_type',
+const NULLABLE = new Set(['upcast_attention', 'reverse_transformer_layers_per_block', 'num_attention_heads', 'addition_embed_type',
   'addition_time_embed_dim', 'projection_class_embeddings_input_dim', 'time_embedding_dim']);
 
 /** Validate a config.json object and fill diffusers' defaults; unsupported keys or values name the key. */

@@ -1,7 +1,7 @@
 // UNet2DConditionModel built from configs: SD1.5's parameter count without allocating weights, and
 // config validation that names the offending key.
 import { CpuBackend, ShapeRecorder } from '@cnx/tensor';
-import { UNet2DConditionModel, parseUNetConfig, sd15UNetConfig } from '@cnx/unet';
+import { UNet2DConditionModel, parseUNetConfig, sd15UNetConfig, sdxlUNetConfig } from '@cnx/unet';
 import { describe, expect, it } from 'vitest';
 
 describe('UNet2DConditionModel config', () => {
@@ -38,6 +38,18 @@ describe('UNet2DConditionModel config', () => {
     expect(blk.transformer_blocks[0]!.attn1.heads).toBe(10);
     expect(rec.shapes().get('down_blocks.0.attentions.0.proj_in.weight')).toEqual([320, 320]); // Linear, not 1x1 conv
     expect(unet.numParameters()).toBe(865_910_724); // SD2.x's published UNet size
+    unet.dispose();
+  });
+
+  it('builds SDXL base (text_time, transformer_layers_per_block [1, 2, 10]) with 2,567,463,684 parameters', () => {
+    const rec = new ShapeRecorder();
+    const unet = new UNet2DConditionModel(sdxlUNetConfig(), rec, backend);
+    expect(unet.numParameters()).toBe(2_567_463_684);
+    // 6 time ids x Timesteps(256) + the 1280-wide pooled text embedding = 2816 (spec section 13.2).
+    expect(rec.shapes().get('add_embedding.linear_1.weight')).toEqual([1280, 2816]);
+    expect(rec.shapes().has('mid_block.attentions.0.transformer_blocks.9.attn2.to_k.weight')).toBe(true);
+    expect(rec.shapes().has('mid_block.attentions.0.transformer_blocks.10.norm1.weight')).toBe(false);
+    expect(rec.shapes().has('down_blocks.0.attentions.0.norm.weight')).toBe(false); // DownBlock2D first
     unet.dispose();
   });
 
