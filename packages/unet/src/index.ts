@@ -24,4 +24,4 @@ export {
   parseClipTextConfig, type CLIPTextConfig, type CLIPTextForwardOptions, type CLIPTextOutput,
 } from './clip_text.js';
 export { CLIPTokenizer, basicClean, bytesToUnicode, type CLIPTokenizerOptions, type EncodeOptions } from './tokenizer.js';
-export { sd15UNetConfig, sdxlUNetConfig } from './configs/index.js';
+export { sd15TextEncoderConfig, sd15UNetConfig, sd15VaeConfig, sdxlUNetConfig } from './configs/index.js';

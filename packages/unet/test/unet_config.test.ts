@@ -1,7 +1,10 @@
 // UNet2DConditionModel built from configs: SD1.5's parameter count without allocating weights, and
 // config validation that names the offending key.
 import { CpuBackend, ShapeRecorder } from '@cnx/tensor';
-import { UNet2DConditionModel, parseUNetConfig, sd15UNetConfig, sdxlUNetConfig } from '@cnx/unet';
+import {
+  AutoencoderKL, CLIPTextModel, UNet2DConditionModel, parseUNetConfig, parseVaeConfig, sd15TextEncoderConfig, sd15UNetConfig,
+  sd15VaeConfig, sdxlUNetConfig,
+} from '@cnx/unet';
 import { describe, expect, it } from 'vitest';
 
 describe('UNet2DConditionModel config', () => {
@@ -60,5 +63,24 @@ describe('UNet2DConditionModel config', () => {
     expect(() => parseUNetConfig({ ...sd15UNetConfig(), some_new_option: 1 })).toThrow(/unknown UNet2DConditionModel config key 'some_new_option'/);
     expect(() => parseUNetConfig({ ...sd15UNetConfig(), addition_embed_type: 'text' })).toThrow(/addition_embed_type/);
     expect(() => parseUNetConfig({ ...sd15UNetConfig(), norm_num_groups: null })).toThrow(/norm_num_groups=null/);
+  });
+});
+
+describe('SD1.5 VAE and text encoder configs', () => {
+  const backend = new CpuBackend();
+
+  it('builds the SD1.5 VAE with 83,653,863 parameters and the CLIP ViT-L/14 text tower with 123,060,480', () => {
+    const vae = new AutoencoderKL(sd15VaeConfig(), new ShapeRecorder(), backend);
+    expect(vae.numParameters()).toBe(83_653_863);
+    expect(vae.scalingFactor).toBe(0.18215);
+    const rec = new ShapeRecorder();
+    const clip = new CLIPTextModel(sd15TextEncoderConfig(), rec, backend);
+    expect(clip.numParameters()).toBe(123_060_480);
+    expect(rec.shapes().get('text_model.embeddings.token_embedding.weight')).toEqual([49408, 768]);
+    expect(clip.text_projection).toBeUndefined(); // CLIPTextModel, not ...WithProjection
+    vae.dispose();
+    clip.dispose();
+    expect(() => parseVaeConfig({ ...sd15VaeConfig(), down_block_types: ['DownBlock2D'] })).toThrow(/down_block_types/);
+    expect(() => parseVaeConfig({ ...sd15VaeConfig(), norm_type: 'spatial' })).toThrow(/unknown AutoencoderKL config key 'norm_type'/);
   });
 });
