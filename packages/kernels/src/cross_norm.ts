@@ -12,15 +12,19 @@
 // Semantics: CpuBackend.crossNorm (packages/tensor/src/cpu/cpu_backend.ts).
 //
 // Dispatch 1, 'stats': one workgroup per (chunk p < P, statistics set). The sets are the N samples of x
-// followed by the Nc samples of the control (pooled values computed on the fly for 'pool_then_norm').
-// Each workgroup reduces its chunk with the shifted two-pass scheme of norm.ts (pilot K = the set's first
-// value, then sum of d = v - K, then sum of (d - chunk mean)^2) and writes one partial
-// (count, mean of d, M2, K) to a scratch buffer [N + Nc, P] of vec4.
+// followed by the Nc samples of the control. Each workgroup reduces its chunk with the shifted two-pass
+// scheme of norm.ts (pilot K = the set's first value, then sum of d = v - K, then sum of
+// (d - chunk mean)^2) and writes one partial (count, mean of d, M2, K) to a scratch [N + Nc, P] of vec4.
+// For 'pool_then_norm' the control workgroups pool their chunk once in pass 1 and store it to a scratch
+// pooled map [Nc, C, h, w] (the size of x, not of the control), which pass 2 and dispatch 2 read back.
 // Dispatch 2, 'apply': workgroups tile each sample's C*h*w outputs (4 per thread). Each first merges its
 // sample's P partials of x and of the control with Chan's pairwise formula (a tree in workgroup memory;
-// P <= 64 so this is a few loads per thread), then pools the control, rescales and adds, in one pass.
-// Traffic: x read twice in the stats pass (cache-resident chunks) and once in apply, the control read
-// twice (stats) + once (apply), y written once; no intermediate tensor of the feature's size exists.
+// P <= 64 so this is a few loads per thread), then takes the pooled control (stored, or pooled on the
+// fly for 'norm_then_pool'), rescales and adds, in one pass.
+// Traffic: x read twice in the stats pass (cache-resident chunks) and once in apply, y written once;
+// the full-resolution control is read once for 'pool_then_norm' (SD1.5's [2, 1280, 64, 64] map pooled to
+// 8x8: 42 MB once instead of three times), three times for 'norm_then_pool' (statistics at its own
+// resolution, then pooling in apply).
 // Limits: f32 tensors (ops.crossNorm guarantees contiguous f32 inputs); C*h*w and C*h'*w' < 2^32.
 
 import type { CrossNormOptions, Tensor } from '@cnx/tensor';
@@ -42,13 +46,14 @@ export interface CrossNormParams {
   residual: boolean;
 }
 
-/** Shared uniform block and the pooled-value helper (torch adaptive_avg_pool2d bins). */
-const COMMON = /* wgsl */ `
+const UNIFORMS = /* wgsl */ `
 struct U {
   n: u32, nc: u32, c: u32, h: u32, w: u32, hc: u32, wc: u32, parts: u32,
   lenX: u32, lenC: u32, chunkX: u32, chunkC: u32, tiles: u32, eps: f32, scale: f32, pad0: u32,
-}
+}`;
 
+/** The pooled-value helper (torch adaptive_avg_pool2d bins); needs the control bound as `Ctl`. */
+const POOLED = /* wgsl */ `
 // Mean of control[ncIdx] over the adaptive-pool bin of pooled element e = (ch, i, j) of [C, h, w].
 fn pooled(ncIdx: u32, e: u32) -> f32 {
   let j = e % u.w;
@@ -69,15 +74,23 @@ fn pooled(ncIdx: u32, e: u32) -> f32 {
 `;
 
 export function wgsl(p: CrossNormParams): string {
+  const poolFirst = p.order === 'pool_then_norm';
   if (p.stage === 'stats') {
-    // Value e of statistics set `set`: x[set] for set < N, else the control sample (pooled or raw).
-    const ctlValue = p.order === 'pool_then_norm' ? 'pooled(ci, e)' : 'Ctl[ci * u.lenC + e]';
-    return /* wgsl */ `
+    // Value e of statistics set si: x[si] for si < N, else the control sample (pooled or raw). With
+    // poolFirst, pass 1 pools and stores (firstValue) and pass 2 reads the store back (value).
+    const ctlFirst = poolFirst
+      ? `let v = pooled(ci, e);
+  Pooled[ci * u.lenX + e] = v;
+  return v;`
+      : 'return Ctl[ci * u.lenC + e];';
+    const ctlAgain = poolFirst ? 'return Pooled[ci * u.lenX + e];' : 'return Ctl[ci * u.lenC + e];';
+    return /* wgsl */ `${UNIFORMS}
 @group(0) @binding(0) var<storage, read> X: array<f32>;
 @group(0) @binding(1) var<storage, read> Ctl: array<f32>;
 @group(0) @binding(2) var<storage, read_write> Parts: array<vec4<f32>>;
-@group(0) @binding(3) var<uniform> u: U;
-${COMMON}
+${poolFirst ? '@group(0) @binding(3) var<storage, read_write> Pooled: array<f32>;' : ''}
+@group(0) @binding(${poolFirst ? 4 : 3}) var<uniform> u: U;
+${POOLED}
 const WG = ${WG}u;
 var<workgroup> red: array<f32, WG>;
 
@@ -93,10 +106,16 @@ fn workgroupSum(v: f32, tid: u32) -> f32 {
   return total;
 }
 
+fn firstValue(si: u32, e: u32) -> f32 {
+  if (si < u.n) { return X[si * u.lenX + e]; }
+  let ci = si - u.n;
+  ${ctlFirst}
+}
+
 fn value(si: u32, e: u32) -> f32 {
   if (si < u.n) { return X[si * u.lenX + e]; }
   let ci = si - u.n;
-  return ${ctlValue};
+  ${ctlAgain}
 }
 
 @compute @workgroup_size(${WG})
@@ -108,9 +127,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let chunk = select(u.chunkC, u.chunkX, isX);
   let start = min(part * chunk, len);
   let end = min(start + chunk, len);
-  let pilot = value(si, 0u);
+  var pilot: f32;
+  if (isX) { pilot = X[si * u.lenX]; } else { pilot = ${poolFirst ? 'pooled(si - u.n, 0u)' : 'Ctl[(si - u.n) * u.lenC]'}; }
   var acc = 0.0;
-  for (var e = start + tid; e < end; e += WG) { acc += value(si, e) - pilot; }
+  // each thread reads back in pass 2 exactly the elements it stored in pass 1
+  for (var e = start + tid; e < end; e += WG) { acc += firstValue(si, e) - pilot; }
   let count = f32(end - start);
   let dmean = workgroupSum(acc, tid) / max(count, 1.0);
   acc = 0.0;
@@ -128,14 +149,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   const yBinding = b++;
   const uBinding = b;
   const scale = p.scaleTensor ? 'S[n]' : 'u.scale';
-  return /* wgsl */ `
+  return /* wgsl */ `${UNIFORMS}
 @group(0) @binding(0) var<storage, read> X: array<f32>;
-@group(0) @binding(1) var<storage, read> Ctl: array<f32>;
+@group(0) @binding(1) var<storage, read> ${poolFirst ? 'Pooled' : 'Ctl'}: array<f32>;
 @group(0) @binding(2) var<storage, read> Parts: array<vec4<f32>>;
 ${p.scaleTensor ? `@group(0) @binding(${sBinding}) var<storage, read> S: array<f32>;` : ''}
 @group(0) @binding(${yBinding}) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(${uBinding}) var<uniform> u: U;
-${COMMON}
+${poolFirst ? '' : POOLED}
 const WG = ${WG}u;
 const PER_THREAD = ${PER_THREAD}u;
 // Partials (count, mean of d, M2) of x and of the control being merged.
@@ -193,7 +214,8 @@ ${p.residual ? '' : '  _ = X[0]; // keeps binding 0 in the auto layout (the resi
   for (var r = 0u; r < PER_THREAD; r++) {
     let e = first + r * WG;
     if (e >= u.lenX) { break; }
-    let cHat = ((pooled(ncIdx, e) - pilotC) - sc.y) * k + sx.y + pilotX;
+    let c = ${poolFirst ? 'Pooled[ncIdx * u.lenX + e]' : 'pooled(ncIdx, e)'};
+    let cHat = ((c - pilotC) - sc.y) * k + sx.y + pilotX;
     let idx = n * u.lenX + e;
     Y[idx] = ${p.residual ? 'X[idx] + ' : ''}s * cHat;
   }
@@ -249,18 +271,20 @@ export function crossNorm(ctx: GpuContext, x: Tensor, control: Tensor, opts: Cro
   const y = ctx.empty(x.shape);
   if (y.size === 0) return y;
   const parts = ctx.empty([(N + Nc) * plan.parts * 4]);
+  const pooled = opts.order === 'pool_then_norm' ? ctx.empty([Nc, ...x.shape.slice(1)]) : undefined;
   ctx.dispatch({
-    label: 'cross_norm_stats', code: wgsl(plan.stats), bindings: [x, control, parts],
+    label: 'cross_norm_stats', code: wgsl(plan.stats), bindings: pooled ? [x, control, parts, pooled] : [x, control, parts],
     uniforms: plan.uniforms, workgroups: plan.statsWorkgroups,
   });
-  const bindings: Tensor[] = [x, control, parts];
+  const bindings: Tensor[] = [x, pooled ?? control, parts];
   if (typeof opts.scale !== 'number') bindings.push(opts.scale);
   bindings.push(y);
   ctx.dispatch({
     label: 'cross_norm_apply', code: wgsl(plan.apply), bindings,
     uniforms: plan.uniforms, workgroups: plan.applyWorkgroups,
   });
-  // Later work that recycles this buffer is ordered after the two dispatches that use it.
+  // Later work that recycles these buffers is ordered after the two dispatches that use them.
   parts.dispose();
+  pooled?.dispose();
   return y;
 }
