@@ -82,7 +82,8 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     this.modelOutputs = new Array(c.solverOrder).fill(undefined);
   }
 
-  get order(): number { return this.config.solverOrder; }
+  /** diffusers' `order` class attribute: model evaluations per entry of `timesteps` (1 for multistep solvers). */
+  readonly order = 1;
   get numTrainTimesteps(): number { return this.config.numTrainTimesteps; }
 
   setTimesteps(n: number): void {

@@ -46,7 +46,7 @@ export interface StepResult {
 
 export interface Scheduler {
   readonly className: SchedulerClassName;
-  /** Model evaluations per step of the underlying solver (diffusers `order`; PNDM with PRK steps: 1). */
+  /** diffusers `order`: model evaluations per entry of `timesteps` (1 for every scheduler here; img2img skips `order` entries per step). */
   readonly order: number;
   readonly numTrainTimesteps: number;
   /** alphabar_t for t = 0..T-1. */
