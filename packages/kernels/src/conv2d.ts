@@ -28,7 +28,8 @@
 // ('conv2d_splitk_reduce', one thread per output) adds the S partials and applies the epilogue.
 // Workgroup memory stays under WebGPU's default 16 KiB for every tile.
 // Limits: f32 tensors (ops.conv2d guarantees it); workgroups: column tiles over x/y (split past 65535),
-// (row tiles * groups) over z, which must stay <= maxComputeWorkgroupsPerDimension.
+// (row tiles * groups * K slices) over z, which must stay <= maxComputeWorkgroupsPerDimension (the plan
+// lowers the K split to fit, and throws when row tiles * groups alone exceed it).
 
 import type { Activation, Conv2dOptions, Tensor } from '@cnx/tensor';
 import { gridFor, packUniforms, type GpuContext } from './webgpu/context.js';
