@@ -83,10 +83,9 @@ export class Embedding extends Module {
   /** ids (host integers, each < num) -> [ids.length, dim], by row views and one concat. */
   rows(ids: readonly number[]): Tensor {
     const n = this.weight.shape[0]!;
-    const views = ids.map((id) => {
-      if (!Number.isInteger(id) || id < 0 || id >= n) throw new Error(`Embedding: index ${id} out of range [0, ${n})`);
-      return this.weight.slice(0, id, id + 1);
-    });
+    const bad = ids.find((id) => !Number.isInteger(id) || id < 0 || id >= n);
+    if (bad !== undefined) throw new Error(`Embedding: index ${bad} out of range [0, ${n})`);
+    const views = ids.map((id) => this.weight.slice(0, id, id + 1));
     const out = ops.concat(views, 0);
     views.forEach((v) => v.dispose());
     return out;
