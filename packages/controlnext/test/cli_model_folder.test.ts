@@ -1,0 +1,79 @@
+// `cnx generate --model DIR` on a diffusers folder assembled from the golden cases' tiny models (UNet,
+// VAE, scheduler config of sd15_pipeline_controlnext; the clip_text text encoder; a byte-level
+// tokenizer written here), with the case's ControlNeXt module and the sd15_lora kohya LoRA: the whole
+// folder-loading path runs, and a folder missing a part fails naming it.
+
+import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import ndarray from 'ndarray';
+import { bytesToUnicode } from '@cnx/unet';
+import { main, readImage, writePng } from '@cnx/controlnext';
+
+const golden = resolve(process.env.CNX_GOLDEN_DIR ?? join(import.meta.dirname, '../../../../shared/golden'));
+const pipeCase = join(golden, 'sd15_pipeline_controlnext');
+if (!existsSync(pipeCase)) throw new Error(`golden case folder ${pipeCase} not found (set CNX_GOLDEN_DIR)`);
+
+const dir = mkdtempSync(join(tmpdir(), 'cnx-model-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function assembleModel(root: string, parts: string[]): void {
+  mkdirSync(root, { recursive: true });
+  writeFileSync(join(root, 'model_index.json'), JSON.stringify({ _class_name: 'StableDiffusionPipeline' }));
+  const links: Record<string, string> = {
+    unet: join(pipeCase, 'unet'), vae: join(pipeCase, 'vae'), scheduler: join(pipeCase, 'scheduler'), text_encoder: join(golden, 'clip_text', 'text_encoder'),
+  };
+  for (const p of parts) {
+    if (p === 'tokenizer') {
+      mkdirSync(join(root, 'tokenizer'));
+      const vocab: Record<string, number> = {};
+      for (const s of bytesToUnicode()) { vocab[s] = Object.keys(vocab).length; vocab[`${s}</w>`] = Object.keys(vocab).length; }
+      vocab['<|startoftext|>'] = Object.keys(vocab).length;
+      vocab['<|endoftext|>'] = Object.keys(vocab).length;
+      writeFileSync(join(root, 'tokenizer', 'vocab.json'), JSON.stringify(vocab));
+      writeFileSync(join(root, 'tokenizer', 'merges.txt'), '#version: 0.2\n');
+    } else symlinkSync(links[p]!, join(root, p));
+  }
+}
+
+async function run(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '', err = '';
+  const code = await main(argv, {
+    stdout: { write: (s: string) => { out += s; return true; } },
+    stderr: { isTTY: false, write: (s: string) => { err += s; return true; } },
+  });
+  return { code, out, err };
+}
+
+describe('cnx generate --model', () => {
+  it('loads the folder, the ControlNeXt module and a LoRA, and writes the image', async () => {
+    const model = join(dir, 'sd');
+    assembleModel(model, ['unet', 'vae', 'scheduler', 'text_encoder', 'tokenizer']);
+    const ctrlPath = join(dir, 'control.png');
+    writePng(ctrlPath, ndarray(Float32Array.from({ length: 64 * 64 * 3 }, (_, i) => ((i * 13) % 17) / 16), [64, 64, 3]));
+    const outPath = join(dir, 'out.png');
+    const r = await run('generate', '--model', model, '--controlnext', join(pipeCase, 'controlnext'),
+      '--control-image', ctrlPath, '--control-type', 'passthrough', '--lora', `${join(golden, 'sd15_lora', 'lora.safetensors')}:0.5`,
+      '--prompt', 'a test', '--steps', '1', '--seed', '1', '--output', outPath);
+    expect(r.code, r.err).toBe(0);
+    expect(r.err).toMatch(/lora: .*lora\.safetensors merged into 13 weights \(scale 0\.5\)/);
+    expect(r.err).not.toMatch(/RANDOM/);
+    expect(r.out).toMatch(/^wrote .*out\.png 64x64 seed=1 steps=1 scheduler=unipc/);
+    expect(readImage(outPath).shape).toEqual([64, 64, 3]);
+  }, 300_000);
+
+  it('a folder without a text encoder and tokenizer names what is missing and what the layout is', async () => {
+    const model = join(dir, 'partial');
+    assembleModel(model, ['unet', 'vae', 'scheduler']);
+    const r = await run('generate', '--model', model, '--prompt', 'x', '--steps', '1');
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/is missing text_encoder\/config\.json, tokenizer\/vocab\.json, tokenizer\/merges\.txt \(a Stable Diffusion diffusers folder holds model_index\.json/);
+  });
+
+  it('a control image without a control model is a usage error', async () => {
+    const r = await run('generate', '--model', join(dir, 'sd'), '--control-image', join(dir, 'control.png'));
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/--control-image needs a control model: --controlnext FILE .* or --controlnet DIR/);
+  });
+});
