@@ -1,6 +1,7 @@
 // `cnx generate --model DIR` on a diffusers folder assembled from the golden cases' tiny models (UNet,
 // VAE, scheduler config of sd15_pipeline_controlnext; the clip_text text encoder; a byte-level
-// tokenizer written here), with the case's ControlNeXt module and the sd15_lora kohya LoRA: the whole
+// tokenizer written here), with the case's ControlNeXt module and the sd15_lora kohya LoRA, or the
+// sd15_controlnet case's diffusers ControlNet: the whole
 // folder-loading path runs, and a folder missing a part fails naming it.
 
 import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -9,7 +10,8 @@ import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import ndarray from 'ndarray';
 import { bytesToUnicode } from '@cnx/unet';
-import { main, readImage, writePng } from '@cnx/controlnext';
+import { CpuBackend } from '@cnx/tensor';
+import { loadPipeline, main, readImage, writePng } from '@cnx/controlnext';
 
 const golden = resolve(process.env.CNX_GOLDEN_DIR ?? join(import.meta.dirname, '../../../../shared/golden'));
 const pipeCase = join(golden, 'sd15_pipeline_controlnext');
@@ -61,6 +63,29 @@ describe('cnx generate --model', () => {
     expect(r.err).not.toMatch(/RANDOM/);
     expect(r.out).toMatch(/^wrote .*out\.png 64x64 seed=1 steps=1 scheduler=unipc/);
     expect(readImage(outPath).shape).toEqual([64, 64, 3]);
+  }, 300_000);
+
+  it('a diffusers ControlNet: scale 0 gives exactly the uncontrolled image, scale 1 another one', async () => {
+    const b = new CpuBackend();
+    const model = join(dir, 'sd');
+    const controlnet = join(golden, 'sd15_controlnet', 'controlnet');
+    const cond = b.fromRaw(Float32Array.from({ length: 3 * 64 * 64 }, (_, i) => ((i * 7) % 5) / 4), [1, 3, 64, 64]);
+    const run1 = async (opts: { controlnet?: string }, scale: number) => {
+      const { pipeline } = loadPipeline(model, b, opts);
+      const r = await pipeline.generate({ prompt: 'x', numInferenceSteps: 2, seed: 9, height: 64, width: 64, controlImage: opts.controlnet ? cond : undefined, controlScale: scale });
+      const d = await r.images.data();
+      r.images.dispose(); r.latents.dispose();
+      pipeline.dispose();
+      return d;
+    };
+    const plain = await run1({}, 1);
+    const zero = await run1({ controlnet }, 0);
+    const full = await run1({ controlnet }, 1);
+    expect(zero).toEqual(plain);
+    expect(full).not.toEqual(plain);
+    const r = await run('generate', '--model', model, '--controlnet', controlnet, '--control-image', join(dir, 'control.png'),
+      '--prompt', 'x', '--steps', '1', '--output', join(dir, 'cn.png'));
+    expect(r.code, r.err).toBe(0);
   }, 300_000);
 
   it('a folder without a text encoder and tokenizer names what is missing and what the layout is', async () => {
