@@ -7,8 +7,9 @@
 //    The underscored name is ambiguous ('down_blocks_0' vs a field named 'down_blocks_0'), so it is
 //    resolved against the model's actual parameter names.
 //  - diffusers / PEFT: `unet.<module path>.lora_A.weight` [r, in], `.lora_B.weight` [out, r] (and
-//    `text_encoder.`); optional `.alpha`. Without alphas diffusers sets lora_alpha to the rank of the
-//    FIRST module (get_peft_kwargs), so mixed-rank files scale other-rank modules by first_rank / rank.
+//    `text_encoder.`); optional `.alpha`. Without alphas diffusers sets lora_alpha to the rank of each
+//    model's first module by key name (get_peft_kwargs), so mixed-rank files scale other-rank modules by
+//    first_rank / rank.
 // Merge (diffusers fuse_lora(lora_scale)): W' = W + lora_scale * (alpha / r) * (up.flatten(1) @
 // down.flatten(1)).reshape(W.shape); covers Linear, 1x1 and kxk conv LoRA. Biases are unchanged.
 // Unmerge subtracts the same delta (as diffusers unfuse_lora), so W comes back up to float rounding.
@@ -62,7 +63,15 @@ export function readLoraFile(path: string): LoraFile {
     const prefixes = isKohya ? KOHYA_PREFIX : PEFT_PREFIX;
     const used = new Set<string>();
     const layers: LoraLayer[] = [];
-    let firstRank: number | undefined;
+    // diffusers' PEFT rule without alphas uses the rank of each model's first module in the order
+    // safetensors' safe_open lists keys (sorted by name).
+    const firstRank = new Map<LoraTarget, number>();
+    for (const key of [...keys].sort()) {
+      if (!key.endsWith(downTag)) continue;
+      const prefix = Object.keys(prefixes).find((p) => key.startsWith(p));
+      const shape = f.infos.get(key)?.shape;
+      if (prefix && shape && !firstRank.has(prefixes[prefix]!)) firstRank.set(prefixes[prefix]!, shape[0]!);
+    }
     for (const key of keys) {
       if (!key.endsWith(downTag)) continue;
       const base = key.slice(0, -downTag.length);
@@ -75,7 +84,6 @@ export function readLoraFile(path: string): LoraFile {
       if (up.shape[1] !== rank || (up.shape.length === 4 && (up.shape[2] !== 1 || up.shape[3] !== 1))) {
         throw new Error(`${path}: '${upKey}' is [${up.shape.join(', ')}], expected [out, ${rank}] or [out, ${rank}, 1, 1] to match '${key}' [${down.shape.join(', ')}]`);
       }
-      firstRank ??= rank;
       const alphaKey = `${base}.alpha`;
       let alpha: number;
       if (f.has(alphaKey)) {
@@ -85,7 +93,7 @@ export function readLoraFile(path: string): LoraFile {
         used.add(alphaKey);
       } else {
         // kohya without alpha: alpha = rank (scale 1); PEFT without alpha: the first module's rank (diffusers).
-        alpha = isKohya ? rank : firstRank;
+        alpha = isKohya ? rank : firstRank.get(prefixes[prefix]!)!;
       }
       used.add(key).add(upKey);
       layers.push({ target: prefixes[prefix]!, fileName: base.slice(prefix.length), down, up, rank, alpha });

@@ -41,8 +41,10 @@ export const pipelineControlNeXtRunner: Runner = async (c, backend) => {
   const vae = AutoencoderKL.fromFolder(modelDirOfKind(c, 'vae'), backend);
   const cnx = ControlNeXt.load(modelDirOfKind(c, 'controlnext'), backend, { variant: 'sd15', groups });
   const pipe = new ControllableDiffusionPipeline({ unet, vae, scheduler, control: new ControlNeXtControl(cnx) });
-  const inputs: Tensor[] = ['latents', 'prompt_embeds', 'negative_prompt_embeds', 'control_image'].map((n) => c.input(n, backend));
-  const [latents, promptEmbeds, negativePromptEmbeds, controlImage] = inputs as [Tensor, Tensor, Tensor, Tensor];
+  // Without guidance (guidance_scale <= 1) a case has no negative embeddings.
+  const names = ['latents', 'prompt_embeds', 'control_image', 'negative_prompt_embeds'].filter((n) => n !== 'negative_prompt_embeds' || n in c.json.inputs);
+  const inputs: Tensor[] = names.map((n) => c.input(n, backend));
+  const [latents, promptEmbeds, controlImage, negativePromptEmbeds] = inputs as [Tensor, Tensor, Tensor, Tensor | undefined];
   const rows: Record<string, Float32Array[]> = { control: [], scale: [], unet: [], noise: [], latents: [] };
   try {
     const r = await pipe.generate({
