@@ -1,7 +1,8 @@
 // The tiled WGSL matmul (matmul.ts) and the naive baseline (matmul_naive.ts) against the CPU reference:
 // both transpose flags, odd sizes that are not multiples of the 64x64x16 tile, batch > 1 and shared
 // (broadcast) batch 1 on either side, the vec4 load/store paths, thin products (M = 1), every epilogue
-// activation with alpha, bias and residual, and 16-bit (f16 / bf16) weights widened on load.
+// activation with alpha, bias and residual, 16-bit (f16 / bf16) weights widened on load, and every
+// micro-tile shape on partial tiles.
 // Tolerance: an f32 dot product of K terms of magnitude <= 1 (error ~ sqrt(K) eps), tolFor('f32', K).
 
 import { matmulKernel, matmulNaiveKernel, type GpuContext } from '@cnx/kernels';
@@ -85,6 +86,20 @@ describeEachBackend('matmul kernels', (test) => {
     // Large pre-activations: saturation of silu / gelu / tanh without NaN.
     await check(backend, matmulKernel.matmul, { Ba: 1, Bb: 1, M: 9, N: 10, K: 11, alpha: 60, activation: 'gelu_tanh' }, 7);
     await check(backend, matmulKernel.matmul, { Ba: 1, Bb: 1, M: 9, N: 10, K: 11, alpha: -60, activation: 'silu' }, 8);
+  });
+
+  test('tiled: every micro-tile shape (8x8, 8x4, 4x8) on partial tiles', async (backend) => {
+    const tiles: matmulKernel.MatmulTile[] = [
+      { tileM: 128, tileN: 128, tileK: 8, microM: 8, microN: 8 },
+      { tileM: 128, tileN: 64, tileK: 16, microM: 8, microN: 4 },
+      { tileM: 64, tileN: 128, tileK: 16, microM: 4, microN: 8 },
+    ];
+    let seed = 400;
+    for (const tile of tiles) {
+      const fn: MatmulFn = (ctx, a, b, o) => matmulKernel.matmulWithTile(ctx, a, b, o, tile);
+      await check(backend, fn, { Ba: 2, Bb: 1, M: 133, N: 70, K: 21, transB: true, bias: true, activation: 'silu' }, seed += 3);
+      await check(backend, fn, { Ba: 1, Bb: 1, M: 67, N: 136, K: 18, transA: true, residual: true }, seed += 3);
+    }
   });
 
   test('tiled: f16 and bf16 weights widened on load', async (backend) => {
