@@ -21,6 +21,19 @@ import { latentOf, stepCost, VARIANTS, type Geometry, type VariantId } from './v
 
 const RESULTS_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'results');
 
+/** Run one step of each configuration until one throws; its id, or undefined if none does. */
+async function firstFailing(runners: Map<VariantId, StepRunner>, backend: Backend): Promise<VariantId | undefined> {
+  for (const [id, r] of runners) {
+    try {
+      r.step(999);
+      await backend.sync();
+    } catch {
+      return id;
+    }
+  }
+  return undefined;
+}
+
 /** Timesteps of the timed steps: spread over the schedule like a 20-step sampler (values do not change the cost). */
 function timestepAt(i: number): number {
   return Math.max(1, 999 - 50 * (i % 20));
@@ -36,39 +49,57 @@ class HostPeak {
   }
 }
 
-async function timeVariant(id: VariantId, runner: StepRunner, backend: Backend, o: BenchOptions, progress: Progress): Promise<{
-  samples: number[]; prefixMs?: number; liveAtStart: number; peak: number; host: HostPeak;
-}> {
-  const label = VARIANTS[id].label;
-  const host = new HostPeak();
-  let prefixMs: number | undefined;
-  if (runner.prepare) {
-    progress.update(`${id}: prefix (once per generation)`);
-    const t0 = performance.now();
-    runner.prepare();
-    await backend.sync();
-    prefixMs = performance.now() - t0;
-  }
-  for (let i = 0; i < o.warmup; i++) {
-    progress.update(`${id}: warm-up ${i + 1}/${o.warmup}`);
-    runner.step(timestepAt(i));
-    await backend.sync();
-    host.sample();
-  }
-  const liveAtStart = backend.memory().liveBytes;
+interface Timed {
+  samples: number[];
+  prefixMs?: number;
+  /** Largest (backend peak - live at step start) over the timed steps: one step's activations. */
+  stepWorking: number;
+  host: HostPeak;
+}
+
+/** One step of `runner`, timed up to the backend's queue drain; tracks its working memory. */
+async function timedStep(runner: StepRunner, backend: Backend, t: number, into: Timed | undefined): Promise<void> {
+  const live = backend.memory().liveBytes;
   backend.resetPeak();
-  const samples: number[] = [];
-  for (let i = 0; i < o.steps; i++) {
-    progress.update(`${id}: step ${i + 1}/${o.steps}${samples.length ? ` (last ${(samples[samples.length - 1]! / 1000).toFixed(2)} s)` : ''}`);
-    const t0 = performance.now();
-    runner.step(timestepAt(o.warmup + i));
-    await backend.sync();
-    samples.push(performance.now() - t0);
-    host.sample();
+  const t0 = performance.now();
+  runner.step(t);
+  await backend.sync();
+  const dt = performance.now() - t0;
+  if (into) {
+    into.samples.push(dt);
+    into.stepWorking = Math.max(into.stepWorking, backend.memory().peakBytes - live);
+    into.host.sample();
   }
-  const peak = backend.memory().peakBytes;
-  progress.log(`${label}: median ${(sampleStats(samples).median / 1000).toFixed(3)} s/step`);
-  return { samples, ...(prefixMs !== undefined ? { prefixMs } : {}), liveAtStart, peak, host };
+}
+
+/**
+ * Round-robin timing: every round runs one step of every configuration, so slow drift of the machine
+ * (JIT tiers, heap growth, clocks, other load) spreads over all configurations instead of biasing
+ * whichever ran first. Warm-up rounds are untimed.
+ */
+async function timeRoundRobin(runners: Map<VariantId, StepRunner>, backend: Backend, o: BenchOptions, progress: Progress): Promise<Map<VariantId, Timed>> {
+  const out = new Map<VariantId, Timed>();
+  for (const [id, r] of runners) {
+    const timed: Timed = { samples: [], stepWorking: 0, host: new HostPeak() };
+    if (r.prepare) {
+      progress.update(`${id}: prefix (once per generation)`);
+      const t0 = performance.now();
+      r.prepare();
+      await backend.sync();
+      timed.prefixMs = performance.now() - t0;
+    }
+    out.set(id, timed);
+  }
+  const rounds = o.warmup + o.steps;
+  for (let round = 0; round < rounds; round++) {
+    const warm = round < o.warmup;
+    for (const [id, r] of runners) {
+      progress.update(`round ${round + 1}/${rounds}${warm ? ' (warm-up)' : ''}: ${id}`);
+      await timedStep(r, backend, timestepAt(round), warm ? undefined : out.get(id)!);
+    }
+  }
+  for (const [id, t] of out) progress.log(`${VARIANTS[id].label}: median ${(sampleStats(t.samples).median / 1000).toFixed(3)} s/step`);
+  return out;
 }
 
 async function main(): Promise<void> {
@@ -108,33 +139,50 @@ async function main(): Promise<void> {
     const buildSeconds = (performance.now() - tb) / 1000;
     progress.log(`UNet built: ${(unet.numParameters() / 1e6).toFixed(1)} M parameters in ${buildSeconds.toFixed(1)} s`);
 
-    const results: VariantResult[] = [];
-    let baseMedian = NaN;
+    // Build every configuration first (all stay in memory: UNet + ControlNet ~4.8 GB f32), then time
+    // them round-robin. A configuration that fails to build or run is recorded and left out.
+    const unetBytes = backend.memory().liveBytes;
+    const runners = new Map<VariantId, StepRunner>();
+    const controlBytes = new Map<VariantId, number>();
     for (const [k, id] of ids.entries()) {
       progress.update(`[${k + 1}/${ids.length}] ${id}: building`);
-      const liveBefore = backend.memory().liveBytes;
-      let runner: StepRunner | undefined;
-      let timed: Awaited<ReturnType<typeof timeVariant>>;
-      let controlWeightBytes = 0;
+      const before = backend.memory().liveBytes;
       try {
-        runner = await buildRunner(id, backend, unet, inputs, g, o.seed);
+        const r = await buildRunner(id, backend, unet, inputs, g, o.seed);
         await backend.sync();
-        controlWeightBytes = backend.memory().liveBytes - liveBefore;
-        timed = await timeVariant(id, runner, backend, o, progress);
+        runners.set(id, r);
+        controlBytes.set(id, backend.memory().liveBytes - before);
       } catch (e) {
-        // One configuration failing (an op missing on a backend, say) must not lose the others.
         if (id === 'base') throw e;
-        const msg = `${id} failed: ${e instanceof Error ? e.message : String(e)}`;
+        const msg = `${id} failed to build: ${e instanceof Error ? e.message : String(e)}`;
         notes.push(msg);
         progress.log(msg);
-        continue;
-      } finally {
-        runner?.dispose();
       }
+    }
+    let timedAll: Map<VariantId, Timed>;
+    for (;;) {
+      try {
+        timedAll = await timeRoundRobin(runners, backend, o, progress);
+        break;
+      } catch (e) {
+        // Find the configuration that fails, drop it, and time the rest again.
+        const bad = await firstFailing(runners, backend);
+        if (!bad || bad === 'base') throw e;
+        const msg = `${bad} failed: ${e instanceof Error ? e.message : String(e)}`;
+        notes.push(msg);
+        progress.log(msg);
+        runners.get(bad)!.dispose();
+        runners.delete(bad);
+      }
+    }
+    const base = stepCost('base', g);
+    const baseMedian = sampleStats(timedAll.get('base')!.samples).median;
+    const results: VariantResult[] = [];
+    for (const [id, runner] of runners) {
+      const timed = timedAll.get(id)!;
       const stats = sampleStats(timed.samples);
-      if (id === 'base') baseMedian = stats.median;
       const cost = stepCost(id, g);
-      const base = stepCost('base', g);
+      const controlWeightBytes = controlBytes.get(id) ?? 0;
       results.push({
         id,
         label: VARIANTS[id].label,
@@ -148,21 +196,22 @@ async function main(): Promise<void> {
         otherFlops: cost.otherFlops,
         flopOverheadPct: (100 * (cost.stepFlops - base.stepFlops)) / base.stepFlops,
         achievedGflops: cost.stepFlops / (stats.median * 1e6),
-        addedParams: runner!.controlParams,
+        addedParams: runner.controlParams,
         trainableParams: cost.trainableParams,
         memory: {
-          liveAtStartBytes: timed.liveAtStart,
-          backendPeakBytes: timed.peak,
-          stepWorkingBytes: timed.peak - timed.liveAtStart,
+          liveAtStartBytes: unetBytes + controlWeightBytes,
+          backendPeakBytes: unetBytes + controlWeightBytes + timed.stepWorking,
+          stepWorkingBytes: timed.stepWorking,
           controlWeightBytes,
           hostPeakRssBytes: timed.host.rss,
           hostPeakHeapBytes: timed.host.heap,
         },
       });
-      if (runner!.controlParams !== 0 && runner!.controlParams !== cost.addedParams) {
-        notes.push(`${id}: the model has ${runner!.controlParams} control parameters, the cost model counts ${cost.addedParams}`);
+      if (runner.controlParams !== 0 && runner.controlParams !== cost.addedParams) {
+        notes.push(`${id}: the model has ${runner.controlParams} control parameters, the cost model counts ${cost.addedParams}`);
       }
     }
+    for (const r of runners.values()) r.dispose();
     disposeInputs(inputs);
     unet.dispose();
     progress.done();

@@ -39,8 +39,14 @@ function dawnOptions(report: AdapterReport): string[] | undefined {
   }
 }
 
-/** Builds the gpu.js matmul, or returns why it cannot run here. */
-export async function gpuJsMatmul(report: AdapterReport, M: number, N: number, K: number): Promise<GpuJsMatmul | string> {
+interface GpuJsSession { gpu: GPU; mod: GpuJsModule; g: GpuJsInstance; adapter: GPUAdapter; device: GPUDevice }
+/**
+ * One Dawn instance and one gpu.js GPU for the whole process, kept referenced: creating and dropping
+ * Dawn instances per case crashed the process (a garbage-collected instance; see kernels/webgpu/device.ts).
+ */
+let session: GpuJsSession | string | undefined;
+
+async function openSession(report: AdapterReport): Promise<GpuJsSession | string> {
   const opts = dawnOptions(report);
   if (!opts) return `gpu.js cannot use the ${report.kind} adapter (it requests a core-feature-level adapter)`;
   const webgpu = require('webgpu') as { create(o: string[]): GPU; globals: Record<string, unknown> };
@@ -56,7 +62,14 @@ export async function gpuJsMatmul(report: AdapterReport, M: number, N: number, K
   if (!(await mod.GPU.isWebGPUAvailable())) return 'gpu.js: no WebGPU adapter through navigator.gpu';
   const ctxMod = require('gpu.js/src/backend/web-gpu/context.js') as { WebGPUContext: { acquire(): Promise<{ adapter: GPUAdapter; device: GPUDevice }> } };
   const { adapter, device } = await ctxMod.WebGPUContext.acquire();
-  const g = new mod.GPU({ mode: 'webgpu' });
+  return { gpu, mod, g: new mod.GPU({ mode: 'webgpu' }), adapter, device };
+}
+
+/** Builds the gpu.js matmul, or returns why it cannot run here. */
+export async function gpuJsMatmul(report: AdapterReport, M: number, N: number, K: number): Promise<GpuJsMatmul | string> {
+  session ??= await openSession(report);
+  if (typeof session === 'string') return session;
+  const { g, adapter, device } = session;
   // gpu.js kernels are JS functions it parses; `this.thread`/`this.constants` are its kernel context.
   const fill = (rows: number, cols: number, seed: number) => g.createKernel(function (this: { thread: { x: number; y: number }; constants: { s: number } }) {
     return Math.sin(this.thread.x * 0.37 + this.thread.y * 0.11 + this.constants.s) * 0.5;
@@ -83,6 +96,6 @@ export async function gpuJsMatmul(report: AdapterReport, M: number, N: number, K
       const rows = await last.toArray() as Float32Array[];
       return Array.from(rows[0]!.subarray(0, 4));
     },
-    destroy() { g.destroy(); },
+    destroy() { /* kernels are cached by gpu.js; the session lives until exit */ },
   };
 }
