@@ -203,6 +203,47 @@ describe('stochastic steps', () => {
   });
 });
 
+describe('every multistep variant lands on x0 with an exact model', () => {
+  // For data that is one point x0, the probability-flow ODE from x_T = alpha_T x0 + sigma_T e keeps
+  // x_t = alpha_t x0 + sigma_t e, and the exact noise prediction is e at every step: each consistent
+  // ODE solver, whatever its order and form, must end at x0 when its last sigma is 0 (or at
+  // alpha x0 + sigma e at sigma_min). (The SDE variants do not follow this path even with zero noise.)
+  const b = new CpuBackend();
+  const variants: [string, Record<string, unknown>][] = [];
+  for (const order of [1, 2, 3]) {
+    for (const algorithm of ['dpmsolver++', 'dpmsolver']) {
+      for (const solver of ['midpoint', 'heun']) {
+        variants.push(['DPMSolverMultistepScheduler', { solver_order: order, algorithm_type: algorithm, solver_type: solver,
+          final_sigmas_type: algorithm === 'dpmsolver' ? 'sigma_min' : 'zero' }]);
+      }
+    }
+    for (const solver of ['bh1', 'bh2']) {
+      // The noise-prediction form cannot step to sigma 0 (0 * expm1(inf)): it ends at sigma_min.
+      for (const predictX0 of [true, false]) {
+        variants.push(['UniPCMultistepScheduler', { solver_order: order, solver_type: solver, predict_x0: predictX0, final_sigmas_type: predictX0 ? 'zero' : 'sigma_min' }]);
+      }
+    }
+  }
+  variants.push(['DPMSolverMultistepScheduler', { use_karras_sigmas: true }], ['DPMSolverMultistepScheduler', { use_lu_lambdas: true }],
+    ['UniPCMultistepScheduler', { use_karras_sigmas: true }], ['UniPCMultistepScheduler', { timestep_spacing: 'trailing' }]);
+  for (const [cls, extra] of variants) {
+    it(`${cls} ${JSON.stringify(extra)}`, async () => {
+      const s = createScheduler(cls, { ...SD15, ...extra });
+      s.setTimesteps(8);
+      const x0 = b.fromRaw(Float32Array.from({ length: 16 }, (_, i) => Math.sin(i)), [1, 1, 4, 4]);
+      const e = b.fromRaw(Float32Array.from({ length: 16 }, (_, i) => Math.cos(2 * i)), [1, 1, 4, 4]);
+      const vp = (sigma: number) => ({ a: 1 / Math.sqrt(sigma * sigma + 1), s: sigma / Math.sqrt(sigma * sigma + 1) });
+      const start = vp(s.sigmas![0]!);
+      let x = ops.linearCombination([[x0, start.a], [e, start.s]]);
+      for (const t of s.timesteps) x = s.step(e, t, x).prevSample;
+      const end = vp(s.sigmas!.at(-1)!);
+      const want = ops.linearCombination([[x0, end.a], [e, end.s]]);
+      expectAllClose(await x.data(), await want.data(), { atol: 1e-4, rtol: 1e-4 });
+      s.dispose();
+    });
+  }
+});
+
 describe('PNDM with PRK warm-up', () => {
   it('runs the whole schedule and denoises an exact model to x0', async () => {
     const b = new CpuBackend();
