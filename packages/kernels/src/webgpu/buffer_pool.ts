@@ -41,6 +41,8 @@ export class BufferPool {
   constructor(
     private readonly device: GPUDevice,
     private readonly limits: BufferLimits,
+    /** Called before the pool destroys a buffer (the backend drops bind groups that use it). */
+    private readonly onDestroy: (b: GPUBuffer) => void = () => {},
     private readonly usage: number = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
   ) {}
 
@@ -82,7 +84,7 @@ export class BufferPool {
 
   /** Destroy every pooled (released) buffer. Callers must have submitted commands that use them. */
   trim(): void {
-    for (const list of this.free.values()) for (const b of list) b.destroy();
+    for (const list of this.free.values()) for (const b of list) { this.onDestroy(b); b.destroy(); }
     this.free.clear();
     this.stats.pooledBytes = 0;
   }

@@ -16,6 +16,7 @@
 
 import type { BinaryOp, Tensor, UnaryOp } from '@cnx/tensor';
 import type { GpuContext } from './context.js';
+import { memoizeSource } from './pipeline_cache.js';
 import {
   THREAD_INDEX, THREAD_INDEX_LET, WORKGROUP, collapseLayouts, packStridedUniforms, stridedOffsetsWgsl,
   stridedUniformWgsl, threadGrid,
@@ -151,6 +152,8 @@ ${K === 2 ? '  let y = b[o[1]];\n' : ''}  out[i] = ${value};
 }`;
 }
 
+const source = memoizeSource(wgsl, (p) => `${p.kind}|${'op' in p ? p.op : ''}|${p.rank}`);
+
 function requireF32(x: Tensor, what: string): void {
   if (x.dtype !== 'f32') throw new Error(`webgpu ${what}: expected an f32 input, got ${x.dtype} ${x.toString()} (cast it first)`);
 }
@@ -167,7 +170,7 @@ function run(ctx: GpuContext, p: WithoutRank<ElementwiseParams>, xs: readonly Te
   const layout = collapseLayouts(shape, xs, label);
   ctx.dispatch({
     label,
-    code: wgsl({ ...p, rank: layout.shape.length } as ElementwiseParams),
+    code: source({ ...p, rank: layout.shape.length } as ElementwiseParams),
     bindings: [...xs, out],
     uniforms: packStridedUniforms(layout, [n], floats),
     workgroups: threadGrid(ctx, n),

@@ -18,6 +18,7 @@
 
 import { DTYPE_BYTES, formatShape, numel, type DType, type Shape, type Tensor } from '@cnx/tensor';
 import { gridFor, type GpuContext } from './context.js';
+import { memoizeSource } from './pipeline_cache.js';
 
 export const MAX_RANK = 6;
 export const WORKGROUP = 256;
@@ -246,6 +247,8 @@ ${body}
 }`;
 }
 
+const convertSource = memoizeSource(convertWgsl, (p) => `${p.rank}|${p.from}|${p.to}`);
+
 function convert(ctx: GpuContext, x: Tensor, to: DType, label: string): Tensor {
   const out = ctx.empty(x.shape, to);
   const n = x.size;
@@ -254,7 +257,7 @@ function convert(ctx: GpuContext, x: Tensor, to: DType, label: string): Tensor {
   const threads = isHalf(to) ? Math.ceil(n / 2) : n;
   ctx.dispatch({
     label,
-    code: convertWgsl({ rank: layout.shape.length, from: x.dtype, to }),
+    code: convertSource({ rank: layout.shape.length, from: x.dtype, to }),
     bindings: [x, out],
     uniforms: packStridedUniforms(layout, [n]),
     workgroups: threadGrid(ctx, threads),
@@ -317,6 +320,8 @@ ${body}
 }`;
 }
 
+const concatSource = memoizeSource(concatWgsl, (p) => String(p.halves));
+
 export function concat(ctx: GpuContext, xs: readonly Tensor[], axis: number): Tensor {
   const first = xs[0];
   if (!first) throw new Error('concat: no tensors given');
@@ -332,7 +337,7 @@ export function concat(ctx: GpuContext, xs: readonly Tensor[], axis: number): Te
   const inner = numel(shape.slice(axis + 1));
   const rowLen = shape[axis]! * inner;
   const halves = isHalf(first.dtype);
-  const code = concatWgsl({ halves });
+  const code = concatSource({ halves });
   const total = numel(shape);
   let col = 0;
   for (const x of xs) {

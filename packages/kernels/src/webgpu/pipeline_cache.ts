@@ -1,34 +1,93 @@
 // Compute pipelines cached by their WGSL source text (+ entry point): a kernel family's wgsl(params)
 // function is pure, so equal text means an equal pipeline (DESIGN.md "Kernels (WGSL)").
 //
+// Layouts: the group-0 bindings are read from the WGSL declarations (`@group(0) @binding(i) var<storage,
+// read>` / `var<storage, read_write>` / `var<uniform>`) to build an explicit bind group layout in which
+// the uniform block has a dynamic offset. That lets the backend pack the uniforms of a whole batch into
+// one buffer (one writeBuffer per submit instead of one per dispatch) and reuse bind groups across
+// dispatches (a sampling loop binds the same pooled buffers every step). Shaders whose declarations do
+// not parse into bindings 0..n-1 of group 0 fall back to layout 'auto'.
+//
 // Pipeline creation is synchronous (createComputePipeline) so that dispatch() stays synchronous; shader
 // compilation errors are caught with an error scope and kept, with the kernel label and the numbered
 // source, for the backend to throw at its next sync()/read().
 
+export type BindingKind = 'read-only-storage' | 'storage' | 'uniform';
+
+export interface CachedPipeline {
+  /** Small unique number (bind group cache keys). */
+  id: number;
+  pipeline: GPUComputePipeline;
+  bindGroupLayout: GPUBindGroupLayout;
+  /** Binding kinds by index when the layout is explicit; undefined for layout 'auto'. */
+  bindings: BindingKind[] | undefined;
+}
+
+const DECL = /@(group|binding)\((\d+)\)\s*@(group|binding)\((\d+)\)\s*var\s*<\s*(storage|uniform)\s*(?:,\s*(read_write|read)\s*)?>/g;
+
+/** Group-0 binding kinds declared in WGSL source, or undefined when they are not exactly 0..n-1 of group 0. */
+export function parseBindings(code: string): BindingKind[] | undefined {
+  const kinds: BindingKind[] = [];
+  for (const m of code.matchAll(DECL)) {
+    const [, a, av, b, bv, space, access] = m;
+    if (a === b) return undefined;
+    const group = Number(a === 'group' ? av : bv), binding = Number(a === 'binding' ? av : bv);
+    if (group !== 0 || kinds[binding] !== undefined) return undefined;
+    kinds[binding] = space === 'uniform' ? 'uniform' : access === 'read_write' ? 'storage' : 'read-only-storage';
+  }
+  for (let i = 0; i < kinds.length; i++) if (kinds[i] === undefined) return undefined;
+  // One uniform block at most (it gets the dynamic offset).
+  if (kinds.filter((k) => k === 'uniform').length > 1) return undefined;
+  return kinds;
+}
+
 export class PipelineCache {
-  private readonly pipelines = new Map<string, GPUComputePipeline>();
+  /** entry point -> WGSL source -> pipeline. The source string itself is the key (V8 caches its hash). */
+  private readonly pipelines = new Map<string, Map<string, CachedPipeline>>();
+  private count = 0;
   private errors: Error[] = [];
+  private nextId = 1;
 
   constructor(private readonly device: GPUDevice) {}
 
   get size(): number {
-    return this.pipelines.size;
+    return this.count;
   }
 
-  get(label: string, code: string, entryPoint = 'main'): GPUComputePipeline {
-    const key = `${entryPoint}\n${code}`;
-    let pipeline = this.pipelines.get(key);
-    if (pipeline) return pipeline;
+  get(label: string, code: string, entryPoint = 'main'): CachedPipeline {
+    let byCode = this.pipelines.get(entryPoint);
+    if (!byCode) this.pipelines.set(entryPoint, (byCode = new Map()));
+    let cached = byCode.get(code);
+    if (cached) return cached;
     this.device.pushErrorScope('validation');
     const module = this.device.createShaderModule({ label, code });
-    pipeline = this.device.createComputePipeline({ label, layout: 'auto', compute: { module, entryPoint } });
+    const bindings = parseBindings(code);
+    let pipeline: GPUComputePipeline;
+    let bindGroupLayout: GPUBindGroupLayout;
+    if (bindings) {
+      bindGroupLayout = this.device.createBindGroupLayout({
+        label,
+        entries: bindings.map((type, binding) => ({
+          binding,
+          visibility: GPUShaderStage.COMPUTE,
+          buffer: { type, hasDynamicOffset: type === 'uniform' },
+        })),
+      });
+      const layout = this.device.createPipelineLayout({ label, bindGroupLayouts: [bindGroupLayout] });
+      pipeline = this.device.createComputePipeline({ label, layout, compute: { module, entryPoint } });
+    } else {
+      pipeline = this.device.createComputePipeline({ label, layout: 'auto', compute: { module, entryPoint } });
+      bindGroupLayout = pipeline.getBindGroupLayout(0);
+    }
     void this.device.popErrorScope().then((err) => {
       if (!err) return;
       const numbered = code.split('\n').map((l, i) => `${String(i + 1).padStart(4)}: ${l}`).join('\n');
       this.errors.push(new Error(`webgpu pipeline '${label}' (entry ${entryPoint}): ${err.message}\n${numbered}`));
     });
-    this.pipelines.set(key, pipeline);
-    return pipeline;
+    cached = { id: this.nextId++, pipeline, bindGroupLayout, bindings };
+    byCode.set(code, cached);
+    this.count++;
+    return cached;
   }
 
   /** Errors recorded since the last call (compilation failures), oldest first. */
@@ -37,4 +96,18 @@ export class PipelineCache {
     this.errors = [];
     return e;
   }
+}
+
+/**
+ * Memoise a pure `wgsl(params)` generator by a short key of its params, so that a hot dispatch path
+ * neither rebuilds the source text nor re-hashes a new string (the same string object comes back).
+ */
+export function memoizeSource<P>(gen: (p: P) => string, keyOf: (p: P) => string): (p: P) => string {
+  const memo = new Map<string, string>();
+  return (p: P): string => {
+    const key = keyOf(p);
+    let code = memo.get(key);
+    if (code === undefined) memo.set(key, (code = gen(p)));
+    return code;
+  };
 }

@@ -16,6 +16,7 @@
 import { formatShape, numel, type ReduceOp, type Tensor } from '@cnx/tensor';
 import { gridFor, type GpuContext } from './context.js';
 import { collapseLayouts, stridedOffsetsWgsl, type CollapsedLayout } from './layout.js';
+import { memoizeSource } from './pipeline_cache.js';
 
 const WG = 256;
 /** Rows up to this length are reduced by one thread each. */
@@ -127,11 +128,13 @@ interface Pass {
   outer: CollapsedLayout; inner: CollapsedLayout; rows: number; len: number; parts: number; scale: number;
 }
 
+const source = memoizeSource(wgsl, (p) => `${p.op}|${p.variant}|${p.outerRank}|${p.innerRank}`);
+
 function dispatchPass(ctx: GpuContext, p: Pass): void {
   const groups = p.variant === 'serial' ? Math.ceil(p.rows / WG) : p.rows * p.parts;
   ctx.dispatch({
     label: `reduce ${p.op} ${p.variant}`,
-    code: wgsl({ op: p.op, variant: p.variant, outerRank: p.outer.shape.length, innerRank: p.inner.shape.length }),
+    code: source({ op: p.op, variant: p.variant, outerRank: p.outer.shape.length, innerRank: p.inner.shape.length }),
     bindings: [p.x, p.out],
     uniforms: packReduceUniforms([p.rows, p.len, p.parts, Math.ceil(p.len / p.parts)], p.scale, p.outer.offsets[0]!, p.outer, p.inner),
     workgroups: gridFor(groups, ctx.limits.maxComputeWorkgroupsPerDimension),

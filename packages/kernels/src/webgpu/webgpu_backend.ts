@@ -24,7 +24,7 @@ import type { DispatchSpec, GpuContext } from './context.js';
 import { acquireDevice, formatAdapterReport, type AcquireOptions, type AcquiredDevice, type AdapterReport } from './device.js';
 import * as elementwise from './elementwise.js';
 import * as layout from './layout.js';
-import { PipelineCache } from './pipeline_cache.js';
+import { PipelineCache, type CachedPipeline } from './pipeline_cache.js';
 import { reduce } from './reduce.js';
 import { attention, softmax } from '../attention.js';
 import { conv2d } from '../conv2d.js';
@@ -36,6 +36,49 @@ import { adaptiveAvgPool2d, upsampleNearest } from '../resample.js';
 
 /** Dispatches recorded before a submit. Small enough to keep the GPU fed, large enough to amortise submits. */
 const FLUSH_EVERY = 32;
+/** Bind groups kept for reuse; the cache is cleared when it reaches this size. */
+const MAX_CACHED_BIND_GROUPS = 8192;
+
+/**
+ * The uniform blocks of one batch, packed at aligned offsets into one GPU buffer that is written once per
+ * submit. One buffer serves every batch: the next batch's writeBuffer is ordered after this submit.
+ */
+class UniformArena {
+  static readonly CAPACITY = 1 << 18;
+  readonly buffer: GPUBuffer;
+  private readonly host = new Uint8Array(UniformArena.CAPACITY);
+  private used = 0;
+
+  constructor(private readonly device: GPUDevice, private readonly align: number) {
+    this.buffer = device.createBuffer({ size: UniformArena.CAPACITY, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: 'uniform arena' });
+  }
+
+  /** Copy `bytes` in (bound as `size` bytes); returns the dynamic offset. Flushes first when full. */
+  push(bytes: Uint8Array, size: number, flush: () => void): number {
+    if (size > UniformArena.CAPACITY) throw new Error(`webgpu: a uniform block of ${size} bytes exceeds the ${UniformArena.CAPACITY}-byte arena`);
+    if (this.used + size > UniformArena.CAPACITY) flush();
+    const offset = this.used;
+    this.host.set(bytes, offset);
+    this.host.fill(0, offset + bytes.byteLength, offset + size);
+    this.used = Math.ceil((offset + size) / this.align) * this.align;
+    return offset;
+  }
+
+  /** Write the batch's blocks to the GPU buffer and start a new batch. */
+  upload(): void {
+    if (this.used === 0) return;
+    this.device.queue.writeBuffer(this.buffer, 0, this.host, 0, this.used);
+    this.used = 0;
+  }
+
+  destroy(): void {
+    this.buffer.destroy();
+  }
+}
+
+function asBytes(data: ArrayBuffer | ArrayBufferView): Uint8Array {
+  return data instanceof ArrayBuffer ? new Uint8Array(data) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+}
 
 interface GpuStorage extends Storage {
   buffer: GPUBuffer;
@@ -54,6 +97,11 @@ export class WebgpuBackend implements Backend, GpuContext {
   private readonly uniformFree = new Map<number, GPUBuffer[]>();
   private uniformInFlight: GPUBuffer[] = [];
   private destroyAfterSubmit: GPUBuffer[] = [];
+  private readonly arena: UniformArena;
+  private readonly bindGroups = new Map<string, GPUBindGroup>();
+  private readonly bindGroupKeysByBuffer = new Map<number, string[]>();
+  private readonly bufferIds = new WeakMap<GPUBuffer, number>();
+  private nextBufferId = 1;
   private encoder: GPUCommandEncoder | undefined;
   private pass: GPUComputePassEncoder | undefined;
   private pendingDispatches = 0;
@@ -76,7 +124,8 @@ export class WebgpuBackend implements Backend, GpuContext {
       maxBufferSize: this.limits.maxBufferSize,
       maxStorageBufferBindingSize: this.limits.maxStorageBufferBindingSize,
       ...(maxPooledBytes !== undefined ? { maxPooledBytes } : {}),
-    });
+    }, (b) => this.forgetBuffer(b));
+    this.arena = new UniformArena(this.device, this.limits.minUniformBufferOffsetAlignment);
     this.pipelines = new PipelineCache(this.device);
     this.device.onuncapturederror = (ev: GPUUncapturedErrorEvent) => {
       this.errors.push(new Error(`webgpu: ${ev.error.message}`));
@@ -108,28 +157,110 @@ export class WebgpuBackend implements Backend, GpuContext {
 
   dispatch(spec: DispatchSpec): void {
     this.assertLive();
-    const pipeline = this.pipelines.get(spec.label, spec.code, spec.entryPoint);
-    const entries: GPUBindGroupEntry[] = spec.bindings.map((b, i) => ({
-      binding: i,
-      resource: { buffer: b instanceof Tensor ? this.buffer(b) : b },
-    }));
-    if (spec.uniforms) entries.push({ binding: entries.length, resource: { buffer: this.uniformBuffer(spec.uniforms) } });
-    const bindGroup = this.device.createBindGroup({ label: spec.label, layout: pipeline.getBindGroupLayout(0), entries });
     const [x, y = 1, z = 1] = spec.workgroups;
     const maxDim = this.limits.maxComputeWorkgroupsPerDimension;
     if (x > maxDim || y > maxDim || z > maxDim) {
       throw new Error(`webgpu ${spec.label}: workgroups [${x}, ${y}, ${z}] exceed maxComputeWorkgroupsPerDimension = ${maxDim}`);
     }
+    const cached = this.pipelines.get(spec.label, spec.code, spec.entryPoint);
     if (x === 0 || y === 0 || z === 0) return;
-    const pass = this.computePass();
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, bindGroup);
-    pass.dispatchWorkgroups(x, y, z);
+    if (cached.bindings) this.recordExplicit(spec, cached, [x, y, z]);
+    else this.recordAuto(spec, cached, [x, y, z]);
     if (++this.pendingDispatches >= FLUSH_EVERY) this.flush();
   }
 
+  /**
+   * Explicit layout (pipeline_cache.ts): the uniforms go into the batch's uniform arena at a dynamic
+   * offset, and the bind group is cached by (pipeline, buffers, uniform size) when every binding is a
+   * tensor of this backend (their buffers are pool-owned, so the cache learns when one is destroyed).
+   */
+  private recordExplicit(spec: DispatchSpec, cached: CachedPipeline, wg: readonly [number, number, number]): void {
+    const kinds = cached.bindings!;
+    const uniformAt = kinds.indexOf('uniform');
+    const storageCount = kinds.length - (uniformAt >= 0 ? 1 : 0);
+    if (spec.bindings.length !== storageCount || (uniformAt >= 0) !== (spec.uniforms !== undefined) || (uniformAt >= 0 && uniformAt !== storageCount)) {
+      throw new Error(`webgpu ${spec.label}: the shader declares ${storageCount} storage binding(s)${uniformAt >= 0 ? ` and a uniform block at binding ${uniformAt}` : ''}; ` +
+        `the dispatch passes ${spec.bindings.length} binding(s)${spec.uniforms ? ' and uniforms' : ''}`);
+    }
+    let offsets: number[] | undefined;
+    let uniformSize = 0;
+    if (spec.uniforms) {
+      const bytes = asBytes(spec.uniforms);
+      // Bind at least 256 bytes: kernels may pass fewer bytes than their WGSL struct holds (the
+      // former one-buffer-per-dispatch scheme always bound >= 256).
+      uniformSize = Math.max(256, Math.ceil(bytes.byteLength / 16) * 16);
+      offsets = [this.arena.push(bytes, uniformSize, () => this.flush())];
+    }
+    let key: string | undefined = `${cached.id}|${uniformSize}`;
+    const buffers: GPUBuffer[] = [];
+    for (const b of spec.bindings) {
+      if (b instanceof Tensor) {
+        const buf = this.buffer(b);
+        buffers.push(buf);
+        if (key !== undefined) key += `|${this.bufferId(buf)}`;
+      } else {
+        buffers.push(b);
+        key = undefined; // foreign buffers: lifetime unknown, never cached
+      }
+    }
+    let bindGroup = key !== undefined ? this.bindGroups.get(key) : undefined;
+    if (!bindGroup) {
+      const entries: GPUBindGroupEntry[] = buffers.map((buffer, binding) => ({ binding, resource: { buffer } }));
+      if (spec.uniforms) entries.push({ binding: uniformAt, resource: { buffer: this.arena.buffer, offset: 0, size: uniformSize } });
+      bindGroup = this.device.createBindGroup({ label: spec.label, layout: cached.bindGroupLayout, entries });
+      if (key !== undefined) this.cacheBindGroup(key, bindGroup, buffers);
+    }
+    const pass = this.computePass();
+    pass.setPipeline(cached.pipeline);
+    if (offsets) pass.setBindGroup(0, bindGroup, offsets);
+    else pass.setBindGroup(0, bindGroup);
+    pass.dispatchWorkgroups(wg[0], wg[1], wg[2]);
+  }
+
+  /** Layout 'auto' (declarations that did not parse): one uniform buffer per dispatch, no caching. */
+  private recordAuto(spec: DispatchSpec, cached: CachedPipeline, wg: readonly [number, number, number]): void {
+    const entries: GPUBindGroupEntry[] = spec.bindings.map((b, i) => ({
+      binding: i,
+      resource: { buffer: b instanceof Tensor ? this.buffer(b) : b },
+    }));
+    if (spec.uniforms) entries.push({ binding: entries.length, resource: { buffer: this.uniformBuffer(spec.uniforms) } });
+    const bindGroup = this.device.createBindGroup({ label: spec.label, layout: cached.bindGroupLayout, entries });
+    const pass = this.computePass();
+    pass.setPipeline(cached.pipeline);
+    pass.setBindGroup(0, bindGroup);
+    pass.dispatchWorkgroups(wg[0], wg[1], wg[2]);
+  }
+
+  private bufferId(b: GPUBuffer): number {
+    let id = this.bufferIds.get(b);
+    if (id === undefined) this.bufferIds.set(b, (id = this.nextBufferId++));
+    return id;
+  }
+
+  private cacheBindGroup(key: string, bindGroup: GPUBindGroup, buffers: readonly GPUBuffer[]): void {
+    if (this.bindGroups.size >= MAX_CACHED_BIND_GROUPS) {
+      this.bindGroups.clear();
+      this.bindGroupKeysByBuffer.clear();
+    }
+    this.bindGroups.set(key, bindGroup);
+    for (const b of buffers) {
+      const id = this.bufferId(b);
+      let keys = this.bindGroupKeysByBuffer.get(id);
+      if (!keys) this.bindGroupKeysByBuffer.set(id, (keys = []));
+      keys.push(key);
+    }
+  }
+
+  /** Drop cached bind groups that use a buffer about to be destroyed. */
+  private forgetBuffer(b: GPUBuffer): void {
+    const id = this.bufferIds.get(b);
+    if (id === undefined) return;
+    for (const key of this.bindGroupKeysByBuffer.get(id) ?? []) this.bindGroups.delete(key);
+    this.bindGroupKeysByBuffer.delete(id);
+  }
+
   private uniformBuffer(data: ArrayBuffer | ArrayBufferView): GPUBuffer {
-    const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    const bytes = asBytes(data);
     const size = sizeClass(Math.max(16, Math.ceil(bytes.byteLength / 16) * 16));
     const buf = this.uniformFree.get(size)?.pop()
       ?? this.device.createBuffer({ size, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: 'uniforms' });
@@ -159,6 +290,7 @@ export class WebgpuBackend implements Backend, GpuContext {
   flush(): void {
     if (!this.encoder) return;
     const enc = this.copyEncoder();
+    this.arena.upload(); // queue.writeBuffer lands before the submit that reads it
     this.device.queue.submit([enc.finish()]);
     this.encoder = undefined;
     this.pendingDispatches = 0;
@@ -169,7 +301,7 @@ export class WebgpuBackend implements Backend, GpuContext {
       list.push(b);
     }
     this.uniformInFlight = [];
-    for (const b of this.destroyAfterSubmit) b.destroy(); // submitted work keeps its own reference
+    for (const b of this.destroyAfterSubmit) { this.forgetBuffer(b); b.destroy(); } // submitted work keeps its own reference
     this.destroyAfterSubmit = [];
   }
 
@@ -238,7 +370,7 @@ export class WebgpuBackend implements Backend, GpuContext {
     // Not pooled (pool full): destroy it once the commands recorded so far, which may use it, are submitted.
     if (!this.pool.release(buffer)) {
       if (this.encoder) this.destroyAfterSubmit.push(buffer);
-      else buffer.destroy();
+      else { this.forgetBuffer(buffer); buffer.destroy(); }
     }
   }
 
@@ -270,6 +402,8 @@ export class WebgpuBackend implements Backend, GpuContext {
     this.pool.trim();
     for (const list of this.uniformFree.values()) for (const b of list) b.destroy();
     this.uniformFree.clear();
+    this.arena.destroy();
+    this.bindGroups.clear();
     this.device.destroy(); // a live device keeps the Node process alive
   }
 
