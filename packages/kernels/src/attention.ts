@@ -226,11 +226,11 @@ export interface AttentionPlan {
  * (each staged key tile is reused by more queries), then the largest key tile (fewer barriers), Q staged
  * in workgroup memory when it fits, else read from global memory.
  */
-export function chooseTiles(D: number, Dv: number, storageBytes: number, maxThreads: number): Omit<AttentionParams, 'causal' | 'vecQK' | 'vecV'> {
+export function chooseTiles(D: number, Dv: number, storageBytes: number, maxThreads: number): AttentionTiles {
   // Enough threads per row that each holds at most 16 vec4 accumulators (64 output columns).
   let G = 4;
   while (Math.ceil(ceil4(Dv) / G) > 16 && G < 64) G *= 2;
-  const tries: Omit<AttentionParams, 'causal' | 'vecQK' | 'vecV'>[] = [];
+  const tries: AttentionTiles[] = [];
   const add = (BQ: number, BK: number, qShared: boolean) => {
     if (BQ * G > maxThreads) return;
     tries.push({ D, Dv, BQ, BK, G, qShared, separateKV: true }, { D, Dv, BQ, BK, G, qShared, separateKV: false });
@@ -246,7 +246,10 @@ export function chooseTiles(D: number, Dv: number, storageBytes: number, maxThre
   return fit;
 }
 
-export function plan(ctx: GpuContext, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): AttentionPlan {
+export type AttentionTiles = Omit<AttentionParams, 'causal' | 'vecQK' | 'vecV'>;
+
+/** Plan an attention call; `tiles` overrides chooseTiles (benchmarks compare tile shapes). */
+export function plan(ctx: GpuContext, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions, tiles?: AttentionTiles): AttentionPlan {
   if (q.rank !== 4 || k.rank !== 4 || v.rank !== 4) {
     throw new Error(`attention: expected q [B, Lq, H, D], k [B, Lk, H, D], v [B, Lk, H, Dv], found ` +
       `${formatShape(q.shape)}, ${formatShape(k.shape)}, ${formatShape(v.shape)}`);
@@ -263,8 +266,11 @@ export function plan(ctx: GpuContext, q: Tensor, k: Tensor, v: Tensor, opts: Att
   }
   if (opts.causal && Lq !== Lk) throw new Error(`attention: causal masking needs Lq === Lk, found Lq=${Lq}, Lk=${Lk}`);
   if (Lq === 0 || Lk === 0) throw new Error(`attention: empty sequence (Lq=${Lq}, Lk=${Lk})`);
-  const tiles = chooseTiles(D, Dv, ctx.limits.maxComputeWorkgroupStorageSize, ctx.limits.maxComputeInvocationsPerWorkgroup);
-  const params: AttentionParams = { ...tiles, causal: opts.causal ?? false, vecQK: D % 4 === 0, vecV: Dv % 4 === 0 };
+  const t = tiles ?? chooseTiles(D, Dv, ctx.limits.maxComputeWorkgroupStorageSize, ctx.limits.maxComputeInvocationsPerWorkgroup);
+  if (t.D !== D || t.Dv !== Dv || attentionStageBytes(t) > ctx.limits.maxComputeWorkgroupStorageSize || t.BQ * t.G > ctx.limits.maxComputeInvocationsPerWorkgroup) {
+    throw new Error(`attention: tiles ${JSON.stringify(t)} do not fit D=${D}, Dv=${Dv} on this device`);
+  }
+  const params: AttentionParams = { ...t, causal: opts.causal ?? false, vecQK: D % 4 === 0, vecV: Dv % 4 === 0 };
   const workgroups: [number, number, number] = [Math.ceil(Lq / params.BQ), H, B];
   const maxDim = ctx.limits.maxComputeWorkgroupsPerDimension;
   if (workgroups.some((w) => w > maxDim)) {
@@ -276,7 +282,12 @@ export function plan(ctx: GpuContext, q: Tensor, k: Tensor, v: Tensor, opts: Att
 
 /** See Backend.attention. */
 export function attention(ctx: GpuContext, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Tensor {
-  const p = plan(ctx, q, k, v, opts);
+  return attentionWithTiles(ctx, q, k, v, opts);
+}
+
+/** attention with explicit tiles (benchmarks and tests of every variant). */
+export function attentionWithTiles(ctx: GpuContext, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions, tiles?: AttentionTiles): Tensor {
+  const p = plan(ctx, q, k, v, opts, tiles);
   const [B, Lq, H] = q.shape as [number, number, number, number];
   const out = ctx.empty([B, Lq, H, v.shape[3]!]);
   ctx.dispatch({ label: 'attention', code: wgsl(p.params), bindings: [q, k, v, out], uniforms: p.uniforms, workgroups: p.workgroups });
