@@ -1,6 +1,7 @@
 // `cnx generate --model DIR` on a diffusers folder assembled from the golden cases' tiny models (UNet,
 // VAE, scheduler config of sd15_pipeline_controlnext; the clip_text text encoder; a byte-level
-// tokenizer written here), with the case's ControlNeXt module and the sd15_lora kohya LoRA, or the
+// tokenizer written here), with the case's ControlNeXt module, the sd15_controlnext_unet_merge partial
+// UNet and the sd15_lora kohya LoRA, or the
 // sd15_controlnet case's diffusers ControlNet: the whole
 // folder-loading path runs, and a folder missing a part fails naming it.
 
@@ -56,10 +57,12 @@ describe('cnx generate --model', () => {
     writePng(ctrlPath, ndarray(Float32Array.from({ length: 64 * 64 * 3 }, (_, i) => ((i * 13) % 17) / 16), [64, 64, 3]));
     const outPath = join(dir, 'out.png');
     const r = await run('generate', '--model', model, '--controlnext', join(pipeCase, 'controlnext'),
+      '--controlnext-unet', join(golden, 'sd15_controlnext_unet_merge', 'sd15_controlnext_unet', 'unet.safetensors'),
       '--control-image', ctrlPath, '--control-type', 'passthrough', '--lora', `${join(golden, 'sd15_lora', 'lora.safetensors')}:0.5`,
       '--prompt', 'a test', '--steps', '1', '--seed', '1', '--output', outPath);
     expect(r.code, r.err).toBe(0);
     expect(r.err).toMatch(/lora: .*lora\.safetensors merged into 13 weights \(scale 0\.5\)/);
+    expect(r.err).toMatch(/controlnext unet: replaced \d+ tensors from .*unet\.safetensors/);
     expect(r.err).not.toMatch(/RANDOM/);
     expect(r.out).toMatch(/^wrote .*out\.png 64x64 seed=1 steps=1 scheduler=unipc/);
     expect(readImage(outPath).shape).toEqual([64, 64, 3]);

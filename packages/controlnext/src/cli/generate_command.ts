@@ -151,7 +151,10 @@ export async function runGenerate(argv: readonly string[], io: CommandIO): Promi
         controlnet: str('controlnet'), loras,
       });
       pipe = loaded.pipeline;
-      if (loaded.partialUnet) io.stderr.write(`controlnext unet: ${loaded.partialUnet.mode}d ${loaded.partialUnet.keys.length} tensors from ${loaded.partialUnet.source}\n`);
+      if (loaded.partialUnet) {
+        const p = loaded.partialUnet;
+        io.stderr.write(`controlnext unet: ${p.mode === 'add' ? 'added deltas to' : 'replaced'} ${p.keys.length} tensors from ${p.source} (${p.reason})\n`);
+      }
       for (const l of loaded.loras) {
         io.stderr.write(`lora: ${l.source} merged into ${l.merged.length} weights (scale ${l.scale})` +
           (l.skipped.length ? `; skipped ${l.skipped.map((s) => `${s.count} ${s.target} layers`).join(', ')}` : '') + '\n');
