@@ -15,7 +15,7 @@
 // Each step runs in its own memory scope: only the new latents (and the scheduler's own history) live
 // on, so memory does not grow with the number of steps.
 
-import { keep, ops, scopeAsync, type Backend, type Tensor } from '@cnx/tensor';
+import { ops, scopeAsync, type Backend, type Tensor } from '@cnx/tensor';
 import type { AutoencoderKL, UNet2DConditionModel } from '@cnx/unet';
 import type { ControlOutput } from './control_module.js';
 import type { ActiveControl, PipelineControl } from './pipeline_control.js';
@@ -271,8 +271,7 @@ export class ControllableDiffusionPipeline {
       await o.observer?.onDecode?.({ input, decoded });
       return { images, latents, timesteps };
     });
-    keep(result.images);
-    keep(result.latents);
+    // The returned tensors survive the scope (and belong to the caller's scope, if any).
     return result;
   }
 
