@@ -5,7 +5,7 @@
 
 import { expect } from 'vitest';
 import { ops, type Backend, type Tensor } from '@cnx/tensor';
-import { tinyPipeline } from '@cnx/controlnext';
+import { SCHEDULER_NAMES, tinyPipeline } from '@cnx/controlnext';
 import { describeEachBackend } from '../../../test/harness/backends.js';
 
 function controlImage(b: Backend, size: number, batch = 1): Tensor {
@@ -83,3 +83,21 @@ describeEachBackend('pipeline', (test, name) => {
     pipe.dispose();
   });
 });
+
+describeEachBackend('pipeline with every scheduler', (test) => {
+  test('each CLI scheduler name runs 3 guided steps to a finite image, reproducibly', async (b) => {
+    for (const scheduler of Object.keys(SCHEDULER_NAMES)) {
+      const pipe = tinyPipeline(b, { seed: 5, control: false, scheduler });
+      const gen = async () => {
+        const r = await pipe.generate({ prompt: 'x', height: 16, width: 16, numInferenceSteps: 3, seed: 8 });
+        const d = await r.images.data();
+        r.images.dispose(); r.latents.dispose();
+        return d;
+      };
+      const a = await gen();
+      expect(a.every((v) => Number.isFinite(v) && v >= 0 && v <= 1), scheduler).toBe(true);
+      expect(await gen(), scheduler).toEqual(a);
+      pipe.dispose();
+    }
+  }, 600_000);
+}, ['cpu']);
