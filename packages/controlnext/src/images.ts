@@ -103,7 +103,11 @@ export function writePng(path: string, image: NdArray): void {
   writeFileAtomic(path, encodePng(image));
 }
 
-/** Bilinear resize (half-pixel centres, as torch interpolate(align_corners=False) without antialias). */
+/**
+ * Bilinear resize (half-pixel centres, as torch interpolate(align_corners=False) without antialias).
+ * The reference pipelines resize with PIL's Lanczos filter, so a resized control image differs from
+ * theirs by interpolation detail; give images at the output size to avoid any resize.
+ */
 export function resizeImage(image: ImageArray, height: number, width: number): ImageArray {
   const [H, W, C] = image.shape as [number, number, number];
   if (H === height && W === width) return image;
