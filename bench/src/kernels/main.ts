@@ -173,12 +173,11 @@ async function main(): Promise<void> {
     }
     try {
       const software = backend instanceof WebgpuBackend && (backend.adapterInfo.isFallbackAdapter || backend.adapterInfo.kind !== 'gpu');
-      const full = values.full ?? (values.small ? false : name === 'webgpu' && !software);
+      // CPU default: the GEMM-based families at the real shapes (the naive CPU attention at 4096 tokens
+      // takes minutes); WebGPU default: real shapes on a hardware adapter, small ones on a software one.
+      const cpuDefault = name === 'cpu' && values.full === undefined && values.small === undefined;
+      const full = values.full ?? (values.small ? false : cpuDefault || (name === 'webgpu' && !software));
       let cases = full ? fullCases() : smallCases();
-      if (name === 'cpu' && values.full === undefined && values.small === undefined) {
-        // The CPU report is about the GEMM-based ops; the naive CPU attention at 4096 tokens takes minutes.
-        cases = [...fullCases().filter((c) => c.family === 'conv2d' || c.family === 'matmul')];
-      }
       const fam = families ?? (name === 'cpu' ? ['matmul', 'conv2d'] : undefined);
       if (fam) cases = cases.filter((c) => fam.includes(c.family));
       progress.log(`${name}: ${backend.description.split('\n')[0]} (${full ? 'SD1.5 512x512 shapes' : 'small shapes'}, ${cases.length} cases)`);

@@ -7,7 +7,7 @@ const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replac
 
 export function overheadChartSvg(r: BenchRecord): string {
   const rows = r.variants.filter((v) => v.id !== 'base');
-  const labelW = 430, plotW = 420, rowH = 46, top = 58, left = 10;
+  const labelW = 490, plotW = 420, rowH = 46, top = 58, left = 10;
   const height = top + rows.length * rowH + 50;
   const width = left + labelW + plotW + 80;
   const maxPct = Math.max(10, ...rows.flatMap((v) => [v.overheadPct, v.flopOverheadPct]));
