@@ -1,0 +1,76 @@
+// The benchmark's statistics, option parsing and chart: the parts of `npm run bench` that do not need
+// a model run.
+import { describe, expect, it } from 'vitest';
+import { parseBenchOptions } from '../src/bench_options.js';
+import type { BenchRecord, VariantResult } from '../src/bench_record.js';
+import { overheadChartSvg } from '../src/report/overhead_chart.js';
+import { markdownTable } from '../src/report/table.js';
+import { sampleStats } from '../src/stats.js';
+import { VARIANT_IDS } from '../src/variants.js';
+
+describe('sampleStats', () => {
+  it('median, quartiles (linear interpolation) and range of unsorted samples', () => {
+    const s = sampleStats([4, 1, 3, 2, 100]);
+    expect(s).toMatchObject({ n: 5, median: 3, min: 1, max: 100, q1: 2, q3: 4 });
+    expect(sampleStats([1, 2]).median).toBe(1.5);
+    expect(() => sampleStats([])).toThrow(/no samples/);
+  });
+});
+
+describe('parseBenchOptions', () => {
+  it('defaults: CPU, 64 px, every configuration, f32', () => {
+    const o = parseBenchOptions([]);
+    if (o === 'help') throw new Error('unexpected help');
+    expect(o).toMatchObject({ backend: 'cpu', resolution: [64, 64], steps: 3, warmup: 1, batch: 1, dtype: 'f32' });
+    expect(o.variants).toEqual([...VARIANT_IDS]);
+  });
+  it('keeps the base in any variant subset, parses HxW', () => {
+    const o = parseBenchOptions(['--variants', 'light-opt,controlnet', '--resolution', '128x192', '--backend', 'webgpu']);
+    if (o === 'help') throw new Error('unexpected help');
+    expect(o.variants).toEqual(['base', 'controlnet', 'light-opt']);
+    expect(o.resolution).toEqual([128, 192]);
+  });
+  it('names the offending option and value', () => {
+    expect(() => parseBenchOptions(['--resolution', '100'])).toThrow(/--resolution.*multiples of 64.*100x100/);
+    expect(() => parseBenchOptions(['--dtype', 'f16'])).toThrow(/--dtype: only f32.*'f16'/);
+    expect(() => parseBenchOptions(['--variants', 'bogus'])).toThrow(/unknown 'bogus'/);
+    expect(() => parseBenchOptions(['--backend', 'cuda'])).toThrow(/cpu or webgpu, found 'cuda'/);
+    expect(parseBenchOptions(['--help'])).toBe('help');
+  });
+});
+
+function fakeRecord(): BenchRecord {
+  const v = (id: VariantResult['id'], median: number, flopPct: number): VariantResult => ({
+    id, label: `<${id}>`, latencyMs: sampleStats([median, median * 1.1]), samplesMs: [median], overheadPct: (median / 100 - 1) * 100,
+    stepFlops: 1e9, controlFlops: 0, prefixFlops: 0, otherFlops: 0, flopOverheadPct: flopPct, achievedGflops: 1,
+    addedParams: 0, trainableParams: 0,
+    memory: { liveAtStartBytes: 0, backendPeakBytes: 0, stepWorkingBytes: 0, controlWeightBytes: 0, hostPeakRssBytes: 0, hostPeakHeapBytes: 0 },
+  });
+  return {
+    tool: 'controlnext-ts bench',
+    environment: { date: '2026-01-01T00:00:00Z', gitCommit: 'abc', gitDirty: false, node: 'v20', platform: 'linux-x64', cpu: 'x', cpuCores: 2, hostMemoryBytes: 1 },
+    backend: { name: 'cpu', description: 'CPU & co', timing: 'wall clock' },
+    model: 'm', resolution: [64, 64], latent: [8, 8], images: 1, unetBatch: 2, steps: 1, warmup: 0, dtype: 'f32', seed: 0, buildSeconds: 0,
+    variants: [v('base', 100, 0), v('controlnet', 140, 35), v('light-opt', 95, 4)],
+    notes: [],
+  };
+}
+
+describe('reports', () => {
+  it('the SVG has one pair of bars per non-base configuration, escapes text, and shows negative overheads', () => {
+    const svg = overheadChartSvg(fakeRecord());
+    expect(svg.startsWith('<svg')).toBe(true);
+    expect(svg.trim().endsWith('</svg>')).toBe(true);
+    expect((svg.match(/<rect [^>]*><title>/g) ?? []).length).toBe(4);
+    expect(svg).toContain('&lt;controlnet&gt;');
+    expect(svg).toContain('CPU &amp; co');
+    expect(svg).not.toContain('<base>');
+    expect(svg).toContain('-5.0 %');
+  });
+  it('the markdown table has a header, a separator and one row per configuration', () => {
+    const md = markdownTable(fakeRecord()).split('\n');
+    expect(md).toHaveLength(2 + 3);
+    expect(md[2]).toContain('<base>');
+    expect(md[3]).toContain('+40.0 %');
+  });
+});
