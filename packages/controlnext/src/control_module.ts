@@ -10,7 +10,7 @@
 // map is broadcast by the injection (injection.ts).
 
 import type { Backend, Tensor, Trace } from '@cnx/tensor';
-import type { ResnetPrefix } from './resnet_split.js';
+import type { ResnetPrefix } from '@cnx/unet';
 
 export interface ControlOutput {
   /** The control map [B, C_out, h', w']. */
@@ -26,7 +26,7 @@ export interface ControlOutput {
 export interface PreparedControl {
   /** Batch of the prepared image. */
   readonly batch: number;
-  /** The first ResNet block's input-only part (see resnet_split.ts). */
+  /** The first ResNet block's input-only part (ResnetBlock2D.prefix). */
   readonly first: ResnetPrefix;
   dispose(): void;
 }

@@ -21,7 +21,6 @@ import { Conv2d, Downsample2D, GroupNorm, Module, ResnetBlock2D, TimestepEmbeddi
 import type { ControlModule, ControlOutput, PreparedControl } from './control_module.js';
 import { preparedFrom, timestepBatch } from './control_module.js';
 import type { ShapeOf } from './controlnext_sd15.js';
-import { resnetPrefix, resnetSuffix } from './resnet_split.js';
 
 export interface LightStructure {
   timeProjDim: number;
@@ -230,7 +229,7 @@ export class ControlNeXtLightModule extends Module implements ControlModule {
   prepare(image: Tensor, opts: { trace?: Trace } = {}): PreparedControl {
     const e = this.embedding.forward(image);
     opts.trace?.('embedding', e);
-    const first = resnetPrefix(this.down_res[0]!, e);
+    const first = this.down_res[0]!.prefix(e);
     e.dispose();
     return preparedFrom(image.shape[0]!, first);
   }
@@ -238,7 +237,7 @@ export class ControlNeXtLightModule extends Module implements ControlModule {
   forwardPrepared(p: PreparedControl, timestep: Tensor | number, opts: { trace?: Trace } = {}): ControlOutput {
     const { trace } = opts;
     const emb = this.embed(timestep, p.batch, trace);
-    const x0 = resnetSuffix(this.down_res[0]!, p.first, emb);
+    const x0 = this.down_res[0]!.finish(p.first, emb);
     trace?.('down_res.0', x0);
     const res = this.rest(x0, emb, trace);
     x0.dispose();

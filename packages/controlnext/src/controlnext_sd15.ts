@@ -17,7 +17,6 @@ import { subTrace, type Backend, type Tensor, type Trace, type WeightSource } fr
 import { Conv2d, Downsample2D, Module, ResnetBlock2D, TimestepEmbedding, Timesteps, loadParameter } from '@cnx/unet';
 import type { ControlModule, ControlOutput, PreparedControl } from './control_module.js';
 import { preparedFrom, timestepBatch } from './control_module.js';
-import { resnetPrefix, resnetSuffix } from './resnet_split.js';
 
 /** A shape lookup over the weight file (WeightStore.shapeOf). */
 export type ShapeOf = (path: string) => readonly number[] | undefined;
@@ -170,13 +169,13 @@ export class ControlNeXtSD15Module extends Module implements ControlModule {
 
   /** down_res.0's conv1(silu(norm1(image))) and conv_shortcut(image): once per control image. */
   prepare(image: Tensor): PreparedControl {
-    return preparedFrom(image.shape[0]!, resnetPrefix(this.down_res[0]!, image));
+    return preparedFrom(image.shape[0]!, this.down_res[0]!.prefix(image));
   }
 
   forwardPrepared(p: PreparedControl, timestep: Tensor | number, opts: { trace?: Trace } = {}): ControlOutput {
     const { trace } = opts;
     const emb = this.embed(timestep, p.batch, trace);
-    const x0 = resnetSuffix(this.down_res[0]!, p.first, emb);
+    const x0 = this.down_res[0]!.finish(p.first, emb);
     trace?.('down_res.0', x0);
     const res = this.rest(x0, emb, trace);
     x0.dispose();
