@@ -110,8 +110,8 @@ struct Uniforms { total: u32, F: u32, gridX: u32 }  // total and F in units of $
 ${ERF_WGSL}
 fn gelu(x: ${ty}) -> ${ty} {
   ${p.vec4
-    ? 'return 0.5 * x * (1.0 + vec4<f32>(erf_f32(x.x * 0.7071067811865476), erf_f32(x.y * 0.7071067811865476), erf_f32(x.z * 0.7071067811865476), erf_f32(x.w * 0.7071067811865476)));'
-    : 'return 0.5 * x * (1.0 + erf_f32(x * 0.7071067811865476));'}
+    ? 'return vec4<f32>(gelu_erf(x.x), gelu_erf(x.y), gelu_erf(x.z), gelu_erf(x.w));'
+    : 'return gelu_erf(x);'}
 }
 @compute @workgroup_size(${GEGLU_WG}, 1, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {

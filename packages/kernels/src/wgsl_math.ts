@@ -1,4 +1,4 @@
-// WGSL math snippets shared by kernel families: an f32-accurate erf (WGSL has none), an overflow-safe
+// WGSL math snippets shared by kernel families: an f32-accurate erf and exact GELU (WGSL has no erf), an overflow-safe
 // tanh, an accurately range-reduced sin/cos, and the activation functions of the Backend's epilogues.
 // Each snippet is a WGSL source string that defines one or more functions; a kernel concatenates the
 // snippets it needs into its module. Every definition agrees with the CPU reference's `applyUnary`
@@ -7,33 +7,66 @@
 import type { Activation } from '@cnx/tensor';
 
 /**
- * fn erf_f32(a: f32) -> f32, max error about 1 ulp over the real line. Minimax approximation by
- * N. Juffa (published as an erff() implementation, Stack Overflow, 2015; also used by Apple MLX's
- * Metal kernels): an odd polynomial for |a| <= 0.927734375 and 1 - exp(poly(|a|)) beyond, so the
- * tail keeps full absolute accuracy. fma() keeps the Horner steps as accurate as the reference.
+ * fn erf_f32(x: f32) -> f32 and fn gelu_erf(x: f32) -> f32 (the exact GELU, torch's default), from
+ * W. J. Cody's rational Chebyshev approximations (Math. Comp. 23, 1969) evaluated in f32: the same
+ * coefficients as the CPU reference's cpu/erf.ts, relative error a few f32 ulp. gelu_erf uses erfc
+ * directly for x < 0 (0.5 x erfc(-x/sqrt2)) so the tail keeps its relative accuracy instead of
+ * cancelling in 1 + erf. erfc_pos(y) (y > 0.46875) and erf_small(x) (|x| <= 0.46875) are helpers.
  */
 export const ERF_WGSL = /* wgsl */ `
-fn erf_f32(a: f32) -> f32 {
-  let t = abs(a);
-  let s = a * a;
-  if (t > 0.927734375) {
-    var r = fma(-1.72853470e-5, t, 3.83197126e-4);
-    let u = fma(-3.88396438e-3, t, 2.42546219e-2);
-    r = fma(r, s, u);
-    r = fma(r, t, -1.06777877e-1);
-    r = fma(r, t, -6.34846687e-1);
-    r = fma(r, t, -1.28717512e-1);
-    r = fma(r, t, -t);
-    let e = 1.0 - exp(r);
-    return select(e, -e, a < 0.0);
+fn erfc_pos(y: f32) -> f32 {
+  // erfc(y) for y > 0.46875
+  var r: f32;
+  if (y <= 4.0) {
+    var num = 2.15311535474403846e-8 * y;
+    var den = y;
+    num = (num + 0.564188496988670089) * y; den = (den + 15.7449261107098347) * y;
+    num = (num + 8.88314979438837594) * y;  den = (den + 117.693950891312499) * y;
+    num = (num + 66.1191906371416295) * y;  den = (den + 537.181101862009858) * y;
+    num = (num + 298.635138197400131) * y;  den = (den + 1621.38957456669019) * y;
+    num = (num + 881.95222124176909) * y;   den = (den + 3290.79923573345963) * y;
+    num = (num + 1712.04761263407058) * y;  den = (den + 4362.61909014324716) * y;
+    num = (num + 2051.07837782607147) * y;  den = (den + 3439.36767414372164) * y;
+    r = (num + 1230.33935479799725) / (den + 1230.33935480374942);
+  } else {
+    if (y >= 10.0) { return 0.0; } // erfc(10) = 2e-45: below the f32 range
+    let z = 1.0 / (y * y);
+    var num = 0.0163153871373020978 * z;
+    var den = z;
+    num = (num + 0.305326634961232344) * z;  den = (den + 2.56852019228982242) * z;
+    num = (num + 0.360344899949804439) * z;  den = (den + 1.87295284992346725) * z;
+    num = (num + 0.125781726111229246) * z;  den = (den + 0.527905102951428412) * z;
+    num = (num + 0.0160837851487422766) * z; den = (den + 0.0605183413124413191) * z;
+    r = (z * (num + 6.58749161529837803e-4)) / (den + 0.00233520497626869185);
+    r = (0.56418958354775628695 - r) / y;
   }
-  var r = -5.96761703e-4;
-  r = fma(r, s, 4.99119423e-3);
-  r = fma(r, s, -2.67681349e-2);
-  r = fma(r, s, 1.12819925e-1);
-  r = fma(r, s, -3.76125336e-1);
-  r = fma(r, s, 1.28379166e-1);
-  return fma(r, a, a);
+  // exp(-y^2) split as exp(-ysq^2) exp(-(y-ysq)(y+ysq)) with ysq = y rounded down to 1/16 (Cody), so
+  // that the large exponent is exact.
+  let ysq = trunc(y * 16.0) / 16.0;
+  let del = (y - ysq) * (y + ysq);
+  return exp(-ysq * ysq) * exp(-del) * r;
+}
+fn erf_small(x: f32) -> f32 {
+  // |x| <= 0.46875
+  let z = x * x;
+  var num = 0.185777706184603153 * z;
+  var den = z;
+  num = (num + 3.1611237438705656) * z;  den = (den + 23.6012909523441209) * z;
+  num = (num + 113.864154151050156) * z; den = (den + 244.024637934444173) * z;
+  num = (num + 377.485237685302021) * z; den = (den + 1282.61652607737228) * z;
+  return x * (num + 3209.37758913846947) / (den + 2844.23683343917062);
+}
+fn erf_f32(x: f32) -> f32 {
+  let y = abs(x);
+  if (y <= 0.46875) { return erf_small(x); }
+  let c = erfc_pos(y);
+  return select(c - 1.0, 1.0 - c, x > 0.0);
+}
+fn gelu_erf(x: f32) -> f32 {
+  let z = x * 0.70710678118654752;
+  if (abs(z) <= 0.46875) { return 0.5 * x * (1.0 + erf_small(z)); }
+  if (x < 0.0) { return 0.5 * x * erfc_pos(-z); }
+  return 0.5 * x * (2.0 - erfc_pos(z));
 }
 `;
 
@@ -90,7 +123,7 @@ export function activationWgsl(act: Activation, name = 'activation'): string {
     case 'relu': return `fn ${name}(x: f32) -> f32 { return select(0.0, x, x > 0.0); }\n`;
     case 'silu': return `fn ${name}(x: f32) -> f32 { return x / (1.0 + exp(-x)); }\n`;
     case 'quick_gelu': return `fn ${name}(x: f32) -> f32 { return x / (1.0 + exp(-1.702 * x)); }\n`;
-    case 'gelu': return `${ERF_WGSL}\nfn ${name}(x: f32) -> f32 { return 0.5 * x * (1.0 + erf_f32(x * 0.7071067811865476)); }\n`;
+    case 'gelu': return `${ERF_WGSL}\nfn ${name}(x: f32) -> f32 { return gelu_erf(x); }\n`;
     case 'gelu_tanh':
       return `${TANH_WGSL}\nfn ${name}(x: f32) -> f32 {\n  return 0.5 * x * (1.0 + tanh_f32(0.7978845608028654 * (x + 0.044715 * x * x * x)));\n}\n`;
   }
