@@ -17,24 +17,17 @@
 // nn.GroupNorm layers use torch's default eps 1e-5; the ResNet blocks diffusers' 1e-6 (spec 2.3, 2.5).
 
 import { ops, subTrace, type Backend, type Tensor, type Trace, type WeightSource } from '@cnx/tensor';
-import { Conv2d, Downsample2D, GroupNorm, Module, ResnetBlock2D, TimestepEmbedding, Timesteps } from '@cnx/unet';
+import { Conv2d, GroupNorm, Module } from '@cnx/unet';
 import type { ControlModule, ControlOutput, PreparedControl } from './control_module.js';
-import { preparedFrom, timestepBatch } from './control_module.js';
-import type { ShapeOf } from './controlnext_sd15.js';
+import { preparedFrom } from './control_module.js';
+import { DownPathControlModule, inferDownPathStructure, needShape, type DownPathStructure, type ShapeOf } from './down_path_module.js';
 
-export interface LightStructure {
-  timeProjDim: number;
-  timeEmbedDim: number;
+/** The shared down path's widths (groups: config.json `groups`, class default [4, 8]) and the stem's. */
+export interface LightStructure extends DownPathStructure {
   /** Output channels of embedding.0 / .3 / .6. */
   stemChannels: [number, number, number];
   /** Padding of embedding.3 and embedding.6 (1; 0 in SVD-v2 inference). */
   stemPadding: number;
-  inChannels: number[];
-  outChannels: number[];
-  /** down_res.i GroupNorm groups: not in the file (config.json `groups`, class default [4, 8]). */
-  groups: number[];
-  midChannels: number;
-  finalChannels: number;
   /** The module's float `scale` (not a parameter). */
   scale: number;
 }
@@ -56,35 +49,13 @@ export function lightReleasedStructure(finalChannels: number, scale = 1): LightS
   };
 }
 
-function need(shapeOf: ShapeOf, path: string, rank: number): readonly number[] {
-  const s = shapeOf(path);
-  if (!s) throw new Error(`ControlNeXt light module: the weights have no '${path}' (needed to read the module's widths)`);
-  if (s.length !== rank) throw new Error(`ControlNeXt light module: '${path}' should have rank ${rank}, found [${s.join(', ')}]`);
-  return s;
-}
+const WHAT = 'ControlNeXt light module';
 
 /** Widths from the weight shapes; groups, padding and scale are not in the file and come from opts. */
 export function inferLightStructure(shapeOf: ShapeOf, opts: { groups?: readonly number[]; stemPadding?: number; scale?: number } = {}): LightStructure {
-  const te = need(shapeOf, 'time_embedding.linear_1.weight', 2);
-  const e0 = need(shapeOf, 'embedding.0.weight', 4), e3 = need(shapeOf, 'embedding.3.weight', 4), e6 = need(shapeOf, 'embedding.6.weight', 4);
-  const inChannels: number[] = [], outChannels: number[] = [];
-  for (let i = 0; shapeOf(`down_res.${i}.conv1.weight`); i++) {
-    const c = need(shapeOf, `down_res.${i}.conv1.weight`, 4);
-    outChannels.push(c[0]!);
-    inChannels.push(c[1]!);
-  }
-  if (inChannels.length === 0) throw new Error("ControlNeXt light module: the weights have no 'down_res.0.conv1.weight'");
-  const mid = need(shapeOf, 'mid_convs.0.0.weight', 4);
-  const last = need(shapeOf, 'mid_convs.1.weight', 4);
-  const g = opts.groups ?? (inChannels.length === LIGHT_DEFAULT_GROUPS.length ? LIGHT_DEFAULT_GROUPS : undefined);
-  if (!g || g.length !== inChannels.length) {
-    throw new Error(`ControlNeXt light module: ${inChannels.length} down_res blocks need ${inChannels.length} GroupNorm group counts, ` +
-      `found ${g ? `[${g.join(', ')}]` : 'none (config.json "groups"; the class default is [4, 8])'}`);
-  }
-  return {
-    timeProjDim: te[1]!, timeEmbedDim: te[0]!, stemChannels: [e0[0]!, e3[0]!, e6[0]!], stemPadding: opts.stemPadding ?? 1,
-    inChannels, outChannels, groups: [...g], midChannels: mid[0]!, finalChannels: last[0]!, scale: opts.scale ?? 1,
-  };
+  const downPath = inferDownPathStructure(shapeOf, WHAT, opts.groups, LIGHT_DEFAULT_GROUPS, 'config.json "groups"; the class default is [4, 8]');
+  const stemOut = (i: number) => needShape(shapeOf, WHAT, `embedding.${i}.weight`, 4)[0]!;
+  return { ...downPath, stemChannels: [stemOut(0), stemOut(3), stemOut(6)], stemPadding: opts.stemPadding ?? 1, scale: opts.scale ?? 1 };
 }
 
 /** `embedding` = nn.Sequential(Conv, GN, ReLU, Conv, GN, ReLU, Conv, GN, ReLU): parameters at 0/1, 3/4, 6/7. */
@@ -149,57 +120,25 @@ export class LightMidConvs extends Module {
   }
 }
 
-export class ControlNeXtLightModule extends Module implements ControlModule {
+export class ControlNeXtLightModule extends DownPathControlModule<LightStructure> implements ControlModule {
   readonly arch = 'light' as const;
-  readonly time_proj: Timesteps;
-  time_embedding: TimestepEmbedding;
   embedding: LightStem;
-  down_res: ResnetBlock2D[];
-  down_sample: Downsample2D[];
   mid_convs: [LightMidConvs, Conv2d];
 
-  constructor(ws: WeightSource, private readonly backend: Backend, readonly structure: LightStructure) {
-    super();
+  constructor(ws: WeightSource, backend: Backend, structure: LightStructure) {
     const s = structure;
-    this.time_proj = new Timesteps({ numChannels: s.timeProjDim, flipSinToCos: true, downscaleFreqShift: 0 });
-    this.time_embedding = new TimestepEmbedding(ws.sub('time_embedding'), backend, { inC: s.timeProjDim, timeEmbedDim: s.timeEmbedDim });
-    this.embedding = new LightStem(ws.sub('embedding'), backend, s.stemChannels, s.stemPadding);
     if (s.inChannels[0] !== s.stemChannels[2]) {
-      throw new Error(`ControlNeXt light module: down_res.0 takes ${s.inChannels[0]} channels, the stem (embedding.6) gives ${s.stemChannels[2]}`);
+      throw new Error(`${WHAT}: down_res.0 takes ${s.inChannels[0]} channels, the stem (embedding.6) gives ${s.stemChannels[2]}`);
     }
-    this.down_res = s.inChannels.map((inC, i) => new ResnetBlock2D(ws.sub(`down_res.${i}`), backend, {
-      inC, outC: s.outChannels[i]!, tembC: s.timeEmbedDim, groups: s.groups[i]!, eps: 1e-6,
-    }));
-    this.down_sample = s.outChannels.map((c, i) => new Downsample2D(ws.sub(`down_sample.${i}`), backend, { channels: c, padding: 1 }));
-    const last = s.outChannels[s.outChannels.length - 1]!;
-    if (last !== s.midChannels) throw new Error(`ControlNeXt light module: mid_convs.0 has ${s.midChannels} channels, the last down_res gives ${last}`);
+    super(ws, backend, structure, WHAT);
+    this.embedding = new LightStem(ws.sub('embedding'), backend, s.stemChannels, s.stemPadding);
     this.mid_convs = [
       new LightMidConvs(ws.sub('mid_convs.0'), backend, s.midChannels),
       new Conv2d(ws.sub('mid_convs.1'), backend, { inC: s.midChannels, outC: s.finalChannels, k: 1 }),
     ];
   }
 
-  get outChannels(): number { return this.structure.finalChannels; }
-
-  private embed(timestep: Tensor | number, batch: number, trace?: Trace): Tensor {
-    const t = timestepBatch(this.backend, timestep, batch);
-    const proj = this.time_proj.forward(t);
-    trace?.('time_proj', proj);
-    const emb = this.time_embedding.forward(proj);
-    trace?.('time_embedding', emb);
-    t.dispose();
-    proj.dispose();
-    return emb;
-  }
-
-  private rest(x0: Tensor, emb: Tensor, trace?: Trace): ControlOutput {
-    let x = this.down_sample[0]!.forward(x0, subTrace(trace, 'down_sample.0'));
-    for (let i = 1; i < this.down_res.length; i++) {
-      const r = this.down_res[i]!.forward(x, emb, subTrace(trace, `down_res.${i}`));
-      x.dispose();
-      x = this.down_sample[i]!.forward(r, subTrace(trace, `down_sample.${i}`));
-      r.dispose();
-    }
+  protected mid(x: Tensor, trace?: Trace): ControlOutput {
     const m = this.mid_convs[0].forward(x);
     trace?.('mid_convs.0', m);
     const xm = ops.add(m, x); // x = mid_convs[0](x) + x
@@ -232,16 +171,5 @@ export class ControlNeXtLightModule extends Module implements ControlModule {
     const first = this.down_res[0]!.prefix(e);
     e.dispose();
     return preparedFrom(image.shape[0]!, first);
-  }
-
-  forwardPrepared(p: PreparedControl, timestep: Tensor | number, opts: { trace?: Trace } = {}): ControlOutput {
-    const { trace } = opts;
-    const emb = this.embed(timestep, p.batch, trace);
-    const x0 = this.down_res[0]!.finish(p.first, emb);
-    trace?.('down_res.0', x0);
-    const res = this.rest(x0, emb, trace);
-    x0.dispose();
-    emb.dispose();
-    return res;
   }
 }

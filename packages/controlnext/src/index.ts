@@ -3,6 +3,7 @@
 export * from './variants.js';
 export * from './injection.js';
 export * from './control_module.js';
+export * from './down_path_module.js';
 export * from './controlnext_sd15.js';
 export * from './controlnext_light.js';
 export * from './load_control_module.js';
