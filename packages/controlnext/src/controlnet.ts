@@ -13,11 +13,10 @@
 // SiLU after each, conv_out (zero-initialised in training) to block_out_channels[0].
 // The blocks are @cnx/unet's, built from the folder's config.json with the UNet's config validation.
 
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { ops, subTrace, WeightStore, type Backend, type Tensor, type Trace, type WeightSource } from '@cnx/tensor';
+import { ops, subTrace, type Backend, type Tensor, type Trace, type WeightSource } from '@cnx/tensor';
 import {
-  Conv2d, CrossAttnDownBlock2D, DownBlock2D, Module, TimestepEmbedding, Timesteps, UNetMidBlock2DCrossAttn, parseUNetConfig,
+  Conv2d, CrossAttnDownBlock2D, DownBlock2D, Module, TimestepEmbedding, Timesteps, UNetMidBlock2DCrossAttn, loadStrict, parseUNetConfig,
+  readConfigJson,
   type UNet2DConditionConfig,
 } from '@cnx/unet';
 
@@ -161,22 +160,9 @@ export class ControlNetModel extends Module {
 
   /** Load a diffusers ControlNet folder (config.json + diffusion_pytorch_model.safetensors), strictly. */
   static fromFolder(dir: string, backend: Backend): ControlNetModel {
-    const cfgPath = join(dir, 'config.json');
-    if (!existsSync(cfgPath)) throw new Error(`ControlNetModel.fromFolder: ${dir} has no config.json`);
-    const config = parseControlNetConfig(JSON.parse(readFileSync(cfgPath, 'utf8')) as Record<string, unknown>, cfgPath);
-    const store = WeightStore.open(dir);
-    try {
-      const model = new ControlNetModel(config, store, backend);
-      try {
-        store.finish();
-      } catch (e) {
-        model.dispose();
-        throw e;
-      }
-      return model;
-    } finally {
-      store.close();
-    }
+    const { raw, path } = readConfigJson(dir, 'ControlNetModel.fromFolder');
+    const config = parseControlNetConfig(raw, path);
+    return loadStrict(dir, {}, (store) => new ControlNetModel(config, store, backend));
   }
 
   /**

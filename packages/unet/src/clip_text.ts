@@ -9,10 +9,9 @@
 // Keys: text_model.embeddings.{token,position}_embedding.weight, text_model.encoder.layers.i.{self_attn.
 // {q,k,v,out}_proj, layer_norm1, mlp.fc1, mlp.fc2, layer_norm2}, text_model.final_layer_norm.
 
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { ops, subTrace, WeightStore, type Activation, type Backend, type Tensor, type Trace, type WeightSource, type WeightStoreOptions } from '@cnx/tensor';
+import { ops, subTrace, type Activation, type Backend, type Tensor, type Trace, type WeightSource, type WeightStoreOptions } from '@cnx/tensor';
 import { loadParameter, Module } from './module.js';
+import { loadStrict, readConfigJson } from './load_model.js';
 import { LayerNorm } from './layers/layer_norm.js';
 import { Linear } from './layers/linear.js';
 
@@ -259,23 +258,9 @@ export class CLIPTextModel extends Module {
 
   /** Load a transformers `text_encoder/` folder (config.json + model.safetensors); strict. */
   static fromFolder(dir: string, backend: Backend, opts: WeightStoreOptions = {}): CLIPTextModel {
-    const cfgPath = join(dir, 'config.json');
-    if (!existsSync(cfgPath)) throw new Error(`CLIPTextModel.fromFolder: ${dir} has no config.json`);
-    const raw = JSON.parse(readFileSync(cfgPath, 'utf8')) as Record<string, unknown>;
-    parseClipTextConfig(raw, cfgPath); // config errors name the file
-    const store = WeightStore.open(dir, opts);
-    try {
-      const model = new CLIPTextModel(raw, store, backend);
-      try {
-        store.finish();
-      } catch (e) {
-        model.dispose();
-        throw e;
-      }
-      return model;
-    } finally {
-      store.close();
-    }
+    const { raw, path } = readConfigJson(dir, 'CLIPTextModel.fromFolder');
+    parseClipTextConfig(raw, path); // config errors name the file
+    return loadStrict(dir, opts, (store) => new CLIPTextModel(raw, store, backend));
   }
 
   /** The pooled position of one row of ids (transformers CLIPTextTransformer.forward, 4.57). */

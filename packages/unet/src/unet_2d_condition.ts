@@ -11,10 +11,9 @@
 //   out = conv_out(silu(conv_norm_out(x)))
 // ControlNeXt injects through featureHooks at the points of its spec (sections 3.2, 4.2, 5.2).
 
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { ops, subTrace, WeightStore, type Backend, type Tensor, type Trace, type WeightSource, type WeightStoreOptions } from '@cnx/tensor';
+import { ops, subTrace, type Backend, type Tensor, type Trace, type WeightSource, type WeightStoreOptions } from '@cnx/tensor';
 import { Module } from './module.js';
+import { loadStrict, readConfigJson } from './load_model.js';
 import { Conv2d } from './layers/conv2d.js';
 import { GroupNorm } from './layers/group_norm.js';
 import { TimestepEmbedding, Timesteps } from './embeddings.js';
@@ -243,23 +242,8 @@ export class UNet2DConditionModel extends Module {
    * sharded index). Strict: any missing, mis-shaped or unused key fails with the loader report.
    */
   static fromFolder(dir: string, backend: Backend, opts: UNetFromFolderOptions = {}): UNet2DConditionModel {
-    const cfgPath = join(dir, 'config.json');
-    if (!existsSync(cfgPath)) throw new Error(`UNet2DConditionModel.fromFolder: ${dir} has no config.json`);
-    const raw = JSON.parse(readFileSync(cfgPath, 'utf8')) as Record<string, unknown>;
-    const store = WeightStore.open(opts.weights ?? dir, opts);
-    try {
-      const config = parseUNetConfig(raw, cfgPath);
-      const model = new UNet2DConditionModel(config, store, backend);
-      try {
-        store.finish();
-      } catch (e) {
-        model.dispose();
-        throw e;
-      }
-      return model;
-    } finally {
-      store.close();
-    }
+    const { raw, path } = readConfigJson(dir, 'UNet2DConditionModel.fromFolder');
+    return loadStrict(opts.weights ?? dir, opts, (store) => new UNet2DConditionModel(parseUNetConfig(raw, path), store, backend));
   }
 
   /** Number of skip tensors the down path produces (conv_in's output, then every resnet and downsampler). */

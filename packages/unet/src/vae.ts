@@ -7,10 +7,9 @@
 // Decoder: conv_in, UNetMidBlock2D, UpDecoderBlock2D x n (layers_per_block + 1 resnets), conv_norm_out +
 // SiLU, conv_out. Latents are passed as-is: scaling by config.scaling_factor is the pipeline's job.
 
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { ops, subTrace, WeightStore, type Backend, type Tensor, type Trace, type WeightSource, type WeightStoreOptions } from '@cnx/tensor';
+import { ops, subTrace, type Backend, type Tensor, type Trace, type WeightSource, type WeightStoreOptions } from '@cnx/tensor';
 import { Module } from './module.js';
+import { loadStrict, readConfigJson } from './load_model.js';
 import { Conv2d } from './layers/conv2d.js';
 import { GroupNorm } from './layers/group_norm.js';
 import { DownEncoderBlock2D, UNetMidBlock2D, UpDecoderBlock2D } from './unet_blocks.js';
@@ -202,22 +201,9 @@ export class AutoencoderKL extends Module {
 
   /** Load a diffusers `vae/` folder; strict (missing, mis-shaped or unused keys fail with the loader report). */
   static fromFolder(dir: string, backend: Backend, opts: WeightStoreOptions = {}): AutoencoderKL {
-    const cfgPath = join(dir, 'config.json');
-    if (!existsSync(cfgPath)) throw new Error(`AutoencoderKL.fromFolder: ${dir} has no config.json`);
-    const config = parseVaeConfig(JSON.parse(readFileSync(cfgPath, 'utf8')) as Record<string, unknown>, cfgPath);
-    const store = WeightStore.open(dir, opts);
-    try {
-      const model = new AutoencoderKL(config, store, backend);
-      try {
-        store.finish();
-      } catch (e) {
-        model.dispose();
-        throw e;
-      }
-      return model;
-    } finally {
-      store.close();
-    }
+    const { raw, path } = readConfigJson(dir, 'AutoencoderKL.fromFolder');
+    const config = parseVaeConfig(raw, path);
+    return loadStrict(dir, opts, (store) => new AutoencoderKL(config, store, backend));
   }
 
   /** The latent scale the pipelines apply (latents = sample * scaling_factor; decode(latents / scaling_factor)). */
