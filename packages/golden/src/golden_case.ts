@@ -49,6 +49,15 @@ export class GoldenCase {
     return backend.fromRaw(data, shape);
   }
 
+  /** A timestep io tensor as [B]: a 0-dim one (case args.timestep_scalar) becomes [1], broadcast by the models. */
+  timestepInput(name: string, backend: Backend): Tensor {
+    const t = this.input(name, backend);
+    if (t.rank === 1) return t;
+    const r = t.reshape([-1]);
+    t.dispose();
+    return r;
+  }
+
   /** Reference values of an io tensor. */
   expected(name: string): { shape: number[]; data: Float32Array } {
     return this.io.readFloat32(name);

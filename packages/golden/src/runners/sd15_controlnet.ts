@@ -3,19 +3,10 @@
 // out.sample = unet(sample, t, ctx, down_block_additional_residuals=down, mid_block_additional_residual=mid).
 // args.conditioning_scale and args.guess_mode are read from the case.
 
-import type { Backend, Tensor } from '@cnx/tensor';
 import { ControlNetModel } from '@cnx/controlnext';
 import { UNet2DConditionModel } from '@cnx/unet';
-import type { GoldenCase, Produced, Runner } from '../golden_case.js';
+import type { Produced, Runner } from '../golden_case.js';
 import { collectingTrace, modelDirOfKind } from './unet.js';
-
-function timestepInput(c: GoldenCase, backend: Backend): Tensor {
-  const t = c.input('timestep', backend);
-  if (t.rank === 1) return t;
-  const r = t.reshape([-1]);
-  t.dispose();
-  return r;
-}
 
 export const controlNetRunner: Runner = async (c, backend) => {
   const out: Produced = new Map();
@@ -25,7 +16,7 @@ export const controlNetRunner: Runner = async (c, backend) => {
   const controlnet = ControlNetModel.fromFolder(modelDirOfKind(c, 'controlnet'), backend);
   const unet = UNet2DConditionModel.fromFolder(modelDirOfKind(c, 'unet'), backend);
   const sample = c.input('sample', backend);
-  const t = timestepInput(c, backend);
+  const t = c.timestepInput('timestep', backend);
   const ctx = c.input('encoder_hidden_states', backend);
   const cond = c.input('controlnet_cond', backend);
   try {

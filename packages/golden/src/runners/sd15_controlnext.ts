@@ -5,20 +5,11 @@
 // Every name the case checks comes from traces: 'controlnext.*' (module), 'inject.*' (injection:
 // control_pooled, control_normed, sample_before, sample_after), 'unet.*' (UNet).
 
-import type { Backend, Tensor } from '@cnx/tensor';
+import type { Backend } from '@cnx/tensor';
 import { ControlNeXt, type VariantName } from '@cnx/controlnext';
 import { UNet2DConditionModel } from '@cnx/unet';
 import type { GoldenCase, Produced, Runner } from '../golden_case.js';
 import { collectingTrace, modelDirOfKind } from './unet.js';
-
-/** The timestep input as [B] or [1] (a 0-dim tensor in the case becomes [1]). */
-function timestepInput(c: GoldenCase, backend: Backend): Tensor {
-  const t = c.input('timestep', backend);
-  if (t.rank === 1) return t;
-  const r = t.reshape([-1]);
-  t.dispose();
-  return r;
-}
 
 function numberArray(v: unknown): number[] | undefined {
   return Array.isArray(v) && v.every((x) => typeof x === 'number') ? v : undefined;
@@ -43,7 +34,7 @@ export async function runControlNeXtCase(c: GoldenCase, backend: Backend, spec: 
   const cnx = ControlNeXt.load(modelDirOfKind(c, spec.moduleKind), backend, { variant: spec.variant, groups, strength: spec.strength });
   const unet = UNet2DConditionModel.fromFolder(modelDirOfKind(c, spec.unetKind), backend);
   const sample = c.input('sample', backend);
-  const timestep = timestepInput(c, backend);
+  const timestep = c.timestepInput('timestep', backend);
   const ctx = c.input('encoder_hidden_states', backend);
   const hasAdded = 'text_embeds' in c.json.inputs || 'time_ids' in c.json.inputs;
   const addedCond = hasAdded ? { textEmbeds: c.input('text_embeds', backend), timeIds: c.input('time_ids', backend) } : undefined;

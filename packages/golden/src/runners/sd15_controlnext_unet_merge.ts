@@ -4,7 +4,7 @@
 // the merge mode is detected by applyPartialUnet from the family's variant (sd15: replace, sdxl: add),
 // not read from the case.
 
-import { SafetensorsFile, type Backend, type Tensor } from '@cnx/tensor';
+import { SafetensorsFile } from '@cnx/tensor';
 import { applyPartialUnet, type VariantName } from '@cnx/controlnext';
 import { UNet2DConditionModel } from '@cnx/unet';
 import type { GoldenCase, Produced, Runner } from '../golden_case.js';
@@ -40,21 +40,13 @@ function partialFileFor(c: GoldenCase, unet: UNet2DConditionModel, family: strin
   return fits[0]!;
 }
 
-function timesteps(c: GoldenCase, name: string, backend: Backend): Tensor {
-  const t = c.input(name, backend);
-  if (t.rank === 1) return t;
-  const r = t.reshape([-1]);
-  t.dispose();
-  return r;
-}
-
 export const unetMergeRunner: Runner = async (c, backend) => {
   const out: Produced = new Map();
   for (const f of FAMILIES) {
     if (!(`${f.prefix}.sample` in c.json.inputs)) continue;
     const unet = UNet2DConditionModel.fromFolder(modelDirOfKind(c, f.unetKind), backend);
     const sample = c.input(`${f.prefix}.sample`, backend);
-    const t = timesteps(c, `${f.prefix}.timestep`, backend);
+    const t = c.timestepInput(`${f.prefix}.timestep`, backend);
     const ctx = c.input(`${f.prefix}.encoder_hidden_states`, backend);
     const added = `${f.prefix}.text_embeds` in c.json.inputs
       ? { textEmbeds: c.input(`${f.prefix}.text_embeds`, backend), timeIds: c.input(`${f.prefix}.time_ids`, backend) } : undefined;

@@ -5,19 +5,10 @@
 // UNet's output as out.sample_base.
 
 import { join } from 'node:path';
-import type { Backend, Tensor } from '@cnx/tensor';
 import { mergeLora, readLoraFile } from '@cnx/controlnext';
 import { UNet2DConditionModel } from '@cnx/unet';
-import type { GoldenCase, Produced, Runner } from '../golden_case.js';
+import type { Produced, Runner } from '../golden_case.js';
 import { modelDirOfKind } from './unet.js';
-
-function timestepInput(c: GoldenCase, backend: Backend): Tensor {
-  const t = c.input('timestep', backend);
-  if (t.rank === 1) return t;
-  const r = t.reshape([-1]);
-  t.dispose();
-  return r;
-}
 
 export const loraRunner: Runner = async (c, backend) => {
   const out: Produced = new Map();
@@ -25,7 +16,7 @@ export const loraRunner: Runner = async (c, backend) => {
   const unetDir = modelDirOfKind(c, 'unet');
   const scale = Number(c.args['lora_scale'] ?? c.config['lora_scale']);
   const sample = c.input('sample', backend);
-  const timestep = timestepInput(c, backend);
+  const timestep = c.timestepInput('timestep', backend);
   const ctx = c.input('encoder_hidden_states', backend);
   try {
     const base = UNet2DConditionModel.fromFolder(unetDir, backend);

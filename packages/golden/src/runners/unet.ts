@@ -3,7 +3,7 @@
 // used when the case provides text_embeds and time_ids. Every intermediate listed in case.json is taken
 // from the forward's trace ('unet.<state-dict path>').
 
-import type { Backend, Tensor, Trace } from '@cnx/tensor';
+import type { Tensor, Trace } from '@cnx/tensor';
 import { UNet2DConditionModel } from '@cnx/unet';
 import type { GoldenCase, Produced, Runner } from '../golden_case.js';
 
@@ -26,20 +26,11 @@ export function collectingTrace(c: GoldenCase, prefix: string, out: Produced): T
   };
 }
 
-/** A timestep input as [B]: 0-dim tensors (case args.timestep_scalar) become [1], broadcast by the model. */
-function timestepInput(c: GoldenCase, backend: Backend): Tensor {
-  const t = c.input('timestep', backend);
-  if (t.rank === 1) return t;
-  const r = t.reshape([-1]);
-  t.dispose();
-  return r;
-}
-
 export const unetRunner: Runner = async (c, backend) => {
   const out: Produced = new Map();
   const model = UNet2DConditionModel.fromFolder(modelDirOfKind(c, 'unet'), backend);
   const sample = c.input('sample', backend);
-  const timestep = timestepInput(c, backend);
+  const timestep = c.timestepInput('timestep', backend);
   const ctx = c.input('encoder_hidden_states', backend);
   const hasAdded = 'text_embeds' in c.json.inputs || 'time_ids' in c.json.inputs;
   const addedCond = hasAdded ? { textEmbeds: c.input('text_embeds', backend), timeIds: c.input('time_ids', backend) } : undefined;
