@@ -49,7 +49,7 @@ export function describeRun(r: BenchRecord): string {
   return [
     `SD1.5 ${r.model}, ${r.resolution[0]}x${r.resolution[1]} px (latent ${r.latent[0]}x${r.latent[1]}), ` +
       `${r.images} image(s), CFG: UNet batch ${r.unetBatch}, ${r.dtype}, ${r.steps} timed step(s) after ${r.warmup} warm-up`,
-    `backend: ${r.backend.name}: ${r.backend.description}; timing: ${r.backend.timing}`,
+    `backend: ${r.backend.description.startsWith(r.backend.name) ? '' : `${r.backend.name}: `}${r.backend.description}; timing: ${r.backend.timing}`,
     `${e.date}, commit ${e.gitCommit.slice(0, 12)}${e.gitDirty ? ' (dirty)' : ''}, node ${e.node}, ${e.platform}, ${e.cpu} x${e.cpuCores}`,
   ].join('\n');
 }
