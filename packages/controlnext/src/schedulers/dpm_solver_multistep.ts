@@ -13,6 +13,7 @@ import {
   cumprodAlphas, lambdaOf, makeBetas, readNoiseScheduleConfig, sigmaToAlphaSigma, sigmasFromAlphasCumprod,
   type NoiseScheduleConfig, type PredictionType, type TimestepSpacing,
 } from './noise_schedule.js';
+import { convertModelOutput } from './model_output.js';
 import { roundHalfEven } from './numpy_compat.js';
 import {
   checkNumInferenceSteps, interpSigmas, karrasSigmas, luLambdas, multistepTimesteps, sigmaToT,
@@ -134,18 +135,9 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     return sample.reshape(sample.shape);
   }
 
-  /** The solver's working quantity: x0 for the ++ algorithms, epsilon otherwise (convert_model_output). */
-  private convertModelOutput(modelOutput: Tensor, sample: Tensor, sigma: number): Tensor {
-    const { alpha, sigmaT } = sigmaToAlphaSigma(sigma);
-    const p = this.config.predictionType;
-    if (this.config.algorithmType === 'dpmsolver++' || this.config.algorithmType === 'sde-dpmsolver++') {
-      if (p === 'epsilon') return ops.linearCombination([[sample, 1 / alpha], [modelOutput, -sigmaT / alpha]]);
-      if (p === 'sample') return modelOutput.reshape(modelOutput.shape);
-      return ops.linearCombination([[sample, alpha], [modelOutput, -sigmaT]]);
-    }
-    if (p === 'epsilon') return modelOutput.reshape(modelOutput.shape);
-    if (p === 'sample') return ops.linearCombination([[sample, 1 / sigmaT], [modelOutput, -alpha / sigmaT]]);
-    return ops.linearCombination([[modelOutput, alpha], [sample, sigmaT]]);
+  /** The solver's working quantity: x0 for the ++ algorithms, epsilon otherwise. */
+  private get dataPrediction(): boolean {
+    return this.config.algorithmType === 'dpmsolver++' || this.config.algorithmType === 'sde-dpmsolver++';
   }
 
   step(modelOutput: Tensor, t: number, sample: Tensor, opts: StepOptions = {}): StepResult {
@@ -157,7 +149,7 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     const lowerOrderFinal = i === n - 1 && (c.eulerAtFinal || (c.lowerOrderFinal && n < 15) || c.finalSigmasType === 'zero');
     const lowerOrderSecond = i === n - 2 && c.lowerOrderFinal && n < 15;
 
-    const m = this.convertModelOutput(modelOutput, sample, this.sigmas[i]!);
+    const m = convertModelOutput(modelOutput, sample, this.sigmas[i]!, c.predictionType, this.dataPrediction);
     this.modelOutputs.shift()?.dispose();
     this.modelOutputs.push(hold(m));
 
@@ -183,7 +175,7 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     const { alpha: a0, sigmaT: s0 } = sigmaToAlphaSigma(this.sigmas[i]!);
     const lT = Math.log(aT) - Math.log(sT), l0 = Math.log(a0) - Math.log(s0);
     const h = lT - l0;
-    const plus = c.algorithmType === 'dpmsolver++' || c.algorithmType === 'sde-dpmsolver++';
+    const plus = this.dataPrediction;
     const sde = noise !== undefined;
     const emh = Math.exp(-h), eh = Math.exp(h);
 

@@ -10,6 +10,7 @@ import {
   cumprodAlphas, makeBetas, readNoiseScheduleConfig, sigmaToAlphaSigma, sigmasFromAlphasCumprod,
   type NoiseScheduleConfig, type PredictionType, type TimestepSpacing,
 } from './noise_schedule.js';
+import { convertModelOutput } from './model_output.js';
 import { roundHalfEven } from './numpy_compat.js';
 import { checkNumInferenceSteps, interpSigmas, karrasSigmas, multistepTimesteps, sigmaToT } from './timestep_tables.js';
 import { indexOfTimestep } from './scheduler.js';
@@ -140,19 +141,6 @@ export class UniPCMultistepScheduler implements Scheduler {
     return sample.reshape(sample.shape);
   }
 
-  private convertModelOutput(modelOutput: Tensor, sample: Tensor, sigma: number): Tensor {
-    const { alpha, sigmaT } = sigmaToAlphaSigma(sigma);
-    const p = this.config.predictionType;
-    if (this.config.predictX0) {
-      if (p === 'epsilon') return ops.linearCombination([[sample, 1 / alpha], [modelOutput, -sigmaT / alpha]]);
-      if (p === 'sample') return modelOutput.reshape(modelOutput.shape);
-      return ops.linearCombination([[sample, alpha], [modelOutput, -sigmaT]]);
-    }
-    if (p === 'epsilon') return modelOutput.reshape(modelOutput.shape);
-    if (p === 'sample') return ops.linearCombination([[sample, 1 / sigmaT], [modelOutput, -alpha / sigmaT]]);
-    return ops.linearCombination([[modelOutput, alpha], [sample, sigmaT]]);
-  }
-
   private lambdaAt(i: number): number {
     const { alpha, sigmaT } = sigmaToAlphaSigma(this.sigmas[i]!);
     return Math.log(alpha) - Math.log(sigmaT);
@@ -248,7 +236,7 @@ export class UniPCMultistepScheduler implements Scheduler {
     const c = this.config;
     const i = (this.stepIndex ??= this.beginIndex ?? this.indexFor(t));
     const useCorrector = i > 0 && !c.disableCorrector.includes(i - 1) && this.lastSample !== undefined;
-    const converted = this.convertModelOutput(modelOutput, sample, this.sigmas[i]!);
+    const converted = convertModelOutput(modelOutput, sample, this.sigmas[i]!, c.predictionType, c.predictX0);
     let x = sample;
     if (useCorrector) x = this.corrector(converted, this.lastSample!, i, this.thisOrder);
 
