@@ -1,5 +1,6 @@
 // Command-line options of `npm run bench` (node bench/dist/main.js). Defaults finish in a few minutes
-// on a 2-core machine without a GPU: CPU backend, 64x64 pixels, 1 warm-up + 3 timed steps.
+// on a 2-core machine without a GPU: CPU backend, 64x64 pixels, 1 warm-up + 2 timed steps
+// (about 3 rounds x 6 configurations x ~15 s on two cores).
 
 import { parseArgs } from 'node:util';
 import { VARIANT_IDS, type VariantId } from './variants.js';
@@ -37,7 +38,7 @@ Options:
   --adapter gpu|swiftshader|llvmpipe
                            WebGPU adapter (default: the first of gpu, swiftshader, llvmpipe that exists)
   --resolution N | HxW     pixels, multiples of 64 (default 64; 512 is SD1.5's native size)
-  --steps N                timed steps per configuration (default 3)
+  --steps N                timed steps per configuration (default 2)
   --warmup N               untimed warm-up steps (default 1)
   --batch N                images per prompt; the UNet runs on 2N samples (default 1)
   --variants a,b,...       subset of: ${VARIANT_IDS.join(', ')} (default: all; 'base' is always run)
@@ -88,7 +89,7 @@ export function parseBenchOptions(argv: string[]): BenchOptions | 'help' {
     backend,
     ...(values.adapter !== undefined ? { adapter: values.adapter } : {}),
     resolution,
-    steps: positiveInt('steps', values.steps, 3),
+    steps: positiveInt('steps', values.steps, 2),
     warmup: positiveInt('warmup', values.warmup, 1, 0),
     batch: positiveInt('batch', values.batch, 1),
     variants,

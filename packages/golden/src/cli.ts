@@ -3,6 +3,7 @@
 // Runs every case on every chosen backend, prints per-tensor errors and tolerances, ends with
 // "N passed, N failed" and exits non-zero on any failure or unknown runner kind.
 
+import { existsSync, statSync } from 'node:fs';
 import { createBackend, type BackendName } from '@cnx/kernels';
 import type { Backend } from '@cnx/tensor';
 import { runCase, type CaseResult } from './run_case.js';
@@ -42,6 +43,7 @@ async function main(): Promise<void> {
     else if (a === '--quiet') quiet = true;
     else if (a === '--help' || a === '-h') usage();
     else if (a.startsWith('--')) usage(`unknown option ${a}`);
+    else if (existsSync(a) && !statSync(a).isDirectory()) console.log(`# skipping ${a}: a file, not a case folder`);
     else dirs.push(a);
   }
   if (dirs.length === 0) usage('no case folders given');
