@@ -8,8 +8,11 @@
 // dispatches (a sampling loop binds the same pooled buffers every step). Shaders whose declarations do
 // not parse into bindings 0..n-1 of group 0 fall back to layout 'auto'.
 //
-// Pipeline creation is synchronous (createComputePipeline) so that dispatch() stays synchronous; shader
-// compilation errors are caught with an error scope and kept, with the kernel label and the numbered
+// Pipelines are created with createComputePipelineAsync: a shader compile can take seconds (SwiftShader
+// compiles on the calling thread when asked synchronously: 35 s of blocked event loop for the first
+// sd15_unet forward), and the async form compiles off the JavaScript thread. A cached entry is usable
+// once `pipeline` is set; until then the backend records commands and replays them when `ready`
+// settles (webgpu_backend.ts). Compilation errors are kept, with the kernel label and the numbered
 // source, for the backend to throw at its next sync()/read().
 
 export type BindingKind = 'read-only-storage' | 'storage' | 'uniform';
@@ -17,10 +20,14 @@ export type BindingKind = 'read-only-storage' | 'storage' | 'uniform';
 export interface CachedPipeline {
   /** Small unique number (bind group cache keys). */
   id: number;
-  pipeline: GPUComputePipeline;
-  bindGroupLayout: GPUBindGroupLayout;
+  /** Set once compiled; undefined while compiling and after a failed compile. */
+  pipeline: GPUComputePipeline | undefined;
+  /** Set once compiled (explicit layouts: at once). */
+  bindGroupLayout: GPUBindGroupLayout | undefined;
   /** Binding kinds by index when the layout is explicit; undefined for layout 'auto'. */
   bindings: BindingKind[] | undefined;
+  /** Settles (never rejects) when the compile has finished or failed. */
+  ready: Promise<void>;
 }
 
 const DECL = /@(group|binding)\((\d+)\)\s*@(group|binding)\((\d+)\)\s*var\s*<\s*(storage|uniform)\s*(?:,\s*(read_write|read)\s*)?>/g;
@@ -59,11 +66,10 @@ export class PipelineCache {
     if (!byCode) this.pipelines.set(entryPoint, (byCode = new Map()));
     let cached = byCode.get(code);
     if (cached) return cached;
-    this.device.pushErrorScope('validation');
     const module = this.device.createShaderModule({ label, code });
     const bindings = parseBindings(code);
-    let pipeline: GPUComputePipeline;
-    let bindGroupLayout: GPUBindGroupLayout;
+    let layout: GPUPipelineLayout | 'auto' = 'auto';
+    let bindGroupLayout: GPUBindGroupLayout | undefined;
     if (bindings) {
       bindGroupLayout = this.device.createBindGroupLayout({
         label,
@@ -73,18 +79,21 @@ export class PipelineCache {
           buffer: { type, hasDynamicOffset: type === 'uniform' },
         })),
       });
-      const layout = this.device.createPipelineLayout({ label, bindGroupLayouts: [bindGroupLayout] });
-      pipeline = this.device.createComputePipeline({ label, layout, compute: { module, entryPoint } });
-    } else {
-      pipeline = this.device.createComputePipeline({ label, layout: 'auto', compute: { module, entryPoint } });
-      bindGroupLayout = pipeline.getBindGroupLayout(0);
+      layout = this.device.createPipelineLayout({ label, bindGroupLayouts: [bindGroupLayout] });
     }
-    void this.device.popErrorScope().then((err) => {
-      if (!err) return;
-      const numbered = code.split('\n').map((l, i) => `${String(i + 1).padStart(4)}: ${l}`).join('\n');
-      this.errors.push(new Error(`webgpu pipeline '${label}' (entry ${entryPoint}): ${err.message}\n${numbered}`));
-    });
-    cached = { id: this.nextId++, pipeline, bindGroupLayout, bindings };
+    const entry: CachedPipeline = { id: this.nextId++, pipeline: undefined, bindGroupLayout, bindings, ready: Promise.resolve() };
+    entry.ready = this.device.createComputePipelineAsync({ label, layout, compute: { module, entryPoint } }).then(
+      (pipeline) => {
+        entry.pipeline = pipeline;
+        entry.bindGroupLayout ??= pipeline.getBindGroupLayout(0);
+      },
+      (err: unknown) => {
+        const numbered = code.split('\n').map((l, i) => `${String(i + 1).padStart(4)}: ${l}`).join('\n');
+        const msg = err instanceof Error ? err.message : String(err);
+        this.errors.push(new Error(`webgpu pipeline '${label}' (entry ${entryPoint}): ${msg}\n${numbered}`));
+      },
+    );
+    cached = entry;
     byCode.set(code, cached);
     this.count++;
     return cached;

@@ -4,7 +4,11 @@
 // Memory: each storage is one GPUBuffer from a size-class pool (buffer_pool.ts), sized to a multiple of
 // 4 bytes (f16/bf16 tensors of odd length). Commands: dispatches are recorded into one command encoder
 // (a compute pass kept open across dispatches; WebGPU synchronises storage writes between dispatches)
-// and submitted every FLUSH_EVERY dispatches and on read()/sync()/fromRaw(). fromRaw() submits pending
+// and submitted every FLUSH_EVERY dispatches and on read()/sync()/fromRaw(). Pipelines compile
+// asynchronously (pipeline_cache.ts): while one is compiling, every command (dispatch, clear, upload,
+// copy, buffer release) is recorded in order in `deferred` instead, and replayed by settle() at the
+// next read()/sync() once the compiles are done, so no op ever blocks the JavaScript thread on a
+// shader compile. fromRaw() submits pending
 // work before its queue.writeBuffer, because writeBuffer runs at once on the queue timeline and the
 // target may be a recycled buffer that pending commands still read. Uniform blocks come from a small
 // pool of uniform buffers that return to the pool when the batch using them is submitted (later queue
@@ -105,6 +109,9 @@ export class WebgpuBackend implements Backend, GpuContext {
   private encoder: GPUCommandEncoder | undefined;
   private pass: GPUComputePassEncoder | undefined;
   private pendingDispatches = 0;
+  /** Commands recorded while a pipeline compiles, in order; undefined when commands run at once. */
+  private deferred: (() => void)[] | undefined;
+  private compiling = new Set<Promise<void>>();
   private errors: Error[] = [];
   private destroyed = false;
 
@@ -164,9 +171,41 @@ export class WebgpuBackend implements Backend, GpuContext {
     }
     const cached = this.pipelines.get(spec.label, spec.code, spec.entryPoint);
     if (x === 0 || y === 0 || z === 0) return;
-    if (cached.bindings) this.recordExplicit(spec, cached, [x, y, z]);
-    else this.recordAuto(spec, cached, [x, y, z]);
+    if (!cached.pipeline && !this.deferred) {
+      this.flush(); // what was recorded so far needs no pending pipeline
+      this.deferred = [];
+    }
+    if (!cached.pipeline) this.compiling.add(cached.ready);
+    if (!this.deferred) return this.record(spec, cached, [x, y, z]);
+    // Kernels may reuse the arrays they pass: keep copies until the replay.
+    const kept: DispatchSpec = { ...spec, bindings: [...spec.bindings], uniforms: spec.uniforms && asBytes(spec.uniforms).slice() };
+    this.deferred.push(() => this.record(kept, cached, [x, y, z]));
+  }
+
+  private record(spec: DispatchSpec, cached: CachedPipeline, wg: readonly [number, number, number]): void {
+    if (!cached.pipeline) return; // its compile failed: the error is thrown by the next read()/sync()
+    if (cached.bindings) this.recordExplicit(spec, cached, wg);
+    else this.recordAuto(spec, cached, wg);
     if (++this.pendingDispatches >= FLUSH_EVERY) this.flush();
+  }
+
+  /** Run a command now, or record it after the deferred ones (see the header). */
+  private run(command: () => void): void {
+    if (this.deferred) this.deferred.push(command);
+    else command();
+  }
+
+  /** Wait for pending compiles and replay the commands recorded meanwhile. */
+  private async settle(): Promise<void> {
+    while (this.deferred) {
+      const waiting = [...this.compiling];
+      this.compiling.clear();
+      await Promise.all(waiting);
+      if (this.compiling.size > 0) continue; // more was recorded while we waited
+      const commands = this.deferred;
+      this.deferred = undefined;
+      for (const command of commands) command();
+    }
   }
 
   /**
@@ -207,11 +246,11 @@ export class WebgpuBackend implements Backend, GpuContext {
     if (!bindGroup) {
       const entries: GPUBindGroupEntry[] = buffers.map((buffer, binding) => ({ binding, resource: { buffer } }));
       if (spec.uniforms) entries.push({ binding: uniformAt, resource: { buffer: this.arena.buffer, offset: 0, size: uniformSize } });
-      bindGroup = this.device.createBindGroup({ label: spec.label, layout: cached.bindGroupLayout, entries });
+      bindGroup = this.device.createBindGroup({ label: spec.label, layout: cached.bindGroupLayout!, entries });
       if (key !== undefined) this.cacheBindGroup(key, bindGroup, buffers);
     }
     const pass = this.computePass();
-    pass.setPipeline(cached.pipeline);
+    pass.setPipeline(cached.pipeline!);
     if (offsets) pass.setBindGroup(0, bindGroup, offsets);
     else pass.setBindGroup(0, bindGroup);
     pass.dispatchWorkgroups(wg[0], wg[1], wg[2]);
@@ -224,9 +263,9 @@ export class WebgpuBackend implements Backend, GpuContext {
       resource: { buffer: b instanceof Tensor ? this.buffer(b) : b },
     }));
     if (spec.uniforms) entries.push({ binding: entries.length, resource: { buffer: this.uniformBuffer(spec.uniforms) } });
-    const bindGroup = this.device.createBindGroup({ label: spec.label, layout: cached.bindGroupLayout, entries });
+    const bindGroup = this.device.createBindGroup({ label: spec.label, layout: cached.bindGroupLayout!, entries });
     const pass = this.computePass();
-    pass.setPipeline(cached.pipeline);
+    pass.setPipeline(cached.pipeline!);
     pass.setBindGroup(0, bindGroup);
     pass.dispatchWorkgroups(wg[0], wg[1], wg[2]);
   }
@@ -320,7 +359,8 @@ export class WebgpuBackend implements Backend, GpuContext {
 
   zeros(shape: Shape, dtype: DType = 'f32'): Tensor {
     const t = this.empty(shape, dtype);
-    this.copyEncoder().clearBuffer(this.buffer(t));
+    const buffer = this.buffer(t);
+    this.run(() => this.copyEncoder().clearBuffer(buffer));
     return t;
   }
 
@@ -329,9 +369,15 @@ export class WebgpuBackend implements Backend, GpuContext {
     const expected = dtype === 'f32' ? Float32Array : dtype === 'i32' ? Int32Array : Uint16Array;
     if (!(data instanceof expected)) throw new Error(`fromRaw: ${dtype} data must be a ${expected.name}, got ${data.constructor.name}`);
     const t = this.empty(shape, dtype);
-    this.flush(); // the buffer may be recycled: pending commands must read its old contents first
-    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    if (bytes.byteLength > 0) this.device.queue.writeBuffer(this.buffer(t), 0, (bytes.byteLength % 4 ? padTo4(bytes) : bytes) as Uint8Array<ArrayBuffer>);
+    const buffer = this.buffer(t);
+    const view = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    if (view.byteLength === 0) return t;
+    // The caller may reuse `data` before a deferred upload runs: copy it then.
+    const bytes = view.byteLength % 4 ? padTo4(view) : this.deferred ? view.slice() : view;
+    this.run(() => {
+      this.flush(); // the buffer may be recycled: pending commands must read its old contents first
+      this.device.queue.writeBuffer(buffer, 0, bytes as Uint8Array<ArrayBuffer>);
+    });
     return t;
   }
 
@@ -347,7 +393,9 @@ export class WebgpuBackend implements Backend, GpuContext {
       const end = Math.ceil((begin + n * eb) / 4) * 4;
       const staging = this.device.createBuffer({ size: Math.max(4, end - start), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: 'readback' });
       try {
-        if (end > start) this.copyEncoder().copyBufferToBuffer(this.buffer(src), start, staging, 0, end - start);
+        const from = this.buffer(src);
+        if (end > start) this.run(() => this.copyEncoder().copyBufferToBuffer(from, start, staging, 0, end - start));
+        await this.settle();
         this.flush();
         await staging.mapAsync(GPUMapMode.READ);
         this.throwErrors();
@@ -367,6 +415,12 @@ export class WebgpuBackend implements Backend, GpuContext {
   free(storage: Storage): void {
     if (this.destroyed) return;
     const buffer = (storage as GpuStorage).buffer;
+    // Deferred commands may still use it: release it in order with them.
+    if (this.deferred) this.deferred.push(() => this.release(buffer));
+    else this.release(buffer);
+  }
+
+  private release(buffer: GPUBuffer): void {
     // Not pooled (pool full): destroy it once the commands recorded so far, which may use it, are submitted.
     if (!this.pool.release(buffer)) {
       if (this.encoder) this.destroyAfterSubmit.push(buffer);
@@ -384,6 +438,7 @@ export class WebgpuBackend implements Backend, GpuContext {
 
   async sync(): Promise<void> {
     this.assertLive();
+    await this.settle();
     this.flush();
     await this.device.queue.onSubmittedWorkDone();
     this.throwErrors();
