@@ -7,18 +7,17 @@
 // lambda = log(alpha_t / sigma_t); h = lambda_next - lambda_cur.
 
 import { ops, type Tensor } from '@cnx/tensor';
-import { hold, normalLike, type Scheduler, type StepOptions, type StepResult } from './scheduler.js';
+import { hold, indexOfTimestep, normalLike, type Scheduler, type StepOptions, type StepResult } from './scheduler.js';
 import { ConfigReader, type SchedulerConfigJson } from './scheduler_config.js';
 import {
-  cumprodAlphas, lambdaOf, makeBetas, readNoiseScheduleConfig, sigmaToAlphaSigma, sigmasFromAlphasCumprod,
-  type NoiseScheduleConfig, type PredictionType, type TimestepSpacing,
+  lambdaOf, readNoiseScheduleConfig, sigmaToAlphaSigma, type NoiseScheduleConfig, type PredictionType, type TimestepSpacing,
 } from './noise_schedule.js';
 import { convertModelOutput } from './model_output.js';
 import { roundHalfEven } from './numpy_compat.js';
+import { SigmaScheduler } from './sigma_scheduler.js';
 import {
   checkNumInferenceSteps, interpSigmas, karrasSigmas, luLambdas, multistepTimesteps, sigmaToT,
 } from './timestep_tables.js';
-import { indexOfTimestep } from './scheduler.js';
 
 export type DpmAlgorithm = 'dpmsolver' | 'dpmsolver++' | 'sde-dpmsolver' | 'sde-dpmsolver++';
 
@@ -37,26 +36,21 @@ export interface DPMSolverConfig extends NoiseScheduleConfig {
   stepsOffset: number;
 }
 
-export class DPMSolverMultistepScheduler implements Scheduler {
-  readonly className = 'DPMSolverMultistepScheduler' as const;
+const NAME = 'DPMSolverMultistepScheduler' as const;
+
+export class DPMSolverMultistepScheduler extends SigmaScheduler implements Scheduler {
+  readonly className = NAME;
   readonly config: DPMSolverConfig;
-  readonly alphasCumprod: Float64Array;
   readonly initNoiseSigma = 1;
-  private readonly trainSigmas: Float64Array;
-  timesteps: number[] = [];
-  sigmas: number[] = [];
-  numInferenceSteps: number | undefined;
   /** Converted model outputs of the last `solverOrder` steps, oldest first. */
   private modelOutputs: (Tensor | undefined)[];
   private lowerOrderNums = 0;
-  private stepIndex: number | undefined;
-  private beginIndex: number | undefined;
 
   constructor(json: SchedulerConfigJson = {}) {
-    const r = new ConfigReader(json, this.className);
+    const r = new ConfigReader(json, NAME);
     r.unsupported('thresholding', (v) => v === false, 'dynamic thresholding is for pixel-space models');
     r.unsupported('variance_type', () => false, 'learned-variance models are not Stable Diffusion models');
-    this.config = {
+    const c: DPMSolverConfig = {
       ...readNoiseScheduleConfig(r, { rescale: true }),
       solverOrder: r.int('solver_order', 2, 1, 3),
       predictionType: r.oneOf('prediction_type', ['epsilon', 'v_prediction', 'sample'] as const, 'epsilon'),
@@ -73,19 +67,16 @@ export class DPMSolverMultistepScheduler implements Scheduler {
       timestepSpacing: r.oneOf('timestep_spacing', ['leading', 'linspace', 'trailing'] as const, 'linspace'),
       stepsOffset: r.int('steps_offset', 0, 0),
     };
-    const c = this.config;
     if ((c.algorithmType === 'dpmsolver' || c.algorithmType === 'sde-dpmsolver') && c.finalSigmasType === 'zero') {
-      throw new Error(`${this.className} config: final_sigmas_type "zero" is not supported for algorithm_type "${c.algorithmType}"; choose "sigma_min"`);
+      throw new Error(`${NAME} config: final_sigmas_type "zero" is not supported for algorithm_type "${c.algorithmType}"; choose "sigma_min"`);
     }
-    this.alphasCumprod = cumprodAlphas(makeBetas(c, this.className));
-    if (c.rescaleBetasZeroSnr) this.alphasCumprod[this.alphasCumprod.length - 1] = 2 ** -24;
-    this.trainSigmas = sigmasFromAlphasCumprod(this.alphasCumprod);
+    super(c, NAME);
+    this.config = c;
     this.modelOutputs = new Array(c.solverOrder).fill(undefined);
   }
 
   /** diffusers' `order` class attribute: model evaluations per entry of `timesteps` (1 for multistep solvers). */
   readonly order = 1;
-  get numTrainTimesteps(): number { return this.config.numTrainTimesteps; }
 
   setTimesteps(n: number): void {
     checkNumInferenceSteps(this.className, n, this.numTrainTimesteps);
@@ -112,8 +103,7 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     this.sigmas = [...sigmas, last];
     this.numInferenceSteps = timesteps.length;
     this.resetHistory();
-    this.stepIndex = undefined;
-    this.beginIndex = undefined;
+    this.resetStepIndex();
   }
 
   private resetHistory(): void {
@@ -122,12 +112,8 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     this.lowerOrderNums = 0;
   }
 
-  setBeginIndex(index: number): void {
-    this.beginIndex = index;
-  }
-
   /** diffusers _init_step_index: a timestep missing from the schedule maps to the last step. */
-  private indexFor(t: number): number {
+  protected indexFor(t: number): number {
     return indexOfTimestep(t, this.timesteps) ?? this.timesteps.length - 1;
   }
 
@@ -143,7 +129,7 @@ export class DPMSolverMultistepScheduler implements Scheduler {
   step(modelOutput: Tensor, t: number, sample: Tensor, opts: StepOptions = {}): StepResult {
     if (this.numInferenceSteps === undefined) throw new Error(`${this.className}.step: call setTimesteps() first`);
     const c = this.config;
-    const i = (this.stepIndex ??= this.beginIndex ?? this.indexFor(t));
+    const i = this.currentIndex(t);
     const n = this.timesteps.length;
     // Lower orders at the end improve stability for few steps (and are required with a zero final sigma).
     const lowerOrderFinal = i === n - 1 && (c.eulerAtFinal || (c.lowerOrderFinal && n < 15) || c.finalSigmasType === 'zero');
@@ -242,8 +228,7 @@ export class DPMSolverMultistepScheduler implements Scheduler {
   }
 
   addNoise(original: Tensor, noise: Tensor, t: number): Tensor {
-    const i = this.beginIndex === undefined ? this.indexFor(t) : this.stepIndex ?? this.beginIndex;
-    const { alpha, sigmaT } = sigmaToAlphaSigma(this.sigmas[i]!);
+    const { alpha, sigmaT } = sigmaToAlphaSigma(this.sigmas[this.noiseIndex(t)]!);
     return ops.linearCombination([[original, alpha], [noise, sigmaT]]);
   }
 

@@ -3,15 +3,12 @@
 // With the default s_churn = 0 it is the deterministic Euler method in sigma.
 
 import { ops, type Tensor } from '@cnx/tensor';
-import { normalLike, type Scheduler, type StepOptions, type StepResult } from './scheduler.js';
+import { indexOfTimestep, normalLike, type Scheduler, type StepOptions, type StepResult } from './scheduler.js';
 import { ConfigReader, type SchedulerConfigJson } from './scheduler_config.js';
-import {
-  cumprodAlphas, makeBetas, readNoiseScheduleConfig, sigmasFromAlphasCumprod,
-  type NoiseScheduleConfig, type PredictionType, type TimestepSpacing,
-} from './noise_schedule.js';
+import { readNoiseScheduleConfig, type NoiseScheduleConfig, type PredictionType, type TimestepSpacing } from './noise_schedule.js';
 import { linspace, toFloat32 } from './numpy_compat.js';
+import { SigmaScheduler } from './sigma_scheduler.js';
 import { checkNumInferenceSteps, interpSigmas, karrasSigmas, sigmaToT, spacedTimesteps } from './timestep_tables.js';
-import { indexOfTimestep } from './scheduler.js';
 
 export interface EulerConfig extends NoiseScheduleConfig {
   predictionType: PredictionType;
@@ -33,22 +30,16 @@ export interface EulerStepOptions extends StepOptions {
   sNoise?: number;
 }
 
-export class EulerDiscreteScheduler implements Scheduler {
-  readonly className = 'EulerDiscreteScheduler' as const;
+const NAME = 'EulerDiscreteScheduler' as const;
+
+export class EulerDiscreteScheduler extends SigmaScheduler implements Scheduler {
+  readonly className = NAME;
   readonly order = 1;
   readonly config: EulerConfig;
-  readonly alphasCumprod: Float64Array;
-  /** Training noise levels sigma_t, t = 0..T-1 (ascending). */
-  private readonly trainSigmas: Float64Array;
-  timesteps: number[];
-  sigmas: number[];
-  numInferenceSteps: number | undefined;
-  private stepIndex: number | undefined;
-  private beginIndex: number | undefined;
 
   constructor(json: SchedulerConfigJson = {}) {
-    const r = new ConfigReader(json, this.className);
-    this.config = {
+    const r = new ConfigReader(json, NAME);
+    const config: EulerConfig = {
       ...readNoiseScheduleConfig(r, { rescale: true }),
       // 'original_sample' is diffusers' older name of 'sample'.
       predictionType: r.oneOf('prediction_type', ['epsilon', 'v_prediction', 'sample'] as const, 'epsilon', { original_sample: 'sample' }),
@@ -61,16 +52,12 @@ export class EulerDiscreteScheduler implements Scheduler {
       stepsOffset: r.int('steps_offset', 0, 0),
       finalSigmasType: r.oneOf('final_sigmas_type', ['zero', 'sigma_min'] as const, 'zero'),
     };
-    this.alphasCumprod = cumprodAlphas(makeBetas(this.config, this.className));
-    // Zero terminal SNR would make the last sigma infinite; diffusers pins alphabar_T to 2^-24.
-    if (this.config.rescaleBetasZeroSnr) this.alphasCumprod[this.alphasCumprod.length - 1] = 2 ** -24;
-    this.trainSigmas = sigmasFromAlphasCumprod(this.alphasCumprod);
-    const T = this.config.numTrainTimesteps;
+    super(config, NAME);
+    this.config = config;
+    const T = config.numTrainTimesteps;
     this.timesteps = toFloat32(linspace(0, T - 1, T).reverse());
     this.sigmas = [...this.trainSigmas].reverse().concat([0]);
   }
-
-  get numTrainTimesteps(): number { return this.config.numTrainTimesteps; }
 
   get initNoiseSigma(): number {
     const max = Math.max(...this.sigmas);
@@ -99,23 +86,13 @@ export class EulerDiscreteScheduler implements Scheduler {
     const last = c.finalSigmasType === 'zero' ? 0 : this.trainSigmas[0]!;
     this.timesteps = timesteps;
     this.sigmas = [...sigmas, last];
-    this.stepIndex = undefined;
-    this.beginIndex = undefined;
+    this.resetStepIndex();
   }
 
-  setBeginIndex(index: number): void {
-    this.beginIndex = index;
-  }
-
-  private indexFor(t: number): number {
+  protected indexFor(t: number): number {
     const i = indexOfTimestep(t, this.timesteps);
     if (i === undefined) throw new Error(`${this.className}: timestep ${t} is not in the schedule (${this.timesteps.length} timesteps; call setTimesteps() and pass its values)`);
     return i;
-  }
-
-  private currentIndex(t: number): number {
-    this.stepIndex ??= this.beginIndex ?? this.indexFor(t);
-    return this.stepIndex;
   }
 
   scaleModelInput(sample: Tensor, t: number): Tensor {
@@ -154,9 +131,7 @@ export class EulerDiscreteScheduler implements Scheduler {
   }
 
   addNoise(original: Tensor, noise: Tensor, t: number): Tensor {
-    // diffusers: the schedule position of t unless a begin/step index is already known.
-    const i = this.beginIndex === undefined ? this.indexFor(t) : this.stepIndex ?? this.beginIndex;
-    return ops.linearCombination([[original, 1], [noise, this.sigmas[i]!]]);
+    return ops.linearCombination([[original, 1], [noise, this.sigmas[this.noiseIndex(t)]!]]);
   }
 
   dispose(): void {}

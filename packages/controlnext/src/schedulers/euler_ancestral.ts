@@ -6,11 +6,9 @@
 import { ops, type Tensor } from '@cnx/tensor';
 import { indexOfTimestep, normalLike, type Scheduler, type StepOptions, type StepResult } from './scheduler.js';
 import { ConfigReader, type SchedulerConfigJson } from './scheduler_config.js';
-import {
-  cumprodAlphas, makeBetas, readNoiseScheduleConfig, sigmasFromAlphasCumprod,
-  type NoiseScheduleConfig, type TimestepSpacing,
-} from './noise_schedule.js';
+import { readNoiseScheduleConfig, type NoiseScheduleConfig, type TimestepSpacing } from './noise_schedule.js';
 import { linspace, toFloat32 } from './numpy_compat.js';
+import { SigmaScheduler } from './sigma_scheduler.js';
 import { checkNumInferenceSteps, interpSigmas, spacedTimesteps } from './timestep_tables.js';
 
 export interface EulerAncestralConfig extends NoiseScheduleConfig {
@@ -19,36 +17,28 @@ export interface EulerAncestralConfig extends NoiseScheduleConfig {
   stepsOffset: number;
 }
 
-export class EulerAncestralDiscreteScheduler implements Scheduler {
-  readonly className = 'EulerAncestralDiscreteScheduler' as const;
+const NAME = 'EulerAncestralDiscreteScheduler' as const;
+
+export class EulerAncestralDiscreteScheduler extends SigmaScheduler implements Scheduler {
+  readonly className = NAME;
   readonly order = 1;
   readonly config: EulerAncestralConfig;
-  readonly alphasCumprod: Float64Array;
-  private readonly trainSigmas: Float64Array;
-  timesteps: number[];
-  sigmas: number[];
-  numInferenceSteps: number | undefined;
-  private stepIndex: number | undefined;
-  private beginIndex: number | undefined;
 
   constructor(json: SchedulerConfigJson = {}) {
-    const r = new ConfigReader(json, this.className);
-    this.config = {
+    const r = new ConfigReader(json, NAME);
+    const config: EulerAncestralConfig = {
       ...readNoiseScheduleConfig(r, { rescale: true }),
       // diffusers raises NotImplementedError for 'sample' here.
       predictionType: r.oneOf('prediction_type', ['epsilon', 'v_prediction'] as const, 'epsilon'),
       timestepSpacing: r.oneOf('timestep_spacing', ['leading', 'linspace', 'trailing'] as const, 'linspace'),
       stepsOffset: r.int('steps_offset', 0, 0),
     };
-    this.alphasCumprod = cumprodAlphas(makeBetas(this.config, this.className));
-    if (this.config.rescaleBetasZeroSnr) this.alphasCumprod[this.alphasCumprod.length - 1] = 2 ** -24;
-    this.trainSigmas = sigmasFromAlphasCumprod(this.alphasCumprod);
-    const T = this.config.numTrainTimesteps;
+    super(config, NAME);
+    this.config = config;
+    const T = config.numTrainTimesteps;
     this.timesteps = toFloat32(linspace(0, T - 1, T).reverse());
     this.sigmas = [...this.trainSigmas].reverse().concat([0]);
   }
-
-  get numTrainTimesteps(): number { return this.config.numTrainTimesteps; }
 
   get initNoiseSigma(): number {
     const max = Math.max(...this.sigmas);
@@ -61,23 +51,13 @@ export class EulerAncestralDiscreteScheduler implements Scheduler {
     const c = this.config;
     this.timesteps = toFloat32(spacedTimesteps(c.timestepSpacing, c.numTrainTimesteps, n, c.stepsOffset, false));
     this.sigmas = [...interpSigmas(this.timesteps, this.trainSigmas), 0];
-    this.stepIndex = undefined;
-    this.beginIndex = undefined;
+    this.resetStepIndex();
   }
 
-  setBeginIndex(index: number): void {
-    this.beginIndex = index;
-  }
-
-  private indexFor(t: number): number {
+  protected indexFor(t: number): number {
     const i = indexOfTimestep(t, this.timesteps);
     if (i === undefined) throw new Error(`${this.className}: timestep ${t} is not in the schedule (${this.timesteps.length} timesteps; call setTimesteps() and pass its values)`);
     return i;
-  }
-
-  private currentIndex(t: number): number {
-    this.stepIndex ??= this.beginIndex ?? this.indexFor(t);
-    return this.stepIndex;
   }
 
   scaleModelInput(sample: Tensor, t: number): Tensor {
@@ -105,8 +85,7 @@ export class EulerAncestralDiscreteScheduler implements Scheduler {
   }
 
   addNoise(original: Tensor, noise: Tensor, t: number): Tensor {
-    const i = this.beginIndex === undefined ? this.indexFor(t) : this.stepIndex ?? this.beginIndex;
-    return ops.linearCombination([[original, 1], [noise, this.sigmas[i]!]]);
+    return ops.linearCombination([[original, 1], [noise, this.sigmas[this.noiseIndex(t)]!]]);
   }
 
   dispose(): void {}

@@ -4,16 +4,15 @@
 // SD1.5 pipeline's default: bh2, order 2, predict_x0.
 
 import { ops, type Tensor } from '@cnx/tensor';
-import { hold, retain, type Scheduler, type StepResult } from './scheduler.js';
+import { hold, indexOfTimestep, retain, type Scheduler, type StepResult } from './scheduler.js';
 import { ConfigReader, type SchedulerConfigJson } from './scheduler_config.js';
 import {
-  cumprodAlphas, makeBetas, readNoiseScheduleConfig, sigmaToAlphaSigma, sigmasFromAlphasCumprod,
-  type NoiseScheduleConfig, type PredictionType, type TimestepSpacing,
+  readNoiseScheduleConfig, sigmaToAlphaSigma, type NoiseScheduleConfig, type PredictionType, type TimestepSpacing,
 } from './noise_schedule.js';
 import { convertModelOutput } from './model_output.js';
 import { roundHalfEven } from './numpy_compat.js';
+import { SigmaScheduler } from './sigma_scheduler.js';
 import { checkNumInferenceSteps, interpSigmas, karrasSigmas, multistepTimesteps, sigmaToT } from './timestep_tables.js';
-import { indexOfTimestep } from './scheduler.js';
 
 export interface UniPCConfig extends NoiseScheduleConfig {
   solverOrder: number;
@@ -51,29 +50,24 @@ function solve(A: number[][], b: number[]): number[] {
   return x;
 }
 
-export class UniPCMultistepScheduler implements Scheduler {
-  readonly className = 'UniPCMultistepScheduler' as const;
+const NAME = 'UniPCMultistepScheduler' as const;
+
+export class UniPCMultistepScheduler extends SigmaScheduler implements Scheduler {
+  readonly className = NAME;
   readonly config: UniPCConfig;
-  readonly alphasCumprod: Float64Array;
   readonly initNoiseSigma = 1;
-  private readonly trainSigmas: Float64Array;
-  timesteps: number[] = [];
-  sigmas: number[] = [];
-  numInferenceSteps: number | undefined;
   /** Converted model outputs of the last `solverOrder` steps, oldest first. */
   private modelOutputs: (Tensor | undefined)[];
   private lowerOrderNums = 0;
   private lastSample: Tensor | undefined;
   private thisOrder = 1;
-  private stepIndex: number | undefined;
-  private beginIndex: number | undefined;
 
   constructor(json: SchedulerConfigJson = {}) {
-    const r = new ConfigReader(json, this.className);
+    const r = new ConfigReader(json, NAME);
     r.unsupported('thresholding', (v) => v === false, 'dynamic thresholding is for pixel-space models');
     r.unsupported('solver_p', () => false, 'an external solver_p scheduler cannot be given in a config file');
     const dc = r.numberArrayOrNull('disable_corrector') ?? [];
-    this.config = {
+    const config: UniPCConfig = {
       ...readNoiseScheduleConfig(r, { rescale: true }),
       solverOrder: r.int('solver_order', 2, 1),
       predictionType: r.oneOf('prediction_type', ['epsilon', 'v_prediction', 'sample'] as const, 'epsilon'),
@@ -87,15 +81,13 @@ export class UniPCMultistepScheduler implements Scheduler {
       stepsOffset: r.int('steps_offset', 0, 0),
       finalSigmasType: r.oneOf('final_sigmas_type', ['zero', 'sigma_min'] as const, 'zero'),
     };
-    this.alphasCumprod = cumprodAlphas(makeBetas(this.config, this.className));
-    if (this.config.rescaleBetasZeroSnr) this.alphasCumprod[this.alphasCumprod.length - 1] = 2 ** -24;
-    this.trainSigmas = sigmasFromAlphasCumprod(this.alphasCumprod);
+    super(config, NAME);
+    this.config = config;
     this.modelOutputs = new Array(this.config.solverOrder).fill(undefined);
   }
 
   /** diffusers' `order` class attribute: model evaluations per entry of `timesteps` (1 for multistep solvers). */
   readonly order = 1;
-  get numTrainTimesteps(): number { return this.config.numTrainTimesteps; }
 
   setTimesteps(n: number): void {
     checkNumInferenceSteps(this.className, n, this.numTrainTimesteps);
@@ -116,8 +108,7 @@ export class UniPCMultistepScheduler implements Scheduler {
     this.sigmas = [...sigmas, last];
     this.numInferenceSteps = timesteps.length;
     this.resetState();
-    this.stepIndex = undefined;
-    this.beginIndex = undefined;
+    this.resetStepIndex();
   }
 
   private resetState(): void {
@@ -129,11 +120,8 @@ export class UniPCMultistepScheduler implements Scheduler {
     this.thisOrder = 1;
   }
 
-  setBeginIndex(index: number): void {
-    this.beginIndex = index;
-  }
-
-  private indexFor(t: number): number {
+  /** diffusers _init_step_index: a timestep missing from the schedule maps to the last step. */
+  protected indexFor(t: number): number {
     return indexOfTimestep(t, this.timesteps) ?? this.timesteps.length - 1;
   }
 
@@ -234,7 +222,7 @@ export class UniPCMultistepScheduler implements Scheduler {
   step(modelOutput: Tensor, t: number, sample: Tensor): StepResult {
     if (this.numInferenceSteps === undefined) throw new Error(`${this.className}.step: call setTimesteps() first`);
     const c = this.config;
-    const i = (this.stepIndex ??= this.beginIndex ?? this.indexFor(t));
+    const i = this.currentIndex(t);
     const useCorrector = i > 0 && !c.disableCorrector.includes(i - 1) && this.lastSample !== undefined;
     const converted = convertModelOutput(modelOutput, sample, this.sigmas[i]!, c.predictionType, c.predictX0);
     let x = sample;
@@ -254,8 +242,7 @@ export class UniPCMultistepScheduler implements Scheduler {
   }
 
   addNoise(original: Tensor, noise: Tensor, t: number): Tensor {
-    const i = this.beginIndex === undefined ? this.indexFor(t) : this.stepIndex ?? this.beginIndex;
-    const { alpha, sigmaT } = sigmaToAlphaSigma(this.sigmas[i]!);
+    const { alpha, sigmaT } = sigmaToAlphaSigma(this.sigmas[this.noiseIndex(t)]!);
     return ops.linearCombination([[original, alpha], [noise, sigmaT]]);
   }
 
