@@ -3,11 +3,11 @@
 // With the default s_churn = 0 it is the deterministic Euler method in sigma.
 
 import { ops, type Tensor } from '@cnx/tensor';
-import { indexOfTimestep, normalLike, type Scheduler, type StepOptions, type StepResult } from './scheduler.js';
+import { normalLike, type Scheduler, type StepOptions, type StepResult } from './scheduler.js';
 import { ConfigReader, type SchedulerConfigJson } from './scheduler_config.js';
 import { readNoiseScheduleConfig, type NoiseScheduleConfig, type PredictionType, type TimestepSpacing } from './noise_schedule.js';
 import { linspace, toFloat32 } from './numpy_compat.js';
-import { SigmaScheduler } from './sigma_scheduler.js';
+import { KDiffusionScheduler } from './sigma_scheduler.js';
 import { checkNumInferenceSteps, interpSigmas, karrasSigmas, sigmaToT, spacedTimesteps } from './timestep_tables.js';
 
 export interface EulerConfig extends NoiseScheduleConfig {
@@ -32,7 +32,7 @@ export interface EulerStepOptions extends StepOptions {
 
 const NAME = 'EulerDiscreteScheduler' as const;
 
-export class EulerDiscreteScheduler extends SigmaScheduler implements Scheduler {
+export class EulerDiscreteScheduler extends KDiffusionScheduler implements Scheduler {
   readonly className = NAME;
   readonly order = 1;
   readonly config: EulerConfig;
@@ -54,14 +54,6 @@ export class EulerDiscreteScheduler extends SigmaScheduler implements Scheduler 
     };
     super(config, NAME);
     this.config = config;
-    const T = config.numTrainTimesteps;
-    this.timesteps = toFloat32(linspace(0, T - 1, T).reverse());
-    this.sigmas = [...this.trainSigmas].reverse().concat([0]);
-  }
-
-  get initNoiseSigma(): number {
-    const max = Math.max(...this.sigmas);
-    return this.config.timestepSpacing === 'linspace' || this.config.timestepSpacing === 'trailing' ? max : Math.sqrt(max * max + 1);
   }
 
   setTimesteps(n: number): void {
@@ -87,17 +79,6 @@ export class EulerDiscreteScheduler extends SigmaScheduler implements Scheduler 
     this.timesteps = timesteps;
     this.sigmas = [...sigmas, last];
     this.resetStepIndex();
-  }
-
-  protected indexFor(t: number): number {
-    const i = indexOfTimestep(t, this.timesteps);
-    if (i === undefined) throw new Error(`${this.className}: timestep ${t} is not in the schedule (${this.timesteps.length} timesteps; call setTimesteps() and pass its values)`);
-    return i;
-  }
-
-  scaleModelInput(sample: Tensor, t: number): Tensor {
-    const sigma = this.sigmas[this.currentIndex(t)]!;
-    return ops.affine(sample, 1 / Math.sqrt(sigma * sigma + 1));
   }
 
   step(modelOutput: Tensor, t: number, sample: Tensor, opts: EulerStepOptions = {}): StepResult {
@@ -128,10 +109,6 @@ export class EulerDiscreteScheduler extends SigmaScheduler implements Scheduler 
     if (x !== sample) x.dispose();
     this.stepIndex = i + 1;
     return { prevSample, predOriginalSample: x0 };
-  }
-
-  addNoise(original: Tensor, noise: Tensor, t: number): Tensor {
-    return ops.linearCombination([[original, 1], [noise, this.sigmas[this.noiseIndex(t)]!]]);
   }
 
   dispose(): void {}

@@ -4,11 +4,11 @@
 // sigma_up = 0), as diffusers does, so an injected per-step noise sequence lines up with its run.
 
 import { ops, type Tensor } from '@cnx/tensor';
-import { indexOfTimestep, normalLike, type Scheduler, type StepOptions, type StepResult } from './scheduler.js';
+import { normalLike, type Scheduler, type StepOptions, type StepResult } from './scheduler.js';
 import { ConfigReader, type SchedulerConfigJson } from './scheduler_config.js';
 import { readNoiseScheduleConfig, type NoiseScheduleConfig, type TimestepSpacing } from './noise_schedule.js';
-import { linspace, toFloat32 } from './numpy_compat.js';
-import { SigmaScheduler } from './sigma_scheduler.js';
+import { toFloat32 } from './numpy_compat.js';
+import { KDiffusionScheduler } from './sigma_scheduler.js';
 import { checkNumInferenceSteps, interpSigmas, spacedTimesteps } from './timestep_tables.js';
 
 export interface EulerAncestralConfig extends NoiseScheduleConfig {
@@ -19,7 +19,7 @@ export interface EulerAncestralConfig extends NoiseScheduleConfig {
 
 const NAME = 'EulerAncestralDiscreteScheduler' as const;
 
-export class EulerAncestralDiscreteScheduler extends SigmaScheduler implements Scheduler {
+export class EulerAncestralDiscreteScheduler extends KDiffusionScheduler implements Scheduler {
   readonly className = NAME;
   readonly order = 1;
   readonly config: EulerAncestralConfig;
@@ -35,14 +35,6 @@ export class EulerAncestralDiscreteScheduler extends SigmaScheduler implements S
     };
     super(config, NAME);
     this.config = config;
-    const T = config.numTrainTimesteps;
-    this.timesteps = toFloat32(linspace(0, T - 1, T).reverse());
-    this.sigmas = [...this.trainSigmas].reverse().concat([0]);
-  }
-
-  get initNoiseSigma(): number {
-    const max = Math.max(...this.sigmas);
-    return this.config.timestepSpacing === 'linspace' || this.config.timestepSpacing === 'trailing' ? max : Math.sqrt(max * max + 1);
   }
 
   setTimesteps(n: number): void {
@@ -52,17 +44,6 @@ export class EulerAncestralDiscreteScheduler extends SigmaScheduler implements S
     this.timesteps = toFloat32(spacedTimesteps(c.timestepSpacing, c.numTrainTimesteps, n, c.stepsOffset, false));
     this.sigmas = [...interpSigmas(this.timesteps, this.trainSigmas), 0];
     this.resetStepIndex();
-  }
-
-  protected indexFor(t: number): number {
-    const i = indexOfTimestep(t, this.timesteps);
-    if (i === undefined) throw new Error(`${this.className}: timestep ${t} is not in the schedule (${this.timesteps.length} timesteps; call setTimesteps() and pass its values)`);
-    return i;
-  }
-
-  scaleModelInput(sample: Tensor, t: number): Tensor {
-    const sigma = this.sigmas[this.currentIndex(t)]!;
-    return ops.affine(sample, 1 / Math.sqrt(sigma * sigma + 1));
   }
 
   step(modelOutput: Tensor, t: number, sample: Tensor, opts: StepOptions = {}): StepResult {
@@ -82,10 +63,6 @@ export class EulerAncestralDiscreteScheduler extends SigmaScheduler implements S
     z.dispose();
     this.stepIndex = i + 1;
     return { prevSample, predOriginalSample: x0 };
-  }
-
-  addNoise(original: Tensor, noise: Tensor, t: number): Tensor {
-    return ops.linearCombination([[original, 1], [noise, this.sigmas[this.noiseIndex(t)]!]]);
   }
 
   dispose(): void {}

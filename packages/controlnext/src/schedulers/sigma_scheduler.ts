@@ -2,8 +2,10 @@
 // multistep, UniPC; diffusers v0.29.2 repeats it in each as "Copied from" blocks): the training noise
 // levels sigma_t, the current schedule, and the step-index bookkeeping (_step_index, _begin_index).
 
-import type { SchedulerClassName } from './scheduler.js';
-import { cumprodAlphas, makeBetas, sigmasFromAlphasCumprod, type NoiseScheduleConfig } from './noise_schedule.js';
+import { ops, type Tensor } from '@cnx/tensor';
+import { indexOfTimestep, type SchedulerClassName } from './scheduler.js';
+import { cumprodAlphas, makeBetas, sigmasFromAlphasCumprod, type NoiseScheduleConfig, type TimestepSpacing } from './noise_schedule.js';
+import { linspace, toFloat32 } from './numpy_compat.js';
 
 export abstract class SigmaScheduler {
   abstract readonly className: SchedulerClassName;
@@ -49,5 +51,41 @@ export abstract class SigmaScheduler {
   protected resetStepIndex(): void {
     this.stepIndex = undefined;
     this.beginIndex = undefined;
+  }
+}
+
+/**
+ * The Euler schedulers' k-diffusion parameterisation: the sample carries noise of std sigma
+ * (x = x0 + sigma eps), the model sees x / sqrt(sigma^2 + 1), and a timestep outside the schedule is
+ * an error. Before setTimesteps() the schedule is the full training one.
+ */
+export abstract class KDiffusionScheduler extends SigmaScheduler {
+  abstract override readonly config: NoiseScheduleConfig & { timestepSpacing: TimestepSpacing };
+
+  protected constructor(config: NoiseScheduleConfig, className: SchedulerClassName) {
+    super(config, className);
+    const T = config.numTrainTimesteps;
+    this.timesteps = toFloat32(linspace(0, T - 1, T).reverse());
+    this.sigmas = [...this.trainSigmas].reverse().concat([0]);
+  }
+
+  get initNoiseSigma(): number {
+    const max = Math.max(...this.sigmas);
+    return this.config.timestepSpacing === 'linspace' || this.config.timestepSpacing === 'trailing' ? max : Math.sqrt(max * max + 1);
+  }
+
+  protected indexFor(t: number): number {
+    const i = indexOfTimestep(t, this.timesteps);
+    if (i === undefined) throw new Error(`${this.className}: timestep ${t} is not in the schedule (${this.timesteps.length} timesteps; call setTimesteps() and pass its values)`);
+    return i;
+  }
+
+  scaleModelInput(sample: Tensor, t: number): Tensor {
+    const sigma = this.sigmas[this.currentIndex(t)]!;
+    return ops.affine(sample, 1 / Math.sqrt(sigma * sigma + 1));
+  }
+
+  addNoise(original: Tensor, noise: Tensor, t: number): Tensor {
+    return ops.linearCombination([[original, 1], [noise, this.sigmas[this.noiseIndex(t)]!]]);
   }
 }
