@@ -7,14 +7,14 @@
 // lambda = log(alpha_t / sigma_t); h = lambda_next - lambda_cur.
 
 import { ops, type Tensor } from '@cnx/tensor';
-import { hold, indexOfTimestep, normalLike, type Scheduler, type StepOptions, type StepResult } from './scheduler.js';
+import { hold, normalLike, type Scheduler, type StepOptions, type StepResult } from './scheduler.js';
 import { ConfigReader, type SchedulerConfigJson } from './scheduler_config.js';
 import {
   lambdaOf, readNoiseScheduleConfig, sigmaToAlphaSigma, type NoiseScheduleConfig, type PredictionType, type TimestepSpacing,
 } from './noise_schedule.js';
 import { convertModelOutput } from './model_output.js';
 import { roundHalfEven } from './numpy_compat.js';
-import { SigmaScheduler } from './sigma_scheduler.js';
+import { MultistepSigmaScheduler } from './sigma_scheduler.js';
 import {
   checkNumInferenceSteps, interpSigmas, karrasSigmas, luLambdas, multistepTimesteps, sigmaToT,
 } from './timestep_tables.js';
@@ -38,10 +38,9 @@ export interface DPMSolverConfig extends NoiseScheduleConfig {
 
 const NAME = 'DPMSolverMultistepScheduler' as const;
 
-export class DPMSolverMultistepScheduler extends SigmaScheduler implements Scheduler {
+export class DPMSolverMultistepScheduler extends MultistepSigmaScheduler implements Scheduler {
   readonly className = NAME;
   readonly config: DPMSolverConfig;
-  readonly initNoiseSigma = 1;
   /** Converted model outputs of the last `solverOrder` steps, oldest first. */
   private modelOutputs: (Tensor | undefined)[];
   private lowerOrderNums = 0;
@@ -75,9 +74,6 @@ export class DPMSolverMultistepScheduler extends SigmaScheduler implements Sched
     this.modelOutputs = new Array(c.solverOrder).fill(undefined);
   }
 
-  /** diffusers' `order` class attribute: model evaluations per entry of `timesteps` (1 for multistep solvers). */
-  readonly order = 1;
-
   setTimesteps(n: number): void {
     checkNumInferenceSteps(this.className, n, this.numTrainTimesteps);
     const c = this.config;
@@ -110,15 +106,6 @@ export class DPMSolverMultistepScheduler extends SigmaScheduler implements Sched
     this.modelOutputs.forEach((m) => m?.dispose());
     this.modelOutputs = new Array(this.config.solverOrder).fill(undefined);
     this.lowerOrderNums = 0;
-  }
-
-  /** diffusers _init_step_index: a timestep missing from the schedule maps to the last step. */
-  protected indexFor(t: number): number {
-    return indexOfTimestep(t, this.timesteps) ?? this.timesteps.length - 1;
-  }
-
-  scaleModelInput(sample: Tensor, _t: number): Tensor {
-    return sample.reshape(sample.shape);
   }
 
   /** The solver's working quantity: x0 for the ++ algorithms, epsilon otherwise. */
@@ -225,11 +212,6 @@ export class DPMSolverMultistepScheduler extends SigmaScheduler implements Sched
     }
     return [[sample, aT / a0], [m0, -sT * (eh - 1)],
       ...scaled(d1, -sT * ((eh - 1) / h - 1)), ...scaled(d2, -sT * ((eh - 1 - h) / (h * h) - 0.5))];
-  }
-
-  addNoise(original: Tensor, noise: Tensor, t: number): Tensor {
-    const { alpha, sigmaT } = sigmaToAlphaSigma(this.sigmas[this.noiseIndex(t)]!);
-    return ops.linearCombination([[original, alpha], [noise, sigmaT]]);
   }
 
   dispose(): void {

@@ -4,7 +4,9 @@
 
 import { ops, type Tensor } from '@cnx/tensor';
 import { indexOfTimestep, type SchedulerClassName } from './scheduler.js';
-import { cumprodAlphas, makeBetas, sigmasFromAlphasCumprod, type NoiseScheduleConfig, type TimestepSpacing } from './noise_schedule.js';
+import {
+  cumprodAlphas, makeBetas, sigmaToAlphaSigma, sigmasFromAlphasCumprod, type NoiseScheduleConfig, type TimestepSpacing,
+} from './noise_schedule.js';
 import { linspace, toFloat32 } from './numpy_compat.js';
 
 export abstract class SigmaScheduler {
@@ -87,5 +89,29 @@ export abstract class KDiffusionScheduler extends SigmaScheduler {
 
   addNoise(original: Tensor, noise: Tensor, t: number): Tensor {
     return ops.linearCombination([[original, 1], [noise, this.sigmas[this.noiseIndex(t)]!]]);
+  }
+}
+
+/**
+ * The multistep solvers' (DPM-Solver, UniPC) variance-preserving parameterisation: the sample is
+ * alpha_t x0 + sigma_t eps, the model sees it unscaled, and a timestep outside the schedule maps to
+ * the last step (diffusers _init_step_index).
+ */
+export abstract class MultistepSigmaScheduler extends SigmaScheduler {
+  /** diffusers' `order` class attribute: model evaluations per entry of `timesteps` (1 for multistep solvers). */
+  readonly order = 1;
+  readonly initNoiseSigma = 1;
+
+  protected indexFor(t: number): number {
+    return indexOfTimestep(t, this.timesteps) ?? this.timesteps.length - 1;
+  }
+
+  scaleModelInput(sample: Tensor, _t: number): Tensor {
+    return sample.reshape(sample.shape);
+  }
+
+  addNoise(original: Tensor, noise: Tensor, t: number): Tensor {
+    const { alpha, sigmaT } = sigmaToAlphaSigma(this.sigmas[this.noiseIndex(t)]!);
+    return ops.linearCombination([[original, alpha], [noise, sigmaT]]);
   }
 }

@@ -4,14 +4,14 @@
 // SD1.5 pipeline's default: bh2, order 2, predict_x0.
 
 import { ops, type Tensor } from '@cnx/tensor';
-import { hold, indexOfTimestep, retain, type Scheduler, type StepResult } from './scheduler.js';
+import { hold, retain, type Scheduler, type StepResult } from './scheduler.js';
 import { ConfigReader, type SchedulerConfigJson } from './scheduler_config.js';
 import {
   readNoiseScheduleConfig, sigmaToAlphaSigma, type NoiseScheduleConfig, type PredictionType, type TimestepSpacing,
 } from './noise_schedule.js';
 import { convertModelOutput } from './model_output.js';
 import { roundHalfEven } from './numpy_compat.js';
-import { SigmaScheduler } from './sigma_scheduler.js';
+import { MultistepSigmaScheduler } from './sigma_scheduler.js';
 import { checkNumInferenceSteps, interpSigmas, karrasSigmas, multistepTimesteps, sigmaToT } from './timestep_tables.js';
 
 export interface UniPCConfig extends NoiseScheduleConfig {
@@ -52,10 +52,9 @@ function solve(A: number[][], b: number[]): number[] {
 
 const NAME = 'UniPCMultistepScheduler' as const;
 
-export class UniPCMultistepScheduler extends SigmaScheduler implements Scheduler {
+export class UniPCMultistepScheduler extends MultistepSigmaScheduler implements Scheduler {
   readonly className = NAME;
   readonly config: UniPCConfig;
-  readonly initNoiseSigma = 1;
   /** Converted model outputs of the last `solverOrder` steps, oldest first. */
   private modelOutputs: (Tensor | undefined)[];
   private lowerOrderNums = 0;
@@ -86,9 +85,6 @@ export class UniPCMultistepScheduler extends SigmaScheduler implements Scheduler
     this.modelOutputs = new Array(this.config.solverOrder).fill(undefined);
   }
 
-  /** diffusers' `order` class attribute: model evaluations per entry of `timesteps` (1 for multistep solvers). */
-  readonly order = 1;
-
   setTimesteps(n: number): void {
     checkNumInferenceSteps(this.className, n, this.numTrainTimesteps);
     const c = this.config, T = c.numTrainTimesteps;
@@ -118,15 +114,6 @@ export class UniPCMultistepScheduler extends SigmaScheduler implements Scheduler
     this.lastSample = undefined;
     this.lowerOrderNums = 0;
     this.thisOrder = 1;
-  }
-
-  /** diffusers _init_step_index: a timestep missing from the schedule maps to the last step. */
-  protected indexFor(t: number): number {
-    return indexOfTimestep(t, this.timesteps) ?? this.timesteps.length - 1;
-  }
-
-  scaleModelInput(sample: Tensor, _t: number): Tensor {
-    return sample.reshape(sample.shape);
   }
 
   private lambdaAt(i: number): number {
@@ -239,11 +226,6 @@ export class UniPCMultistepScheduler extends SigmaScheduler implements Scheduler
     if (this.lowerOrderNums < c.solverOrder) this.lowerOrderNums++;
     this.stepIndex = i + 1;
     return { prevSample };
-  }
-
-  addNoise(original: Tensor, noise: Tensor, t: number): Tensor {
-    const { alpha, sigmaT } = sigmaToAlphaSigma(this.sigmas[this.noiseIndex(t)]!);
-    return ops.linearCombination([[original, alpha], [noise, sigmaT]]);
   }
 
   dispose(): void {
