@@ -4,9 +4,8 @@
 import { ops, type Tensor } from '@cnx/tensor';
 import { clamp, normalLike, type Scheduler, type StepOptions, type StepResult } from './scheduler.js';
 import { ConfigReader, type SchedulerConfigJson } from './scheduler_config.js';
-import {
-  cumprodAlphas, makeBetas, readNoiseScheduleConfig, type NoiseScheduleConfig, type PredictionType, type TimestepSpacing,
-} from './noise_schedule.js';
+import { AlphaCumprodScheduler } from './alpha_scheduler.js';
+import { readNoiseScheduleConfig, type NoiseScheduleConfig, type PredictionType, type TimestepSpacing } from './noise_schedule.js';
 import { checkNumInferenceSteps, spacedTimesteps } from './timestep_tables.js';
 
 export interface DDIMConfig extends NoiseScheduleConfig {
@@ -19,21 +18,16 @@ export interface DDIMConfig extends NoiseScheduleConfig {
   timestepSpacing: TimestepSpacing;
 }
 
-export class DDIMScheduler implements Scheduler {
-  readonly className = 'DDIMScheduler' as const;
-  readonly order = 1;
+const NAME = 'DDIMScheduler' as const;
+
+export class DDIMScheduler extends AlphaCumprodScheduler implements Scheduler {
+  readonly className = NAME;
   readonly config: DDIMConfig;
-  readonly alphasCumprod: Float64Array;
-  readonly finalAlphaCumprod: number;
-  readonly initNoiseSigma = 1;
-  readonly sigmas = undefined;
-  timesteps: number[] = [];
-  numInferenceSteps: number | undefined;
 
   constructor(json: SchedulerConfigJson = {}) {
-    const r = new ConfigReader(json, this.className);
+    const r = new ConfigReader(json, NAME);
     r.unsupported('thresholding', (v) => v === false, 'dynamic thresholding is for pixel-space models');
-    this.config = {
+    const config: DDIMConfig = {
       ...readNoiseScheduleConfig(r, { rescale: true }),
       clipSample: r.bool('clip_sample', true),
       clipSampleRange: r.number('clip_sample_range', 1),
@@ -42,11 +36,9 @@ export class DDIMScheduler implements Scheduler {
       predictionType: r.oneOf('prediction_type', ['epsilon', 'v_prediction', 'sample'] as const, 'epsilon'),
       timestepSpacing: r.oneOf('timestep_spacing', ['leading', 'linspace', 'trailing'] as const, 'leading'),
     };
-    this.alphasCumprod = cumprodAlphas(makeBetas(this.config, this.className));
-    this.finalAlphaCumprod = this.config.setAlphaToOne ? 1 : this.alphasCumprod[0]!;
+    super(config, NAME);
+    this.config = config;
   }
-
-  get numTrainTimesteps(): number { return this.config.numTrainTimesteps; }
 
   setTimesteps(n: number): void {
     checkNumInferenceSteps(this.className, n, this.numTrainTimesteps);
@@ -58,17 +50,6 @@ export class DDIMScheduler implements Scheduler {
     // DDIM derives everything from t itself; nothing to record.
   }
 
-  scaleModelInput(sample: Tensor, _t: number): Tensor {
-    return sample.reshape(sample.shape);
-  }
-
-  private alphaAt(t: number): number {
-    if (!Number.isInteger(t) || t < 0 || t >= this.numTrainTimesteps) {
-      throw new Error(`${this.className}: timestep must be an integer in [0, ${this.numTrainTimesteps - 1}], found ${t}`);
-    }
-    return this.alphasCumprod[t]!;
-  }
-
   step(modelOutput: Tensor, t: number, sample: Tensor, opts: StepOptions = {}): StepResult {
     const n = this.numInferenceSteps;
     if (n === undefined) throw new Error(`${this.className}.step: call setTimesteps() first`);
@@ -78,7 +59,7 @@ export class DDIMScheduler implements Scheduler {
     const prevT = t - Math.floor(this.numTrainTimesteps / n);
     // 2. alphas, betas
     const aT = this.alphaAt(t);
-    const aPrev = prevT >= 0 ? this.alphasCumprod[prevT]! : this.finalAlphaCumprod;
+    const aPrev = this.alphaPrev(prevT);
     const bT = 1 - aT;
     // 3. predicted x_0 and predicted noise, eq. (12)
     let x0: Tensor, eps: Tensor;
@@ -116,11 +97,6 @@ export class DDIMScheduler implements Scheduler {
     eps.dispose();
     noise?.dispose();
     return { prevSample, predOriginalSample: x0 };
-  }
-
-  addNoise(original: Tensor, noise: Tensor, t: number): Tensor {
-    const a = this.alphaAt(t);
-    return ops.linearCombination([[original, Math.sqrt(a)], [noise, Math.sqrt(1 - a)]]);
   }
 
   dispose(): void {}

@@ -6,7 +6,8 @@
 import { ops, type Tensor } from '@cnx/tensor';
 import { hold, retain, type Scheduler, type StepResult } from './scheduler.js';
 import { ConfigReader, type SchedulerConfigJson } from './scheduler_config.js';
-import { cumprodAlphas, makeBetas, readNoiseScheduleConfig, type NoiseScheduleConfig, type TimestepSpacing } from './noise_schedule.js';
+import { AlphaCumprodScheduler } from './alpha_scheduler.js';
+import { readNoiseScheduleConfig, type NoiseScheduleConfig, type TimestepSpacing } from './noise_schedule.js';
 import { arange, linspace, roundHalfEven } from './numpy_compat.js';
 import { checkNumInferenceSteps } from './timestep_tables.js';
 
@@ -25,20 +26,14 @@ const PLMS_WEIGHTS: Readonly<Record<number, readonly number[]>> = {
   4: [55 / 24, -59 / 24, 37 / 24, -9 / 24],
 };
 
-export class PNDMScheduler implements Scheduler {
-  readonly className = 'PNDMScheduler' as const;
-  /** diffusers: `order = 1` (one model call per entry of `timesteps`). */
-  readonly order = 1;
+const NAME = 'PNDMScheduler' as const;
+
+export class PNDMScheduler extends AlphaCumprodScheduler implements Scheduler {
+  readonly className = NAME;
   readonly pndmOrder = 4;
   readonly config: PNDMConfig;
-  readonly alphasCumprod: Float64Array;
-  readonly finalAlphaCumprod: number;
-  readonly initNoiseSigma = 1;
-  readonly sigmas = undefined;
-  timesteps: number[] = [];
   prkTimesteps: number[] = [];
   plmsTimesteps: number[] = [];
-  numInferenceSteps: number | undefined;
   /** Raw model outputs, oldest first (diffusers `ets`, at most 4 used). */
   private ets: Tensor[] = [];
   private counter = 0;
@@ -47,8 +42,8 @@ export class PNDMScheduler implements Scheduler {
   private curModelOutput: Tensor | undefined;
 
   constructor(json: SchedulerConfigJson = {}) {
-    const r = new ConfigReader(json, this.className);
-    this.config = {
+    const r = new ConfigReader(json, NAME);
+    const config: PNDMConfig = {
       ...readNoiseScheduleConfig(r, { rescale: false }),
       skipPrkSteps: r.bool('skip_prk_steps', false),
       setAlphaToOne: r.bool('set_alpha_to_one', false),
@@ -56,11 +51,9 @@ export class PNDMScheduler implements Scheduler {
       timestepSpacing: r.oneOf('timestep_spacing', ['leading', 'linspace', 'trailing'] as const, 'leading'),
       stepsOffset: r.int('steps_offset', 0, 0),
     };
-    this.alphasCumprod = cumprodAlphas(makeBetas(this.config, this.className));
-    this.finalAlphaCumprod = this.config.setAlphaToOne ? 1 : this.alphasCumprod[0]!;
+    super(config, NAME);
+    this.config = config;
   }
-
-  get numTrainTimesteps(): number { return this.config.numTrainTimesteps; }
 
   setTimesteps(n: number): void {
     checkNumInferenceSteps(this.className, n, this.numTrainTimesteps);
@@ -101,10 +94,6 @@ export class PNDMScheduler implements Scheduler {
 
   setBeginIndex(_index: number): void {
     // PNDM's state machine is driven by its call counter, not by a schedule index.
-  }
-
-  scaleModelInput(sample: Tensor, _t: number): Tensor {
-    return sample.reshape(sample.shape);
   }
 
   private get stride(): number {
@@ -186,11 +175,8 @@ export class PNDMScheduler implements Scheduler {
 
   /** Eq. (9) of the PNDM paper: the transfer from x_t to x_{t-delta} given the noise estimate. */
   private prevSample(sample: Tensor, t: number, prevT: number, eps: Tensor): Tensor {
-    if (!Number.isInteger(t) || t < 0 || t >= this.numTrainTimesteps) {
-      throw new Error(`${this.className}: timestep must be an integer in [0, ${this.numTrainTimesteps - 1}], found ${t}`);
-    }
-    const aT = this.alphasCumprod[t]!;
-    const aPrev = prevT >= 0 ? this.alphasCumprod[prevT]! : this.finalAlphaCumprod;
+    const aT = this.alphaAt(t);
+    const aPrev = this.alphaPrev(prevT);
     const bT = 1 - aT, bPrev = 1 - aPrev;
     const sampleCoeff = Math.sqrt(aPrev / aT);
     const denom = aT * Math.sqrt(bPrev) + Math.sqrt(aT * bT * aPrev);
@@ -200,14 +186,6 @@ export class PNDMScheduler implements Scheduler {
       return ops.linearCombination([[sample, sampleCoeff + k * Math.sqrt(bT)], [eps, k * Math.sqrt(aT)]]);
     }
     return ops.linearCombination([[sample, sampleCoeff], [eps, k]]);
-  }
-
-  addNoise(original: Tensor, noise: Tensor, t: number): Tensor {
-    if (!Number.isInteger(t) || t < 0 || t >= this.numTrainTimesteps) {
-      throw new Error(`${this.className}.addNoise: timestep must be an integer in [0, ${this.numTrainTimesteps - 1}], found ${t}`);
-    }
-    const a = this.alphasCumprod[t]!;
-    return ops.linearCombination([[original, Math.sqrt(a)], [noise, Math.sqrt(1 - a)]]);
   }
 
   dispose(): void {
