@@ -151,8 +151,33 @@ export interface MidBlockOptions {
   numLayers?: number;
 }
 
+/** Shared by UNetMidBlock2DCrossAttn and UNetMidBlock2D: resnets.0, then (attentions.i, resnets.i+1) pairs. */
+abstract class MidBlockBase extends Module {
+  abstract attentions: unknown[];
+  abstract resnets: ResnetBlock2D[];
+  protected abstract attend(i: number, h: Tensor, context: Tensor | undefined, trace?: Trace): Tensor;
+
+  /** x [B, C, h, w] -> [B, C, h, w]. */
+  protected run(x: Tensor, temb: Tensor | undefined, context: Tensor | undefined, trace?: Trace): Tensor {
+    let h = this.resnets[0]!.forward(x, temb, subTrace(trace, 'resnets.0'));
+    this.attentions.forEach((_, i) => {
+      h = step(h, (t) => this.attend(i, t, context, trace));
+      h = step(h, (t) => this.resnets[i + 1]!.forward(t, temb, subTrace(trace, `resnets.${i + 1}`)));
+    });
+    trace?.('', h);
+    return h;
+  }
+}
+
+/** The numLayers + 1 same-width resnets of a mid block. */
+function midResnets(ws: WeightSource, backend: Backend, o: MidBlockOptions): ResnetBlock2D[] {
+  return Array.from({ length: (o.numLayers ?? 1) + 1 }, (_, i) => new ResnetBlock2D(ws.sub(`resnets.${i}`), backend, {
+    inC: o.channels, tembC: o.tembC, groups: o.groups, eps: o.eps, outputScaleFactor: o.outputScaleFactor,
+  }));
+}
+
 /** diffusers UNetMidBlock2DCrossAttn: resnets.0, then (attentions.i, resnets.i+1) pairs. */
-export class UNetMidBlock2DCrossAttn extends Module {
+export class UNetMidBlock2DCrossAttn extends MidBlockBase {
   attentions: Transformer2DModel[];
   resnets: ResnetBlock2D[];
 
@@ -160,20 +185,17 @@ export class UNetMidBlock2DCrossAttn extends Module {
     super();
     const n = o.numLayers ?? 1;
     this.attentions = Array.from({ length: n }, (_, i) => transformer(ws, backend, o, o.channels, o.groups, i, 'UNetMidBlock2DCrossAttn'));
-    this.resnets = Array.from({ length: n + 1 }, (_, i) => new ResnetBlock2D(ws.sub(`resnets.${i}`), backend, {
-      inC: o.channels, tembC: o.tembC, groups: o.groups, eps: o.eps, outputScaleFactor: o.outputScaleFactor,
-    }));
+    this.resnets = midResnets(ws, backend, o);
   }
 
   /** x [B, C, h, w] -> [B, C, h, w]. */
   forward(x: Tensor, temb: Tensor | undefined, context: Tensor, trace?: Trace): Tensor {
-    let h = this.resnets[0]!.forward(x, temb, subTrace(trace, 'resnets.0'));
-    this.attentions.forEach((a, i) => {
-      h = step(h, (t) => a.forward(t, context, subTrace(trace, `attentions.${i}`)));
-      h = step(h, (t) => this.resnets[i + 1]!.forward(t, temb, subTrace(trace, `resnets.${i + 1}`)));
-    });
-    trace?.('', h);
-    return h;
+    return this.run(x, temb, context, trace);
+  }
+
+  protected attend(i: number, h: Tensor, context: Tensor | undefined, trace?: Trace): Tensor {
+    if (!context) throw new Error('UNetMidBlock2DCrossAttn: encoder_hidden_states are required');
+    return this.attentions[i]!.forward(h, context, subTrace(trace, `attentions.${i}`));
   }
 }
 
@@ -183,7 +205,7 @@ export class UNetMidBlock2DCrossAttn extends Module {
  * whose attention_head_dim is the channel count), its own group_norm, biases on q/k/v, a residual
  * connection and rescale_output_factor.
  */
-export class UNetMidBlock2D extends Module {
+export class UNetMidBlock2D extends MidBlockBase {
   attentions: Attention[];
   resnets: ResnetBlock2D[];
 
@@ -197,20 +219,16 @@ export class UNetMidBlock2D extends Module {
       queryDim: o.channels, heads: o.channels / o.attentionHeadDim, dimHead: o.attentionHeadDim, bias: true, outBias: true,
       groupNorm: { groups: o.groups, eps: o.eps }, residualConnection: true, rescaleOutputFactor: o.outputScaleFactor ?? 1,
     }));
-    this.resnets = Array.from({ length: n + 1 }, (_, i) => new ResnetBlock2D(ws.sub(`resnets.${i}`), backend, {
-      inC: o.channels, tembC: o.tembC, groups: o.groups, eps: o.eps, outputScaleFactor: o.outputScaleFactor,
-    }));
+    this.resnets = midResnets(ws, backend, o);
   }
 
   /** x [B, C, h, w] -> [B, C, h, w]. */
   forward(x: Tensor, temb?: Tensor, trace?: Trace): Tensor {
-    let h = this.resnets[0]!.forward(x, temb, subTrace(trace, 'resnets.0'));
-    this.attentions.forEach((a, i) => {
-      h = step(h, (t) => a.forward(t, undefined, subTrace(trace, `attentions.${i}`)));
-      h = step(h, (t) => this.resnets[i + 1]!.forward(t, temb, subTrace(trace, `resnets.${i + 1}`)));
-    });
-    trace?.('', h);
-    return h;
+    return this.run(x, temb, undefined, trace);
+  }
+
+  protected attend(i: number, h: Tensor, _context: Tensor | undefined, trace?: Trace): Tensor {
+    return this.attentions[i]!.forward(h, undefined, subTrace(trace, `attentions.${i}`));
   }
 }
 
