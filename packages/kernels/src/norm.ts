@@ -18,8 +18,9 @@
 //    the write; the segment is read three times from cache (an SD1.5 UNet group at 64x64 latents is
 //    10 channels * 4096 = 160 KiB). Workgroup size 256 for group norm; for layer norm a power of two
 //    near D/8 in [32, 256] (rows of 32-1280+ elements).
-//  - 'stats' + 'apply' (split), for group-norm segments of >= SPLIT_MIN_LEN elements, where one
-//    workgroup per segment would leave the GPU idle (ControlNeXt-SD1.5's GroupNorm(1, 128) at 512x512 is
+//  - 'stats' + 'apply' (split), for group-norm segments of >= SPLIT_MIN_LEN elements, or of >= 2 *
+//    MIN_CHUNK when there are fewer than SPLIT_BELOW_SEGMENTS segments: where one workgroup per segment
+//    would leave the GPU idle (ControlNeXt-SD1.5's GroupNorm(1, 128) at 512x512 is
 //    2 segments of 33.5 M values; the VAE's GroupNorm(32, 128) at 512x512 is 64 segments of 1 M).
 //    'stats' gives each segment up to MAX_PARTS workgroups; each reduces a chunk with the same shifted
 //    two-pass scheme (the pilot is the segment's first element for every chunk) and writes a partial
@@ -33,6 +34,14 @@ import { gridFor, packUniforms, type GpuContext } from './webgpu/context.js';
 
 /** Group-norm segments at least this long use the split (stats + apply) variant. */
 export const SPLIT_MIN_LEN = 65536;
+/**
+ * Below this many segments, one workgroup per segment cannot fill a GPU (an H100 has 132 SMs, each
+ * running several workgroups), so segments of at least 2 * MIN_CHUNK elements also take the split
+ * variant. SD1.5's UNet GroupNorm(32) at batch 2 has 64 segments: 40 960 values each at 64x64 latents
+ * took 0.61 ms (34 GB/s) with 'single' on the H100, while the split variant ran GroupNorm(8, 128) at
+ * 512x512 at 565 GB/s (bench/results/kernels-webgpu.json).
+ */
+export const SPLIT_BELOW_SEGMENTS = 512;
 /** Most partials per segment in the split variant (one per apply thread when merging). */
 const MAX_PARTS = 256;
 /** Fewest elements per stats workgroup before a segment gets more chunks. */
@@ -217,7 +226,8 @@ export function planNorm(
   kind: 'group' | 'layer', segments: number, len: number, s: number, cg: number, groups: number, eps: number,
   flags: { hasWeight: boolean; hasBias: boolean; silu: boolean }, maxPerDim = 65535,
 ): NormPlan {
-  const split = kind === 'group' && len >= SPLIT_MIN_LEN && segments <= maxPerDim;
+  const split = kind === 'group' && segments <= maxPerDim &&
+    (len >= SPLIT_MIN_LEN || (segments < SPLIT_BELOW_SEGMENTS && len >= 2 * MIN_CHUNK));
   const parts = split ? Math.min(MAX_PARTS, Math.ceil(len / MIN_CHUNK)) : 0;
   const chunk = split ? Math.ceil(len / parts) : 0;
   const wg = kind === 'group' ? 256 : layerNormWorkgroup(len);

@@ -85,13 +85,16 @@ describeEachBackend('norm kernels', (test) => {
     for (const c of cases) await checkGroup(backend, c, seed += 3);
   });
 
-  test('groupNorm: split variant (stats + apply) for long segments', async (backend) => {
+  test('groupNorm: split variant (stats + apply) for long segments and for few mid-size ones', async (backend) => {
     // Segments just over the split threshold with a partial last chunk and partial last apply tile.
     const S = Math.ceil((normKernels.SPLIT_MIN_LEN + 1000) / 4);
     const cases: GroupCase[] = [
       { x: [2, 4, S], groups: 1, silu: true }, // ControlNeXt's GroupNorm(1, C) shape class
       { x: [1, 8, S], groups: 2, shift: 1000, eps: 1e-6 }, // large offset, two segments of 2 channels
       { x: [1, 4, S], groups: 1, affine: false, shift: -3e4, scale: 4 },
+      // Few mid-size segments also split (SPLIT_BELOW_SEGMENTS): the SD1.5 UNet's GroupNorm(32) class,
+      // here 4 segments of 2 * 65 * 65 = 8450 values (>= 2 * MIN_CHUNK), a partial last chunk.
+      { x: [2, 4, 65, 65], groups: 2, shift: 1000, silu: true },
     ];
     let seed = 70;
     for (const c of cases) await checkGroup(backend, c, seed += 3);
