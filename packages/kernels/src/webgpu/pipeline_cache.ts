@@ -26,6 +26,8 @@ export interface CachedPipeline {
   bindGroupLayout: GPUBindGroupLayout | undefined;
   /** Binding kinds by index when the layout is explicit; undefined for layout 'auto'. */
   bindings: BindingKind[] | undefined;
+  /** The compile failed (its error is kept for takeErrors()). */
+  failed: boolean;
   /** Settles (never rejects) when the compile has finished or failed. */
   ready: Promise<void>;
 }
@@ -81,13 +83,14 @@ export class PipelineCache {
       });
       layout = this.device.createPipelineLayout({ label, bindGroupLayouts: [bindGroupLayout] });
     }
-    const entry: CachedPipeline = { id: this.nextId++, pipeline: undefined, bindGroupLayout, bindings, ready: Promise.resolve() };
+    const entry: CachedPipeline = { id: this.nextId++, pipeline: undefined, bindGroupLayout, bindings, failed: false, ready: Promise.resolve() };
     entry.ready = this.device.createComputePipelineAsync({ label, layout, compute: { module, entryPoint } }).then(
       (pipeline) => {
         entry.pipeline = pipeline;
         entry.bindGroupLayout ??= pipeline.getBindGroupLayout(0);
       },
       (err: unknown) => {
+        entry.failed = true;
         const numbered = code.split('\n').map((l, i) => `${String(i + 1).padStart(4)}: ${l}`).join('\n');
         const msg = err instanceof Error ? err.message : String(err);
         this.errors.push(new Error(`webgpu pipeline '${label}' (entry ${entryPoint}): ${msg}\n${numbered}`));

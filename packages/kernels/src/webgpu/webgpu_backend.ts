@@ -6,9 +6,11 @@
 // (a compute pass kept open across dispatches; WebGPU synchronises storage writes between dispatches)
 // and submitted every FLUSH_EVERY dispatches and on read()/sync()/fromRaw(). Pipelines compile
 // asynchronously (pipeline_cache.ts): while one is compiling, every command (dispatch, clear, upload,
-// copy, buffer release) is recorded in order in `deferred` instead, and replayed by settle() at the
-// next read()/sync() once the compiles are done, so no op ever blocks the JavaScript thread on a
-// shader compile. fromRaw() submits pending
+// copy) is recorded in order in `deferred` instead, and replayed as soon as the compiles are done (at
+// the next op once the event loop has run, or by settle() at the next read()/sync()), so no op ever
+// blocks the JavaScript thread on a shader compile. Released buffers go back to the pool at once even
+// then: the replay keeps the order of every use, so a reused buffer is written only after the recorded
+// commands that read it; only destroying a buffer waits for the submit of the commands that use it. fromRaw() submits pending
 // work before its queue.writeBuffer, because writeBuffer runs at once on the queue timeline and the
 // target may be a recycled buffer that pending commands still read. Uniform blocks come from a small
 // pool of uniform buffers that return to the pool when the batch using them is submitted (later queue
@@ -111,7 +113,7 @@ export class WebgpuBackend implements Backend, GpuContext {
   private pendingDispatches = 0;
   /** Commands recorded while a pipeline compiles, in order; undefined when commands run at once. */
   private deferred: (() => void)[] | undefined;
-  private compiling = new Set<Promise<void>>();
+  private compiling = new Set<CachedPipeline>();
   private errors: Error[] = [];
   private destroyed = false;
 
@@ -171,11 +173,12 @@ export class WebgpuBackend implements Backend, GpuContext {
     }
     const cached = this.pipelines.get(spec.label, spec.code, spec.entryPoint);
     if (x === 0 || y === 0 || z === 0) return;
-    if (!cached.pipeline && !this.deferred) {
+    this.replayIfCompiled();
+    if (!cached.pipeline && !cached.failed && !this.deferred) {
       this.flush(); // what was recorded so far needs no pending pipeline
       this.deferred = [];
     }
-    if (!cached.pipeline) this.compiling.add(cached.ready);
+    if (!cached.pipeline && !cached.failed) this.compiling.add(cached);
     if (!this.deferred) return this.record(spec, cached, [x, y, z]);
     // Kernels may reuse the arrays they pass: keep copies until the replay.
     const kept: DispatchSpec = { ...spec, bindings: [...spec.bindings], uniforms: spec.uniforms && asBytes(spec.uniforms).slice() };
@@ -191,20 +194,26 @@ export class WebgpuBackend implements Backend, GpuContext {
 
   /** Run a command now, or record it after the deferred ones (see the header). */
   private run(command: () => void): void {
+    this.replayIfCompiled();
     if (this.deferred) this.deferred.push(command);
     else command();
+  }
+
+  /** Replay the deferred commands if every compile they wait for has finished. */
+  private replayIfCompiled(): void {
+    if (!this.deferred) return;
+    for (const c of this.compiling) if (!c.pipeline && !c.failed) return;
+    this.compiling.clear();
+    const commands = this.deferred;
+    this.deferred = undefined;
+    for (const command of commands) command();
   }
 
   /** Wait for pending compiles and replay the commands recorded meanwhile. */
   private async settle(): Promise<void> {
     while (this.deferred) {
-      const waiting = [...this.compiling];
-      this.compiling.clear();
-      await Promise.all(waiting);
-      if (this.compiling.size > 0) continue; // more was recorded while we waited
-      const commands = this.deferred;
-      this.deferred = undefined;
-      for (const command of commands) command();
+      await Promise.all([...this.compiling].map((c) => c.ready));
+      this.replayIfCompiled();
     }
   }
 
@@ -415,15 +424,11 @@ export class WebgpuBackend implements Backend, GpuContext {
   free(storage: Storage): void {
     if (this.destroyed) return;
     const buffer = (storage as GpuStorage).buffer;
-    // Deferred commands may still use it: release it in order with them.
-    if (this.deferred) this.deferred.push(() => this.release(buffer));
-    else this.release(buffer);
-  }
-
-  private release(buffer: GPUBuffer): void {
-    // Not pooled (pool full): destroy it once the commands recorded so far, which may use it, are submitted.
+    // Not pooled (pool full): destroy it once the commands recorded so far, which may use it, are
+    // submitted; while deferring, queue that after the recorded commands (a replay may submit midway).
     if (!this.pool.release(buffer)) {
-      if (this.encoder) this.destroyAfterSubmit.push(buffer);
+      if (this.deferred) this.deferred.push(() => this.destroyAfterSubmit.push(buffer));
+      else if (this.encoder) this.destroyAfterSubmit.push(buffer);
       else { this.forgetBuffer(buffer); buffer.destroy(); }
     }
   }
@@ -447,6 +452,7 @@ export class WebgpuBackend implements Backend, GpuContext {
   /** Destroy pooled (unused) buffers, e.g. between benchmark configurations. */
   trimPool(): void {
     this.flush();
+    if (this.deferred) return; // deferred commands may still use pooled buffers; trim after the next sync()
     this.pool.trim();
   }
 
