@@ -29,6 +29,7 @@
 
 import type { CrossNormOptions, Tensor } from '@cnx/tensor';
 import { gridFor, packUniforms, type GpuContext } from './webgpu/context.js';
+import { WORKGROUP_SUM } from './wgsl_math.js';
 
 /** Most partials per statistics set (the apply kernel merges them with one thread each). */
 const MAX_PARTIALS = 64;
@@ -94,17 +95,7 @@ ${POOLED}
 const WG = ${WG}u;
 var<workgroup> red: array<f32, WG>;
 
-fn workgroupSum(v: f32, tid: u32) -> f32 {
-  red[tid] = v;
-  workgroupBarrier();
-  for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
-    if (tid < stride) { red[tid] = red[tid] + red[tid + stride]; }
-    workgroupBarrier();
-  }
-  let total = red[0];
-  workgroupBarrier();
-  return total;
-}
+${WORKGROUP_SUM}
 
 fn firstValue(si: u32, e: u32) -> f32 {
   if (si < u.n) { return X[si * u.lenX + e]; }

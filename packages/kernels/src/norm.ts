@@ -31,6 +31,7 @@
 
 import type { GroupNormOptions, Tensor } from '@cnx/tensor';
 import { gridFor, packUniforms, type GpuContext } from './webgpu/context.js';
+import { WORKGROUP_SUM } from './wgsl_math.js';
 
 /** Group-norm segments at least this long use the split (stats + apply) variant. */
 export const SPLIT_MIN_LEN = 65536;
@@ -62,20 +63,6 @@ export interface NormParams {
 const UNIFORMS = /* wgsl */ `
 struct U { segments: u32, len: u32, s: u32, cg: u32, groups: u32, eps: f32, parts: u32, chunk: u32,
            tiles: u32, pad0: u32, pad1: u32, pad2: u32 }`;
-
-/** Tree sum over the workgroup (every thread gets the total); needs `var<workgroup> red: array<f32, WG>`. */
-const WORKGROUP_SUM = /* wgsl */ `
-fn workgroupSum(v: f32, tid: u32) -> f32 {
-  red[tid] = v;
-  workgroupBarrier();
-  for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
-    if (tid < stride) { red[tid] = red[tid] + red[tid + stride]; }
-    workgroupBarrier();
-  }
-  let total = red[0];
-  workgroupBarrier();
-  return total;
-}`;
 
 export function wgsl(p: NormParams): string {
   if (p.wg & (p.wg - 1)) throw new Error(`norm: workgroup size ${p.wg} is not a power of two`);

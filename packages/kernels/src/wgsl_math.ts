@@ -1,5 +1,6 @@
 // WGSL math snippets shared by kernel families: an f32-accurate erf and exact GELU (WGSL has no erf), an overflow-safe
-// tanh, an accurately range-reduced sin/cos, and the activation functions of the Backend's epilogues.
+// tanh, an accurately range-reduced sin/cos, a workgroup tree sum, and the activation functions of the
+// Backend's epilogues.
 // Each snippet is a WGSL source string that defines one or more functions; a kernel concatenates the
 // snippets it needs into its module. Every definition agrees with the CPU reference's `applyUnary`
 // (packages/tensor/src/cpu/cpu_backend.ts) to f32 accuracy.
@@ -110,6 +111,21 @@ fn sincos_f32(xx: f32) -> vec2<f32> {
   return vec2<f32>(select(sc.x, -sc.x, xx < 0.0), sc.y);
 }
 `;
+
+/** Tree sum over the workgroup (every thread gets the total); needs `var<workgroup> red: array<f32, WG>`. */
+export const WORKGROUP_SUM = /* wgsl */ `
+fn workgroupSum(v: f32, tid: u32) -> f32 {
+  red[tid] = v;
+  workgroupBarrier();
+  for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
+    if (tid < stride) { red[tid] = red[tid] + red[tid + stride]; }
+    workgroupBarrier();
+  }
+  let total = red[0];
+  workgroupBarrier();
+  return total;
+}`;
+
 
 /**
  * WGSL source defining `fn <name>(x: f32) -> f32` for an epilogue activation, with the helper
