@@ -16,6 +16,12 @@
 // pool of uniform buffers that return to the pool when the batch using them is submitted (later queue
 // writes are ordered after that submission).
 //
+// GPU time (opt-in, where the device has 'timestamp-query'): between startGpuTimer() and stopGpuTimer()
+// every compute pass gets timestampWrites (gpu_timer.ts) and stopGpuTimer() returns the summed execution
+// time of those passes. Copies, clears and uploads run outside compute passes and are not timed. Start
+// and stop go through run(), so with deferred commands exactly the passes recorded in between are timed.
+// While the timer is off, computePass() only checks one field.
+//
 // Errors: shader compilation and validation errors are asynchronous in WebGPU; they are collected
 // (with the kernel label) and thrown from the next read()/sync().
 
@@ -29,6 +35,7 @@ import { BufferPool, sizeClass } from './buffer_pool.js';
 import type { DispatchSpec, GpuContext } from './context.js';
 import { acquireDevice, formatAdapterReport, type AcquireOptions, type AcquiredDevice, type AdapterReport } from './device.js';
 import * as elementwise from './elementwise.js';
+import { GpuTimer } from './gpu_timer.js';
 import * as layout from './layout.js';
 import { PipelineCache, type CachedPipeline } from './pipeline_cache.js';
 import { reduce } from './reduce.js';
@@ -116,6 +123,12 @@ export class WebgpuBackend implements Backend, GpuContext {
   private compiling = new Set<CachedPipeline>();
   private errors: Error[] = [];
   private destroyed = false;
+  /** Created at the first startGpuTimer(); keeps its query sets for later measurements. */
+  private timer: GpuTimer | undefined;
+  /** The timer while compute passes get timestamp writes (in command order, see run()), else undefined. */
+  private timing: GpuTimer | undefined;
+  /** Between startGpuTimer() and the end of stopGpuTimer() (in call order). */
+  private timerState: 'off' | 'on' | 'stopping' = 'off';
 
   /** Acquire a device (see device.ts for the adapter order) and wrap it. */
   static async create(opts: AcquireOptions & { maxPooledBytes?: number } = {}): Promise<WebgpuBackend> {
@@ -323,14 +336,22 @@ export class WebgpuBackend implements Backend, GpuContext {
   }
 
   private computePass(): GPUComputePassEncoder {
-    this.pass ??= this.commandEncoder().beginComputePass();
+    if (!this.pass) {
+      const enc = this.commandEncoder();
+      this.pass = this.timing ? enc.beginComputePass({ timestampWrites: this.timing.passWrites(enc) }) : enc.beginComputePass();
+    }
     return this.pass;
+  }
+
+  /** End the open compute pass, if any (the next dispatch begins a new one). */
+  private endPass(): void {
+    this.pass?.end();
+    this.pass = undefined;
   }
 
   /** The encoder with no compute pass open (for copies and clears). */
   private copyEncoder(): GPUCommandEncoder {
-    this.pass?.end();
-    this.pass = undefined;
+    this.endPass();
     return this.commandEncoder();
   }
 
@@ -342,6 +363,7 @@ export class WebgpuBackend implements Backend, GpuContext {
     this.device.queue.submit([enc.finish()]);
     this.encoder = undefined;
     this.pendingDispatches = 0;
+    this.timer?.submitted(); // read back any query resolves that this submit carried
     // Later writeBuffer calls into these are ordered after this submission: reuse them now.
     for (const b of this.uniformInFlight) {
       let list = this.uniformFree.get(b.size);
@@ -449,6 +471,56 @@ export class WebgpuBackend implements Backend, GpuContext {
     this.throwErrors();
   }
 
+  // ------------------------------------------------------------------ GPU time
+
+  /** Whether startGpuTimer() can measure: the device has the 'timestamp-query' feature. */
+  get hasGpuTimer(): boolean {
+    return this.features.has('timestamp-query');
+  }
+
+  /**
+   * Time the compute passes of the commands issued from now until stopGpuTimer(). Returns false (and
+   * times nothing) where the device lacks 'timestamp-query'.
+   */
+  startGpuTimer(): boolean {
+    this.assertLive();
+    if (!this.hasGpuTimer) return false;
+    if (this.timerState !== 'off') throw new Error(`webgpu startGpuTimer: the timer is ${this.timerState === 'on' ? 'already running' : 'still stopping'}; await stopGpuTimer() first`);
+    this.timerState = 'on';
+    this.run(() => {
+      this.endPass(); // the open pass began untimed: later dispatches go to a timed one
+      this.timer ??= new GpuTimer(this.device);
+      this.timer.reset();
+      this.timing = this.timer;
+    });
+    return true;
+  }
+
+  /**
+   * Stop the timer; the summed GPU execution time in ms of the compute passes since startGpuTimer(),
+   * once they have run. undefined when the timer was not started (startGpuTimer() returned false).
+   */
+  async stopGpuTimer(): Promise<number | undefined> {
+    this.assertLive();
+    if (this.timerState !== 'on') return undefined;
+    this.timerState = 'stopping';
+    try {
+      this.run(() => {
+        this.endPass();
+        this.timing = undefined;
+      });
+      await this.settle();
+      const timer = this.timer!;
+      if (timer.unresolved) timer.resolve(this.copyEncoder());
+      this.flush();
+      const { ms } = await timer.total();
+      this.throwErrors();
+      return ms;
+    } finally {
+      this.timerState = 'off';
+    }
+  }
+
   /** Destroy pooled (unused) buffers, e.g. between benchmark configurations. */
   trimPool(): void {
     this.flush();
@@ -460,6 +532,7 @@ export class WebgpuBackend implements Backend, GpuContext {
     if (this.destroyed) return;
     this.flush();
     this.destroyed = true;
+    this.timer?.destroy();
     this.pool.trim();
     for (const list of this.uniformFree.values()) for (const b of list) b.destroy();
     this.uniformFree.clear();
