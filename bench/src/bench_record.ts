@@ -15,6 +15,18 @@ export interface VariantResult {
   prefixMs?: number;
   /** (median - base median) / base median, in %. */
   overheadPct: number;
+  /**
+   * Per-step GPU time in ms: the summed execution time of the step's compute passes from timestamp
+   * queries (WebGPU where the device has 'timestamp-query'; absent elsewhere). Copies, clears, uploads
+   * and the gaps between passes are not in it.
+   */
+  gpuMs?: SampleStats;
+  /** Raw per-step GPU times in ms, in the order of samplesMs. */
+  gpuSamplesMs?: number[];
+  /** (GPU median - base GPU median) / base GPU median, in %. */
+  gpuOverheadPct?: number;
+  /** GPU time of the prefix (prepare), ms, where prefixMs and GPU times are both there. */
+  prefixGpuMs?: number;
   /** Matmul-class FLOPs (conv + linear + attention) per step, analytic (bench/src/flops.ts). */
   stepFlops: number;
   controlFlops: number;

@@ -6,7 +6,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createBackend } from '@cnx/kernels';
+import { createBackend, WebgpuBackend } from '@cnx/kernels';
 import type { Backend } from '@cnx/tensor';
 import { HELP, parseBenchOptions, type BenchOptions } from './bench_options.js';
 import type { BenchRecord, VariantResult } from './bench_record.js';
@@ -51,22 +51,49 @@ class HostPeak {
 
 interface Timed {
   samples: number[];
+  /** GPU time per step (timestamp queries), where the backend has them; parallel to samples. */
+  gpuSamples: number[];
   prefixMs?: number;
+  prefixGpuMs?: number;
   /** Largest (backend peak - live at step start) over the timed steps: one step's activations. */
   stepWorking: number;
   host: HostPeak;
+}
+
+/** The backend's GPU timer where it has one (WebGPU with 'timestamp-query'), else undefined. */
+function gpuTimerOf(backend: Backend): WebgpuBackend | undefined {
+  return backend instanceof WebgpuBackend && backend.hasGpuTimer ? backend : undefined;
+}
+
+/**
+ * Run `work` and sync, timed by the wall clock and, where the backend has a GPU timer, by timestamp
+ * queries (the summed execution time of its compute passes). Reading the GPU time back happens after
+ * the wall time is taken. A failing `work` stops the timer before the error propagates.
+ */
+async function measure(backend: Backend, work: () => void): Promise<{ wallMs: number; gpuMs?: number }> {
+  const timer = gpuTimerOf(backend);
+  const t0 = performance.now();
+  timer?.startGpuTimer();
+  try {
+    work();
+    await backend.sync();
+  } catch (e) {
+    await timer?.stopGpuTimer().catch(() => undefined); // the work's error is the one to report
+    throw e;
+  }
+  const wallMs = performance.now() - t0;
+  const gpuMs = await timer?.stopGpuTimer();
+  return gpuMs !== undefined ? { wallMs, gpuMs } : { wallMs };
 }
 
 /** One step of `runner`, timed up to the backend's queue drain; tracks its working memory. */
 async function timedStep(runner: StepRunner, backend: Backend, t: number, into: Timed | undefined): Promise<void> {
   const live = backend.memory().liveBytes;
   backend.resetPeak();
-  const t0 = performance.now();
-  runner.step(t);
-  await backend.sync();
-  const dt = performance.now() - t0;
+  const { wallMs: dt, gpuMs } = await measure(backend, () => runner.step(t));
   if (into) {
     into.samples.push(dt);
+    if (gpuMs !== undefined) into.gpuSamples.push(gpuMs);
     into.stepWorking = Math.max(into.stepWorking, backend.memory().peakBytes - live);
     into.host.sample();
   }
@@ -80,13 +107,12 @@ async function timedStep(runner: StepRunner, backend: Backend, t: number, into: 
 async function timeRoundRobin(runners: Map<VariantId, StepRunner>, backend: Backend, o: BenchOptions, progress: Progress): Promise<Map<VariantId, Timed>> {
   const out = new Map<VariantId, Timed>();
   for (const [id, r] of runners) {
-    const timed: Timed = { samples: [], stepWorking: 0, host: new HostPeak() };
+    const timed: Timed = { samples: [], gpuSamples: [], stepWorking: 0, host: new HostPeak() };
     if (r.prepare) {
       progress.update(`${id}: prefix (once per generation)`);
-      const t0 = performance.now();
-      r.prepare();
-      await backend.sync();
-      timed.prefixMs = performance.now() - t0;
+      const prefix = await measure(backend, () => r.prepare!());
+      timed.prefixMs = prefix.wallMs;
+      if (prefix.gpuMs !== undefined) timed.prefixGpuMs = prefix.gpuMs;
     }
     out.set(id, timed);
   }
@@ -98,7 +124,10 @@ async function timeRoundRobin(runners: Map<VariantId, StepRunner>, backend: Back
       await timedStep(r, backend, timestepAt(round), warm ? undefined : out.get(id)!);
     }
   }
-  for (const [id, t] of out) progress.log(`${VARIANTS[id].label}: median ${(sampleStats(t.samples).median / 1000).toFixed(3)} s/step`);
+  for (const [id, t] of out) {
+    const gpu = t.gpuSamples.length ? `, GPU ${(sampleStats(t.gpuSamples).median / 1000).toFixed(3)} s/step` : '';
+    progress.log(`${VARIANTS[id].label}: median ${(sampleStats(t.samples).median / 1000).toFixed(3)} s/step${gpu}`);
+  }
   return out;
 }
 
@@ -177,10 +206,14 @@ async function main(): Promise<void> {
     }
     const base = stepCost('base', g);
     const baseMedian = sampleStats(timedAll.get('base')!.samples).median;
+    const baseGpu = timedAll.get('base')!.gpuSamples;
+    const baseGpuMedian = baseGpu.length ? sampleStats(baseGpu).median : undefined;
     const results: VariantResult[] = [];
     for (const [id, runner] of runners) {
       const timed = timedAll.get(id)!;
       const stats = sampleStats(timed.samples);
+      // Every step of every configuration has a GPU time, or none has (the timer is per backend).
+      const gpu = timed.gpuSamples.length === timed.samples.length && baseGpuMedian !== undefined ? sampleStats(timed.gpuSamples) : undefined;
       const cost = stepCost(id, g);
       const controlWeightBytes = controlBytes.get(id) ?? 0;
       results.push({
@@ -190,6 +223,12 @@ async function main(): Promise<void> {
         samplesMs: timed.samples,
         ...(timed.prefixMs !== undefined ? { prefixMs: timed.prefixMs } : {}),
         overheadPct: (100 * (stats.median - baseMedian)) / baseMedian,
+        ...(gpu ? {
+          gpuMs: gpu,
+          gpuSamplesMs: timed.gpuSamples,
+          gpuOverheadPct: (100 * (gpu.median - baseGpuMedian!)) / baseGpuMedian!,
+          ...(timed.prefixGpuMs !== undefined ? { prefixGpuMs: timed.prefixGpuMs } : {}),
+        } : {}),
         stepFlops: cost.stepFlops,
         controlFlops: cost.controlFlops,
         prefixFlops: cost.prefixFlops,
@@ -216,13 +255,18 @@ async function main(): Promise<void> {
     unet.dispose();
     progress.done();
 
+    const gpuTimed = baseGpuMedian !== undefined;
     if (o.backend === 'cpu') notes.push('CPU: wall time per step; ops are synchronous, so no extra sync is needed.');
-    else notes.push('WebGPU: wall time per step up to backend.sync() (queue drained); GPU timestamp queries are not used yet.');
+    else if (gpuTimed) {
+      notes.push('WebGPU: wall time per step up to backend.sync() (queue drained); "GPU ms/step" sums the execution time of ' +
+        'the step\'s compute passes from timestamp queries (copies, clears, uploads and gaps between passes are not in it); ' +
+        '"overhead" is from wall time, "GPU overhead" from GPU time.');
+    } else notes.push(`WebGPU: wall time per step up to backend.sync() (queue drained); no GPU time: the device lacks 'timestamp-query'.`);
     const record: BenchRecord = {
       tool: 'controlnext-ts bench',
       environment: runEnvironment(),
       backend: { name: backend.name, description: backend.description, ...(o.adapter ? { adapter: o.adapter } : {}),
-        timing: o.backend === 'cpu' ? 'wall clock' : 'wall clock with queue sync' },
+        timing: o.backend === 'cpu' ? 'wall clock' : gpuTimed ? 'wall clock with queue sync; GPU time from timestamp queries' : 'wall clock with queue sync' },
       model: 'UNet2DConditionModel (runwayml/stable-diffusion-v1-5 config), random weights',
       resolution: o.resolution,
       latent: latentOf(g),

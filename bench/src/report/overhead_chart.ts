@@ -1,17 +1,28 @@
 // A hand-written SVG bar chart of the per-step overheads over the base UNet: measured latency overhead
-// next to the analytic FLOP overhead, one pair of bars per configuration (no plotting dependency).
+// next to the analytic FLOP overhead, one pair of bars per configuration (no plotting dependency), and a
+// third bar for the GPU-time overhead where the record has GPU times (WebGPU timestamp queries).
 
-import type { BenchRecord } from '../bench_record.js';
+import type { BenchRecord, VariantResult } from '../bench_record.js';
+import { hasGpuTimes } from './table.js';
+
+/** One bar per configuration: its value (% over the base), colour and legend text. */
+type Series = [(v: VariantResult) => number, string, string];
 
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
 export function overheadChartSvg(r: BenchRecord): string {
   const rows = r.variants.filter((v) => v.id !== 'base');
-  const labelW = 490, plotW = 420, rowH = 46, top = 58, left = 10;
+  const gpu = hasGpuTimes(r);
+  const series: Series[] = [
+    [(v) => v.overheadPct, '#d9534f', gpu ? 'measured latency (median, wall)' : 'measured latency (median)'],
+    ...(gpu ? [[(v) => v.gpuOverheadPct ?? 0, '#f0ad4e', 'GPU time (median)'] satisfies Series] : []),
+    [(v) => v.flopOverheadPct, '#5b8def', 'analytic FLOPs'],
+  ];
+  const labelW = 490, plotW = 420, rowH = 12 + 17 * series.length, top = 58, left = 10;
   const height = top + rows.length * rowH + 50;
   const width = left + labelW + plotW + 80;
-  const maxPct = Math.max(10, ...rows.flatMap((v) => [v.overheadPct, v.flopOverheadPct]));
-  const minPct = Math.min(0, ...rows.flatMap((v) => [v.overheadPct, v.flopOverheadPct]));
+  const maxPct = Math.max(10, ...rows.flatMap((v) => series.map(([of]) => of(v))));
+  const minPct = Math.min(0, ...rows.flatMap((v) => series.map(([of]) => of(v))));
   const span = maxPct - minPct;
   const x0 = left + labelW;
   const xOf = (p: number) => x0 + ((p - minPct) / span) * plotW;
@@ -30,8 +41,8 @@ export function overheadChartSvg(r: BenchRecord): string {
   rows.forEach((v, i) => {
     const y = top + i * rowH;
     parts.push(`<text x="${left}" y="${y + 22}">${esc(v.label)}</text>`);
-    const bars: [number, string, string][] = [[v.overheadPct, '#d9534f', 'measured'], [v.flopOverheadPct, '#5b8def', 'FLOPs']];
-    bars.forEach(([p, color, what], j) => {
+    series.forEach(([of, color, what], j) => {
+      const p = of(v);
       const a = xOf(Math.min(0, p)), b = xOf(Math.max(0, p));
       const by = y + 6 + j * 17;
       parts.push(`<rect x="${a.toFixed(1)}" y="${by}" width="${Math.max(1, b - a).toFixed(1)}" height="14" fill="${color}"><title>${esc(`${what}: ${p.toFixed(1)} %`)}</title></rect>`);
@@ -39,8 +50,12 @@ export function overheadChartSvg(r: BenchRecord): string {
     });
   });
   const ly = top + rows.length * rowH + 34;
-  parts.push(`<rect x="${x0}" y="${ly - 10}" width="12" height="12" fill="#d9534f"/><text x="${x0 + 16}" y="${ly}">measured latency (median)</text>`);
-  parts.push(`<rect x="${x0 + 190}" y="${ly - 10}" width="12" height="12" fill="#5b8def"/><text x="${x0 + 206}" y="${ly}">analytic FLOPs</text>`);
+  // Legend entries left to right, each as wide as its text (about 6.5 px per character at 12 px).
+  let lx = gpu ? left + 10 : x0;
+  for (const [, color, what] of series) {
+    parts.push(`<rect x="${lx}" y="${ly - 10}" width="12" height="12" fill="${color}"/><text x="${lx + 16}" y="${ly}">${esc(what)}</text>`);
+    lx += 16 + Math.ceil(what.length * 6.5) + 24;
+  }
   parts.push('</svg>');
   return parts.join('\n') + '\n';
 }

@@ -6,14 +6,22 @@ const ms = (x: number) => (x >= 1000 ? `${(x / 1000).toFixed(2)} s` : `${x.toFix
 const mb = (b: number) => `${(b / 2 ** 20).toFixed(0)}`;
 const pct = (p: number) => `${p >= 0 ? '+' : ''}${p.toFixed(1)} %`;
 
+/** Whether the record has GPU times (WebGPU with timestamp queries): then the tables show their columns. */
+export function hasGpuTimes(r: BenchRecord): boolean {
+  return r.variants.length > 0 && r.variants.every((v) => v.gpuMs !== undefined);
+}
+
 export function resultRows(r: BenchRecord): string[][] {
-  const head = ['configuration', 'median/step', 'min..max', 'overhead', 'FLOP overhead', 'GFLOP/step', 'GFLOP/s',
-    'added params (M)', 'prefix (once)', 'peak backend MiB', 'step working MiB', 'peak RSS MiB'];
+  const gpu = hasGpuTimes(r);
+  const head = ['configuration', 'median/step', 'min..max', ...(gpu ? ['GPU ms/step'] : []), 'overhead', ...(gpu ? ['GPU overhead'] : []),
+    'FLOP overhead', 'GFLOP/step', 'GFLOP/s', 'added params (M)', 'prefix (once)', 'peak backend MiB', 'step working MiB', 'peak RSS MiB'];
   const rows = r.variants.map((v) => [
     v.label,
     ms(v.latencyMs.median),
     `${ms(v.latencyMs.min)}..${ms(v.latencyMs.max)}`,
+    ...(gpu ? [ms(v.gpuMs!.median)] : []),
     v.id === 'base' ? '-' : pct(v.overheadPct),
+    ...(gpu ? [v.id === 'base' || v.gpuOverheadPct === undefined ? '-' : pct(v.gpuOverheadPct)] : []),
     v.id === 'base' ? '-' : pct(v.flopOverheadPct),
     (v.stepFlops / 1e9).toFixed(1),
     v.achievedGflops.toFixed(2),
