@@ -67,6 +67,20 @@ describe('reports', () => {
     expect(svg).not.toContain('<base>');
     expect(svg).toContain('-5.0 %');
   });
+  it('GPU columns and a third bar appear only when every configuration has GPU times', () => {
+    const r = fakeRecord();
+    r.variants.forEach((v, i) => { v.gpuMs = sampleStats([90 + 30 * i]); v.gpuOverheadPct = i === 0 ? undefined : 33.3 * i; });
+    const md = markdownTable(r).split('\n');
+    expect(md[0]).toContain('GPU ms/step');
+    expect(md[0]).toContain('GPU overhead');
+    expect(md[3]).toContain('+33.3 %');
+    const svg = overheadChartSvg(r);
+    expect((svg.match(/<rect [^>]*><title>/g) ?? []).length).toBe(6); // 2 configurations x 3 bars
+    expect(svg).toContain('GPU time');
+    r.variants[2]!.gpuMs = undefined; // one configuration without GPU time: no GPU columns at all
+    expect(markdownTable(r).split('\n')[0]).not.toContain('GPU');
+    expect((overheadChartSvg(r).match(/<rect [^>]*><title>/g) ?? []).length).toBe(4);
+  });
   it('the markdown table has a header, a separator and one row per configuration', () => {
     const md = markdownTable(fakeRecord()).split('\n');
     expect(md).toHaveLength(2 + 3);
