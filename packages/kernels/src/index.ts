@@ -14,3 +14,8 @@ export * as matmulNaiveKernel from './matmul_naive.js';
 export * as attentionKernel from './attention.js';
 export * as diffusionKernels from './diffusion.js';
 export * as wgslMath from './wgsl_math.js';
+// The fast CPU backend (WebAssembly SIMD, f32, worker threads): packages/kernels/src/wasm/.
+export { WasmBackend } from './wasm/wasm_backend.js';
+export { WasmRuntime, type WasmRuntimeOptions } from './wasm/runtime.js';
+export { detectWasmFeatures, type WasmFeatures } from './wasm/features.js';
+export * as wasmOps from './wasm/wasm_ops.js';

@@ -103,7 +103,7 @@ export interface MemoryStats {
 }
 
 export interface Backend {
-  readonly name: 'cpu' | 'webgpu';
+  readonly name: 'cpu' | 'webgpu' | 'wasm';
   /** Human-readable description of what runs the ops (adapter name and backend for WebGPU). */
   readonly description: string;
 
