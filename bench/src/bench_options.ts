@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 import { VARIANT_IDS, type VariantId } from './variants.js';
 
 export interface BenchOptions {
-  backend: 'cpu' | 'webgpu';
+  backend: 'cpu' | 'webgpu' | 'wasm';
   adapter?: string;
   /** Pixel height and width. */
   resolution: [number, number];
@@ -34,7 +34,9 @@ and the light SD1.5-Training module), each as the reference code runs it and on 
 <out>/<backend>-<res>.json, <out>/<backend>-<res>.svg and <out>/latest.md.
 
 Options:
-  --backend cpu|webgpu     backend (default cpu)
+  --backend cpu|wasm|webgpu
+                           backend (default cpu: the float64 reference; wasm: the fast CPU backend,
+                           f32 WebAssembly SIMD on worker threads)
   --adapter gpu|swiftshader|llvmpipe
                            WebGPU adapter (default: the first of gpu, swiftshader, llvmpipe that exists)
   --resolution N | HxW     pixels, multiples of 64 (default 64; 512 is SD1.5's native size)
@@ -69,7 +71,7 @@ export function parseBenchOptions(argv: string[]): BenchOptions | 'help' {
   });
   if (values.help) return 'help';
   const backend = values.backend ?? 'cpu';
-  if (backend !== 'cpu' && backend !== 'webgpu') throw new Error(`--backend: expected cpu or webgpu, found '${backend}'`);
+  if (backend !== 'cpu' && backend !== 'webgpu' && backend !== 'wasm') throw new Error(`--backend: expected cpu, wasm or webgpu, found '${backend}'`);
   const res = values.resolution ?? '64';
   const m = /^(\d+)(?:x(\d+))?$/.exec(res);
   if (!m) throw new Error(`--resolution: expected N or HxW in pixels, found '${res}'`);

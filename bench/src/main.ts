@@ -256,7 +256,7 @@ async function main(): Promise<void> {
     progress.done();
 
     const gpuTimed = baseGpuMedian !== undefined;
-    if (o.backend === 'cpu') notes.push('CPU: wall time per step; ops are synchronous, so no extra sync is needed.');
+    if (o.backend !== 'webgpu') notes.push(`${o.backend === 'wasm' ? 'CPU fast path (wasm)' : 'CPU'}: wall time per step; ops are synchronous, so no extra sync is needed.`);
     else if (gpuTimed) {
       notes.push('WebGPU: wall time per step up to backend.sync() (queue drained); "GPU ms/step" sums the execution time of ' +
         'the step\'s compute passes from timestamp queries (copies, clears, uploads and gaps between passes are not in it); ' +
@@ -266,7 +266,7 @@ async function main(): Promise<void> {
       tool: 'controlnext-ts bench',
       environment: runEnvironment(),
       backend: { name: backend.name, description: backend.description, ...(o.adapter ? { adapter: o.adapter } : {}),
-        timing: o.backend === 'cpu' ? 'wall clock' : gpuTimed ? 'wall clock with queue sync; GPU time from timestamp queries' : 'wall clock with queue sync' },
+        timing: o.backend !== 'webgpu' ? 'wall clock' : gpuTimed ? 'wall clock with queue sync; GPU time from timestamp queries' : 'wall clock with queue sync' },
       model: 'UNet2DConditionModel (runwayml/stable-diffusion-v1-5 config), random weights',
       resolution: o.resolution,
       latent: latentOf(g),

@@ -1,11 +1,11 @@
 // One worker thread of the fast CPU backend's pool (thread_pool.ts): instantiates the kernel module on
 // the shared memory, reports ready, then loops forever: spin briefly / sleep on the control block's
-// `seq`, take task indices from the shared counter and run the launched kernel, check in on `done`.
+// `seq`, claim task indices of the launch (thread_pool.ts) and run them, counting each completed.
 // It never returns to its event loop, so a launch costs no message round trip. Runs as a Node
 // worker_threads worker (init data in workerData) or a module Web Worker (init data in the first
 // message); no `node:` import, so the same file serves both.
 
-import { CONTROL_BASE, CONTROL_BYTES, CTRL, type PoolInit } from './thread_pool.js';
+import { claimTask, CONTROL_BASE, CONTROL_BYTES, CTRL, type PoolInit } from './thread_pool.js';
 
 interface NodeWorkerThreads {
   workerData: PoolInit;
@@ -18,6 +18,7 @@ function serve(init: PoolInit, report: () => void): void {
   const instance = new WebAssembly.Instance(init.module, { env: { memory: init.memory } });
   const fns = init.kernels.map((k) => instance.exports[k] as Kernel);
   const c = new Int32Array(init.memory.buffer, CONTROL_BASE, CONTROL_BYTES / 4);
+  const claim = new BigInt64Array(init.memory.buffer, CONTROL_BASE + CTRL.claim * 4, 1);
   let seen = Atomics.load(c, CTRL.seq);
   report();
   for (;;) {
@@ -27,19 +28,16 @@ function serve(init: PoolInit, report: () => void): void {
     if (seq === seen) continue;
     seen = seq;
     if (Atomics.load(c, CTRL.stop)) return;
-    const fn = fns[c[CTRL.kernel]!]!, args = c[CTRL.args]!, tasks = c[CTRL.tasks]!;
-    try {
-      for (;;) {
-        const t = Atomics.add(c, CTRL.counter, 1);
-        if (t >= tasks) break;
-        fn(args, t);
+    for (;;) {
+      const job = claimTask(c, claim);
+      if (!job) break;
+      try {
+        fns[job.kernel]!(job.args, job.task);
+      } catch {
+        Atomics.store(c, CTRL.error, 1);
       }
-    } catch {
-      Atomics.store(c, CTRL.error, 1);
-      Atomics.store(c, CTRL.counter, tasks);
+      if (Atomics.add(c, CTRL.completed, 1) + 1 >= job.tasks) Atomics.notify(c, CTRL.completed);
     }
-    Atomics.add(c, CTRL.done, 1);
-    Atomics.notify(c, CTRL.done);
   }
 }
 

@@ -60,7 +60,7 @@ export class WasmRuntime {
     const { bytes, kernels } = buildKernelModule({ fma, atomics: features.threads, shared, maximumPages: 65536 });
     const module = await WebAssembly.compile(bytes);
     const instance = await WebAssembly.instantiate(module, { env: { memory } });
-    const pool = await createThreadPool({ module, memory, kernels, spin: 20000 }, instance, shared ? threads : 1);
+    const pool = await createThreadPool({ module, memory, kernels, spin: 2000 }, instance, shared ? threads : 1);
     return new WasmRuntime(features, memory, new WasmHeap(memory, HEAP_BASE, maxPages * PAGE), pool, fma, kernels);
   }
 

@@ -1,11 +1,16 @@
 // The threads that run the fast CPU kernels. Every thread (the caller plus the workers) instantiates
 // the same compiled module on the same shared WebAssembly.Memory; a launch names an exported kernel
-// `(args, task)` and a task count, and every thread takes task indices from one atomic counter until
-// none are left (dynamic scheduling: a thread slowed by another process takes fewer tasks). The caller
-// works too, then waits until every worker has checked in, so a launch is synchronous, as the backend's
-// ops are.
+// `(args, task)` and a task count, and the threads claim task indices until none are left (dynamic
+// scheduling: a thread slowed by another process takes fewer tasks). The caller works too, then waits
+// until every claimed task has completed (not for every worker to wake up: a worker that the OS has
+// not scheduled yet costs nothing), so a launch is synchronous, as the backend's ops are.
 //
-// Control block (i32 words at CONTROL_BASE in the shared memory): see CTRL. Workers sleep in
+// Claiming: a 64-bit word holds (launch generation << 32 | next task index); a thread reads it, reads
+// the launch's fields, and claims with compare-exchange. A claim succeeds only while the generation is
+// unchanged, and the caller rewrites the fields only after every task of the generation completed, so
+// a late worker can never run a task with another launch's arguments.
+//
+// Control block (words at CONTROL_BASE in the shared memory): see CTRL. Workers sleep in
 // Atomics.wait on `seq` after a short spin (consecutive ops arrive back to back; a futex wake-up costs
 // tens of microseconds). Node: node:worker_threads, looked up through process.getBuiltinModule so no
 // `node:` import is reachable from the browser entry. Browsers: module Web Workers, where
@@ -20,8 +25,21 @@ export const CONTROL_BASE = 0;
 export const CONTROL_BYTES = 1024;
 /** Word indices in the control block. */
 export const CTRL = {
-  seq: 0, kernel: 1, args: 2, tasks: 3, counter: 4, done: 5, error: 6, stop: 7, spin: 8,
+  seq: 0, kernel: 1, args: 2, tasks: 3, completed: 4, error: 5, stop: 6,
+  /** Int32 index of the 64-bit claim word (8-byte aligned). */
+  claim: 8,
 } as const;
+
+/** Claim one task of the current launch: its index, or -1 when none is left. */
+export function claimTask(c: Int32Array, claim: BigInt64Array): { task: number; kernel: number; args: number; tasks: number } | undefined {
+  for (;;) {
+    const w = Atomics.load(claim, 0);
+    const idx = Number(w & 0xffffffffn);
+    const kernel = Atomics.load(c, CTRL.kernel), args = Atomics.load(c, CTRL.args), tasks = Atomics.load(c, CTRL.tasks);
+    if (idx >= tasks) return undefined;
+    if (Atomics.compareExchange(claim, 0, w, w + 1n) === w) return { task: idx, kernel, args, tasks };
+  }
+}
 
 export interface PoolInit {
   module: WebAssembly.Module;
@@ -75,6 +93,8 @@ class SharedPool implements ThreadPool {
   readonly threads: number;
   readonly description: string;
   private readonly ctrl: Int32Array;
+  private readonly claim: BigInt64Array;
+  private generation = 0n;
   constructor(
     private readonly fns: Kernel[],
     memory: WebAssembly.Memory,
@@ -85,6 +105,7 @@ class SharedPool implements ThreadPool {
     this.threads = workers.length + 1;
     this.description = `${this.threads} threads (${kind})`;
     this.ctrl = new Int32Array(memory.buffer, CONTROL_BASE, CONTROL_BYTES / 4);
+    this.claim = new BigInt64Array(memory.buffer, CONTROL_BASE + CTRL.claim * 4, 1);
   }
 
   run(kernel: number, args: number, tasks: number, serial = false): void {
@@ -94,30 +115,30 @@ class SharedPool implements ThreadPool {
       for (let t = 0; t < tasks; t++) fn(args, t);
       return;
     }
-    c[CTRL.kernel] = kernel;
-    c[CTRL.args] = args;
-    c[CTRL.tasks] = tasks;
-    c[CTRL.error] = 0;
-    Atomics.store(c, CTRL.counter, 0);
-    Atomics.store(c, CTRL.done, 0);
+    Atomics.store(c, CTRL.kernel, kernel);
+    Atomics.store(c, CTRL.args, args);
+    Atomics.store(c, CTRL.tasks, tasks);
+    Atomics.store(c, CTRL.error, 0);
+    Atomics.store(c, CTRL.completed, 0);
+    this.generation++;
+    Atomics.store(this.claim, 0, this.generation << 32n);
     Atomics.add(c, CTRL.seq, 1);
     Atomics.notify(c, CTRL.seq);
     let err: unknown;
-    try {
-      for (;;) {
-        const t = Atomics.add(c, CTRL.counter, 1);
-        if (t >= tasks) break;
-        fn(args, t);
+    for (;;) {
+      const job = claimTask(c, this.claim);
+      if (!job) break;
+      try {
+        fn(args, job.task);
+      } catch (e) {
+        err ??= e;
       }
-    } catch (e) {
-      err = e;
-      Atomics.store(c, CTRL.counter, tasks); // the others stop taking tasks
+      Atomics.add(c, CTRL.completed, 1);
     }
-    const n = this.workers.length;
     for (let spins = 0; ; spins++) {
-      const d = Atomics.load(c, CTRL.done);
-      if (d >= n) break;
-      if (this.canBlock && spins > 2000) Atomics.wait(c, CTRL.done, d, 50);
+      const d = Atomics.load(c, CTRL.completed);
+      if (d >= tasks) break;
+      if (this.canBlock && spins > 1000) Atomics.wait(c, CTRL.completed, d, 20);
     }
     if (err) throw err;
     if (c[CTRL.error]) throw new Error(`wasm kernel ${kernel} failed in a worker thread (error code ${c[CTRL.error]})`);
