@@ -1,4 +1,5 @@
-// Runs one test body on every available backend. The CPU backend is always there. WebGPU is acquired
+// Runs one test body on every available backend. The CPU reference backend and the fast CPU backend
+// ('wasm': WebAssembly SIMD, needs only the JavaScript engine) are always there. WebGPU is acquired
 // once per describe block: where no adapter exists its tests skip LOUDLY (a warning naming why),
 // except with CNX_REQUIRE_WEBGPU=1 (CI), where a missing adapter fails them.
 
@@ -6,14 +7,14 @@ import { createBackend } from '@cnx/kernels';
 import type { Backend } from '@cnx/tensor';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 
-export type BackendName = 'cpu' | 'webgpu';
+export type BackendName = 'cpu' | 'wasm' | 'webgpu';
 export type BackendTest = (name: string, fn: (backend: Backend) => Promise<void> | void, timeout?: number) => void;
 
 const requireWebgpu = process.env.CNX_REQUIRE_WEBGPU === '1';
 
 /** describe(`title [backend]`) once per backend; the body declares tests with the `test` it is given. */
 export function describeEachBackend(title: string, body: (test: BackendTest, name: BackendName) => void, only?: BackendName[]): void {
-  for (const name of only ?? (['cpu', 'webgpu'] as const)) {
+  for (const name of only ?? (['cpu', 'wasm', 'webgpu'] as const)) {
     describe(`${title} [${name}]`, () => {
       let backend: Backend | undefined;
       let unavailable: string | undefined;

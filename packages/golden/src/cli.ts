@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run golden -- <case-dir> [<case-dir> ...] [--backend cpu|webgpu|all] [--adapter NAME]
+// npm run golden -- <case-dir> [<case-dir> ...] [--backend cpu|wasm|webgpu|all] [--adapter NAME]
 // Runs every case on every chosen backend, prints per-tensor errors and tolerances, ends with
 // "N passed, N failed" and exits non-zero on any failure or unknown runner kind.
 
@@ -10,7 +10,7 @@ import { runCase, type CaseResult } from './run_case.js';
 
 function usage(msg?: string): never {
   if (msg) console.error(`golden: ${msg}`);
-  console.error('usage: npm run golden -- <case-dir> [<case-dir> ...] [--backend cpu|webgpu|all] [--adapter NAME] [--quiet]');
+  console.error('usage: npm run golden -- <case-dir> [<case-dir> ...] [--backend cpu|wasm|webgpu|all] [--adapter NAME] [--quiet]');
   process.exit(2);
 }
 
@@ -47,7 +47,8 @@ async function main(): Promise<void> {
     else dirs.push(a);
   }
   if (dirs.length === 0) usage('no case folders given');
-  const names: BackendName[] = which === 'all' ? ['cpu', 'webgpu'] : which === 'cpu' || which === 'webgpu' ? [which] : usage(`--backend must be cpu, webgpu or all, found '${which}'`);
+  const names: BackendName[] = which === 'all' ? ['cpu', 'wasm', 'webgpu']
+    : which === 'cpu' || which === 'webgpu' || which === 'wasm' ? [which] : usage(`--backend must be cpu, wasm, webgpu or all, found '${which}'`);
   let passed = 0, failed = 0;
   for (const name of names) {
     let backend: Backend;

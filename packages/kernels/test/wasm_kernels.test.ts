@@ -170,6 +170,7 @@ for (const threads of [2, 1]) {
         const [w, wr] = pair(be, [2 * c.C + 1], seed++);
         const { out, mean, rstd } = be.layerNormWithStats(x, w, undefined, 1e-6, true);
         await close(out, cpu.layerNorm(xr, wr, undefined, 1e-6), tolFor('f32', 8, 4), 'layerNorm');
+        await close(be.layerNorm(x, undefined, undefined, 1e-5), cpu.layerNorm(xr, undefined, undefined, 1e-5), tolFor('f32', 8, 4), 'layerNorm without affine');
         expect(mean!.shape).toEqual([3 * c.S]);
         for (const t of [x, xr, w, wr, mean!, rstd!]) t.dispose();
         const [s, sr] = pair(be, [2, c.S, 2 * c.C + 3], seed++, 6);

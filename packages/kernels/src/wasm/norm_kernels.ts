@@ -6,7 +6,8 @@
 // and rstd [N, G], layer norm [rows], when their pointers are non-zero.
 //
 //  - groupnorm_<plain|silu>(args, t): task t = (n, g); x [N, C, S] with S the spatial size.
-//  - layernorm(args, t): rows [t*block, t*block + block) of x [rows, D].
+//  - layernorm(args, t): rows [t*block, t*block + block) of x [rows, D]; weight and bias pointers must
+//    be valid (the caller passes ones / zeros for an absent affine).
 //  - softmax(args, t): rows as layernorm; y = exp(x - max) / sum.
 
 import { argF } from './emit_util.js';
@@ -66,18 +67,17 @@ function emitStats(f: FunctionBuilder, ptr: number, len: number, mu: number, ss:
 
 /** y[i] = act(x[i] * scale + shift) for len floats (scale, shift f32 locals). */
 function emitAffineRun(f: FunctionBuilder, vmath: VectorMath, src: number, dst: number, len: number, scale: number, shift: number,
-  silu: boolean, perElement?: { w: number; b: number; idx: number }): Code[] {
+  silu: boolean, perElement?: { w: number; b: number }): Code[] {
   const [i, e4] = f.locals(ValType.i32, 2);
   const [vs, vb, y] = f.locals(ValType.v128, 3);
   const addr = (base: number, k: Code): Code => i32.add(get(base), i32.shl(k, i32.const(2)));
   const act = (v: Code): Code => (silu ? vmath.silu(v) : v);
-  // Per-element weight/bias (layer norm): y = (x - mu) * rstd * w[j] + b[j] = x*(rstd*w) + (b - mu*rstd*w).
-  const vecScale = (k: Code): Code => perElement
-    ? f32x4.mul(get(vs), perElement.w ? v128.load(addr(perElement.w, k)) : v128.const_f32x4(1)) : get(vs);
+  // Per-element weight/bias (layer norm; both pointers valid, the caller substitutes ones / zeros):
+  // y = (x - mu) * rstd * w[j] + b[j] = x*(rstd*w[j]) + (b[j] - mu*rstd*w[j]).
+  const vecScale = (k: Code): Code => perElement ? f32x4.mul(get(vs), v128.load(addr(perElement.w, k))) : get(vs);
   const vecShift = (k: Code): Code => perElement
-    ? f32x4.add(perElement.b ? v128.load(addr(perElement.b, k)) : v128.const_f32x4(0), f32x4.mul(get(vb), perElement.w ? v128.load(addr(perElement.w, k)) : v128.const_f32x4(1)))
+    ? f32x4.add(v128.load(addr(perElement.b, k)), f32x4.mul(get(vb), v128.load(addr(perElement.w, k))))
     : get(vb);
-  void perElement;
   return [
     set(vs, f32x4.splat(get(scale))),
     set(vb, f32x4.splat(get(shift))),
@@ -167,7 +167,7 @@ function emitLayerNorm(m: ModuleBuilder): void {
       // y = x*(rstd*w) + (b - mu*rstd*w): scale = rstd, shift = -mu*rstd, then per element w, b
       ...set(scale, f32.demote_f64(get(rstd))),
       ...set(shift, f32.demote_f64(f64.neg(f64.mul(get(mu), get(rstd))))),
-      ...emitAffineRun(f, vmath, src, dst, D, scale, shift, false, { w: weight, b: bias, idx: 0 }),
+      ...emitAffineRun(f, vmath, src, dst, D, scale, shift, false, { w: weight, b: bias }),
     ]),
   );
 }

@@ -13,6 +13,8 @@ import type { WasmRuntime } from './runtime.js';
 
 const MR = GEMM_MR, NR = GEMM_NR;
 const KC = 256;
+/** Largest packed block (K x task columns) run without k-blocking. */
+const FULL_K_BYTES = 384 * 1024;
 /** Below this many multiply-adds an op runs on the calling thread (waking the pool costs ~10-50 us). */
 const SERIAL_MACS = 1 << 16;
 /** Upper bound of packed panel floats per GEMM chunk (conv columns are chunked to stay under it). */
@@ -63,7 +65,12 @@ function gemmCore(rt: WasmRuntime, u: number, lda: number, M: number, K: number,
     return;
   }
   const t = gemmTasks(rt, M, nPanels);
-  rt.launch('gemm_task', [u, lda, M, p, nPanels, K, c, nPanels * NR * 4, t.MC, t.PC, KC, t.colTasks], t.rowTasks * t.colTasks, [], serial);
+  // k-blocking keeps a task's KC x PC*NR block of P in L2 while MR-row groups of U pass over it. When
+  // the whole K x PC*NR block fits anyway (few columns: the weight-streaming GEMMs of small latents),
+  // one pass over K streams each U row contiguously, which the prefetchers like better than 1 KiB
+  // pieces of rows far apart.
+  const kc = t.PC * NR * K * 4 <= FULL_K_BYTES ? K : KC;
+  rt.launch('gemm_task', [u, lda, M, p, nPanels, K, c, nPanels * NR * 4, t.MC, t.PC, kc, t.colTasks], t.rowTasks * t.colTasks, [], serial);
 }
 
 export interface EpilogueSpec {
@@ -273,7 +280,15 @@ export function groupNorm(rt: WasmRuntime, x: number, out: number, p: GroupNormP
 export function layerNorm(rt: WasmRuntime, x: number, out: number, rows: number, D: number, weight: number, bias: number, eps: number,
   mean = 0, rstd = 0): void {
   const block = Math.max(1, ceilDiv(rows, rt.threads * 8));
-  rt.launch('layernorm', [x, out, rows, D, weight, bias, mean, rstd, eps, block], ceilDiv(rows, block), [8], rows * D < 1 << 15);
+  const s = new Scratch(rt);
+  try {
+    // The kernel reads weight and bias per element: an absent affine is ones and zeros.
+    if (!weight) { weight = s.alloc(D * 4, 'layer norm unit weight'); rt.f32(weight, D).fill(1); }
+    if (!bias) { bias = s.alloc(D * 4, 'layer norm zero bias'); rt.f32(bias, D).fill(0); }
+    rt.launch('layernorm', [x, out, rows, D, weight, bias, mean, rstd, eps, block], ceilDiv(rows, block), [8], rows * D < 1 << 15);
+  } finally {
+    s.release();
+  }
 }
 
 export function softmax(rt: WasmRuntime, x: number, out: number, rows: number, D: number): void {
