@@ -6,104 +6,128 @@
 // matrix never exists unpacked. Columns run over (n, oy, ox) of a chunk of samples, so the small latent
 // maps of a UNet's low-resolution blocks still give wide products.
 //
-// conv_pack_task(args, t): panels [t*PT, t*PT+PT) of the chunk. Fast path: stride-1 convolutions whose
-// NR columns lie in one output row copy two v128 per (c, ky, kx) (border lanes fixed up by selects);
-// the general path computes each lane's source (or zero) with selects, no branches per element.
+// conv_pack_task(args, t): panels [t*PT, t*PT+PT) of the chunk, in blocks of CB input channels: for
+// each channel block, every panel of the task takes its rows of that block, so a block's input rows
+// stay in cache for all panels (walking all channels for one panel before the next streams the whole
+// input once per panel). Per panel, the NR columns' sources are kept as i32x4 lane vectors (sample and
+// channel base, top-left input row and column, column valid):
+//  - row panels (stride 1, the NR columns consecutive in one output row): per (c, ky, kx) two v128 loads
+//    of the input row at ix = ix0 + kx, lanes outside [0, W) or outside the rows zeroed by a mask. The
+//    loads may touch up to NR-1 floats before or after the row: that is other data or the heap's slack
+//    (heap.ts keeps 64 bytes of readable memory past the top), never used unmasked;
+//  - any other panel (strides > 1, panels straddling rows or samples on small maps): per lane the
+//    address is computed in i32x4 lanes, masked to 0 where outside, and 4 scalar loads fill a vector.
 
 import { GEMM_NR } from './gemm_kernels.js';
 import {
-  ValType, f32, forRange, get, i32, if_, select, set, v128, type Code, type ModuleBuilder,
+  ValType, f32, forRange, get, i32, i32x4, if_, set, v128, type Code, type ModuleBuilder,
 } from './wasm_binary.js';
 
 /** Fields of conv_pack_task's argument struct (i32, element units unless noted). */
 export const CONV_PACK_ARGS = {
   x: 0, C: 1, H: 2, W: 3, KH: 4, KW: 5, sh: 6, sw: 7, pt: 8, pl: 9, Ho: 10, Wo: 11,
-  col0: 12, nCols: 13, Cg: 14, c0: 15, dst: 16, PT: 17,
+  col0: 12, nCols: 13, Cg: 14, c0: 15, dst: 16, PT: 17, CB: 18,
 } as const;
-export const CONV_PACK_ARGS_LEN = 18 as const;
+export const CONV_PACK_ARGS_LEN = 19 as const;
 
 export function emitConvKernels(m: ModuleBuilder, NR = GEMM_NR): void {
+  if (NR !== 8) throw new Error('conv_pack_task is written for NR = 8 (two i32x4 lane groups)');
   const f = m.func('conv_pack_task', [ValType.i32, ValType.i32]);
   const [args, t] = [0, 1];
-  const [x, C, H, W, KH, KW, sh, sw, pt, pl, Ho, Wo, col0, nCols, Cg, c0, dst, PT] = f.argLocals(args, CONV_PACK_ARGS_LEN);
-  const [jp, jEnd, out, P, HW, c, ky, kx, col, n, p, oy, ox, fastRow, src, iy, ix, nPanels] = f.locals(ValType.i32, 18);
-  // Per lane: base element offset (sample + channel c0 + iy0*W + ix0), iy0, ix0, column valid.
-  const base: number[] = f.locals(ValType.i32, NR);
-  const iy0: number[] = f.locals(ValType.i32, NR);
-  const ix0: number[] = f.locals(ValType.i32, NR);
-  const ok: number[] = f.locals(ValType.i32, NR);
-  const [va, vb, z] = f.locals(ValType.v128, 3);
+  const [x, C, H, W, KH, KW, sh, sw, pt, pl, Ho, Wo, col0, nCols, Cg, c0, dst, PT, CB] = f.argLocals(args, CONV_PACK_ARGS_LEN);
+  const [jp, jStart, jEnd, out, P, HW, c, ky, kx, col, n, p, cb0, cbEnd, KK, rowPanel, off, nPanels] = f.locals(ValType.i32, 18);
+  const [base0, base1, iy0, iy1, ix0, ix1, ok0, ok1] = f.locals(ValType.v128, 8);
+  const [m0, m1, a0, a1, v, lane03, lane47, vH, vW] = f.locals(ValType.v128, 9);
+  const [b0s, iy0s, ix0s] = f.locals(ValType.i32, 3);
+  const base = [base0, base1], iyv = [iy0, iy1], ixv = [ix0, ix1], okv = [ok0, ok1];
 
+  // Per panel: lane vectors of the NR columns' sources.
   const laneSetup: Code[] = [];
   for (let j = 0; j < NR; j++) {
+    const g = j >> 2, l = j & 3;
+    const oy = i32.div_u(get(p), get(Wo)), ox = i32.rem_u(get(p), get(Wo));
     laneSetup.push(
-      set(col, i32.add(i32.add(get(col0), i32.mul(get(jp), i32.const(NR))), i32.const(j))),
-      set(ok[j]!, i32.lt_s(i32.sub(get(col), get(col0)), get(nCols))),
+      set(col, i32.add(get(col0), i32.add(i32.mul(get(jp), i32.const(NR)), i32.const(j)))),
       set(n, i32.div_u(get(col), get(P))),
       set(p, i32.rem_u(get(col), get(P))),
-      set(oy, i32.div_u(get(p), get(Wo))),
-      set(ox, i32.rem_u(get(p), get(Wo))),
-      set(iy0[j]!, i32.sub(i32.mul(get(oy), get(sh)), get(pt))),
-      set(ix0[j]!, i32.sub(i32.mul(get(ox), get(sw)), get(pl))),
-      set(base[j]!, i32.add(i32.add(i32.mul(get(n), i32.mul(get(C), get(HW))), i32.mul(get(c0), get(HW))),
-        i32.add(i32.mul(get(iy0[j]!), get(W)), get(ix0[j]!)))),
+      set(iy0s, i32.sub(i32.mul(oy, get(sh)), get(pt))),
+      set(ix0s, i32.sub(i32.mul(ox, get(sw)), get(pl))),
+      set(b0s, i32.mul(i32.add(i32.mul(get(n), get(C)), get(c0)), get(HW))),
+      set(base[g]!, i32x4.replace_lane(get(base[g]!), l, get(b0s))),
+      set(iyv[g]!, i32x4.replace_lane(get(iyv[g]!), l, get(iy0s))),
+      set(ixv[g]!, i32x4.replace_lane(get(ixv[g]!), l, get(ix0s))),
+      set(okv[g]!, i32x4.replace_lane(get(okv[g]!), l,
+        i32.sub(i32.const(0), i32.lt_s(i32.sub(get(col), get(col0)), get(nCols))))), // -1 (all bits) or 0
     );
-    if (j === 0) laneSetup.push(set(fastRow, i32.const(1)));
-    else {
-      // fast: same sample and output row as lane 0, consecutive ox (stride 1), and a valid column
-      laneSetup.push(set(fastRow, i32.and(get(fastRow), i32.and(get(ok[j]!),
-        i32.and(i32.eq(get(iy0[j]!), get(iy0[0]!)), i32.eq(get(base[j]!), i32.add(get(base[0]!), i32.const(j))))))));
-    }
   }
-  // One lane's value: x[base + c*HW + ky*W + kx] if inside, else 0.
-  const laneValue = (j: number): Code => {
-    const inside = i32.and(i32.and(get(ok[j]!), i32.lt_u(i32.add(get(iy0[j]!), get(ky)), get(H))),
-      i32.lt_u(i32.add(get(ix0[j]!), get(kx)), get(W)));
-    return select(
-      f32.load(i32.add(get(x), i32.shl(select(i32.add(get(src), get(base[j]!)), i32.const(0), inside), i32.const(2)))),
-      f32.const(0),
-      inside,
-    );
-  };
-  const general: Code[] = [];
-  for (let j = 0; j < NR; j++) general.push(f32.store(get(out), laneValue(j), 4 * j));
-  // Fast path: lane j reads x[base0 + j + off]; both vectors in one row when the row is interior.
-  const fast: Code[] = [
-    set(iy, i32.add(get(iy0[0]!), get(ky))),
-    set(ix, i32.add(get(ix0[0]!), get(kx))),
-    if_(i32.ge_u(get(iy), get(H)), [
-      v128.store(get(out), get(z)),
-      ...Array.from({ length: NR / 4 - 1 }, (_, q) => v128.store(get(out), get(z), 16 * (q + 1))),
+  // A row panel: same sample and row in every lane, consecutive columns, stride 1, all columns valid.
+  const lane = (vec: number, l: number): Code => i32x4.extract_lane(get(vec), l);
+  const rowPanelCond: Code = i32.and(
+    i32.and(i32.eq(get(sw), i32.const(1)), i32.eq(lane(ok1, 3), i32.const(-1))),
+    i32.and(
+      i32.and(i32.eq(lane(iy0, 0), lane(iy1, 3)), i32.eq(lane(base0, 0), lane(base1, 3))),
+      i32.eq(i32.add(lane(ix0, 0), i32.const(NR - 1)), lane(ix1, 3)),
+    ),
+  );
+
+  // Lane masks: all bits where 0 <= iy + ky < H and 0 <= ix + kx < W and the column is valid.
+  const inside = (g: number): Code => v128.and(get(okv[g]!), v128.and(
+    i32x4.lt_u(i32x4.add(get(iyv[g]!), i32x4.splat(get(ky))), get(vH)),
+    i32x4.lt_u(i32x4.add(get(ixv[g]!), i32x4.splat(get(kx))), get(vW)),
+  ));
+  const rowBody: Code[] = [
+    // ix = ix0 + kx for lane 0; lanes ix .. ix+7 of input row iy0 + ky of channel c
+    set(m0, inside(0)),
+    set(m1, inside(1)),
+    set(off, i32.add(i32.add(i32.add(lane(base0, 0), i32.mul(get(c), get(HW))),
+      i32.mul(i32.add(lane(iy0, 0), get(ky)), get(W))), i32.add(lane(ix0, 0), get(kx)))),
+    // an all-outside row reads nothing (its address may be far outside the input)
+    if_(v128.any_true(v128.or(get(m0), get(m1))), [
+      v128.store(get(out), v128.and(v128.load(i32.add(get(x), i32.shl(get(off), i32.const(2)))), get(m0))),
+      v128.store(get(out), v128.and(v128.load(i32.add(get(x), i32.shl(get(off), i32.const(2))), 16), get(m1)), 16),
     ], [
-      if_(i32.and(i32.ge_s(get(ix), i32.const(0)), i32.le_s(i32.add(get(ix), i32.const(NR)), get(W))), [
-        set(va, v128.load(i32.add(get(x), i32.shl(i32.add(get(src), get(base[0]!)), i32.const(2))))),
-        v128.store(get(out), get(va)),
-        ...Array.from({ length: NR / 4 - 1 }, (_, q) =>
-          v128.store(get(out), v128.load(i32.add(get(x), i32.shl(i32.add(get(src), get(base[0]!)), i32.const(2))), 16 * (q + 1)), 16 * (q + 1))),
-      ], general),
+      v128.store(get(out), v128.const_i32x4(0)),
+      v128.store(get(out), v128.const_i32x4(0), 16),
     ]),
   ];
-  void vb;
+  const gatherBody: Code[] = [];
+  for (let g = 0; g < 2; g++) {
+    // element offsets of the 4 lanes (0 where outside), then 4 scalar loads, then the mask
+    gatherBody.push(
+      set(m0, inside(g)),
+      set(a0, v128.and(get(m0), i32x4.add(get(base[g]!), i32x4.add(i32x4.splat(i32.mul(get(c), get(HW))),
+        i32x4.add(i32x4.mul(i32x4.add(get(iyv[g]!), i32x4.splat(get(ky))), get(vW)), i32x4.add(get(ixv[g]!), i32x4.splat(get(kx)))))))),
+      set(v, v128.load32_splat(i32.add(get(x), i32.shl(i32x4.extract_lane(get(a0), 0), i32.const(2))))),
+      ...[1, 2, 3].map((l) => set(v, i32x4.replace_lane(get(v), l,
+        i32.load(i32.add(get(x), i32.shl(i32x4.extract_lane(get(a0), l), i32.const(2))))))),
+      v128.store(get(out), v128.and(get(v), get(m0)), 16 * g),
+    );
+  }
+  void m1; void a1; void lane03; void lane47;
   f.emit(
     set(HW, i32.mul(get(H), get(W))),
     set(P, i32.mul(get(Ho), get(Wo))),
-    set(z, v128.const_f32x4(0)),
+    set(KK, i32.mul(get(KH), get(KW))),
+    set(vH, i32x4.splat(get(H))),
+    set(vW, i32x4.splat(get(W))),
     set(nPanels, i32.div_u(i32.add(get(nCols), i32.const(NR - 1)), i32.const(NR))),
-    set(jp, i32.mul(get(t), get(PT))),
-    set(jEnd, i32.add(get(jp), get(PT))),
+    set(jStart, i32.mul(get(t), get(PT))),
+    set(jEnd, i32.add(get(jStart), get(PT))),
     if_(i32.gt_s(get(jEnd), get(nPanels)), [set(jEnd, get(nPanels))]),
-    forRange(jp, get(jp), get(jEnd), 1, [
-      ...laneSetup,
-      ...set(fastRow, i32.and(get(fastRow), i32.eq(get(sw), i32.const(1)))),
-      // panel jp of K*NR floats
-      ...set(out, i32.add(get(dst), i32.mul(i32.mul(get(jp), i32.mul(get(Cg), i32.mul(get(KH), get(KW)))), i32.const(NR * 4)))),
-      ...forRange(c, i32.const(0), get(Cg), 1, [
-        ...forRange(ky, i32.const(0), get(KH), 1, [
-          ...forRange(kx, i32.const(0), get(KW), 1, [
-            // src = c*HW + ky*W + kx (added to each lane's base)
-            ...set(src, i32.add(i32.add(i32.mul(get(c), get(HW)), i32.mul(get(ky), get(W))), get(kx))),
-            ...if_(get(fastRow), fast, general),
-            ...set(out, i32.add(get(out), i32.const(NR * 4))),
+    forRange(cb0, i32.const(0), get(Cg), get(CB), [
+      set(cbEnd, i32.add(get(cb0), get(CB))),
+      if_(i32.gt_s(get(cbEnd), get(Cg)), [set(cbEnd, get(Cg))]),
+      forRange(jp, get(jStart), get(jEnd), 1, [
+        ...laneSetup,
+        set(rowPanel, rowPanelCond),
+        // rows (cb0*KH*KW ..) of panel jp, which holds K*NR floats
+        set(out, i32.add(get(dst), i32.mul(i32.add(i32.mul(get(jp), i32.mul(get(Cg), get(KK))), i32.mul(get(cb0), get(KK))), i32.const(NR * 4)))),
+        forRange(c, get(cb0), get(cbEnd), 1, [
+          forRange(ky, i32.const(0), get(KH), 1, [
+            forRange(kx, i32.const(0), get(KW), 1, [
+              if_(get(rowPanel), rowBody, gatherBody),
+              set(out, i32.add(get(out), i32.const(NR * 4))),
+            ]),
           ]),
         ]),
       ]),

@@ -106,11 +106,12 @@ export class WasmHeap {
 }
 
 /**
- * Bytes reserved for a request: 16 bytes of slack past the end, so a kernel may read one v128 at any
- * element of a block (vector loads in scalar tails) without leaving it.
+ * Bytes reserved for a request: 64 bytes of slack past the end, so a kernel may read a few v128 past
+ * any element of a block (vector loads in scalar tails, the conv packer's masked row loads) without
+ * leaving the memory.
  */
 function blockSize(bytes: number): number {
-  return align(bytes + 16);
+  return align(bytes + 64);
 }
 
 function align(n: number): number {

@@ -147,6 +147,8 @@ export const v128 = {
   const_i32x4: (a: number, b = a, c = a, d = a): Code =>
     cat(simd(0x0c), ...[a, b, c, d].map((x) => Array.from(new Uint8Array(new Int32Array([x]).buffer)))),
   not: sun(0x4d), and: sbin(0x4e), andnot: sbin(0x4f), or: sbin(0x50), xor: sbin(0x51),
+  /** 1 if any bit is set. */
+  any_true: sun(0x53),
   /** Lanes of a where mask bits are set, else b. */
   bitselect: (a: Code, b: Code, mask: Code): Code => cat(a, b, mask, simd(0x52)),
   shuffle: (a: Code, b: Code, lanes: number[]): Code => cat(a, b, simd(0x0d), lanes),
@@ -155,7 +157,8 @@ export const v128 = {
 export const i32x4 = {
   splat: sun(0x11),
   extract_lane: (v: Code, lane: number): Code => cat(v, simd(0x1b), [lane]),
-  lt_s: sbin(0x39),
+  replace_lane: (v: Code, lane: number, x: Code): Code => cat(v, x, simd(0x1c), [lane]),
+  lt_s: sbin(0x39), lt_u: sbin(0x3a),
   shl: sbin(0xab), shr_s: sbin(0xac), add: sbin(0xae), sub: sbin(0xb1), mul: sbin(0xb5),
   trunc_sat_f32x4_s: sun(0xf8),
 };

@@ -58,10 +58,18 @@ function packPanels(rt: WasmRuntime, src: number, rs: number, cs: number, K: num
   rt.launch('gemm_pack_task', [src, rs, cs, K, N, dst, PT], ceilDiv(nPanels, PT), [], serial);
 }
 
-/** C[Mp, nPanels*NR] = U[M, K] @ packed P. */
+/**
+ * Floats per row of the GEMM's C buffer: the padded width plus 16, so rows are not a power of two
+ * apart (the transposing epilogue walks C down its columns; power-of-two strides map every row to the
+ * same few cache sets).
+ */
+const ldcFloats = (nPanels: number): number => nPanels * NR + 16;
+const cBytes = (M: number, nPanels: number): number => ceilDiv(M, MR) * MR * ldcFloats(nPanels) * 4;
+
+/** C[Mp, ldc] = U[M, K] @ packed P. */
 function gemmCore(rt: WasmRuntime, u: number, lda: number, M: number, K: number, p: number, nPanels: number, c: number, serial: boolean): void {
   if (K === 0) {
-    rt.f32(c, Math.ceil(M / MR) * MR * nPanels * NR).fill(0); // an empty sum; the epilogue still runs
+    rt.f32(c, cBytes(M, nPanels) / 4).fill(0); // an empty sum; the epilogue still runs
     return;
   }
   const t = gemmTasks(rt, M, nPanels);
@@ -70,7 +78,7 @@ function gemmCore(rt: WasmRuntime, u: number, lda: number, M: number, K: number,
   // one pass over K streams each U row contiguously, which the prefetchers like better than 1 KiB
   // pieces of rows far apart.
   const kc = t.PC * NR * K * 4 <= FULL_K_BYTES ? K : KC;
-  rt.launch('gemm_task', [u, lda, M, p, nPanels, K, c, nPanels * NR * 4, t.MC, t.PC, kc, t.colTasks], t.rowTasks * t.colTasks, [], serial);
+  rt.launch('gemm_task', [u, lda, M, p, nPanels, K, c, ldcFloats(nPanels) * 4, t.MC, t.PC, kc, t.colTasks], t.rowTasks * t.colTasks, [], serial);
 }
 
 export interface EpilogueSpec {
@@ -129,8 +137,7 @@ export function matmul(rt: WasmRuntime, a: number, b: number, out: number, p: Ma
       const cols = merge ? B * M : M;
       const nPanels = ceilDiv(cols, NR);
       const pk = s.alloc(nPanels * NR * K * 4, 'matmul packed operand');
-      const Mp = ceilDiv(N, MR) * MR;
-      const c = s.alloc(Mp * nPanels * NR * 4, 'matmul tile buffer');
+      const c = s.alloc(cBytes(N, nPanels), 'matmul tile buffer');
       for (let g = 0; g < groups; g++) {
         const aOff = a + (Ba === 1 ? 0 : g * M * K) * 4;
         const bOff = b + (Bb === 1 ? 0 : g * N * K) * 4;
@@ -138,7 +145,7 @@ export function matmul(rt: WasmRuntime, a: number, b: number, out: number, p: Ma
         packPanels(rt, aOff, p.transA ? M : 1, p.transA ? 1 : K, K, cols, pk, serial);
         gemmCore(rt, bOff, K * 4, N, K, pk, nPanels, c, serial);
         const o = g * M * N * 4;
-        epilogue(rt, c, nPanels * NR * 4, N, cols, {
+        epilogue(rt, c, ldcFloats(nPanels) * 4, N, cols, {
           layout: 'trans', act: p.act, alpha: p.alpha, out: out + o, rowStride: N,
           bias: p.bias, biasMode: p.bias ? BIAS.row : BIAS.none, res: p.res ? p.res + o : 0,
         }, serial);
@@ -153,8 +160,7 @@ export function matmul(rt: WasmRuntime, a: number, b: number, out: number, p: Ma
     }
     const nPanels = ceilDiv(N, NR);
     const pk = s.alloc(nPanels * NR * K * 4, 'matmul packed operand');
-    const Mp = ceilDiv(M, MR) * MR;
-    const c = s.alloc(Mp * nPanels * NR * 4, 'matmul tile buffer');
+    const c = s.alloc(cBytes(M, nPanels), 'matmul tile buffer');
     let packedFor = -1;
     for (let g = 0; g < B; g++) {
       const bi = Bb === 1 ? 0 : g;
@@ -165,7 +171,7 @@ export function matmul(rt: WasmRuntime, a: number, b: number, out: number, p: Ma
       }
       gemmCore(rt, aRows + (Ba === 1 ? 0 : g * M * K) * 4, K * 4, M, K, pk, nPanels, c, serial);
       const o = g * M * N * 4;
-      epilogue(rt, c, nPanels * NR * 4, M, N, {
+      epilogue(rt, c, ldcFloats(nPanels) * 4, M, N, {
         layout: 'seg', act: p.act, alpha: p.alpha, out: out + o, rowStride: N, S: N, segStride: 0,
         bias: p.bias, biasMode: p.bias ? BIAS.col : BIAS.none, res: p.res ? p.res + o : 0,
       }, serial);
@@ -212,20 +218,22 @@ export function conv2d(rt: WasmRuntime, x: number, w: number, out: number, p: Co
   try {
     const nPanelsMax = ceilDiv(maxCols, NR);
     const pk = s.alloc(nPanelsMax * NR * K * 4, 'conv2d packed columns');
-    const c = s.alloc(ceilDiv(Og, MR) * MR * nPanelsMax * NR * 4, 'conv2d tile buffer');
+    const c = s.alloc(cBytes(Og, nPanelsMax), 'conv2d tile buffer');
     for (const [col0, nCols] of chunks) {
       const nPanels = ceilDiv(nCols, NR);
       for (let g = 0; g < G; g++) {
         const PT = Math.max(1, ceilDiv(nPanels, rt.threads * 4));
+        // channel block: ~256 packed rows, i.e. a few input rows of CB channels stay in cache for all panels
+        const CB = Math.max(1, Math.floor(256 / (p.KH * p.KW)));
         const args = [x, p.C, p.H, p.W, p.KH, p.KW, p.stride[0], p.stride[1], p.padding[0], p.padding[2], Ho, Wo,
-          col0, nCols, Cg, g * Cg, pk, PT];
+          col0, nCols, Cg, g * Cg, pk, PT, CB];
         if (args.length !== CONV_PACK_ARGS_LEN) throw new Error('conv2d: argument struct mismatch');
         rt.launch('conv_pack_task', args, ceilDiv(nPanels, PT), [], serial);
         gemmCore(rt, w + g * Og * K * 4, K * 4, Og, K, pk, nPanels, c, serial);
         // C [Og, nCols] -> out[n, g*Og + r, p]
         const n0 = Math.floor(col0 / P), p0 = col0 % P;
         const o = ((n0 * p.O + g * Og) * P + p0) * 4;
-        epilogue(rt, c, nPanels * NR * 4, Og, nCols, {
+        epilogue(rt, c, ldcFloats(nPanels) * 4, Og, nCols, {
           layout: 'seg', act: p.act, alpha: 1, out: out + o, rowStride: P, S: p0 === 0 ? P : nCols, segStride: p.O * P,
           bias: p.bias ? p.bias + g * Og * 4 : 0, biasMode: p.bias ? BIAS.row : BIAS.none, res: p.res ? p.res + o : 0,
         }, serial);
