@@ -5,7 +5,8 @@
 // chunked columns; causal attention and the logsumexp; group norm with SiLU and saved statistics.
 // Tolerances: an f32 result accumulated over n terms of magnitude ~s has error ~ sqrt(n) eps s
 // (tolFor('f32', n, s), test/harness/allclose.ts); transcendental activations add a few ulp.
-// Runs once with the worker pool (2 threads) and once on one thread.
+// Runs once with the worker pool (2 threads, relaxed-SIMD FMA where the engine has it) and once on one
+// thread with plain mul + add.
 
 import { WasmBackend } from '@cnx/kernels';
 import { CpuBackend, type Activation, type Backend, type Tensor } from '@cnx/tensor';
@@ -28,15 +29,16 @@ async function close(got: Tensor, ref: Tensor, tol: { atol: number; rtol: number
   ref.dispose();
 }
 
-for (const threads of [2, 1]) {
-  describe(`wasm kernels [${threads} thread${threads > 1 ? 's' : ''}]`, () => {
+for (const { threads, fma } of [{ threads: 2, fma: true }, { threads: 1, fma: false }]) {
+  describe(`wasm kernels [${threads} thread${threads > 1 ? 's' : ''}${fma ? '' : ', no FMA'}]`, () => {
     let be: WasmBackend;
-    beforeAll(async () => { be = await WasmBackend.create({ threads }); });
+    beforeAll(async () => { be = await WasmBackend.create({ threads, fma }); });
     afterAll(() => be?.destroy());
 
     it('reports what runs', () => {
       expect(be.description).toMatch(/WebAssembly SIMD/);
       expect(be.rt.threads).toBe(threads);
+      if (!fma) expect(be.rt.fma).toBe(false);
     });
 
     it('matmul: layouts, odd sizes, batch broadcast, epilogues', async () => {
