@@ -12,6 +12,7 @@ import { numel, type Shape } from '../shape.js';
 import { Tensor } from '../tensor.js';
 import { gemm } from './gemm.js';
 import { erf } from './erf.js';
+import { groupNormForward, layerNormForward } from './norm.js';
 
 export interface CpuStorage extends Storage {
   data: RawArray;
@@ -346,49 +347,13 @@ export class CpuBackend implements Backend {
 
   // ------------------------------------------------------------------ normalisation
   groupNorm(x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, opts: GroupNormOptions): Tensor {
-    const N = x.shape[0]!, C = x.shape[1]!;
-    const S = x.size / (N * C);
-    const Cg = C / opts.groups;
-    const v = this.values(x);
-    const wv = weight ? (this.raw(weight) as Float32Array) : undefined;
-    const bv = bias ? (this.raw(bias) as Float32Array) : undefined;
-    for (let n = 0; n < N; n++) {
-      for (let g = 0; g < opts.groups; g++) {
-        const start = (n * C + g * Cg) * S, len = Cg * S;
-        let mu = 0;
-        for (let i = start; i < start + len; i++) mu += v[i]!;
-        mu /= len;
-        let varSum = 0;
-        for (let i = start; i < start + len; i++) varSum += (v[i]! - mu) ** 2;
-        const rstd = 1 / Math.sqrt(varSum / len + opts.eps);
-        for (let c = 0; c < Cg; c++) {
-          const ch = g * Cg + c;
-          const wc = wv ? wv[ch]! : 1, bc = bv ? bv[ch]! : 0;
-          for (let i = start + c * S; i < start + (c + 1) * S; i++) {
-            const y = (v[i]! - mu) * rstd * wc + bc;
-            v[i] = opts.silu ? y / (1 + Math.exp(-y)) : y;
-          }
-        }
-      }
-    }
-    return this.f32(x.shape, v);
+    const { y } = groupNormForward(this.values(x), x.shape, weight && this.values(weight), bias && this.values(bias), opts);
+    return this.f32(x.shape, y);
   }
 
   layerNorm(x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, eps: number): Tensor {
-    const D = x.shape[x.rank - 1]!;
-    const v = this.values(x);
-    const wv = weight ? (this.raw(weight) as Float32Array) : undefined;
-    const bv = bias ? (this.raw(bias) as Float32Array) : undefined;
-    for (let r = 0; r < v.length / D; r++) {
-      let mu = 0;
-      for (let j = 0; j < D; j++) mu += v[r * D + j]!;
-      mu /= D;
-      let varSum = 0;
-      for (let j = 0; j < D; j++) varSum += (v[r * D + j]! - mu) ** 2;
-      const rstd = 1 / Math.sqrt(varSum / D + eps);
-      for (let j = 0; j < D; j++) v[r * D + j] = (v[r * D + j]! - mu) * rstd * (wv ? wv[j]! : 1) + (bv ? bv[j]! : 0);
-    }
-    return this.f32(x.shape, v);
+    const { y } = layerNormForward(this.values(x), x.shape, weight && this.values(weight), bias && this.values(bias), eps);
+    return this.f32(x.shape, y);
   }
 
   crossNorm(x: Tensor, control: Tensor, opts: CrossNormOptions): Tensor {
