@@ -16,3 +16,4 @@ export * as diffusionKernels from './diffusion.js';
 export * as wgslMath from './wgsl_math.js';
 // Backward kernel families and the optimizer (autograd issue, bwd-a).
 export * as normBackwardKernels from './norm_backward.js';
+export * as conv2dBackwardKernel from './conv2d_backward.js';
