@@ -17,3 +17,8 @@ export * as wgslMath from './wgsl_math.js';
 // Backward kernel families and the optimizer (autograd issue, bwd-a).
 export * as normBackwardKernels from './norm_backward.js';
 export * as conv2dBackwardKernel from './conv2d_backward.js';
+export * as elementwiseBackwardKernels from './elementwise_backward.js';
+export * as resampleBackwardKernels from './resample_backward.js';
+export * as sumSquaresKernels from './sum_squares.js';
+export * as mseLossKernels from './mse_loss.js';
+export * as adamwKernels from './adamw.js';
