@@ -18,3 +18,11 @@ export * as matmulKernel from './matmul.js';
 export * as matmulNaiveKernel from './matmul_naive.js';
 export * as attentionKernel from './attention.js';
 export * as wgslMath from './wgsl_math.js';
+// Backward kernel families and the optimizer (autograd issue, bwd-a).
+export * as normBackwardKernels from './norm_backward.js';
+export * as conv2dBackwardKernel from './conv2d_backward.js';
+export * as elementwiseBackwardKernels from './elementwise_backward.js';
+export * as resampleBackwardKernels from './resample_backward.js';
+export * as sumSquaresKernels from './sum_squares.js';
+export * as mseLossKernels from './mse_loss.js';
+export * as adamwKernels from './adamw.js';

@@ -12,3 +12,10 @@ export * from './safetensors.js';
 export * from './safetensors_writer.js';
 export * from './trace.js';
 export * from './weights.js';
+// Float64 CPU references of the backward ops, saved-statistics forwards and the optimizer (autograd issue).
+export * from './cpu/norm.js';
+export * from './cpu/norm_backward.js';
+export * from './cpu/conv2d_backward.js';
+export * from './cpu/elementwise_backward.js';
+export * from './cpu/resample_backward.js';
+export * from './cpu/adamw.js';

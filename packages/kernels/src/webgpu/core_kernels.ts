@@ -6,7 +6,7 @@ import type { CoreOpName, CoreOpParams, Tensor } from '@cnx/tensor';
 import { attention, softmax } from '../attention.js';
 import { conv2d } from '../conv2d.js';
 import { matmul } from '../matmul.js';
-import { groupNorm, layerNorm } from '../norm.js';
+import { groupNorm, groupNormWithStats, layerNorm, layerNormWithStats } from '../norm.js';
 import { adaptiveAvgPool2d, upsampleNearest } from '../resample.js';
 import type { GpuContext } from './context.js';
 import * as elementwise from './elementwise.js';
@@ -33,12 +33,19 @@ export const coreKernels: { readonly [K in CoreOpName]: WebgpuKernel<CoreOpParam
     return [attention(ctx, q!, k!, v!, p)];
   },
   group_norm: (ctx, [x, w, b], p) => {
-    noStats('group_norm', p.stats);
-    return [groupNorm(ctx, x!, w, b, p)];
+    if (!p.stats) return [groupNorm(ctx, x!, w, b, p)];
+    const r = groupNormWithStats(ctx, x!, w, b, p);
+    return [r.y, r.mean, r.rstd];
   },
   layer_norm: (ctx, [x, w, b], p) => {
-    noStats('layer_norm', p.stats);
-    return [layerNorm(ctx, x!, w, b, p.eps)];
+    if (!p.stats) return [layerNorm(ctx, x!, w, b, p.eps)];
+    const r = layerNormWithStats(ctx, x!, w, b, p.eps);
+    // The kernel writes [rows]; the definition's stats have x's shape without its last dim.
+    const rows = x!.shape.slice(0, -1);
+    const mean = r.mean.reshape(rows), rstd = r.rstd.reshape(rows);
+    r.mean.dispose();
+    r.rstd.dispose();
+    return [r.y, mean, rstd];
   },
   upsample_nearest: (ctx, [x], p) => [upsampleNearest(ctx, x!, p.size)],
   adaptive_avg_pool2d: (ctx, [x], p) => [adaptiveAvgPool2d(ctx, x!, p.size)],

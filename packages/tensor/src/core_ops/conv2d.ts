@@ -19,7 +19,7 @@ export interface Conv2dParams {
 }
 
 /** Output spatial size of a convolution; throws when the kernel exceeds the padded input. */
-export function conv2dOutputSize(H: number, W: number, kh: number, kw: number, p: Conv2dParams): [number, number] {
+export function conv2dOutputSize(H: number, W: number, kh: number, kw: number, p: Pick<Conv2dParams, 'stride' | 'padding'>): [number, number] {
   const [sh, sw] = p.stride;
   const [pt, pb, pl, pr] = p.padding;
   const Ho = Math.floor((H + pt + pb - kh) / sh) + 1, Wo = Math.floor((W + pl + pr - kw) / sw) + 1;
