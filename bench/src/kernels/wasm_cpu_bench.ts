@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { availableParallelism } from 'node:os';
 import { WasmBackend } from '@cnx/kernels';
-import { CpuBackend, type Backend, type Tensor } from '@cnx/tensor';
+import { attentionOp, conv2dOp, CpuBackend, matmulOp, runOp1, type Backend, type Tensor } from '@cnx/tensor';
 import { runEnvironment } from '../environment.js';
 
 interface Case {
@@ -44,7 +44,7 @@ function linear(name: string, M: number, N: number, K: number): Case {
     family: 'gemm', name: `${name}: [${M}x${K}] @ [${N}x${K}]^T`, flops: 2 * M * N * K,
     make(be) {
       const x = tensor(be, [1, M, K], 1), w = tensor(be, [1, N, K], 2), b = tensor(be, [N], 3);
-      return { inputs: [x, w, b], run: () => be.matmul(x, w, { transB: true, bias: b }) };
+      return { inputs: [x, w, b], run: () => runOp1(matmulOp, [x, w, b], { transB: true }) };
     },
   };
 }
@@ -54,7 +54,7 @@ function square(n: number): Case {
     family: 'gemm', name: `square ${n}x${n}x${n}`, flops: 2 * n * n * n,
     make(be) {
       const a = tensor(be, [1, n, n], 4), b = tensor(be, [1, n, n], 5);
-      return { inputs: [a, b], run: () => be.matmul(a, b) };
+      return { inputs: [a, b], run: () => runOp1(matmulOp, [a, b], {}) };
     },
   };
 }
@@ -65,7 +65,7 @@ function conv(name: string, N: number, C: number, H: number, O: number, k: numbe
     family: 'conv', name: `${name}: [${N},${C},${H},${H}] * [${O},${C},${k},${k}]`, flops: 2 * N * O * H * H * C * k * k,
     make(be) {
       const x = tensor(be, [N, C, H, H], 6), w = tensor(be, [O, C, k, k], 7), b = tensor(be, [O], 8);
-      return { inputs: [x, w, b], run: () => be.conv2d(x, w, b, { stride: [1, 1], padding: [pad, pad, pad, pad], groups: 1 }) };
+      return { inputs: [x, w, b], run: () => runOp1(conv2dOp, [x, w, b], { stride: [1, 1], padding: [pad, pad, pad, pad], groups: 1 }) };
     },
   };
 }
@@ -75,7 +75,7 @@ function attention(name: string, B: number, Lq: number, Lk: number, H: number, D
     family: 'attention', name: `${name}: B${B} Lq${Lq} Lk${Lk} H${H} D${D}`, flops: 4 * B * H * Lq * Lk * D,
     make(be) {
       const q = tensor(be, [B, Lq, H, D], 9), k = tensor(be, [B, Lk, H, D], 10), v = tensor(be, [B, Lk, H, D], 11);
-      return { inputs: [q, k, v], run: () => be.attention(q, k, v, { scale: 1 / Math.sqrt(D) }) };
+      return { inputs: [q, k, v], run: () => runOp1(attentionOp, [q, k, v], { scale: 1 / Math.sqrt(D) }) };
     },
   };
 }

@@ -2,6 +2,7 @@
 // control types. (Pipelines / CLI / schedulers live beside these files and export themselves below.)
 export * from './variants.js';
 export * from './injection.js';
+export * from './controlnext/cross_norm.js';
 export * from './control_module.js';
 export * from './down_path_module.js';
 export * from './controlnext_sd15.js';

@@ -1,6 +1,6 @@
 // ControlNeXt injection: the control module's output enters the denoiser once per forward, at the
 // variant's point, as `x + s * c_hat` where c_hat is the control map cross-normalised to the feature's
-// statistics (spec sections 2.7 and 9). It is ONE fused ops.crossNorm call per forward.
+// statistics (spec sections 2.7 and 9). It is ONE fused crossNorm call (controlnext/cross_norm.ts) per forward.
 //
 // Batch-1 control under CFG: the module output depends only on the control image and the timestep, so
 // a [1, C, h', w'] map is passed as is (crossNorm broadcasts it over the N samples; statistics of x stay
@@ -8,6 +8,7 @@
 // scale tensor [N] instead of a number (see variants.ts cfgScales).
 
 import { ops, type Tensor, type Trace } from '@cnx/tensor';
+import { crossNorm } from './controlnext/cross_norm.js';
 import type { UNetForwardOptions } from '@cnx/unet';
 import type { ControlNeXtVariant, InjectionPoint } from './variants.js';
 
@@ -79,7 +80,7 @@ export function injectControl(
     if (variant.order === 'pool_then_norm') {
       const pooled = ops.adaptiveAvgPool2d(control, [h, w]);
       trace('control_pooled', pooled);
-      const normed = ops.crossNorm(x, pooled, { eps: variant.eps, order: 'pool_then_norm', scale: 1, residual: false });
+      const normed = crossNorm(x, pooled, { eps: variant.eps, order: 'pool_then_norm', scale: 1, residual: false });
       trace('control_normed', normed);
       pooled.dispose();
       normed.dispose();
@@ -92,7 +93,7 @@ export function injectControl(
       pooled.dispose();
     }
   }
-  const out = ops.crossNorm(x, control, { eps: variant.eps, order: variant.order, scale });
+  const out = crossNorm(x, control, { eps: variant.eps, order: variant.order, scale });
   trace?.('sample_after', out);
   return out;
 }

@@ -2,7 +2,8 @@
 // net.0 = GEGLU (net.0.proj: Linear dim -> 2*inner; out = a * gelu_exact(gate) with [a, gate] the two
 // halves of the last dim), net.1 = Dropout, net.2 = Linear inner -> dim.
 
-import { ops, type Backend, type Tensor, type WeightSource } from '@cnx/tensor';
+import type { Backend, Tensor, WeightSource } from '@cnx/tensor';
+import { geglu } from './ops/geglu.js';
 import { Module } from './module.js';
 import { Linear } from './layers/linear.js';
 
@@ -18,7 +19,7 @@ export class GEGLU extends Module {
   /** x [..., dimIn] -> [..., dimOut]. */
   forward(x: Tensor): Tensor {
     const h = this.proj.forward(x);
-    const y = ops.geglu(h);
+    const y = geglu(h);
     h.dispose();
     return y;
   }

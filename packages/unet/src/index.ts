@@ -26,3 +26,5 @@ export {
 } from './clip_text.js';
 export { CLIPTokenizer, basicClean, bytesToUnicode, type CLIPTokenizerOptions, type EncodeOptions } from './tokenizer.js';
 export { sd15TextEncoderConfig, sd15UNetConfig, sd15VaeConfig, sdxlUNetConfig } from './configs/index.js';
+export { gegluOp, geglu, gegluWebgpu, gegluWgsl, type GegluParams } from './ops/geglu.js';
+export { timestepEmbeddingOp, timestepEmbedding, timestepEmbeddingWebgpu, timestepEmbeddingWgsl, timestepFrequencies, type TimestepEmbeddingParams } from './ops/timestep_embedding.js';

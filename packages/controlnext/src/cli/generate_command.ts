@@ -3,7 +3,7 @@
 
 import { existsSync, statSync } from 'node:fs';
 import { dirname, extname, resolve } from 'node:path';
-import { createBackend, type BackendName } from '@cnx/kernels';
+import { createBackend } from '@cnx/kernels';
 import type { Backend, Tensor } from '@cnx/tensor';
 import { findControlType, type ControlTypeOptions } from '../control_type.js';
 import { imageToTensor, readImage, resizeImage, tensorToImages, toRgbImage, writePng } from '../images.js';
@@ -134,7 +134,7 @@ export async function runGenerate(argv: readonly string[], io: CommandIO): Promi
   const initImagePath = str('init-image');
   const initImage = initImagePath ? readImage(initImagePath) : undefined;
 
-  const backendName = str('backend') as BackendName;
+  const backendName = str('backend')!;
   const backend: Backend = await createBackend(backendName, { adapter: str('adapter') });
   io.stderr.write(`backend: ${backend.description}\n`);
   let pipe: ControllableDiffusionPipeline | undefined;

@@ -1,8 +1,10 @@
 // The fast CPU backend ('wasm'): f32 WebAssembly SIMD kernels on worker threads over shared memory
 // (one thread where SharedArrayBuffer is missing), beside the float64 CPU reference ('cpu'), which
-// stays what defines every op. Implements the current Backend interface of @cnx/tensor; the ops it
-// does not cover (reductions, cross normalisation, pooling, the timestep embedding) run the reference
-// implementation on copies and put the result back into wasm memory.
+// stays what defines every op. run() dispatches the core ops it accelerates through the typed table in
+// core_kernels.ts, an extension op through its definition's `kernels.wasm` entry (GEGLU), and every
+// other op (reductions, pooling, cross normalisation, the timestep embedding, backward ops) through the
+// definition's float64 CPU reference, which reads the inputs in place in wasm memory; its results are
+// copied into wasm memory.
 //
 // Memory model: tensor storages live IN the module's WebAssembly.Memory (a best-fit heap, heap.ts), so
 // kernels read weights and activations in place; packing copies only the operand that must be packed.
@@ -12,11 +14,12 @@
 // than the memory (UNet + ControlNet) still run, paying a copy per use of the spilled weights.
 
 import {
-  CpuBackend, DTYPE_BYTES, fromFloat32, numel, rawArrayFor, stridedOffsets, toFloat32, Tensor, applyUnary,
-  type Activation, type AttentionOptions, type Backend, type BinaryOp, type Conv2dOptions, type CrossNormOptions,
-  type DType, type GroupNormOptions, type MatmulOptions, type MemoryStats, type RawArray, type ReduceOp, type Shape,
-  type Storage, type TimestepEmbeddingOptions, type UnaryOp,
+  DTYPE_BYTES, fromFloat32, numel, rawArrayFor, stridedOffsets, toFloat32, Tensor, applyUnary,
+  type Activation, type AttentionParams, type Backend, type BinaryOp, type Conv2dParams, type DType, type GroupNormParams,
+  type HostTensor, type MatmulParams, type MemoryStats, type OpDefinition, type OpKernel, type RawArray, type Shape,
+  type Storage, type TensorMeta, type UnaryOp,
 } from '@cnx/tensor';
+import { wasmCoreKernels } from './core_kernels.js';
 import { WasmRuntime, type WasmRuntimeOptions } from './runtime.js';
 import * as k from './wasm_ops.js';
 
@@ -36,7 +39,6 @@ export class WasmBackend implements Backend {
   private live = 0;
   private peak = 0;
   private readonly temps: [number, number][] = [];
-  private readonly ref = new CpuBackend();
 
   private constructor(readonly rt: WasmRuntime) {
     this.description = `CPU fast path: ${rt.description}`;
@@ -165,7 +167,7 @@ export class WasmBackend implements Backend {
   }
 
   /** Run body, releasing input copies afterwards. */
-  private run<T>(body: () => T): T {
+  private withInputs<T>(body: () => T): T {
     try {
       return body();
     } finally {
@@ -173,24 +175,47 @@ export class WasmBackend implements Backend {
     }
   }
 
-  /** The reference implementation on copies, result copied back into wasm memory. */
-  private reference(inputs: (Tensor | undefined)[], fn: (ref: CpuBackend, xs: (Tensor | undefined)[]) => Tensor): Tensor {
-    const xs = inputs.map((x) => (x ? this.ref.fromRaw(this.values(x), x.shape) : undefined));
-    const y = fn(this.ref, xs);
-    try {
-      const out = this.make(y.shape, y.dtype);
-      this.rawView(out).set(this.ref.raw(y) as never);
-      return out;
-    } finally {
-      y.dispose();
-      for (const x of xs) x?.dispose();
+  // ------------------------------------------------------------------ ops
+  run<P>(op: OpDefinition<P>, inputs: readonly (Tensor | undefined)[], params: P, outputs: readonly TensorMeta[]): Tensor[] {
+    const own = (wasmCoreKernels as Readonly<Record<string, OpKernel<P, WasmBackend> | undefined>>)[op.name] ?? op.kernels?.wasm;
+    if (own) return own(this, inputs, params);
+    return this.reference(op, inputs, params, outputs);
+  }
+
+  /**
+   * An op through its definition's float64 CPU reference: inputs are read in place (views of wasm memory
+   * when contiguous), the results copied into new wasm-memory tensors.
+   */
+  reference<P>(op: OpDefinition<P>, inputs: readonly (Tensor | undefined)[], params: P, outputs: readonly TensorMeta[]): Tensor[] {
+    const host = inputs.map((x): HostTensor | undefined => x && {
+      shape: x.shape, dtype: x.dtype,
+      data: x.isContiguous ? (this.rawView(x).subarray(0, x.size) as RawArray) : this.dense(x),
+    });
+    const data = op.cpu(host, params);
+    if (data.length !== outputs.length || data.some((d, i) => d.length !== numel(outputs[i]!.shape))) {
+      throw new Error(`${op.name}: the CPU reference returned ${data.length} array(s) of ${data.map((d) => d.length).join(', ')} elements, ` +
+        `the definition's outputs are ${outputs.map((o) => `[${o.shape.join(', ')}]`).join(', ')}`);
     }
+    return outputs.map((o, i) => {
+      const t = this.make(o.shape, o.dtype);
+      this.rawView(t).set(data[i]! as never);
+      return t;
+    });
+  }
+
+  /** The elements of any view in row-major order, in its dtype (a copy). */
+  private dense(x: Tensor): RawArray {
+    const raw = this.rawView(x);
+    const offs = stridedOffsets(x.shape, x.strides, x.offset);
+    const out = rawArrayFor(x.dtype, offs.length);
+    for (let i = 0; i < offs.length; i++) out[i] = raw[offs[i]!]!;
+    return out;
   }
 
   // ------------------------------------------------------------------ layout and type
   contiguous(x: Tensor): Tensor {
     if (x.dtype === 'f32') {
-      return this.run(() => {
+      return this.withInputs(() => {
         const out = this.out(x.shape);
         const s = x.storage as WasmStorage;
         const g = s.ptr >= 0 ? gather4(x) : undefined;
@@ -235,7 +260,7 @@ export class WasmBackend implements Backend {
 
   // ------------------------------------------------------------------ elementwise
   unary(op: UnaryOp, x: Tensor): Tensor {
-    return this.run(() => {
+    return this.withInputs(() => {
       const xp = this.input(x);
       const out = this.out(x.shape);
       if (k.hasVectorUnary(op)) k.unary(this.rt, op, xp, this.ptrOf(out), x.size);
@@ -248,7 +273,7 @@ export class WasmBackend implements Backend {
   }
 
   affine(x: Tensor, mul: number, add: number): Tensor {
-    return this.run(() => {
+    return this.withInputs(() => {
       const xp = this.input(x);
       const out = this.out(x.shape);
       k.affine(this.rt, xp, this.ptrOf(out), x.size, mul, add);
@@ -257,7 +282,7 @@ export class WasmBackend implements Backend {
   }
 
   binary(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
-    return this.run(() => {
+    return this.withInputs(() => {
       const ap = this.input(a), bp = this.input(b);
       const out = this.out(a.shape);
       k.binary(this.rt, op, ap, bp, this.ptrOf(out), a.size);
@@ -266,12 +291,8 @@ export class WasmBackend implements Backend {
   }
 
   // ------------------------------------------------------------------ reductions
-  reduce(op: ReduceOp, x: Tensor, axes: readonly number[]): Tensor {
-    return this.reference([x], (r, [xr]) => r.reduce(op, xr!, axes));
-  }
-
   softmax(x: Tensor): Tensor {
-    return this.run(() => {
+    return this.withInputs(() => {
       const xp = this.input(x);
       const out = this.out(x.shape);
       const D = x.shape[x.rank - 1]!;
@@ -281,108 +302,92 @@ export class WasmBackend implements Backend {
   }
 
   // ------------------------------------------------------------------ linear algebra
-  matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
+  /** out [B, M, N] = act(alpha * a@b + bias) + residual (core op 'matmul'). */
+  matmul(a: Tensor, b: Tensor, bias: Tensor | undefined, residual: Tensor | undefined, p: MatmulParams = {}): Tensor {
     const [Ba, r0, c0] = a.shape as [number, number, number];
     const [Bb, r1, c1] = b.shape as [number, number, number];
-    const M = opts.transA ? c0 : r0, K = opts.transA ? r0 : c0;
-    const N = opts.transB ? r1 : c1;
+    const M = p.transA ? c0 : r0, K = p.transA ? r0 : c0;
+    const N = p.transB ? r1 : c1;
     const B = Math.max(Ba, Bb);
-    return this.run(() => {
+    return this.withInputs(() => {
       const ap = this.input(a), bp = this.input(b);
-      const bias = this.opt(opts.bias), res = this.opt(opts.residual);
+      const biasP = this.opt(bias), res = this.opt(residual);
       const out = this.out([B, M, N]);
       k.matmul(this.rt, ap, bp, this.ptrOf(out), {
-        Ba, Bb, M, N, K, transA: !!opts.transA, transB: !!opts.transB, alpha: opts.alpha ?? 1,
-        act: opts.activation ?? 'none', bias, res,
+        Ba, Bb, M, N, K, transA: !!p.transA, transB: !!p.transB, alpha: p.alpha ?? 1,
+        act: p.activation ?? 'none', bias: biasP, res,
       });
       return out;
     });
   }
 
-  conv2d(x: Tensor, w: Tensor, bias: Tensor | undefined, opts: Conv2dOptions): Tensor {
+  /** out [N, O, Ho, Wo] = act(conv(x, w) + bias) + residual (core op 'conv2d'). */
+  conv2d(x: Tensor, w: Tensor, bias: Tensor | undefined, residual: Tensor | undefined, p: Conv2dParams): Tensor {
     const [N, C, H, W] = x.shape as [number, number, number, number];
     const [O, , KH, KW] = w.shape as [number, number, number, number];
     const plan: k.Conv2dPlan = {
-      N, C, H, W, O, KH, KW, stride: opts.stride, padding: opts.padding, groups: opts.groups,
-      act: (opts.activation ?? 'none') as Activation, bias: 0, res: 0,
+      N, C, H, W, O, KH, KW, stride: p.stride, padding: p.padding, groups: p.groups,
+      act: (p.activation ?? 'none') as Activation, bias: 0, res: 0,
     };
     const [Ho, Wo] = k.conv2dOutSize(plan);
-    if (Ho <= 0 || Wo <= 0) throw new Error(`conv2d: kernel ${KH}x${KW} larger than padded input ${H}x${W}`);
-    return this.run(() => {
+    return this.withInputs(() => {
       const xp = this.input(x), wp = this.input(w);
       plan.bias = this.opt(bias);
-      plan.res = this.opt(opts.residual);
+      plan.res = this.opt(residual);
       const out = this.out([N, O, Ho, Wo]);
       k.conv2d(this.rt, xp, wp, this.ptrOf(out), plan);
       return out;
     });
   }
 
-  attention(q: Tensor, kt: Tensor, v: Tensor, opts: AttentionOptions): Tensor {
-    return this.attentionWithStats(q, kt, v, opts, false).out;
-  }
-
-  /** Attention and, when asked, the logsumexp [B, Lq, H] of the scaled scores (natural log). */
-  attentionWithStats(q: Tensor, kt: Tensor, v: Tensor, opts: AttentionOptions, withLse: boolean): { out: Tensor; lse?: Tensor } {
+  /**
+   * Attention (core op 'attention'): [out [B, Lq, H, Dv]], plus the logsumexp [B, Lq, H] of the scaled
+   * scores (natural log) with p.stats.
+   */
+  attention(q: Tensor, kt: Tensor, v: Tensor, p: AttentionParams): Tensor[] {
     const [B, Lq, H, D] = q.shape as [number, number, number, number];
     const Lk = kt.shape[1]!, Dv = v.shape[3]!;
-    return this.run(() => {
+    return this.withInputs(() => {
       const qp = this.input(q), kp = this.input(kt), vp = this.input(v);
       const out = this.out([B, Lq, H, Dv]);
-      const stats = withLse ? this.temp(B * Lq * H * 8) : 0;
-      k.attention(this.rt, qp, kp, vp, this.ptrOf(out), { B, Lq, Lk, H, D, Dv, scale: opts.scale, causal: !!opts.causal }, stats);
-      if (!withLse) return { out };
+      const stats = p.stats ? this.temp(B * Lq * H * 8) : 0;
+      k.attention(this.rt, qp, kp, vp, this.ptrOf(out), { B, Lq, Lk, H, D, Dv, scale: p.scale, causal: !!p.causal }, stats);
+      if (!p.stats) return [out];
       const lse = this.out([B, Lq, H]);
       const st = this.rt.f32(stats, B * Lq * H * 2), l = this.rt.f32(this.ptrOf(lse), B * Lq * H);
       for (let i = 0; i < l.length; i++) l[i] = st[2 * i]! + Math.log(st[2 * i + 1]!);
-      return { out, lse };
+      return [out, lse];
     });
   }
 
   // ------------------------------------------------------------------ normalisation
-  groupNorm(x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, opts: GroupNormOptions): Tensor {
-    return this.groupNormWithStats(x, weight, bias, opts, false).out;
-  }
-
-  /** Group norm and, when asked, its mean and rstd [N, G]. */
-  groupNormWithStats(x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, opts: GroupNormOptions, withStats: boolean):
-    { out: Tensor; mean?: Tensor; rstd?: Tensor } {
+  /** Group norm (core op 'group_norm'): [y], or [y, mean [N, G], rstd [N, G]] with p.stats. */
+  groupNorm(x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, p: GroupNormParams): Tensor[] {
     const N = x.shape[0]!, C = x.shape[1]!;
-    return this.run(() => {
+    return this.withInputs(() => {
       const xp = this.input(x);
       const out = this.out(x.shape);
-      const mean = withStats ? this.out([N, opts.groups]) : undefined;
-      const rstd = withStats ? this.out([N, opts.groups]) : undefined;
+      const mean = p.stats ? this.out([N, p.groups]) : undefined;
+      const rstd = p.stats ? this.out([N, p.groups]) : undefined;
       k.groupNorm(this.rt, xp, this.ptrOf(out), {
-        N, C, S: x.size / (N * C), G: opts.groups, eps: opts.eps, silu: !!opts.silu, weight: this.opt(weight), bias: this.opt(bias),
+        N, C, S: x.size / (N * C), G: p.groups, eps: p.eps, silu: !!p.silu, weight: this.opt(weight), bias: this.opt(bias),
       }, mean ? this.ptrOf(mean) : 0, rstd ? this.ptrOf(rstd) : 0);
-      return { out, mean, rstd };
+      return mean && rstd ? [out, mean, rstd] : [out];
     });
   }
 
-  layerNorm(x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, eps: number): Tensor {
-    return this.layerNormWithStats(x, weight, bias, eps, false).out;
-  }
-
-  /** Layer norm and, when asked, its per-row mean and rstd [rows]. */
-  layerNormWithStats(x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, eps: number, withStats: boolean):
-    { out: Tensor; mean?: Tensor; rstd?: Tensor } {
-    const D = x.shape[x.rank - 1]!, rows = x.size / D;
-    return this.run(() => {
+  /** Layer norm over the last dim (core op 'layer_norm'): [y], or [y, mean, rstd] (x's shape less its last dim). */
+  layerNorm(x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, p: { eps: number; stats?: boolean }): Tensor[] {
+    const D = x.shape[x.rank - 1]!, rows = x.size / D, rowShape = x.shape.slice(0, -1);
+    return this.withInputs(() => {
       const xp = this.input(x);
       const out = this.out(x.shape);
-      const mean = withStats ? this.out([rows]) : undefined;
-      const rstd = withStats ? this.out([rows]) : undefined;
-      k.layerNorm(this.rt, xp, this.ptrOf(out), rows, D, this.opt(weight), this.opt(bias), eps,
+      const mean = p.stats ? this.out(rowShape) : undefined;
+      const rstd = p.stats ? this.out(rowShape) : undefined;
+      k.layerNorm(this.rt, xp, this.ptrOf(out), rows, D, this.opt(weight), this.opt(bias), p.eps,
         mean ? this.ptrOf(mean) : 0, rstd ? this.ptrOf(rstd) : 0);
-      return { out, mean, rstd };
+      return mean && rstd ? [out, mean, rstd] : [out];
     });
-  }
-
-  crossNorm(x: Tensor, control: Tensor, opts: CrossNormOptions): Tensor {
-    const scale = typeof opts.scale === 'number' ? opts.scale : undefined;
-    const inputs = [x, control, typeof opts.scale === 'number' ? undefined : opts.scale];
-    return this.reference(inputs, (r, [xr, cr, sr]) => r.crossNorm(xr!, cr!, { ...opts, scale: scale ?? sr! }));
   }
 
   // ------------------------------------------------------------------ resampling
@@ -390,7 +395,7 @@ export class WasmBackend implements Backend {
     // torch 'nearest': src = floor(dst * float32(in/out)), as the reference; a gather, in JavaScript.
     const [N, C, H, W] = x.shape as [number, number, number, number];
     const [Ho, Wo] = size;
-    return this.run(() => {
+    return this.withInputs(() => {
       const X = this.rt.f32(this.input(x), x.size);
       const out = this.out([N, C, Ho, Wo]);
       const Y = this.rt.f32(this.ptrOf(out), N * C * Ho * Wo);
@@ -406,18 +411,11 @@ export class WasmBackend implements Backend {
     });
   }
 
-  adaptiveAvgPool2d(x: Tensor, size: readonly [number, number]): Tensor {
-    return this.reference([x], (r, [xr]) => r.adaptiveAvgPool2d(xr!, size));
-  }
-
-  // ------------------------------------------------------------------ diffusion-specific
-  timestepEmbedding(t: Tensor, dim: number, opts: TimestepEmbeddingOptions): Tensor {
-    return this.reference([t], (r, [tr]) => r.timestepEmbedding(tr!, dim, opts));
-  }
-
+  // ------------------------------------------------------------------ extension ops
+  /** h [..., 2F] -> [..., F]: h[..., :F] * gelu(h[..., F:]) (the kernel of @cnx/unet's GEGLU op). */
   geglu(h: Tensor): Tensor {
     const D2 = h.shape[h.rank - 1]!, F = D2 / 2;
-    return this.run(() => {
+    return this.withInputs(() => {
       const hp = this.input(h);
       const out = this.out([...h.shape.slice(0, -1), F]);
       k.geglu(this.rt, hp, this.ptrOf(out), h.size / D2, F);

@@ -9,9 +9,10 @@
 //                   resolution ('norm_then_pool': SDXL, SVD)
 //   y[n]   = x[n] + s[n] * ((c - mu_c) * sigma_x / (sigma_c + eps) + mu_x)   (or without x[n]: residual false)
 // eps is added to sigma, not inside a square root (ControlNeXt models/unet.py; spec sections 2.7 and 9).
-// Semantics: CpuBackend.crossNorm (packages/tensor/src/cpu/cpu_backend.ts).
+// An extension op of @cnx/controlnext (crossNormOp below): the float64 reference defines it; the WGSL
+// kernel is checked against it.
 //
-// Dispatch 1, 'stats': one workgroup per (chunk p < P, statistics set). The sets are the N samples of x
+// WebGPU, dispatch 1, 'stats': one workgroup per (chunk p < P, statistics set). The sets are the N samples of x
 // followed by the Nc samples of the control. Each workgroup reduces its chunk with the shifted two-pass
 // scheme of norm.ts (pilot K = the set's first value, then sum of d = v - K, then sum of
 // (d - chunk mean)^2) and writes one partial (count, mean of d, M2, K) to a scratch [N + Nc, P] of vec4.
@@ -27,9 +28,33 @@
 // resolution, then pooling in apply).
 // Limits: f32 tensors (ops.crossNorm guarantees contiguous f32 inputs); C*h*w and C*h'*w' < 2^32.
 
-import type { CrossNormOptions, Tensor } from '@cnx/tensor';
-import { gridFor, packUniforms, type GpuContext } from './webgpu/context.js';
-import { WORKGROUP_SUM } from './wgsl_math.js';
+import { gridFor, packUniforms, wgslMath, type GpuContext } from '@cnx/kernels';
+import { defineOp, expectF32, expectRank, f32, formatShape, poolBins, runOp1, type Tensor } from '@cnx/tensor';
+
+export interface CrossNormOptions {
+  /** Added to sigma of the control (not inside a sqrt): ControlNeXt's code, spec section 2.7. */
+  eps: number;
+  /**
+   * 'pool_then_norm': the control is pooled to the feature size first and its statistics are those
+   * of the pooled map (SD1.5, SD1.5-Training). 'norm_then_pool': statistics at the control's own
+   * resolution, then pooled (SDXL, SVD). Per-sample affine maps commute with pooling, so both
+   * orders are one pool plus one affine map; they differ only in which statistics are used.
+   */
+  order: 'pool_then_norm' | 'norm_then_pool';
+  /** Scale s of the added term: a number, or an f32 tensor [N] (one per sample, e.g. CFG). */
+  scale: number | Tensor;
+  /** true (default): return x + s*c_hat; false: return s*c_hat alone (for inspection). */
+  residual?: boolean;
+}
+
+/** The op's params: CrossNormOptions with a tensor scale passed as the third input instead. */
+export interface CrossNormParams {
+  eps: number;
+  order: CrossNormOptions['order'];
+  /** The scale when no scale tensor is given. */
+  scale: number;
+  residual?: boolean;
+}
 
 /** Most partials per statistics set (the apply kernel merges them with one thread each). */
 const MAX_PARTIALS = 64;
@@ -39,7 +64,7 @@ const WG = 256;
 /** Outputs per apply thread. */
 const PER_THREAD = 4;
 
-export interface CrossNormParams {
+export interface CrossNormWgslParams {
   stage: 'stats' | 'apply';
   order: CrossNormOptions['order'];
   /** Scale from a per-sample tensor [N] (else the uniform `scale`). */
@@ -74,7 +99,7 @@ fn pooled(ncIdx: u32, e: u32) -> f32 {
 }
 `;
 
-export function wgsl(p: CrossNormParams): string {
+export function wgsl(p: CrossNormWgslParams): string {
   const poolFirst = p.order === 'pool_then_norm';
   if (p.stage === 'stats') {
     // Value e of statistics set si: x[si] for si < N, else the control sample (pooled or raw). With
@@ -95,7 +120,7 @@ ${POOLED}
 const WG = ${WG}u;
 var<workgroup> red: array<f32, WG>;
 
-${WORKGROUP_SUM}
+${wgslMath.WORKGROUP_SUM}
 
 fn firstValue(si: u32, e: u32) -> f32 {
   if (si < u.n) { return X[si * u.lenX + e]; }
@@ -215,8 +240,8 @@ ${p.residual ? '' : '  _ = X[0]; // keeps binding 0 in the auto layout (the resi
 }
 
 export interface CrossNormPlan {
-  stats: CrossNormParams;
-  apply: CrossNormParams;
+  stats: CrossNormWgslParams;
+  apply: CrossNormWgslParams;
   parts: number;
   uniforms: ArrayBuffer;
   statsWorkgroups: [number, number];
@@ -224,24 +249,20 @@ export interface CrossNormPlan {
 }
 
 export function planCrossNorm(
-  xShape: readonly number[], controlShape: readonly number[], opts: CrossNormOptions, maxPerDim = 65535,
+  xShape: readonly number[], controlShape: readonly number[], p: CrossNormParams, scaleTensor: boolean, maxPerDim = 65535,
 ): CrossNormPlan {
   const [N, C, h, w] = xShape as [number, number, number, number];
-  const [Nc, Cc, hc, wc] = controlShape as [number, number, number, number];
-  if (xShape.length !== 4 || controlShape.length !== 4 || Cc !== C || (Nc !== N && Nc !== 1) || hc === 0 || wc === 0) {
-    throw new Error(`crossNorm: expected x [N, C, h, w] and control [N or 1, C, h', w'], found x [${xShape.join(', ')}], control [${controlShape.join(', ')}]`);
-  }
+  const [Nc, , hc, wc] = controlShape as [number, number, number, number];
   const lenX = C * h * w;
-  const lenC = opts.order === 'pool_then_norm' ? lenX : C * hc * wc;
+  const lenC = p.order === 'pool_then_norm' ? lenX : C * hc * wc;
   const parts = Math.min(MAX_PARTIALS, Math.max(1, Math.ceil(Math.max(lenX, lenC) / MIN_CHUNK)));
   const chunkX = Math.ceil(lenX / parts), chunkC = Math.ceil(lenC / parts);
   const tiles = Math.ceil(lenX / (WG * PER_THREAD));
-  const scale = typeof opts.scale === 'number' ? opts.scale : 0;
   const uniforms = packUniforms([
     ['u32', N], ['u32', Nc], ['u32', C], ['u32', h], ['u32', w], ['u32', hc], ['u32', wc], ['u32', parts],
-    ['u32', lenX], ['u32', lenC], ['u32', chunkX], ['u32', chunkC], ['u32', tiles], ['f32', opts.eps], ['f32', scale], ['u32', 0],
+    ['u32', lenX], ['u32', lenC], ['u32', chunkX], ['u32', chunkC], ['u32', tiles], ['f32', p.eps], ['f32', scaleTensor ? 0 : p.scale], ['u32', 0],
   ]);
-  const common = { order: opts.order, scaleTensor: typeof opts.scale !== 'number', residual: opts.residual ?? true };
+  const common = { order: p.order, scaleTensor, residual: p.residual ?? true };
   if (N + Nc > maxPerDim) throw new Error(`crossNorm: ${N + Nc} statistics sets exceed ${maxPerDim} workgroups per dimension`);
   return {
     stats: { stage: 'stats', ...common },
@@ -253,22 +274,20 @@ export function planCrossNorm(
   };
 }
 
-export function crossNorm(ctx: GpuContext, x: Tensor, control: Tensor, opts: CrossNormOptions): Tensor {
-  const plan = planCrossNorm(x.shape, control.shape, opts, ctx.limits.maxComputeWorkgroupsPerDimension);
+/** The WebGPU kernel: x [N, C, h, w], control [N or 1, C, h', w'], optional scale [N] (checked by the definition). */
+export function crossNormWebgpu(ctx: GpuContext, x: Tensor, control: Tensor, scale: Tensor | undefined, p: CrossNormParams): Tensor {
+  const plan = planCrossNorm(x.shape, control.shape, p, scale !== undefined, ctx.limits.maxComputeWorkgroupsPerDimension);
   const N = x.shape[0]!, Nc = control.shape[0]!;
-  if (typeof opts.scale !== 'number' && opts.scale.size !== N) {
-    throw new Error(`crossNorm: expected a per-sample scale [${N}], found [${opts.scale.shape.join(', ')}]`);
-  }
   const y = ctx.empty(x.shape);
   if (y.size === 0) return y;
   const parts = ctx.empty([(N + Nc) * plan.parts * 4]);
-  const pooled = opts.order === 'pool_then_norm' ? ctx.empty([Nc, ...x.shape.slice(1)]) : undefined;
+  const pooled = p.order === 'pool_then_norm' ? ctx.empty([Nc, ...x.shape.slice(1)]) : undefined;
   ctx.dispatch({
     label: 'cross_norm_stats', code: wgsl(plan.stats), bindings: pooled ? [x, control, parts, pooled] : [x, control, parts],
     uniforms: plan.uniforms, workgroups: plan.statsWorkgroups,
   });
   const bindings: Tensor[] = [x, pooled ?? control, parts];
-  if (typeof opts.scale !== 'number') bindings.push(opts.scale);
+  if (scale) bindings.push(scale);
   bindings.push(y);
   ctx.dispatch({
     label: 'cross_norm_apply', code: wgsl(plan.apply), bindings,
@@ -278,4 +297,90 @@ export function crossNorm(ctx: GpuContext, x: Tensor, control: Tensor, opts: Cro
   parts.dispose();
   pooled?.dispose();
   return y;
+}
+
+// ---------------------------------------------------------------- the op
+
+/** Mean and unbiased std (torch.std) of a[start, start + len) in float64. */
+function meanStd(a: Float32Array, start: number, len: number): [number, number] {
+  let mu = 0;
+  for (let i = start; i < start + len; i++) mu += a[i]!;
+  mu /= len;
+  let ss = 0;
+  for (let i = start; i < start + len; i++) ss += (a[i]! - mu) ** 2;
+  return [mu, Math.sqrt(ss / (len - 1))];
+}
+
+/** adaptive_avg_pool2d of control [Nc, C, hc, wc] to [Nc, C, h, w], float64 sums. */
+function poolControl(c: Float32Array, Nc: number, C: number, hc: number, wc: number, h: number, w: number): Float32Array {
+  const out = new Float32Array(Nc * C * h * w);
+  const rows = poolBins(hc, h), cols = poolBins(wc, w);
+  for (let nc = 0; nc < Nc * C; nc++) {
+    for (let i = 0; i < h; i++) {
+      const [y0, y1] = rows[i]!;
+      for (let j = 0; j < w; j++) {
+        const [x0, x1] = cols[j]!;
+        let s = 0;
+        for (let y = y0; y < y1; y++) for (let xx = x0; xx < x1; xx++) s += c[(nc * hc + y) * wc + xx]!;
+        out[(nc * h + i) * w + j] = s / ((y1 - y0) * (x1 - x0));
+      }
+    }
+  }
+  return out;
+}
+
+/** Inputs [x, control, scale?]: see the header; the output has x's shape. */
+export const crossNormOp = defineOp<CrossNormParams>({
+  name: 'controlnext.cross_norm',
+  outputs([x, control, scale], p) {
+    expectF32('crossNorm', [x, control, scale], ['feature', 'control', 'scale']);
+    const xs = expectRank('crossNorm', x, 4, 'feature [N, C, h, w]').shape;
+    const cs = expectRank('crossNorm', control, 4, 'control [N, C, h, w]').shape;
+    const N = xs[0]!, Nc = cs[0]!;
+    if (xs[1] !== cs[1] || (Nc !== N && Nc !== 1) || cs[2] === 0 || cs[3] === 0) {
+      throw new Error(`crossNorm: control ${formatShape(cs)} does not match feature ${formatShape(xs)} (channels must agree, batch N or 1)`);
+    }
+    if (scale && (scale.shape.length !== 1 || scale.shape[0] !== N)) {
+      throw new Error(`crossNorm: expected a per-sample scale [${N}], found ${formatShape(scale.shape)}`);
+    }
+    if (p.order !== 'pool_then_norm' && p.order !== 'norm_then_pool') throw new Error(`crossNorm: unknown order '${String(p.order)}' (pool_then_norm, norm_then_pool)`);
+    return f32(xs);
+  },
+  cpu([x, control, scale], p) {
+    const [N, C, h, w] = x!.shape as [number, number, number, number];
+    const [Nc, , hc, wc] = control!.shape as [number, number, number, number];
+    const X = x!.data as Float32Array, Ctl = control!.data as Float32Array;
+    const P = poolControl(Ctl, Nc, C, hc, wc, h, w);
+    const statsSrc = p.order === 'pool_then_norm' ? P : Ctl;
+    const per = C * h * w, perStats = statsSrc.length / Nc;
+    const scales = scale?.data as Float32Array | undefined;
+    const out = new Float32Array(N * per);
+    for (let n = 0; n < N; n++) {
+      const nc = Nc === 1 ? 0 : n;
+      const [mx, sx] = meanStd(X, n * per, per);
+      const [mc, sc] = meanStd(statsSrc, nc * perStats, perStats);
+      const s = scales ? scales[n]! : p.scale;
+      const k = sx / (sc + p.eps);
+      for (let i = 0; i < per; i++) {
+        const normed = (P[nc * per + i]! - mc) * k + mx;
+        out[n * per + i] = (p.residual === false ? 0 : X[n * per + i]!) + normed * s;
+      }
+    }
+    return [out];
+  },
+  kernels: { webgpu: (ctx: GpuContext, [x, control, scale], p) => [crossNormWebgpu(ctx, x!, control!, scale, p)] },
+});
+
+/**
+ * ControlNeXt cross normalisation and injection, fused. x: [N, C, h, w] denoiser feature; control:
+ * [Nc, C, h', w'] with Nc = N or 1 (one control map shared by the batch). Per sample n:
+ * c = pool(control) to [h, w]; (mu, sigma) of x[n] and of the control (pooled or not, see `order`)
+ * over C*H*W with the UNBIASED std; c_hat = (c - mu_c) * sigma_x / (sigma_c + eps) + mu_x;
+ * returns x + s[n] * c_hat (or s[n] * c_hat with residual: false).
+ */
+export function crossNorm(x: Tensor, control: Tensor, opts: CrossNormOptions): Tensor {
+  const scaleTensor = typeof opts.scale === 'number' ? undefined : opts.scale;
+  return runOp1(crossNormOp, [x, control, scaleTensor], {
+    eps: opts.eps, order: opts.order, scale: typeof opts.scale === 'number' ? opts.scale : 0, residual: opts.residual,
+  });
 }
