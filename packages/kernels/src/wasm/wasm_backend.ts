@@ -9,7 +9,7 @@
 // Memory model: tensor storages live IN the module's WebAssembly.Memory (a best-fit heap, heap.ts), so
 // kernels read weights and activations in place; packing copies only the operand that must be packed.
 // wasm32 caps a memory at 4 GiB: the SD1.5 UNet's f32 weights (3.4 GB) fit; storages created by
-// fromRaw/zeros (weights, inputs) past STORAGE_CAP of the memory are kept in JavaScript ArrayBuffers
+// fromRaw/zeros (weights, inputs) beyond the memory less STORAGE_RESERVE are kept in JavaScript ArrayBuffers
 // instead ("spilled") and copied into scratch for each op that reads them, so configurations larger
 // than the memory (UNet + ControlNet) still run, paying a copy per use of the spilled weights.
 
@@ -30,8 +30,11 @@ export interface WasmStorage extends Storage {
   js?: RawArray;
 }
 
-/** Fraction of the memory that fromRaw/zeros storages may fill before spilling (the rest: activations, scratch). */
-const STORAGE_CAP = 0.8;
+/**
+ * Bytes of the memory kept free of fromRaw/zeros storages (weights, inputs), for the activations and
+ * per-op scratch: a quarter of the memory, at most 512 MiB.
+ */
+const storageReserve = (capacity: number): number => Math.min(capacity / 4, 512 * 2 ** 20);
 
 export class WasmBackend implements Backend {
   readonly name = 'wasm' as const;
@@ -51,7 +54,7 @@ export class WasmBackend implements Backend {
   // ------------------------------------------------------------------ memory
   private storage(bytes: number, mayspill: boolean): WasmStorage {
     const heap = this.rt.heap;
-    const fits = !mayspill || heap.liveBytes + bytes <= heap.capacityBytes * STORAGE_CAP;
+    const fits = !mayspill || heap.liveBytes + bytes <= heap.capacityBytes - storageReserve(heap.capacityBytes);
     const ptr = fits ? heap.tryAlloc(bytes) : -1;
     if (ptr < 0 && !mayspill) heap.alloc(bytes, `a tensor of ${bytes} bytes`); // throws with the heap report
     this.live += bytes;
