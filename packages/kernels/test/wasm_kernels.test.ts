@@ -198,3 +198,29 @@ for (const { threads, fma } of [{ threads: 2, fma: true }, { threads: 1, fma: fa
     });
   });
 }
+
+describe('wasm backend: tensors beyond the WebAssembly memory', () => {
+  it('spill to JavaScript memory and are copied in for each op that reads them', async () => {
+    // A 32 MiB memory keeps 8 MiB for activations and scratch: with 20 MiB of weights in it, an 8 MiB
+    // weight stays out.
+    const be = await WasmBackend.create({ threads: 2, maxBytes: 32 * 2 ** 20 });
+    try {
+      const filler = be.zeros([5, 2 ** 20]);
+      const [N, K] = [512, 4096];
+      const wData = randomArray(N * K, 800), xData = randomArray(3 * K, 801);
+      const inHeap = be.rt.heap.liveBytes;
+      const w = be.fromRaw(wData, [1, N, K]);
+      expect(be.rt.heap.liveBytes).toBe(inHeap); // not in wasm memory
+      const x = be.fromRaw(xData, [1, 3, K]);
+      const got = runOp(matmulOp, [x, w], { transB: true })[0]!;
+      const ref = runOp(matmulOp, [cpu.fromRaw(xData, [1, 3, K]), cpu.fromRaw(wData, [1, N, K])], { transB: true })[0]!;
+      // 4096 products of uniform[-1, 1] values (std 1/3): the partial sums grow to ~sqrt(K)/3, and f32
+      // rounding of each addition is relative to them, so the error scale is sqrt(K)/3, not 1.
+      expectAllClose(await got.data(), await ref.data(), tolFor('f32', K, Math.sqrt(K) / 3), 'matmul with a spilled weight');
+      [w, x, got, ref, filler].forEach((t) => t.dispose());
+      expect(be.memory().liveBytes).toBe(0);
+    } finally {
+      be.destroy();
+    }
+  });
+});

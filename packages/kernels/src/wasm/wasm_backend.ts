@@ -159,9 +159,13 @@ export class WasmBackend implements Backend {
         return p;
       }
     }
-    const v = this.values(x);
-    const p = this.temp(v.length * 4);
-    this.rt.f32(p, v.length).set(v);
+    const p = this.temp(x.size * 4);
+    if (x.dtype === 'f32' && s.ptr < 0 && x.isContiguous) {
+      // a spilled f32 weight: one copy into scratch, no temporary array
+      this.rt.f32(p, x.size).set((s.js as Float32Array).subarray(0, x.size));
+      return p;
+    }
+    this.rt.f32(p, x.size).set(this.values(x));
     return p;
   }
 
@@ -227,9 +231,9 @@ export class WasmBackend implements Backend {
         return out;
       });
     }
+    const out = this.make(x.shape, x.dtype); // before any view: views of an unshared memory detach when it grows
     const raw = this.rawView(x);
     const offs = stridedOffsets(x.shape, x.strides, x.offset);
-    const out = this.make(x.shape, x.dtype);
     const o = this.rawView(out);
     for (let i = 0; i < offs.length; i++) o[i] = raw[offs[i]!]!;
     return out;
@@ -399,8 +403,10 @@ export class WasmBackend implements Backend {
     const [N, C, H, W] = x.shape as [number, number, number, number];
     const [Ho, Wo] = size;
     return this.withInputs(() => {
-      const X = this.rt.f32(this.input(x), x.size);
+      // allocate first: views of an unshared memory detach when it grows
+      const xp = this.input(x);
       const out = this.out([N, C, Ho, Wo]);
+      const X = this.rt.f32(xp, x.size);
       const Y = this.rt.f32(this.ptrOf(out), N * C * Ho * Wo);
       const fy = Math.fround(H / Ho), fx = Math.fround(W / Wo);
       const ix = Int32Array.from({ length: Wo }, (_, o) => Math.min(Math.floor(Math.fround(o * fx)), W - 1));
