@@ -18,7 +18,8 @@ on the 77x768 text context, GEGLU feed-forward), attention by torch's scaled_dot
 diffusers' AttnProcessor2_0 does. The parameter count printed must be 859,520,964 (the released SD1.5
 UNet); the script checks it.
 
-Prints one JSON object on stdout: torch version, threads, per-step times, median, parameters.
+Prints one JSON object on stdout: torch version, threads, per-step wall times and process CPU times
+(all threads), their medians, parameters.
 """
 
 from __future__ import annotations
@@ -272,9 +273,10 @@ def main() -> None:
     latents = torch.randn(1, 4, h, h)
     context = torch.randn(2, 77, cfg['cross_attention_dim'])
     guidance = 7.5
-    times = []
+    times, cpu_times = [], []
     with torch.inference_mode():
         for i in range(a.warmup + a.steps):
+            c0 = time.process_time()
             t0 = time.perf_counter()
             x = torch.cat([latents, latents])
             out = model(x, torch.full((2,), 500.0 - i), context)
@@ -284,11 +286,13 @@ def main() -> None:
             dt = time.perf_counter() - t0
             if i >= a.warmup:
                 times.append(dt)
+                cpu_times.append(time.process_time() - c0)
             print(f'step {i + 1}/{a.warmup + a.steps}: {dt:.3f} s{" (warm-up)" if i < a.warmup else ""}', file=sys.stderr)
     print(json.dumps({
         'implementation': impl, 'torch': torch.__version__, 'threads': torch.get_num_threads(),
         'mkldnn': torch.backends.mkldnn.is_available(), 'cpu_capability': torch.backends.cpu.get_cpu_capability(),
         'resolution': a.resolution, 'params': params, 'stepSeconds': times, 'medianSeconds': statistics.median(times),
+        'cpuSeconds': cpu_times, 'medianCpuSeconds': statistics.median(cpu_times),
     }))
 
 

@@ -3,8 +3,11 @@
 // a PyTorch (bench/pytorch/README in bench/README.md: a python3.11 venv with the local torch wheel).
 //
 // For each resolution: bench/pytorch/unet_step.py times PyTorch's SD1.5 UNet CFG step (1 warm-up +
-// --steps, median), then this process times ours on --backend (default wasm) the same way, both
-// pinned to --threads threads. Prints the table and writes bench/results/pytorch-cpu.json.
+// --steps, median), then this process times ours on --backend (default wasm) the same way, both on
+// --threads threads. Besides wall time, each side reports its process CPU time per step (all threads):
+// on a machine shared with other work the wall-time ratio depends on how each runtime copes with lost
+// time slices (OpenMP's barriers suffer most), while the CPU-time ratio is the work each needs. Prints
+// the table and writes bench/results/pytorch-cpu-<backend>.json.
 //
 //   --resolution 128,256   pixel sizes (default 128,256)
 //   --threads N            threads for both (default 2)
@@ -15,6 +18,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
+import { loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { CpuBackend, type Backend } from '@cnx/tensor';
@@ -25,7 +29,10 @@ import { buildRunner, buildUnet, disposeInputs, makeInputs } from './sd15_step.j
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(HERE, '..', '..');
 
-interface TorchResult { implementation: string; torch: string; threads: number; cpu_capability: string; params: number; stepSeconds: number[]; medianSeconds: number }
+interface TorchResult {
+  implementation: string; torch: string; threads: number; cpu_capability: string; params: number;
+  stepSeconds: number[]; medianSeconds: number; cpuSeconds: number[]; medianCpuSeconds: number;
+}
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -64,28 +71,36 @@ async function main(): Promise<void> {
     const g = { resolution: [res, res] as const, images: 1 };
     const inputs = makeInputs(backend, g, 0);
     const runner = await buildRunner('base', backend, unet, inputs, g, 0);
-    const ours: number[] = [];
+    const ours: number[] = [], oursCpu: number[] = [];
     for (let i = 0; i < steps + 1; i++) {
+      const c0 = process.cpuUsage();
       const t0 = performance.now();
       runner.step(500 - i);
       await backend.sync();
       const s = (performance.now() - t0) / 1000;
+      const c = process.cpuUsage(c0);
       process.stderr.write(`ours step ${i + 1}/${steps + 1}: ${s.toFixed(3)} s${i === 0 ? ' (warm-up)' : ''}\n`);
-      if (i > 0) ours.push(s);
+      if (i > 0) { ours.push(s); oursCpu.push((c.user + c.system) / 1e6); }
     }
     runner.dispose();
     disposeInputs(inputs);
-    const m = median(ours);
-    rows.push({ resolution: res, torch, oursSeconds: ours, oursMedianSeconds: m, ratio: m / torch.medianSeconds });
+    const m = median(ours), mc = median(oursCpu);
+    rows.push({
+      resolution: res, torch, oursSeconds: ours, oursMedianSeconds: m, ratio: m / torch.medianSeconds,
+      oursCpuSeconds: oursCpu, oursMedianCpuSeconds: mc, cpuRatio: mc / torch.medianCpuSeconds, loadAverage: loadavg(),
+    });
   }
   const env = runEnvironment();
   console.log(`SD1.5 UNet step with CFG (batch 2), random weights, ${threads} threads each; ours: ${backend.description}`);
   const first = rows[0]!.torch as TorchResult;
   console.log(`PyTorch ${first.torch} (${first.implementation}, CPU capability ${first.cpu_capability})`);
-  console.log('resolution  PyTorch s/step  ours s/step  ours / PyTorch');
+  console.log('wall: median seconds per step; CPU: median process CPU seconds per step (all threads), the work each needs');
+  console.log('resolution  PyTorch wall  ours wall  ours/PyTorch  PyTorch CPU  ours CPU  ours/PyTorch CPU  load average');
   for (const r of rows) {
     const t = r.torch as TorchResult;
-    console.log(`${String(r.resolution).padStart(10)}  ${t.medianSeconds.toFixed(3).padStart(14)}  ${(r.oursMedianSeconds as number).toFixed(3).padStart(11)}  ${(r.ratio as number).toFixed(2).padStart(14)}`);
+    const f = (x: unknown, w: number, d = 3) => (x as number).toFixed(d).padStart(w);
+    console.log(`${String(r.resolution).padStart(10)}  ${f(t.medianSeconds, 12)}  ${f(r.oursMedianSeconds, 9)}  ${f(r.ratio, 12, 2)}  ` +
+      `${f(t.medianCpuSeconds, 11)}  ${f(r.oursMedianCpuSeconds, 8)}  ${f(r.cpuRatio, 16, 2)}  ${(r.loadAverage as number[]).map((x) => x.toFixed(1)).join(' ')}`);
   }
   const out = join(ROOT, 'bench', 'results');
   mkdirSync(out, { recursive: true });
