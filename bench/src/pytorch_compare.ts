@@ -7,7 +7,7 @@
 // --threads threads. Besides wall time, each side reports its process CPU time per step (all threads):
 // on a machine shared with other work the wall-time ratio depends on how each runtime copes with lost
 // time slices (OpenMP's barriers suffer most), while the CPU-time ratio is the work each needs. Prints
-// the table and writes bench/results/pytorch-cpu-<backend>.json.
+// the table and writes bench/results/pytorch-cpu-<backend>-<threads>t-<resolutions>.json.
 //
 //   --resolution 128,256   pixel sizes (default 128,256)
 //   --threads N            threads for both (default 2)
@@ -104,8 +104,9 @@ async function main(): Promise<void> {
   }
   const out = join(ROOT, 'bench', 'results');
   mkdirSync(out, { recursive: true });
-  writeFileSync(join(out, `pytorch-cpu-${which}.json`), JSON.stringify({ environment: env, backend: backend.description, threads, steps, rows }, null, 2) + '\n');
-  console.log(`wrote ${join(out, `pytorch-cpu-${which}.json`)}`);
+  const file = join(out, `pytorch-cpu-${which}-${threads}t-${resolutions.join('-')}.json`);
+  writeFileSync(file, JSON.stringify({ environment: env, backend: backend.description, threads, steps, rows }, null, 2) + '\n');
+  console.log(`wrote ${file}`);
   unet.dispose?.();
   backend.destroy();
 }

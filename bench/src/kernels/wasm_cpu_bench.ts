@@ -1,7 +1,7 @@
 // `node bench/dist/kernels/wasm_cpu_bench.js`: GFLOP/s of the fast CPU backend's GEMM, conv2d and
 // attention (packages/kernels/src/wasm) at SD1.5 UNet shapes, next to the float64 CPU reference on the
 // same machine, in one run. A benchmark, not a test: prints a table (median of --reps after a warm-up)
-// and writes bench/results/kernels-wasm.json.
+// and writes bench/results/wasm-vs-reference-kernels.json.
 //
 //   --threads 1,2     thread counts of the wasm backend to time (default: 1 and the hardware's)
 //   --reps N          timed repetitions per case (default 5)
@@ -158,10 +158,10 @@ async function main(): Promise<void> {
   console.log(`${description}\n${line(head)}\n${widths.map((w) => '-'.repeat(w)).join('  ')}\n${rows.map(line).join('\n')}`);
   const out = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'results');
   mkdirSync(out, { recursive: true });
-  writeFileSync(join(out, 'kernels-wasm.json'), JSON.stringify({
+  writeFileSync(join(out, 'wasm-vs-reference-kernels.json'), JSON.stringify({
     environment: runEnvironment(), description, reps, timing: 'median wall ms per call after one warm-up call', results,
   }, null, 2) + '\n');
-  console.log(`wrote ${join(out, 'kernels-wasm.json')}`);
+  console.log(`wrote ${join(out, 'wasm-vs-reference-kernels.json')}`);
 }
 
 await main();
