@@ -42,11 +42,10 @@ export function attentionPackBytes(B: number, H: number, Lk: number, D: number, 
 function emitPack(m: ModuleBuilder, pack: number): void {
   const f = m.func('attn_pack_task', [ValType.i32, ValType.i32]);
   const [args, t] = [0, 1];
-  const [q, kp, vp, , B, , Lk, H, D, Dv] = f.argLocals(args, 10);
+  const [, kp, vp, , , , Lk, H, D, Dv] = f.argLocals(args, 10);
   const [bh, isV, pa, b, h, kpk, vpk] = f.locals(ValType.i32, 7);
   const NR = GEMM_NR;
   const field = (i: number, v: Code): Code => i32.store(get(pa), v, 4 * i);
-  void q; void B;
   f.emit(
     set(kpk, i32.load(get(args), 4 * ATTN_ARGS.kpack)),
     set(vpk, i32.load(get(args), 4 * ATTN_ARGS.vpack)),

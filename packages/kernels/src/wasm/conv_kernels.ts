@@ -20,7 +20,7 @@
 
 import { GEMM_NR } from './gemm_kernels.js';
 import {
-  ValType, f32, forRange, get, i32, i32x4, if_, set, v128, type Code, type ModuleBuilder,
+  ValType, forRange, get, i32, i32x4, if_, set, v128, type Code, type ModuleBuilder,
 } from './wasm_binary.js';
 
 /** Fields of conv_pack_task's argument struct (i32, element units unless noted). */
@@ -37,7 +37,7 @@ export function emitConvKernels(m: ModuleBuilder, NR = GEMM_NR): void {
   const [x, C, H, W, KH, KW, sh, sw, pt, pl, Ho, Wo, col0, nCols, Cg, c0, dst, PT, CB] = f.argLocals(args, CONV_PACK_ARGS_LEN);
   const [jp, jStart, jEnd, out, P, HW, c, ky, kx, col, n, p, cb0, cbEnd, KK, rowPanel, off, nPanels] = f.locals(ValType.i32, 18);
   const [base0, base1, iy0, iy1, ix0, ix1, ok0, ok1] = f.locals(ValType.v128, 8);
-  const [m0, m1, a0, a1, v, lane03, lane47, vH, vW] = f.locals(ValType.v128, 9);
+  const [m0, m1, a0, v, vH, vW] = f.locals(ValType.v128, 6);
   const [b0s, iy0s, ix0s] = f.locals(ValType.i32, 3);
   const base = [base0, base1], iyv = [iy0, iy1], ixv = [ix0, ix1], okv = [ok0, ok1];
 
@@ -103,7 +103,6 @@ export function emitConvKernels(m: ModuleBuilder, NR = GEMM_NR): void {
       v128.store(get(out), v128.and(get(v), get(m0)), 16 * g),
     );
   }
-  void m1; void a1; void lane03; void lane47;
   f.emit(
     set(HW, i32.mul(get(H), get(W))),
     set(P, i32.mul(get(Ho), get(Wo))),

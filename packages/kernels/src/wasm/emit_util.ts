@@ -6,7 +6,7 @@
 // (runtime.ts); `task` is one index of [0, tasks), handed out dynamically to the threads of the pool.
 // Every task writes a disjoint part of the output, so tasks need no synchronisation.
 
-import { f32, f32x4, get, i32, set, tee, ValType, type Code, type FunctionBuilder } from './wasm_binary.js';
+import { f32, f32x4, get, i32, tee, type Code } from './wasm_binary.js';
 
 /** i32 field `i` of the argument struct at local `args`. */
 export const argI = (args: number, i: number): Code => i32.load(get(args), 4 * i);
@@ -30,13 +30,4 @@ export function fetchAdd1(o: EmitOptions, addr: Code, tmp: number): Code {
 /** a * b + c on f32x4 lanes: fused when the engine has relaxed SIMD, else mul then add. */
 export function madd(o: EmitOptions, a: Code, b: Code, c: Code): Code {
   return o.fma ? f32x4.relaxed_madd(a, b, c) : f32x4.add(f32x4.mul(a, b), c);
-}
-
-/** Load all fields of an argument struct into fresh i32 locals, in order. */
-export function loadArgs(f: FunctionBuilder, args: number, n: number): number[] {
-  return Array.from({ length: n }, (_, i) => {
-    const l = f.local(ValType.i32);
-    f.emit(set(l, argI(args, i)));
-    return l;
-  });
 }

@@ -33,7 +33,7 @@ function emitSeg(m: ModuleBuilder, act: Activation): void {
   const [args, t] = [0, 1];
   const [c, ldc, R, Nc, out, rowStride, S, segStride, bias, biasMode, res] = f.argLocals(args, 11);
   const [block, r, rEnd, s0, j, segEnd, src, dst, e4] = f.locals(ValType.i32, 9);
-  const [alpha, brow, bsc] = f.locals(ValType.f32, 3);
+  const [alpha, brow] = f.locals(ValType.f32, 2);
   const [valpha, vb, v] = f.locals(ValType.v128, 3);
   const vm = new VectorMath(f);
   // one element or vector: y = act(alpha*C + b) (+ res)
@@ -82,7 +82,6 @@ function emitSeg(m: ModuleBuilder, act: Activation): void {
       ]),
     ]),
   );
-  void bsc;
 }
 
 function emitTrans(m: ModuleBuilder, act: Activation): void {

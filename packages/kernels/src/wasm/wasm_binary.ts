@@ -81,7 +81,8 @@ export const tee = (l: number, v: Code): Code => cat(v, [0x22, ...uleb(l)]);
 
 /**
  * for (i = start; i < end; i += step) body, as block { loop { br_if exit (i >= end); body; i += step;
- * br loop } }. Inside `body` a `br(1)` leaves the loop and `br(0)`... is not `continue`: use if_ instead.
+ * br loop } }. `end` is re-evaluated each iteration. Inside `body`, br(1) leaves the loop (there is no
+ * `continue`: guard the rest of the body with if_).
  */
 export function forRange(i: number, start: Code, end: Code, step: number | Code, body: Body): Code {
   const inc = typeof step === 'number' ? i32.const(step) : step;

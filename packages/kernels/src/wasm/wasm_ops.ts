@@ -208,7 +208,6 @@ export function conv2dOutSize(p: Conv2dPlan): [number, number] {
 export function conv2d(rt: WasmRuntime, x: number, w: number, out: number, p: Conv2dPlan): void {
   const [Ho, Wo] = conv2dOutSize(p);
   const P = Ho * Wo, G = p.groups, Cg = p.C / G, Og = p.O / G, K = Cg * p.KH * p.KW;
-  const total = p.N * P;
   const serial = p.N * p.O * P * K < SERIAL_MACS;
   // Column chunks: whole samples when a sample fits the cap, else row bands of one sample.
   const capCols = Math.max(NR, Math.floor(PACK_CAP_FLOATS / K / NR) * NR);
@@ -248,7 +247,6 @@ export function conv2d(rt: WasmRuntime, x: number, w: number, out: number, p: Co
   } finally {
     s.release();
   }
-  void total;
 }
 
 export interface AttentionPlan {
