@@ -36,7 +36,7 @@ export const GENERATE_OPTIONS: readonly OptionSpec[] = [
   { name: 'strength', type: 'number', metavar: 'S', description: 'image-to-image: how much to repaint', default: 0.8, min: 0.01, max: 1 },
   { name: 'lora', type: 'list', metavar: 'FILE[:SCALE]', description: 'LoRA file (kohya or diffusers/PEFT) with its scale, default 1 (repeatable)' },
   { name: 'output', type: 'string', metavar: 'FILE', description: 'output PNG (several images: FILE-1.png, FILE-2.png, ...)', default: 'output.png' },
-  { name: 'backend', type: 'string', metavar: 'NAME', description: 'where to compute', default: 'cpu', choices: ['cpu', 'webgpu'] },
+  { name: 'backend', type: 'string', metavar: 'NAME', description: 'where to compute (wasm: the fast CPU path; cpu: the float64 reference)', default: 'cpu', choices: ['cpu', 'wasm', 'webgpu'] },
   { name: 'adapter', type: 'string', metavar: 'NAME', description: 'WebGPU adapter preference: gpu, swiftshader, llvmpipe' },
   { name: 'fp16', type: 'boolean', description: 'load .fp16 weight files where both exist (computation stays f32)' },
   { name: 'help', type: 'boolean', description: 'show this help' },
