@@ -14,3 +14,5 @@ export * as matmulNaiveKernel from './matmul_naive.js';
 export * as attentionKernel from './attention.js';
 export * as diffusionKernels from './diffusion.js';
 export * as wgslMath from './wgsl_math.js';
+// Backward kernel families (autograd issue): called by the op definitions' backward; exported for tests.
+export * as attentionBackwardKernel from './attention_backward.js';
