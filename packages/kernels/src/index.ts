@@ -16,3 +16,5 @@ export * as diffusionKernels from './diffusion.js';
 export * as wgslMath from './wgsl_math.js';
 // Backward kernel families (autograd issue): called by the op definitions' backward; exported for tests.
 export * as attentionBackwardKernel from './attention_backward.js';
+export * as crossNormBackwardKernel from './cross_norm_backward.js';
+export * as gegluBackwardKernel from './geglu_backward.js';
