@@ -18,12 +18,15 @@
 // max|dO| for dv): atol = 8 [ (e_P + sqrt(L_red) eps) M + e_d m sqrt(L_red) ], rtol = 8 eps.
 
 import { attentionBackwardKernel, attentionKernel, type GpuContext } from '@cnx/kernels';
-import { attentionBackward, attentionForwardWithLse, type Backend, type HostArray } from '@cnx/tensor';
+import { SafetensorsFile, attentionBackward, attentionForwardWithLse, type Backend, type HostArray } from '@cnx/tensor';
+import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { expectAllClose, randomArray, type Tol } from '../../../test/harness/allclose.js';
 import { describeEachBackend } from '../../../test/harness/backends.js';
 
 const EPS = 1.19e-7;
+const golden = resolve(process.env.CNX_GOLDEN_DIR ?? join(import.meta.dirname, '../../../../shared/golden'));
 const maxAbs = (a: ArrayLike<number>) => { let m = 0; for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]!)); return m; };
 
 function asContext(backend: Backend): GpuContext {
@@ -120,6 +123,17 @@ describe('attention backward plan: SD1.5 at 512x512 inside the default WebGPU li
     });
   }
 
+  it('the forward saves lse only when asked: one extra binding and one store per row', () => {
+    const t = attentionKernel.chooseTiles(40, 40, 16384, 256);
+    const base = { ...t, causal: false, vecQK: true, vecV: true };
+    const plain = attentionKernel.wgsl({ ...base, lse: false }), withLse = attentionKernel.wgsl({ ...base, lse: true });
+    expect(plain).not.toContain('LSE');
+    expect(plain).toContain('@group(0) @binding(4) var<uniform> u: Uniforms;');
+    expect(withLse).toContain('@group(0) @binding(4) var<storage, read_write> LSE: array<f32>;');
+    expect(withLse).toContain('@group(0) @binding(5) var<uniform> u: Uniforms;');
+    expect(withLse.replace(/.*LSE.*\n/g, '').replace('@binding(5) var<uniform>', '@binding(4) var<uniform>')).toBe(plain);
+  });
+
   it('names the limit that does not fit', () => {
     expect(() => attentionBackwardKernel.planAttentionBackward({ B: 64, Lq: 4096, Lk: 4096, H: 8, D: 40, Dv: 40 }, { scale: 1 }, DEFAULT_LIMITS))
       .toThrow(/q needs 335544320 bytes, above maxStorageBufferBindingSize=134217728/);
@@ -186,5 +200,51 @@ describeEachBackend('attention backward kernels', (test) => {
     const ctx = withLimits(asContext(backend), { maxComputeWorkgroupStorageSize: 16384 });
     const what = await checkBackward(backend, ctx, { B: 1, Lq: 256, Lk: 256, H: 2, D: 40, Dv: 40 }, 90);
     expect(what).toContain('dkdv(BQ=16 BK=16');
+  });
+
+  test('golden grad_attention (torch autograd): GPU forward with lse, then GPU backward, case tolerances', async (backend) => {
+    const ctx = withLimits(asContext(backend), { maxComputeWorkgroupStorageSize: 16384 });
+    const dir = join(golden, 'grad_attention');
+    const meta = JSON.parse(readFileSync(join(dir, 'case.json'), 'utf8')) as {
+      args: { variants: { name: string; op: string }[] };
+      tolerance: Record<string, { max_abs: number; rel_l2: number }>;
+    };
+    const io = SafetensorsFile.open(join(dir, 'io.safetensors'));
+    try {
+      for (const v of meta.args.variants.filter((x) => x.op === 'sdpa')) {
+        // torch layout [B, H, L, D] -> ours [B, L, H, D]
+        const read = (n: string) => {
+          const t = io.readFloat32(`${v.name}.${n}`);
+          const [B, H, L, D] = t.shape as [number, number, number, number];
+          const out = new Float32Array(t.data.length);
+          for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let l = 0; l < L; l++) for (let d = 0; d < D; d++) {
+            out[((b * L + l) * H + h) * D + d] = t.data[((b * H + h) * L + l) * D + d]!;
+          }
+          return backend.fromRaw(out, [B, L, H, D]);
+        };
+        const [q, k, vv, gy] = [read('q'), read('k'), read('v'), read('gy')];
+        const opts = { scale: 1 / Math.sqrt(q.shape[3]!) };
+        const { out, lse } = attentionKernel.attentionWithLse(ctx, q, k, vv, opts);
+        const g = attentionBackwardKernel.attentionBackward(ctx, q, k, vv, out, gy, lse, opts);
+        for (const [name, got] of [['y', out], ['grad.q', g.dq], ['grad.k', g.dk], ['grad.v', g.dv]] as const) {
+          const ref = read(name);
+          const [gv, rv] = [await got.data(), await ref.data()];
+          const tol = meta.tolerance[`${v.name}.${name}`]!;
+          let worst = 0, num = 0, den = 0;
+          for (let i = 0; i < rv.length; i++) {
+            const d = gv[i]! - rv[i]!;
+            worst = Math.max(worst, Number.isNaN(d) ? Infinity : Math.abs(d));
+            num += d * d;
+            den += rv[i]! * rv[i]!;
+          }
+          expect(worst, `${v.name}.${name} max_abs`).toBeLessThanOrEqual(tol.max_abs);
+          expect(Math.sqrt(num / den), `${v.name}.${name} rel_l2`).toBeLessThanOrEqual(tol.rel_l2);
+          ref.dispose();
+        }
+        [q, k, vv, gy, out, lse, g.dq, g.dk, g.dv].forEach((t) => t.dispose());
+      }
+    } finally {
+      io.close();
+    }
   });
 }, ['webgpu']);
