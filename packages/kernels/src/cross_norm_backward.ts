@@ -6,7 +6,7 @@
 // (nc = n, or 0 when Nc = 1), L = C*h*w, c = adaptive_avg_pool2d(control[nc]) to [C, h, w], z = the values
 // the control statistics are taken over (c for 'pool_then_norm', control[nc] for 'norm_then_pool', Lz of
 // them), mu/sigma with the UNBIASED std, den = sigma_c + eps, k = sigma_x / den, g = dy[n]:
-//   S = s sum g,  A = s sum g (c - mu_c),  dscale[n] = sum g c_hat = k A / s + mu_x S / s
+//   S = s sum g,  A = s sum g (c - mu_c),  dscale[n] = sum g c_hat = k sum g (c - mu_c) + mu_x sum g
 //   dx     = [g] + S / L + A / den * (x - mu_x) / ((L - 1) sigma_x)
 //   dpool  = s k g  (+ az + bz (c - mu_c) for 'pool_then_norm')              [N, C, h, w] scratch
 //   dcontrol[nc] = sum over n of pool^T(dpool[n])  (+ az + bz (control - mu_c) for 'norm_then_pool')
