@@ -3,6 +3,8 @@
 export * from './variants.js';
 export * from './injection.js';
 export * from './controlnext/cross_norm.js';
+export * from './controlnext/cross_norm_backward.js';
+export * as crossNormBackwardKernel from './controlnext/cross_norm_backward_wgsl.js';
 export * from './control_module.js';
 export * from './down_path_module.js';
 export * from './controlnext_sd15.js';

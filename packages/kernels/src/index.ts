@@ -26,3 +26,5 @@ export * as resampleBackwardKernels from './resample_backward.js';
 export * as sumSquaresKernels from './sum_squares.js';
 export * as mseLossKernels from './mse_loss.js';
 export * as adamwKernels from './adamw.js';
+// Backward kernel families (autograd issue): called by the op definitions' backward; exported for tests.
+export * as attentionBackwardKernel from './attention_backward.js';

@@ -19,3 +19,9 @@ export * from './cpu/conv2d_backward.js';
 export * from './cpu/elementwise_backward.js';
 export * from './cpu/resample_backward.js';
 export * from './cpu/adamw.js';
+// Float64 CPU references of backward ops (autograd issue; the lead wires them into op definitions).
+export type { HostArray } from './cpu/host_array.js';
+export {
+  attentionDims, attentionForwardF64, attentionForwardWithLse, attentionBackwardF64, attentionBackward,
+  type AttentionReferenceOptions, type AttentionDims, type AttentionGrads,
+} from './cpu/attention_backward.js';

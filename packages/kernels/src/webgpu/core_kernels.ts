@@ -3,7 +3,7 @@
 // kernel family (one file each under src/). Extension ops bring their WGSL in their own definitions.
 
 import type { CoreOpName, CoreOpParams, Tensor } from '@cnx/tensor';
-import { attention, softmax } from '../attention.js';
+import { attention, attentionWithLse, softmax } from '../attention.js';
 import { conv2d } from '../conv2d.js';
 import { matmul } from '../matmul.js';
 import { groupNorm, groupNormWithStats, layerNorm, layerNormWithStats } from '../norm.js';
@@ -16,10 +16,6 @@ import { reduce } from './reduce.js';
 /** A WebGPU kernel of an op: the backend as GpuContext, the op's inputs and params, its outputs. */
 export type WebgpuKernel<P> = (ctx: GpuContext, inputs: readonly (Tensor | undefined)[], params: P) => Tensor[];
 
-function noStats(op: string, stats: boolean | undefined): void {
-  if (stats) throw new Error(`webgpu ${op}: the saved statistics output is not implemented on WebGPU yet`);
-}
-
 export const coreKernels: { readonly [K in CoreOpName]: WebgpuKernel<CoreOpParams[K]> } = {
   unary: (ctx, [x], p) => [elementwise.unary(ctx, p.op, x!)],
   affine: (ctx, [x], p) => [elementwise.affine(ctx, x!, p.mul, p.add)],
@@ -29,8 +25,9 @@ export const coreKernels: { readonly [K in CoreOpName]: WebgpuKernel<CoreOpParam
   matmul: (ctx, [a, b, bias, residual], p) => [matmul(ctx, a!, b!, { ...p, bias, residual })],
   conv2d: (ctx, [x, w, bias, residual], p) => [conv2d(ctx, x!, w!, bias, { ...p, residual })],
   attention: (ctx, [q, k, v], p) => {
-    noStats('attention', p.stats);
-    return [attention(ctx, q!, k!, v!, p)];
+    if (!p.stats) return [attention(ctx, q!, k!, v!, p)];
+    const r = attentionWithLse(ctx, q!, k!, v!, p);
+    return [r.out, r.lse];
   },
   group_norm: (ctx, [x, w, b], p) => {
     if (!p.stats) return [groupNorm(ctx, x!, w, b, p)];
