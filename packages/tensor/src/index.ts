@@ -2,7 +2,7 @@ export * from './dtype.js';
 export * from './shape.js';
 export type * from './backend.js';
 export { Tensor } from './tensor.js';
-export { scope, scopeAsync, keep } from './scope.js';
+export { scope, scopeAsync, keep, persist } from './scope.js';
 export * from './op_definition.js';
 export * from './core_ops/index.js';
 export * as ops from './ops.js';
@@ -25,3 +25,5 @@ export {
   attentionDims, attentionForwardF64, attentionForwardWithLse, attentionBackwardF64, attentionBackward,
   type AttentionReferenceOptions, type AttentionDims, type AttentionGrads,
 } from './cpu/attention_backward.js';
+// The optimizer (AdamW with parameter groups, clip_grad_norm_, state save/load) on the in-place core ops.
+export * from './optim/adamw.js';
