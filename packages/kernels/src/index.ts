@@ -26,6 +26,8 @@ export * as resampleBackwardKernels from './resample_backward.js';
 export * as sumSquaresKernels from './sum_squares.js';
 export * as mseLossKernels from './mse_loss.js';
 export * as adamwKernels from './adamw.js';
+// Backward kernel families (autograd issue): called by the op definitions' backward; exported for tests.
+export * as attentionBackwardKernel from './attention_backward.js';
 // The fast CPU backend (WebAssembly SIMD, f32, worker threads): packages/kernels/src/wasm/.
 export { WasmBackend } from './wasm/wasm_backend.js';
 export { WasmRuntime, type WasmRuntimeOptions } from './wasm/runtime.js';

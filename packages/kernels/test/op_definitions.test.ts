@@ -227,3 +227,26 @@ describe('backends by name', () => {
     expect(() => registerBackend('../x', () => new StubBackend())).toThrow(/lower-case name/);
   });
 });
+
+describeEachBackend('saved statistics on every backend', (test) => {
+  test('group norm, layer norm and attention statistics agree with the reference', async (backend) => {
+    const cpu = await createBackend('cpu');
+    const xv = randomArray(2 * 8 * 37, 12, 2, 3);
+    const both = (be: Backend) => ({
+      gn: ops.groupNormWithStats(be.fromRaw(xv, [2, 8, 37]), 4, undefined, undefined, 1e-5, true),
+      ln: ops.layerNormWithStats(be.fromRaw(xv, [2, 8, 37]), undefined, undefined, 1e-5),
+      at: ops.attentionWithStats(be.fromRaw(xv.subarray(0, 2 * 37 * 4), [2, 37, 4]), be.fromRaw(xv.subarray(100, 100 + 2 * 37 * 4), [2, 37, 4]),
+        be.fromRaw(xv.subarray(200, 200 + 2 * 37 * 4), [2, 37, 4]), 2),
+    });
+    const g = both(backend), r = both(cpu);
+    for (const k of ['y', 'mean', 'rstd'] as const) {
+      expect(g.gn[k].shape).toEqual(r.gn[k].shape);
+      expectAllClose(await g.gn[k].data(), await r.gn[k].data(), tolFor('f32', 74, 4), `group norm ${k}`);
+      expect(g.ln[k].shape).toEqual(r.ln[k].shape);
+      expectAllClose(await g.ln[k].data(), await r.ln[k].data(), tolFor('f32', 37, 4), `layer norm ${k}`);
+    }
+    expect(g.at.lse!.shape).toEqual([2, 37, 2]);
+    expectAllClose(await g.at.lse!.data(), await r.at.lse!.data(), tolFor('f32', 37, 8), 'attention lse');
+    expectAllClose(await g.at.out.data(), await r.at.out.data(), tolFor('f32', 37, 4), 'attention out');
+  });
+});

@@ -72,6 +72,16 @@ export interface OpDefinition<P = unknown> {
   readonly kernels?: Readonly<Record<string, OpKernel<P> | undefined>>;
   /** Reverse mode: input gradients from output gradients (the autograd issue). */
   readonly backward?: BackwardFn<P>;
+  /**
+   * In-place ops (optimizer updates, gradient clipping): `inPlace(inputCount)[i] = j` says output i is the
+   * new content of input j, written into that input's storage, so every view of it (a parameter a module
+   * holds, a gradient view) sees the update; undefined entries are fresh outputs. The CPU reference still
+   * returns one new array per output (the backend copies it into place); other backends write in place
+   * and return a view of the input. runOp refuses inputs written in place that are not contiguous with
+   * offset 0 (a contiguous copy would lose the write) and checks that the backend returned views of them.
+   * In-place ops have no backward: they run outside the autograd tape.
+   */
+  readonly inPlace?: (inputCount: number) => readonly (number | undefined)[];
 }
 
 /** Identity with the type checked: `export const myOp = defineOp<MyParams>({ ... })`. */
@@ -95,6 +105,7 @@ export function backendOf(op: string, inputs: readonly (Tensor | undefined)[]): 
 export function runOp<P>(op: OpDefinition<P>, inputs: readonly (Tensor | undefined)[], params: P): Tensor[] {
   const backend = backendOf(op.name, inputs);
   const specs = op.outputs(inputs.map((x) => x && { shape: x.shape, dtype: x.dtype }), params);
+  const written = inPlaceTargets(op, inputs, specs);
   const laid = op.inputLayout === 'strided' ? inputs : inputs.map((x) => (x && !x.isContiguous ? backend.contiguous(x) : x));
   let outs: Tensor[];
   try {
@@ -108,7 +119,33 @@ export function runOp<P>(op: OpDefinition<P>, inputs: readonly (Tensor | undefin
     throw new Error(`${op.name} on ${backend.name}: the backend returned [${got}], the definition says ` +
       `[${specs.map((s) => `${s.dtype} ${formatShape(s.shape)}`).join(', ')}]`);
   }
+  const notInPlace = written.findIndex((j, i) => j !== undefined && outs[i]!.storage !== inputs[j]!.storage);
+  if (notInPlace >= 0) {
+    outs.forEach((t) => t.dispose());
+    throw new Error(`${op.name} on ${backend.name}: output ${notInPlace} must be written into input ${written[notInPlace]}'s storage ` +
+      '(an in-place op), the backend returned a new tensor');
+  }
   return outs;
+}
+
+/** The input each output overwrites (in-place ops), checked against the specs; [] for other ops. */
+function inPlaceTargets<P>(op: OpDefinition<P>, inputs: readonly (Tensor | undefined)[], specs: readonly TensorMeta[]): readonly (number | undefined)[] {
+  if (!op.inPlace) return [];
+  const targets = op.inPlace(inputs.length);
+  targets.forEach((j, i) => {
+    if (j === undefined) return;
+    const x = inputs[j];
+    const spec = specs[i];
+    if (!x || !spec) throw new Error(`${op.name}: in-place output ${i} names input ${j}, which ${x ? 'has no output spec' : 'is missing'}`);
+    if (!x.isContiguous) {
+      throw new Error(`${op.name}: input ${j} is written in place, so it must be contiguous with offset 0; found ` +
+        `${formatShape(x.shape)} strides ${formatShape(x.strides)} offset ${x.offset}`);
+    }
+    if (!shapesEqual(x.shape, spec.shape) || x.dtype !== spec.dtype) {
+      throw new Error(`${op.name}: output ${i} overwrites input ${j} (${x.dtype} ${formatShape(x.shape)}) but is ${spec.dtype} ${formatShape(spec.shape)}`);
+    }
+  });
+  return targets;
 }
 
 /** runOp for an op with one output. */

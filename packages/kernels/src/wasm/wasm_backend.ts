@@ -191,7 +191,8 @@ export class WasmBackend implements Backend {
 
   /**
    * An op through its definition's float64 CPU reference: inputs are read in place (views of wasm memory
-   * when contiguous), the results copied into new wasm-memory tensors.
+   * when contiguous), the results copied into new wasm-memory tensors, or into the input's storage for
+   * an in-place op's written outputs (the optimizer step).
    */
   reference<P>(op: OpDefinition<P>, inputs: readonly (Tensor | undefined)[], params: P, outputs: readonly TensorMeta[]): Tensor[] {
     const host = inputs.map((x): HostTensor | undefined => x && {
@@ -203,7 +204,15 @@ export class WasmBackend implements Backend {
       throw new Error(`${op.name}: the CPU reference returned ${data.length} array(s) of ${data.map((d) => d.length).join(', ')} elements, ` +
         `the definition's outputs are ${outputs.map((o) => `[${o.shape.join(', ')}]`).join(', ')}`);
     }
+    const written = op.inPlace?.(inputs.length) ?? [];
     return outputs.map((o, i) => {
+      const j = written[i];
+      if (j !== undefined) {
+        // in place (runOp checked: contiguous, offset 0, same shape and dtype): into the input's storage
+        const x = inputs[j]!;
+        this.rawView(x).set(data[i]! as never, 0);
+        return new Tensor(this, x.storage, o.dtype, o.shape);
+      }
       const t = this.make(o.shape, o.dtype);
       this.rawView(t).set(data[i]! as never);
       return t;

@@ -3,11 +3,12 @@
 // kernel family (one file each under src/). Extension ops bring their WGSL in their own definitions.
 
 import type { CoreOpName, CoreOpParams, Tensor } from '@cnx/tensor';
-import { attention, softmax } from '../attention.js';
+import { attention, attentionWithLse, softmax } from '../attention.js';
 import { conv2d } from '../conv2d.js';
 import { matmul } from '../matmul.js';
 import { groupNorm, groupNormWithStats, layerNorm, layerNormWithStats } from '../norm.js';
 import { adaptiveAvgPool2d, upsampleNearest } from '../resample.js';
+import { adamwStep, clipGradNorm } from '../adamw.js';
 import type { GpuContext } from './context.js';
 import * as elementwise from './elementwise.js';
 import * as layout from './layout.js';
@@ -15,10 +16,6 @@ import { reduce } from './reduce.js';
 
 /** A WebGPU kernel of an op: the backend as GpuContext, the op's inputs and params, its outputs. */
 export type WebgpuKernel<P> = (ctx: GpuContext, inputs: readonly (Tensor | undefined)[], params: P) => Tensor[];
-
-function noStats(op: string, stats: boolean | undefined): void {
-  if (stats) throw new Error(`webgpu ${op}: the saved statistics output is not implemented on WebGPU yet`);
-}
 
 export const coreKernels: { readonly [K in CoreOpName]: WebgpuKernel<CoreOpParams[K]> } = {
   unary: (ctx, [x], p) => [elementwise.unary(ctx, p.op, x!)],
@@ -29,8 +26,9 @@ export const coreKernels: { readonly [K in CoreOpName]: WebgpuKernel<CoreOpParam
   matmul: (ctx, [a, b, bias, residual], p) => [matmul(ctx, a!, b!, { ...p, bias, residual })],
   conv2d: (ctx, [x, w, bias, residual], p) => [conv2d(ctx, x!, w!, bias, { ...p, residual })],
   attention: (ctx, [q, k, v], p) => {
-    noStats('attention', p.stats);
-    return [attention(ctx, q!, k!, v!, p)];
+    if (!p.stats) return [attention(ctx, q!, k!, v!, p)];
+    const r = attentionWithLse(ctx, q!, k!, v!, p);
+    return [r.out, r.lse];
   },
   group_norm: (ctx, [x, w, b], p) => {
     if (!p.stats) return [groupNorm(ctx, x!, w, b, p)];
@@ -50,4 +48,10 @@ export const coreKernels: { readonly [K in CoreOpName]: WebgpuKernel<CoreOpParam
   upsample_nearest: (ctx, [x], p) => [upsampleNearest(ctx, x!, p.size)],
   adaptive_avg_pool2d: (ctx, [x], p) => [adaptiveAvgPool2d(ctx, x!, p.size)],
   concat: (ctx, xs, p) => [layout.concat(ctx, xs as Tensor[], p.axis)],
+  // in place (the definitions' inPlace): the kernels write the inputs' buffers; the outputs are views of them
+  adamw_step: (ctx, [param, grad, expAvg, expAvgSq], p) => {
+    adamwStep(ctx, { param: param!, expAvg: expAvg!, expAvgSq: expAvgSq! }, grad!, p.step, p);
+    return [param!.contiguous(), expAvg!.contiguous(), expAvgSq!.contiguous()];
+  },
+  clip_grad_norm: (ctx, grads, p) => [clipGradNorm(ctx, grads as Tensor[], p.maxNorm), ...grads.map((g) => g!.contiguous())],
 };

@@ -13,6 +13,7 @@ import { matmulOp, type MatmulParams } from './matmul.js';
 import { groupNormOp, layerNormOp, type GroupNormParams, type LayerNormParams } from './norm.js';
 import { reduceOp, softmaxOp, type ReduceParams } from './reduce.js';
 import { adaptiveAvgPool2dOp, upsampleNearestOp, type ResizeParams } from './resample.js';
+import { adamwStepOp, clipGradNormOp, type AdamwStepParams, type ClipGradNormParams } from './optim.js';
 
 /** Params of each core op, by op name. */
 export interface CoreOpParams {
@@ -29,6 +30,8 @@ export interface CoreOpParams {
   upsample_nearest: ResizeParams;
   adaptive_avg_pool2d: ResizeParams;
   concat: ConcatParams;
+  adamw_step: AdamwStepParams;
+  clip_grad_norm: ClipGradNormParams;
 }
 
 export type CoreOpName = keyof CoreOpParams;
@@ -48,6 +51,8 @@ export const coreOps: { readonly [K in CoreOpName]: OpDefinition<CoreOpParams[K]
   upsample_nearest: upsampleNearestOp,
   adaptive_avg_pool2d: adaptiveAvgPool2dOp,
   concat: concatOp,
+  adamw_step: adamwStepOp,
+  clip_grad_norm: clipGradNormOp,
 };
 
 export * from './attention.js';
@@ -58,3 +63,4 @@ export * from './matmul.js';
 export * from './norm.js';
 export * from './reduce.js';
 export * from './resample.js';
+export * from './optim.js';

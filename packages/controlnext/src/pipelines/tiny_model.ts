@@ -8,13 +8,12 @@
 // 256 byte symbols (plus their end-of-word forms) with no merges: every character is a token.
 
 import { RandomWeights, type Backend } from '@cnx/tensor';
-import { AutoencoderKL, CLIPTextModel, CLIPTokenizer, UNet2DConditionModel, bytesToUnicode } from '@cnx/unet';
-import { ControlNeXt } from './controlnext.js';
-import { ControlNeXtSD15Module } from './controlnext_sd15.js';
+import { AutoencoderKL, CLIPTextModel, CLIPTokenizer, UNet2DConditionModel, bytesToUnicode, createScheduler } from '@cnx/unet';
+import { ControlNeXt } from '../controlnext/controlnext.js';
+import { ControlNeXtSD15Module } from '../controlnext/controlnext_sd15.js';
 import { ClipPromptEncoder } from './pipeline_loading.js';
 import { ControllableDiffusionPipeline } from './pipeline.js';
 import { ControlNeXtControl } from './pipeline_control.js';
-import { createScheduler } from './schedulers/create_scheduler.js';
 
 export const TINY_UNET_CONFIG = {
   sample_size: 16, in_channels: 4, out_channels: 4,

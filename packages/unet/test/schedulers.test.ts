@@ -7,7 +7,7 @@ import { expect, it, describe } from 'vitest';
 import { CpuBackend, ops, scope, type Backend, type Tensor } from '@cnx/tensor';
 import {
   createScheduler, parsePythonJson, RandomGenerator, RecordedNoise, SCHEDULER_NAMES, type Scheduler, type SchedulerClassName,
-} from '@cnx/controlnext';
+} from '@cnx/unet';
 import { describeEachBackend } from '../../../test/harness/backends.js';
 import { expectAllClose } from '../../../test/harness/allclose.js';
 

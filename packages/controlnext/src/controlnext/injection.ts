@@ -8,7 +8,7 @@
 // scale tensor [N] instead of a number (see variants.ts cfgScales).
 
 import { ops, type Tensor, type Trace } from '@cnx/tensor';
-import { crossNorm } from './controlnext/cross_norm.js';
+import { crossNorm } from './cross_norm.js';
 import type { UNetForwardOptions } from '@cnx/unet';
 import type { ControlNeXtVariant, InjectionPoint } from './variants.js';
 

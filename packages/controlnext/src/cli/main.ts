@@ -2,10 +2,10 @@
 // Usage errors exit with status 2, runtime errors (bad image file, missing model file, ...) with 1;
 // both print one "cnx <command>: error: ..." line naming the option or file.
 
-import { listControlTypes } from './control_type.js';
-import { GENERATE_USAGE, generateHelp, runGenerate, type CommandIO } from './cli/generate_command.js';
-import { UsageError } from './cli/options.js';
-import { SCHEDULER_NAMES } from './schedulers/create_scheduler.js';
+import { listControlTypes } from '../control_types/control_type.js';
+import { GENERATE_USAGE, generateHelp, runGenerate, type CommandIO } from './generate_command.js';
+import { UsageError } from './options.js';
+import { SCHEDULER_NAMES } from '@cnx/unet';
 
 const HELP = `usage: cnx <command> [options]
 

@@ -12,8 +12,8 @@
 
 import { ops, type Tensor } from '@cnx/tensor';
 import type { UNetForwardOptions } from '@cnx/unet';
-import type { ControlOutput, PreparedControl } from './control_module.js';
-import type { ControlNeXt } from './controlnext.js';
+import type { ControlOutput, PreparedControl } from '../controlnext/control_module.js';
+import type { ControlNeXt } from '../controlnext/controlnext.js';
 
 /** What the control contributes to one UNet forward. */
 export interface StepControl {

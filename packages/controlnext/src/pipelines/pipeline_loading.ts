@@ -7,16 +7,14 @@
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Backend, Tensor } from '@cnx/tensor';
-import { AutoencoderKL, CLIPTextModel, CLIPTokenizer, UNet2DConditionModel } from '@cnx/unet';
-import { ControlNeXt } from './controlnext.js';
-import { ControlNetModel } from './controlnet.js';
-import { mergeLora, readLoraFile, type MergedLora } from './lora.js';
-import { applyPartialUnet, type PartialUnetReport } from './partial_unet.js';
+import { AutoencoderKL, CLIPTextModel, CLIPTokenizer, UNet2DConditionModel, createScheduler, readSchedulerConfigFile } from '@cnx/unet';
+import { ControlNeXt } from '../controlnext/controlnext.js';
+import { ControlNetModel } from '../controlnet/controlnet.js';
+import { mergeLora, readLoraFile, type MergedLora } from '../lora.js';
+import { applyPartialUnet, type PartialUnetReport } from '../controlnext/partial_unet.js';
 import { ControllableDiffusionPipeline, type PromptEncoder } from './pipeline.js';
 import { ControlNetControl, ControlNeXtControl, type PipelineControl } from './pipeline_control.js';
-import { createScheduler } from './schedulers/create_scheduler.js';
-import { readSchedulerConfigFile } from './schedulers/scheduler_config.js';
-import type { VariantName } from './variants.js';
+import type { VariantName } from '../controlnext/variants.js';
 
 /** CLIP tokenizer + CLIPTextModel: last_hidden_state of the padded 77-token prompt (SD 1.x). */
 export class ClipPromptEncoder implements PromptEncoder {

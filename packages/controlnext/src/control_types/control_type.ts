@@ -2,7 +2,7 @@
 // image's resolution (the caller resizes to the output size first; the ControlNeXt pipelines feed the
 // control image at exactly the output pixel size, spec 3.3 / 5.3).
 //
-// Plug-ins: every file in control_types/ exports `controlType: ControlType`. They are found by listing
+// Plug-ins: every file in control_types/builtin/ exports `controlType: ControlType`. They are found by listing
 // that directory (listControlTypes), so adding a type is one new file; there is no hand-kept list.
 
 import { readdirSync } from 'node:fs';
@@ -76,12 +76,12 @@ export function booleanOption(opts: ControlTypeOptions | undefined, name: string
   throw new Error(`control option '${name}': expected true/false, found ${JSON.stringify(v)}`);
 }
 
-/** The folder that holds the plug-ins (the built control_types/ next to this module). */
+/** The folder that holds the built-in plug-ins (the built control_types/builtin/ next to this module). */
 export function controlTypesDir(): string {
-  return join(dirname(fileURLToPath(import.meta.url)), 'control_types');
+  return join(dirname(fileURLToPath(import.meta.url)), 'builtin');
 }
 
-/** Every plug-in file in control_types/, imported; a file without a valid `controlType` export is an error. */
+/** Every plug-in file in control_types/builtin/, imported; a file without a valid `controlType` export is an error. */
 export async function listControlTypes(dir = controlTypesDir()): Promise<ControlType[]> {
   const files = readdirSync(dir).filter((f) => f.endsWith('.js')).sort();
   const types: ControlType[] = [];

@@ -16,11 +16,9 @@
 // on, so memory does not grow with the number of steps.
 
 import { ops, scopeAsync, type Backend, type Tensor } from '@cnx/tensor';
-import type { AutoencoderKL, UNet2DConditionModel } from '@cnx/unet';
-import type { ControlOutput } from './control_module.js';
+import { type AutoencoderKL, type UNet2DConditionModel, clamp, type Scheduler, RandomGenerator, type NoiseSource } from '@cnx/unet';
+import type { ControlOutput } from '../controlnext/control_module.js';
 import type { ActiveControl, PipelineControl } from './pipeline_control.js';
-import { clamp, type Scheduler } from './schedulers/scheduler.js';
-import { RandomGenerator, type NoiseSource } from './schedulers/random_generator.js';
 
 /** Turns prompts into the text states the UNet attends to. */
 export interface PromptEncoder {
