@@ -29,16 +29,23 @@ function probe(shared: boolean, body: (m: ModuleBuilder) => void): boolean {
 
 let cached: WasmFeatures | undefined;
 
-interface NodeProcessLike { getBuiltinModule?: (id: string) => unknown; env?: Record<string, string | undefined> }
+interface NodeProcessLike {
+  getBuiltinModule?: (id: string) => unknown;
+  env?: Record<string, string | undefined>;
+  versions?: Record<string, string | undefined>;
+}
 
 /**
- * In Node, switch on V8's relaxed-SIMD implementation where it is still behind a flag (V8 < 11.4, Node
- * 20). V8 reads wasm feature flags when it validates or compiles a module, so this must run before
- * the first probe; it changes nothing for engines that ship the feature.
+ * In Node, switch on V8's relaxed-SIMD implementation where it is still behind a flag (V8 before 11.4,
+ * i.e. Node 20; V8 11.4+ ships it). V8 fixes its wasm features at the process's first validation or
+ * compilation, so this only helps when it runs before any WebAssembly is touched (the backend calls it
+ * first); otherwise the probe says no and the kernels use mul + add.
  */
 export function enableNodeWasmFeatures(): void {
   const proc = (globalThis as { process?: NodeProcessLike }).process;
   if (proc?.env?.CNX_WASM_RELAXED_SIMD === '0' || cached) return;
+  const [major = 0, minor = 0] = (proc?.versions?.v8 ?? '').split('.').map(Number);
+  if (!(major < 11 || (major === 11 && minor < 4))) return; // shipped (or not V8)
   const v8 = proc?.getBuiltinModule?.('node:v8') as { setFlagsFromString?: (flags: string) => void } | undefined;
   try {
     v8?.setFlagsFromString?.('--experimental-wasm-relaxed-simd');
