@@ -224,3 +224,17 @@ describe('wasm backend: tensors beyond the WebAssembly memory', () => {
     }
   });
 });
+
+describe('wasm thread pool', () => {
+  it('a trap in any thread fails the launch with an error, and the pool keeps working', async () => {
+    const be = await WasmBackend.create({ threads: 2 });
+    try {
+      // copy_strided from an address far past the memory: every task traps
+      const far = 0x7ff00000;
+      expect(() => be.rt.launch('copy_strided', [far, far, 1, 64, 1, 1024, 0, 1024, 0, 1], 64)).toThrow();
+      await compare(be, matmulOp, [{ shape: [1, 40, 50], seed: 900 }, { shape: [1, 50, 30], seed: 901 }], {}, tolFor('f32', 50), 'matmul after a trap');
+    } finally {
+      be.destroy();
+    }
+  });
+});
