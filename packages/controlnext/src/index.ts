@@ -3,6 +3,9 @@
 // the CLI (cli/). Schedulers live in @cnx/unet beside the models.
 export * from './controlnext/variants.js';
 export * from './controlnext/injection.js';
+export {
+  checkSameChannels, injectionMethods, resolveInjectionMethod, type InjectionContext, type InjectionMethod, type InjectionMethodName,
+} from './controlnext/injection_methods.js';
 export * from './controlnext/cross_norm.js';
 export * from './controlnext/cross_norm_backward.js';
 export * as crossNormBackwardKernel from './controlnext/cross_norm_backward_wgsl.js';

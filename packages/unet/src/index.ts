@@ -17,6 +17,13 @@ export {
   type MidBlockOptions, type UpBlock2DOptions,
 } from './unet_blocks.js';
 export {
+  applySiteHook, parseHookKey, splitSiteHooks, withModuleHooks, BEFORE_SUFFIX, type FeatureHook, type HookEpilogue, type Hooks,
+} from './hooks.js';
+export {
+  blockBuilder, downBlockTypes, midBlockTypes, upBlockTypes, type DownBlockArgs, type DownBlockType, type MidBlockArgs,
+  type MidBlockType, type UNetDownBlock, type UNetMidBlock, type UNetUpBlock, type UpBlockArgs, type UpBlockType,
+} from './unet_block_types.js';
+export {
   UNet2DConditionModel, parseUNetConfig, type UNet2DConditionConfig, type UNetForwardOptions, type UNetFromFolderOptions,
 } from './unet_2d_condition.js';
 export { AutoencoderKL, Decoder, DeprecatedAttentionNames, Encoder, parseVaeConfig, type AutoencoderKLConfig, type DiagonalGaussian } from './vae.js';

@@ -65,7 +65,6 @@ export class ControlNeXtControl implements PipelineControl {
   begin(image: Tensor, batch: number, cfg: boolean, scale: number): ActiveControl {
     checkImageBatch('ControlNeXt', image, batch);
     const cnx = this.controlnext;
-    cnx.strength = scale;
     const prepared: PreparedControl = cnx.prepare(image);
     return {
       step(_t, timestep, sample) {
@@ -73,9 +72,9 @@ export class ControlNeXtControl implements PipelineControl {
         const N = sample.shape[0]!;
         // A per-sample map [B, ...] is repeated for the two CFG halves; a [1, ...] map is broadcast.
         const map = ctrl.out.shape[0] !== 1 && ctrl.out.shape[0] !== N ? ops.concat([ctrl.out, ctrl.out], 0) : ctrl.out;
-        const hooks = cnx.hooks({ out: map, scale: ctrl.scale }, N, { cfg });
+        const hooks = cnx.hooks({ out: map, scale: ctrl.scale }, N, { cfg, strength: scale });
         return {
-          unetOptions: { featureHooks: hooks.featureHooks },
+          unetOptions: { hooks: hooks.hooks },
           controlnext: ctrl,
           dispose() {
             hooks.dispose();
