@@ -49,6 +49,28 @@ export function applySiteHook(hooks: Hooks | undefined, site: string, x: Tensor)
   return y;
 }
 
+/**
+ * One hook map from two: where both name the same key, `first` runs, then `second` on its result (the
+ * intermediate value is freed). Either may be undefined.
+ */
+export function composeHooks(first: Hooks | undefined, second: Hooks | undefined): Hooks | undefined {
+  if (!first || Object.keys(first).length === 0) return second;
+  if (!second || Object.keys(second).length === 0) return first;
+  const out: Record<string, FeatureHook> = { ...first };
+  for (const [k, g] of Object.entries(second)) {
+    const f = first[k];
+    out[k] = f
+      ? (x: Tensor) => {
+        const a = applySiteHook({ [k]: f }, k, x);
+        const b = applySiteHook({ [k]: g }, k, a);
+        if (a !== x && a !== b) a.dispose();
+        return b;
+      }
+      : g;
+  }
+  return out;
+}
+
 /** Split a hook map into the keys a model handles as its own sites and the module-path keys. */
 export function splitSiteHooks(hooks: Hooks | undefined, sites: ReadonlySet<string>): { sites?: Hooks; modules?: Hooks } {
   if (!hooks) return {};

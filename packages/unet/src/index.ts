@@ -17,7 +17,7 @@ export {
   type MidBlockOptions, type UpBlock2DOptions,
 } from './unet_blocks.js';
 export {
-  applySiteHook, parseHookKey, splitSiteHooks, withModuleHooks, BEFORE_SUFFIX, type FeatureHook, type HookEpilogue, type Hooks,
+  applySiteHook, composeHooks, parseHookKey, splitSiteHooks, withModuleHooks, BEFORE_SUFFIX, type FeatureHook, type HookEpilogue, type Hooks,
 } from './hooks.js';
 export {
   blockBuilder, downBlockTypes, midBlockTypes, upBlockTypes, type DownBlockArgs, type DownBlockType, type MidBlockArgs,
