@@ -1,5 +1,8 @@
 export { Module, loadParameter } from './module.js';
-export { loadStrict, readConfigJson } from './load_model.js';
+export { loadStrict, readConfigJson, readFolderText } from './load_model.js';
+export {
+  buildStrict, configFromFiles, fileBytes, fileText, loadStrictFromFiles, parseConfigText, subFiles, weightStoreFromFiles, type ModelFiles,
+} from './model_files.js';
 export { Linear, type LinearOptions } from './layers/linear.js';
 export { Conv2d, type Conv2dOptions, type Conv2dForwardOptions } from './layers/conv2d.js';
 export { GroupNorm, type GroupNormOptions } from './layers/group_norm.js';

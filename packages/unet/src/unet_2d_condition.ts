@@ -18,6 +18,7 @@
 import { ops, subTrace, type Backend, type Tensor, type Trace, type WeightSource, type WeightStoreOptions } from '@cnx/tensor';
 import { Module } from './module.js';
 import { loadStrict, readConfigJson } from './load_model.js';
+import { configFromFiles, loadStrictFromFiles, type ModelFiles } from './model_files.js';
 import { Conv2d } from './layers/conv2d.js';
 import { GroupNorm } from './layers/group_norm.js';
 import { TimestepEmbedding, Timesteps } from './embeddings.js';
@@ -265,6 +266,13 @@ export class UNet2DConditionModel extends Module {
   static fromFolder(dir: string, backend: Backend, opts: UNetFromFolderOptions = {}): UNet2DConditionModel {
     const { raw, path } = readConfigJson(dir, 'UNet2DConditionModel.fromFolder');
     return loadStrict(opts.weights ?? dir, opts, (store) => new UNet2DConditionModel(parseUNetConfig(raw, path), store, backend));
+  }
+
+  /** The same from a folder's files in memory ('config.json' + weights; model_files.ts): the browser path. */
+  static fromFiles(files: ModelFiles, backend: Backend, opts: WeightStoreOptions = {}): UNet2DConditionModel {
+    const { raw, path } = configFromFiles(files, 'UNet2DConditionModel.fromFiles');
+    const config = parseUNetConfig(raw, path);
+    return loadStrictFromFiles(files, opts, 'UNet2DConditionModel.fromFiles', (store) => new UNet2DConditionModel(config, store, backend));
   }
 
   /** Number of skip tensors the down path produces (conv_in's output, then every resnet and downsampler). */

@@ -16,7 +16,8 @@ import { ops, type Backend, type Tensor, type Trace } from '@cnx/tensor';
 import type { ControlModule, ControlOutput, PreparedControl } from './control_module.js';
 import type { Hooks } from '@cnx/unet';
 import { injectionHooks } from './injection.js';
-import { loadControlModule, type LoadControlModuleOptions } from './load_control_module.js';
+import { loadControlModule, loadControlModuleFromFiles, type LoadControlModuleOptions } from './load_control_module.js';
+import type { ModelFiles } from '@cnx/unet';
 import { getVariant, sampleMultipliers, type ControlNeXtVariant, type VariantName } from './variants.js';
 
 export interface ControlNeXtOptions {
@@ -43,6 +44,11 @@ export class ControlNeXt {
 
   static load(fileOrFolder: string, backend: Backend, opts: LoadControlModuleOptions & ControlNeXtOptions): ControlNeXt {
     return new ControlNeXt(opts.variant, loadControlModule(fileOrFolder, backend, opts), backend, opts);
+  }
+
+  /** The same from the module folder's files in memory (browsers). */
+  static fromFiles(files: ModelFiles, backend: Backend, opts: LoadControlModuleOptions & ControlNeXtOptions): ControlNeXt {
+    return new ControlNeXt(opts.variant, loadControlModuleFromFiles(files, backend, opts), backend, opts);
   }
 
   /** The timestep-independent prefix for a control image [B, 3, H, W] (use B = 1 under CFG). */
