@@ -4,7 +4,7 @@
 // crossNorm call per forward (cross_norm.ts). A research method is an InjectionMethod object in user code
 // (examples/light_down_block1_per_channel.ts: per-channel statistics), passed as `variant.method`.
 
-import { ops, type Tensor, type Trace } from '@cnx/tensor';
+import { ops, scope, type Tensor, type Trace } from '@cnx/tensor';
 import { crossNorm } from './cross_norm.js';
 import type { ControlNeXtVariant } from './variants.js';
 
@@ -43,18 +43,15 @@ export function checkSameChannels(feature: Tensor, control: Tensor, variant: Con
 
 /** Per-sample mean and unbiased std over (C, H, W) of x [N, C, H, W], as [N, 1, 1, 1] tensors. */
 function sampleStats(x: Tensor): { mean: Tensor; std: Tensor } {
-  const N = x.shape[0]!;
-  const n = x.size / N;
-  const flat = x.reshape([N, n]);
-  const mean = ops.mean(flat, 1, true);
-  const centered = ops.sub(flat, mean);
-  const sq = ops.unary('square', centered);
-  const ss = ops.sum(sq, 1, true);
-  const variance = ops.affine(ss, 1 / (n - 1)); // torch.std default: unbiased (N - 1)
-  const std = ops.sqrt(variance);
-  const out = { mean: mean.reshape([N, 1, 1, 1]), std: std.reshape([N, 1, 1, 1]) };
-  [flat, mean, centered, sq, ss, variance, std].forEach((t) => t.dispose());
-  return out;
+  return scope(() => {
+    const N = x.shape[0]!;
+    const n = x.size / N;
+    const flat = x.reshape([N, n]);
+    const mean = ops.mean(flat, 1, true);
+    const ss = ops.sum(ops.unary('square', ops.sub(flat, mean)), 1, true);
+    const std = ops.sqrt(ops.affine(ss, 1 / (n - 1))); // torch.std default: unbiased (N - 1)
+    return { mean: mean.reshape([N, 1, 1, 1]), std: std.reshape([N, 1, 1, 1]) };
+  });
 }
 
 /**
@@ -63,21 +60,15 @@ function sampleStats(x: Tensor): { mean: Tensor; std: Tensor } {
  * variants; the injection itself is the fused crossNorm.
  */
 export function crossNormalizeUnfused(x: Tensor, control: Tensor, eps: number): Tensor {
-  const N = x.shape[0]!;
-  const cx = sampleStats(x);
-  const cc = sampleStats(control);
-  const c = control.shape[0] === N ? control : control.expand([N, ...control.shape.slice(1)]);
-  const ccN = control.shape[0] === N ? cc : { mean: cc.mean.expand([N, 1, 1, 1]), std: cc.std.expand([N, 1, 1, 1]) };
-  const denom = ops.affine(ccN.std, 1, eps);
-  const k = ops.div(cx.std, denom);
-  const centered = ops.sub(c, ccN.mean);
-  const scaled = ops.mul(centered, k);
-  const out = ops.add(scaled, cx.mean);
-  const tmp = [cx.mean, cx.std, cc.mean, cc.std, denom, k, centered, scaled];
-  if (c !== control) tmp.push(c);
-  if (ccN !== cc) tmp.push(ccN.mean, ccN.std);
-  tmp.forEach((t) => t.dispose());
-  return out;
+  return scope(() => {
+    const N = x.shape[0]!;
+    const cx = sampleStats(x);
+    const cc = sampleStats(control);
+    const c = control.shape[0] === N ? control : control.expand([N, ...control.shape.slice(1)]);
+    const ccN = control.shape[0] === N ? cc : { mean: cc.mean.expand([N, 1, 1, 1]), std: cc.std.expand([N, 1, 1, 1]) };
+    const k = ops.div(cx.std, ops.affine(ccN.std, 1, eps));
+    return ops.add(ops.mul(ops.sub(c, ccN.mean), k), cx.mean);
+  });
 }
 
 /** Cross normalisation, x + s * c_hat, in the given pool / normalise order (one fused crossNorm call). */

@@ -21,7 +21,7 @@
 // list): the named tensors of each step, including the feature at the injection site
 // ('inject.sample_before') and the control map ('control').
 
-import { ops, scopeAsync, subTrace, type Backend, type Tensor, type Trace } from '@cnx/tensor';
+import { ops, scope, scopeAsync, subTrace, type Backend, type Tensor, type Trace } from '@cnx/tensor';
 import {
   type AutoencoderKL, type UNet2DConditionModel, clamp, composeHooks, type Hooks, type Scheduler, RandomGenerator, type NoiseSource,
 } from '@cnx/unet';
@@ -360,18 +360,14 @@ export class ControllableDiffusionPipeline {
     if (image.rank !== 4 || image.shape[1] !== 3 || (b !== 1 && b !== batch) || image.shape[2] !== size[0] || image.shape[3] !== size[1]) {
       throw new Error(`generate: init image must be [1 or ${batch}, 3, ${size[0]}, ${size[1]}] in [0, 1], found ${image.toString()}`);
     }
-    const full = b === batch ? image : image.expand([batch, ...image.shape.slice(1)]);
-    const x = ops.affine(full, 2, -1);
-    const post = this.vae.encode(x);
-    const eps = this.backend.fromRaw(generator.normal(post.mean.size), post.mean.shape);
-    const s = ops.mul(post.std, eps);
-    const z = ops.add(post.mean, s);
-    const init = ops.scale(z, this.vae.scalingFactor);
-    const noise = this.backend.fromRaw(generator.normal(init.size), init.shape);
-    const out = scheduler.addNoise(init, noise, t0);
-    [x, post.mean, post.logvar, post.std, eps, s, z, init, noise].forEach((v) => v.dispose());
-    if (full !== image) full.dispose();
-    return out;
+    return scope(() => {
+      const full = b === batch ? image : image.expand([batch, ...image.shape.slice(1)]);
+      const post = this.vae.encode(ops.affine(full, 2, -1));
+      const eps = this.backend.fromRaw(generator.normal(post.mean.size), post.mean.shape);
+      const init = ops.scale(ops.add(post.mean, ops.mul(post.std, eps)), this.vae.scalingFactor);
+      const noise = this.backend.fromRaw(generator.normal(init.size), init.shape);
+      return scheduler.addNoise(init, noise, t0);
+    });
   }
 
   dispose(): void {
