@@ -55,13 +55,13 @@ describeEachBackend('ControlNeXt in the UNet', (test) => {
       // Reference: the repo's pipeline (control image duplicated, module on the full batch).
       const ref2 = cnx.control(img2, t);
       const hRef = cnx.hooks(ref2, 2, { cfg: true });
-      const yRef = unet.forward(x, t, ctx, { featureHooks: hRef.featureHooks });
+      const yRef = unet.forward(x, t, ctx, { hooks: hRef.hooks });
       // Optimised: prefix once, module at batch 1.
       const prepared = cnx.prepare(img1);
       const c1 = cnx.control(prepared, t);
       expect(c1.out.shape[0]).toBe(1);
       const h1 = cnx.hooks(c1, 2, { cfg: true });
-      const y1 = unet.forward(x, t, ctx, { featureHooks: h1.featureHooks });
+      const y1 = unet.forward(x, t, ctx, { hooks: h1.hooks });
       expectAllClose(await y1.data(), await yRef.data(), tolFor('f32', 512, 4), `${name}: UNet output`);
       // And the control actually changes the output (the injection fired).
       const y0 = unet.forward(x, t, ctx);

@@ -18,6 +18,7 @@ export * as matmulKernel from './matmul.js';
 export * as matmulNaiveKernel from './matmul_naive.js';
 export * as attentionKernel from './attention.js';
 export * as wgslMath from './wgsl_math.js';
+export * as wgslMoments from './wgsl_moments.js';
 // Backward kernel families and the optimizer (autograd issue, bwd-a).
 export * as normBackwardKernels from './norm_backward.js';
 export * as conv2dBackwardKernel from './conv2d_backward.js';

@@ -12,6 +12,7 @@
 import { ops, subTrace, type Activation, type Backend, type Tensor, type Trace, type WeightSource, type WeightStoreOptions } from '@cnx/tensor';
 import { loadParameter, Module } from './module.js';
 import { loadStrict, readConfigJson } from './load_model.js';
+import { configFromFiles, loadStrictFromFiles, type ModelFiles } from './model_files.js';
 import { LayerNorm } from './layers/layer_norm.js';
 import { Linear } from './layers/linear.js';
 
@@ -261,6 +262,13 @@ export class CLIPTextModel extends Module {
     const { raw, path } = readConfigJson(dir, 'CLIPTextModel.fromFolder');
     parseClipTextConfig(raw, path); // config errors name the file
     return loadStrict(dir, opts, (store) => new CLIPTextModel(raw, store, backend));
+  }
+
+  /** The same from a folder's files in memory ('config.json' + model.safetensors; model_files.ts). */
+  static fromFiles(files: ModelFiles, backend: Backend, opts: WeightStoreOptions = {}): CLIPTextModel {
+    const { raw, path } = configFromFiles(files, 'CLIPTextModel.fromFiles');
+    parseClipTextConfig(raw, path);
+    return loadStrictFromFiles(files, opts, 'CLIPTextModel.fromFiles', (store) => new CLIPTextModel(raw, store, backend));
   }
 
   /** The pooled position of one row of ids (transformers CLIPTextTransformer.forward, 4.57). */

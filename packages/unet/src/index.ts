@@ -1,5 +1,8 @@
 export { Module, loadParameter } from './module.js';
-export { loadStrict, readConfigJson } from './load_model.js';
+export { loadStrict, readConfigJson, readFolderText } from './load_model.js';
+export {
+  buildStrict, configFromFiles, fileBytes, fileText, loadStrictFromFiles, parseConfigText, subFiles, weightStoreFromFiles, type ModelFiles,
+} from './model_files.js';
 export { Linear, type LinearOptions } from './layers/linear.js';
 export { Conv2d, type Conv2dOptions, type Conv2dForwardOptions } from './layers/conv2d.js';
 export { GroupNorm, type GroupNormOptions } from './layers/group_norm.js';
@@ -16,6 +19,13 @@ export {
   UpBlock2D, UpDecoderBlock2D, type BlockOptions, type CrossAttnOptions, type DownBlockOutput, type DownBlock2DOptions,
   type MidBlockOptions, type UpBlock2DOptions,
 } from './unet_blocks.js';
+export {
+  applySiteHook, composeHooks, parseHookKey, splitSiteHooks, withModuleHooks, BEFORE_SUFFIX, type FeatureHook, type HookEpilogue, type Hooks,
+} from './hooks.js';
+export {
+  blockBuilder, downBlockTypes, midBlockTypes, upBlockTypes, type DownBlockArgs, type DownBlockType, type MidBlockArgs,
+  type MidBlockType, type UNetDownBlock, type UNetMidBlock, type UNetUpBlock, type UpBlockArgs, type UpBlockType,
+} from './unet_block_types.js';
 export {
   UNet2DConditionModel, parseUNetConfig, type UNet2DConditionConfig, type UNetForwardOptions, type UNetFromFolderOptions,
 } from './unet_2d_condition.js';
