@@ -6,6 +6,7 @@ import type { CoreOpName, CoreOpParams, Tensor } from '@cnx/tensor';
 import { attention, attentionWithLse, softmax } from '../attention.js';
 import { conv2d } from '../conv2d.js';
 import { matmul } from '../matmul.js';
+import { mseLoss } from '../mse_loss.js';
 import { groupNorm, groupNormWithStats, layerNorm, layerNormWithStats } from '../norm.js';
 import { adaptiveAvgPool2d, upsampleNearest } from '../resample.js';
 import type { GpuContext } from './context.js';
@@ -47,4 +48,5 @@ export const coreKernels: { readonly [K in CoreOpName]: WebgpuKernel<CoreOpParam
   upsample_nearest: (ctx, [x], p) => [upsampleNearest(ctx, x!, p.size)],
   adaptive_avg_pool2d: (ctx, [x], p) => [adaptiveAvgPool2d(ctx, x!, p.size)],
   concat: (ctx, xs, p) => [layout.concat(ctx, xs as Tensor[], p.axis)],
+  mse_loss: (ctx, [pred, target]) => [mseLoss(ctx, pred!, target!)],
 };

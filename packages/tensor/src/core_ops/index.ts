@@ -11,6 +11,7 @@ import { affineOp, binaryOp, unaryOp, type AffineParams, type BinaryParams, type
 import { attentionOp, type AttentionParams } from './attention.js';
 import { matmulOp, type MatmulParams } from './matmul.js';
 import { groupNormOp, layerNormOp, type GroupNormParams, type LayerNormParams } from './norm.js';
+import { mseLossOp } from './loss.js';
 import { reduceOp, softmaxOp, type ReduceParams } from './reduce.js';
 import { adaptiveAvgPool2dOp, upsampleNearestOp, type ResizeParams } from './resample.js';
 
@@ -29,6 +30,7 @@ export interface CoreOpParams {
   upsample_nearest: ResizeParams;
   adaptive_avg_pool2d: ResizeParams;
   concat: ConcatParams;
+  mse_loss: Record<string, never>;
 }
 
 export type CoreOpName = keyof CoreOpParams;
@@ -48,12 +50,14 @@ export const coreOps: { readonly [K in CoreOpName]: OpDefinition<CoreOpParams[K]
   upsample_nearest: upsampleNearestOp,
   adaptive_avg_pool2d: adaptiveAvgPool2dOp,
   concat: concatOp,
+  mse_loss: mseLossOp,
 };
 
 export * from './attention.js';
 export * from './concat.js';
 export * from './conv2d.js';
 export * from './elementwise.js';
+export * from './loss.js';
 export * from './matmul.js';
 export * from './norm.js';
 export * from './reduce.js';
