@@ -111,10 +111,8 @@ function saveView(t: Tensor): Tensor {
 function edgeOf(x: Tensor): Edge {
   const fn = x.gradFn;
   if (fn) {
-    if (fn.node.freed) {
-      throw new Error(`autograd: ${x.toString()} comes from a '${fn.node.name}' whose graph was already freed by a backward(); ` +
-        'recompute it (or detach() it to use it as a constant)');
-    }
+    // A node already freed by a backward() may be linked to (torch allows it): backward() fails only if it
+    // actually reaches it.
     fn.node.refs++;
     return { node: fn.node, index: fn.index };
   }
