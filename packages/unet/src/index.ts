@@ -29,5 +29,6 @@ export { sd15TextEncoderConfig, sd15UNetConfig, sd15VaeConfig, sdxlUNetConfig } 
 export { gegluOp, geglu, gegluWebgpu, gegluWgsl, type GegluParams } from './ops/geglu.js';
 export { timestepEmbeddingOp, timestepEmbedding, timestepEmbeddingWebgpu, timestepEmbeddingWgsl, timestepFrequencies, type TimestepEmbeddingParams } from './ops/timestep_embedding.js';
 export { gegluForwardF64, gegluBackwardF64, gegluBackward, geluErfDerivative } from './ops/geglu_backward.js';
+export { gegluBackwardOp } from './ops/geglu_backward_op.js';
 export * as gegluBackwardKernel from './ops/geglu_backward_wgsl.js';
 export * from './schedulers/index.js';

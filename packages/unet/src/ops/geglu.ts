@@ -2,9 +2,11 @@
 // the exact erf GELU (diffusers GEGLU, src/diffusers/models/activations.py, v0.29.2), fused so the gate
 // half is never written out. WebGPU: one thread per 4 outputs with vec4 loads when F % 4 == 0, else per
 // output; the flat grid folds into y past maxComputeWorkgroupsPerDimension.
+// Backward: unet.geglu_backward (geglu_backward_op.ts) from the saved input h.
 
 import { gridFor, packUniforms, wgslMath, type GpuContext } from '@cnx/kernels';
 import { applyUnary, defineOp, expectF32, f32, formatShape, runOp1, type Tensor } from '@cnx/tensor';
+import { gegluBackwardOp } from './geglu_backward_op.js';
 
 export interface GegluParams {
   /** F % 4 === 0: four outputs per thread through vec4 loads and stores. */
@@ -74,6 +76,8 @@ export const gegluOp = defineOp<Record<string, never>>({
     return [out];
   },
   kernels: { webgpu: (ctx: GpuContext, [h]) => [gegluWebgpu(ctx, h!)] },
+  saves: () => ({ outputs: [] }),
+  backward: ({ inputs: [h] }, [g]) => [runOp1(gegluBackwardOp, [h, g], {})],
 });
 
 /** h [..., 2F] -> [..., F] (see the header). */
