@@ -63,7 +63,7 @@ export class TapeNode {
   readonly id = nextNodeId++;
   /** Live tensors with gradFn on this node + unfreed nodes with an edge to it (+ a running backward's hold). */
   refs = 0;
-  /** Saved tensors disposed, edges released: backward through it is impossible. */
+  /** Saved tensors disposed (by backward, or when the last reference went): backward through it is impossible. */
   freed = false;
 
   constructor(
@@ -135,7 +135,7 @@ function attach(node: TapeNode, outs: readonly Tensor[]): void {
 export function recordOp<P>(op: OpDefinition<P>, inputs: readonly (Tensor | undefined)[], params: P): Tensor[] {
   let needs = false;
   for (const x of inputs) if (x?.requiresGrad) { needs = true; break; }
-  if (!needs) return withoutRecording(() => executeOp(op, inputs, params));
+  if (!needs) return executeOp(op, inputs, params);
   if (gradState.probing > 0) {
     gradState.probeSawGrad = true;
     return withoutRecording(() => executeOp(op, inputs, params));
@@ -207,6 +207,7 @@ export function recordFunction(
   attach(node, outputs);
 }
 
+/** fn with recording off: kernels that call view methods on their (gradient-requiring) inputs record nothing. */
 function withoutRecording<T>(fn: () => T): T {
   if (!gradState.recording) return fn();
   const prev = setGradEnabled(false);
