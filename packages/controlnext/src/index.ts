@@ -11,6 +11,7 @@ export {
 } from './controlnext/injection_methods.js';
 export * from './controlnext/cross_norm.js';
 export * from './controlnext/cross_norm_backward.js';
+export { crossNormBackwardOp } from './controlnext/cross_norm_backward_op.js';
 export * as crossNormBackwardKernel from './controlnext/cross_norm_backward_wgsl.js';
 export * from './controlnext/control_module.js';
 export * from './controlnext/down_path_module.js';

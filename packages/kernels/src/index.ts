@@ -3,6 +3,7 @@
 export { backendNames, createBackend, registerBackend, type BackendModule, type CreateBackendOptions } from './create_backend.js';
 export { WebgpuBackend } from './webgpu/webgpu_backend.js';
 export { coreKernels, type WebgpuKernel } from './webgpu/core_kernels.js';
+export { gradKernels } from './webgpu/grad_kernels.js';
 export {
   acquireDevice, browserAdapters, formatAdapterReport, ADAPTER_KINDS, type AcquiredDevice, type AdapterCandidate, type AdapterKind,
   type AdapterProvider, type AdapterReport, type AcquireOptions,

@@ -177,7 +177,7 @@ for (const { threads, fma } of [{ threads: 2, fma: true }, { threads: 1, fma: fa
         await compare(be, binaryOp, [{ shape: [2, 7, 5, 9], seed: seed++ }, { shape: [2, 7, 1, 1], seed: seed++, shift: 2 }], { op },
           tolFor('f32', 2), `binary ${op} broadcast`, (t) => (t.shape[2] === 1 ? t.expand([2, 7, 5, 9]) : t.permute([0, 1, 2, 3])));
       }
-      await compare(be, unaryOp, [{ shape: [3, 4, 5, 6], seed: seed++ }], { op: 'silu' }, tolFor('f32', 4), 'unary on a permuted view',
+      await compare(be, unaryOp, [{ shape: [3, 4, 5, 6], seed: seed++ }], { op: 'silu' as const }, tolFor('f32', 4), 'unary on a permuted view',
         (t) => t.permute([0, 2, 3, 1]));
     });
 

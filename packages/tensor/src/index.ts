@@ -2,9 +2,14 @@ export * from './dtype.js';
 export * from './shape.js';
 export type * from './backend.js';
 export { Tensor } from './tensor.js';
-export { scope, scopeAsync, keep, persist } from './scope.js';
+export { scope, scopeAsync, keep, persist, untracked } from './scope.js';
+export {
+  backward, checkpoint, enableGrad, isGradEnabled, noGrad, recordFunction, setGradEnabled, zeroGrad,
+  type GradFn, type RecordFunctionOptions, type TapeNode,
+} from './autograd.js';
 export * from './op_definition.js';
 export * from './core_ops/index.js';
+export * from './grad_ops/index.js';
 export * as ops from './ops.js';
 export { CpuBackend, stridedOffsets, type CpuStorage } from './cpu/cpu_backend.js';
 export { erf } from './cpu/erf.js';

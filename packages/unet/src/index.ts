@@ -3,6 +3,7 @@ export { loadStrict, readConfigJson, readFolderText } from './load_model.js';
 export {
   buildStrict, configFromFiles, fileBytes, fileText, loadStrictFromFiles, parseConfigText, subFiles, weightStoreFromFiles, type ModelFiles,
 } from './model_files.js';
+export { enableGradientCheckpointing } from './gradient_checkpointing.js';
 export { Linear, type LinearOptions } from './layers/linear.js';
 export { Conv2d, type Conv2dOptions, type Conv2dForwardOptions } from './layers/conv2d.js';
 export { GroupNorm, type GroupNormOptions } from './layers/group_norm.js';
@@ -39,5 +40,6 @@ export { sd15TextEncoderConfig, sd15UNetConfig, sd15VaeConfig, sdxlUNetConfig } 
 export { gegluOp, geglu, gegluWebgpu, gegluWgsl, type GegluParams } from './ops/geglu.js';
 export { timestepEmbeddingOp, timestepEmbedding, timestepEmbeddingWebgpu, timestepEmbeddingWgsl, timestepFrequencies, type TimestepEmbeddingParams } from './ops/timestep_embedding.js';
 export { gegluForwardF64, gegluBackwardF64, gegluBackward, geluErfDerivative } from './ops/geglu_backward.js';
+export { gegluBackwardOp } from './ops/geglu_backward_op.js';
 export * as gegluBackwardKernel from './ops/geglu_backward_wgsl.js';
 export * from './schedulers/index.js';

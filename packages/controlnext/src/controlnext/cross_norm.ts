@@ -29,9 +29,12 @@
 // The chunk moments and the Chan merge are the WGSL helpers of @cnx/kernels wgsl_moments.ts, shared with
 // the group/layer norm kernels (norm.ts).
 // Limits: f32 tensors (ops.crossNorm guarantees contiguous f32 inputs); C*h*w and C*h'*w' < 2^32.
+// Backward: controlnext.cross_norm_backward (cross_norm_backward_op.ts), one fused op for the gradients of
+// x, the control and a per-sample scale tensor, from the saved inputs.
 
 import { gridFor, packUniforms, wgslMath, wgslMoments, type GpuContext } from '@cnx/kernels';
-import { defineOp, expectF32, expectRank, f32, formatShape, poolBins, runOp1, type Tensor } from '@cnx/tensor';
+import { defineOp, expectF32, expectRank, f32, formatShape, poolBins, runOp, runOp1, type OpDefinition, type Tensor } from '@cnx/tensor';
+import { crossNormBackwardOp } from './cross_norm_backward_op.js';
 
 export interface CrossNormOptions {
   /** Added to sigma of the control (not inside a sqrt): ControlNeXt's code, spec section 2.7. */
@@ -298,7 +301,7 @@ function poolControl(c: Float32Array, Nc: number, C: number, hc: number, wc: num
 }
 
 /** Inputs [x, control, scale?]: see the header; the output has x's shape. */
-export const crossNormOp = defineOp<CrossNormParams>({
+export const crossNormOp: OpDefinition<CrossNormParams> = defineOp<CrossNormParams>({
   name: 'controlnext.cross_norm',
   outputs([x, control, scale], p) {
     expectF32('crossNorm', [x, control, scale], ['feature', 'control', 'scale']);
@@ -337,6 +340,11 @@ export const crossNormOp = defineOp<CrossNormParams>({
     return [out];
   },
   kernels: { webgpu: (ctx: GpuContext, [x, control, scale], p) => [crossNormWebgpu(ctx, x!, control!, scale, p)] },
+  saves: () => ({ outputs: [] }),
+  backward({ inputs: [x, control, scale], params, needsGrad }, [g]) {
+    const [dx, dcontrol, dscale] = runOp(crossNormBackwardOp, [x, control, scale, g], params);
+    return [needsGrad[0] ? dx : undefined, needsGrad[1] ? dcontrol : undefined, needsGrad[2] ? dscale : undefined];
+  },
 });
 
 /**
