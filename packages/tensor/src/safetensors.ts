@@ -33,6 +33,23 @@ const KNOWN_UNSUPPORTED = new Set(['F64', 'I8', 'I16', 'U16', 'U32', 'U64', 'F8_
  */
 export const MAX_SAFETENSORS_HEADER_BYTES = 100_000_000;
 
+/**
+ * Most header entries (tensors + __metadata__) accepted, counted in the JSON text before it is parsed,
+ * so a hostile header cannot make the reader build millions of objects (a 1,000,000-entry header took
+ * 28 s and 946 MB to open). Real files hold a few thousand (SDXL's single-file checkpoint ~2,500).
+ */
+export const MAX_SAFETENSORS_HEADER_ENTRIES = 100_000;
+
+/**
+ * Deepest JSON nesting accepted, checked before parsing (a valid header nests 3 deep: the header
+ * object, an entry, its shape; the rest is slack for specific messages about mildly malformed
+ * entries). Deeper values are hostile: nesting 100,000 deep overflowed the stack.
+ */
+export const MAX_SAFETENSORS_HEADER_DEPTH = 8;
+
+/** Highest tensor rank accepted (NumPy 1.x's NPY_MAXDIMS; frameworks stay far below). */
+export const MAX_SAFETENSORS_RANK = 32;
+
 export interface TensorInfo {
   dtype: SafetensorsDType;
   shape: number[];
@@ -55,10 +72,77 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-function describe(v: unknown): string {
+/**
+ * A JSON value for an error message, at most `max` characters. Bounded work whatever the value: it
+ * walks only as far as the budget reaches (never JSON.stringify of a whole hostile value, which
+ * overflowed the stack on deep nesting and copied megabytes to print 80 characters).
+ */
+export function describeJsonValue(v: unknown, max = 80): string {
   if (v === undefined) return 'nothing';
-  const s = JSON.stringify(v);
-  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+  let out = '';
+  const full = (): boolean => out.length > max;
+  const walk = (x: unknown, depth: number): void => {
+    if (full()) return;
+    if (x === null || typeof x !== 'object') {
+      out += typeof x === 'string' ? JSON.stringify(x.length > max ? x.slice(0, max) : x) : String(JSON.stringify(x) ?? x);
+      return;
+    }
+    if (depth >= 8) { out += Array.isArray(x) ? '[...]' : '{...}'; return; }
+    if (Array.isArray(x)) {
+      out += '[';
+      for (let i = 0; i < x.length && !full(); i++) { if (i > 0) out += ','; walk(x[i], depth + 1); }
+      out += ']';
+      return;
+    }
+    out += '{';
+    let first = true;
+    for (const k in x) {
+      if (full()) break;
+      if (!Object.prototype.hasOwnProperty.call(x, k)) continue;
+      out += `${first ? '' : ','}${JSON.stringify(k.length > max ? k.slice(0, max) : k)}:`;
+      first = false;
+      walk((x as Record<string, unknown>)[k], depth + 1);
+    }
+    out += '}';
+  };
+  walk(v, 0);
+  return out.length > max ? `${out.slice(0, max - 3)}...` : out;
+}
+const describe = describeJsonValue;
+
+/** A name from the file for an error message, clipped (hostile names can be megabytes long). */
+function clip(name: string, max = 200): string {
+  return name.length > max ? `${name.slice(0, max - 3)}...` : name;
+}
+
+/**
+ * Check the header text's shape before JSON.parse builds it: nesting depth and the number of
+ * top-level entries (colons at depth 1 outside strings), in one pass over the text. Text that is not
+ * JSON passes here and fails in JSON.parse with its own message.
+ */
+function checkHeaderStructure(source: string, text: string): void {
+  let depth = 0, entries = 0, inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) {
+      inString = true;
+    } else if (c === 0x7b || c === 0x5b) { // { [
+      if (++depth > MAX_SAFETENSORS_HEADER_DEPTH) {
+        throw new Error(`${source}: header nests deeper than ${MAX_SAFETENSORS_HEADER_DEPTH} levels (at byte ${i} of the header; ` +
+          'a safetensors header nests 3 deep: not a safetensors file?)');
+      }
+    } else if (c === 0x7d || c === 0x5d) { // } ]
+      depth--;
+    } else if (c === 0x3a && depth === 1) { // ':' of a top-level entry
+      if (++entries > MAX_SAFETENSORS_HEADER_ENTRIES) {
+        throw new Error(`${source}: header has more than ${MAX_SAFETENSORS_HEADER_ENTRIES} entries (the reader's limit; ` +
+          'real checkpoints hold a few thousand tensors per file)');
+      }
+    }
+  }
 }
 
 function isSupportedDType(s: string): s is SafetensorsDType {
@@ -77,6 +161,7 @@ function parseEntry(where: string, v: unknown, dataStart: number, dataBytes: num
   }
   if (shape === undefined) throw new Error(`${where}: missing 'shape'`);
   if (!Array.isArray(shape)) throw new Error(`${where}: 'shape' must be an array of non-negative integers, found ${describe(shape)}`);
+  if (shape.length > MAX_SAFETENSORS_RANK) throw new Error(`${where}: shape has ${shape.length} dims, more than the ${MAX_SAFETENSORS_RANK} the reader accepts`);
   shape.forEach((d, i) => {
     if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0) {
       throw new Error(`${where}: shape ${describe(shape)} has dim ${i} = ${describe(d)}, expected a non-negative integer`);
@@ -164,6 +249,7 @@ export class SafetensorsFile {
     } catch {
       throw new Error(`${source}: header is not valid UTF-8`);
     }
+    checkHeaderStructure(source, text);
     let header: unknown;
     try {
       header = JSON.parse(text);
@@ -180,12 +266,12 @@ export class SafetensorsFile {
       if (name === '__metadata__') {
         if (!isPlainObject(v)) throw new Error(`${source}: __metadata__ must be an object of string values, found ${describe(v)}`);
         for (const [k, mv] of Object.entries(v)) {
-          if (typeof mv !== 'string') throw new Error(`${source}: __metadata__['${k}'] must be a string, found ${describe(mv)}`);
+          if (typeof mv !== 'string') throw new Error(`${source}: __metadata__['${clip(k)}'] must be a string, found ${describe(mv)}`);
         }
         metadata = { ...(v as Record<string, string>) };
         continue;
       }
-      infos.set(name, parseEntry(`${source}: tensor '${name}'`, v, dataStart, dataBytes));
+      infos.set(name, parseEntry(`${source}: tensor '${clip(name)}'`, v, dataStart, dataBytes));
     }
 
     // No two tensors may share bytes (zero-size tensors occupy none). Holes are tolerated: they cannot
@@ -194,8 +280,8 @@ export class SafetensorsFile {
     for (let k = 1; k < sorted.length; k++) {
       const [pn, p] = sorted[k - 1]!, [cn, c] = sorted[k]!;
       if (c.begin < p.end) {
-        throw new Error(`${source}: tensors '${pn}' (data_offsets [${p.begin - dataStart}, ${p.end - dataStart}]) and ` +
-          `'${cn}' (data_offsets [${c.begin - dataStart}, ${c.end - dataStart}]) overlap`);
+        throw new Error(`${source}: tensors '${clip(pn)}' (data_offsets [${p.begin - dataStart}, ${p.end - dataStart}]) and ` +
+          `'${clip(cn)}' (data_offsets [${c.begin - dataStart}, ${c.end - dataStart}]) overlap`);
       }
     }
     return new SafetensorsFile(source, read, infos, metadata, close);
