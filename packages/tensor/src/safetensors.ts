@@ -16,6 +16,7 @@ import type { Tensor } from './tensor.js';
 import { fromFloat32, toFloat32 } from './dtype.js';
 import { formatShape } from './shape.js';
 import { nodeFs } from './node_fs.js';
+import { openRegularFile } from './model_folder_files.js';
 
 export type SafetensorsDType = 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'U8' | 'BOOL';
 
@@ -205,12 +206,14 @@ export class SafetensorsFile {
     private readonly closeFn: () => void,
   ) {}
 
-  /** Open a file: reads and validates the header now, keeps the fd for lazy tensor reads. */
+  /**
+   * Open a file: reads and validates the header now, keeps the fd for lazy tensor reads. Regular
+   * files only (a FIFO is refused at once instead of blocking; model_folder_files.ts).
+   */
   static open(path: string): SafetensorsFile {
-    const { openSync, readSync, closeSync, fstatSync } = nodeFs('SafetensorsFile.open');
-    const fd = openSync(path, 'r');
+    const { readSync, closeSync } = nodeFs('SafetensorsFile.open');
+    const { fd, size } = openRegularFile(path, 'SafetensorsFile.open');
     try {
-      const size = fstatSync(fd).size;
       const read: ByteReader = (position, length) => {
         const buf = new Uint8Array(length);
         let done = 0;

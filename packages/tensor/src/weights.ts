@@ -10,7 +10,8 @@
 import type { Backend } from './backend.js';
 import type { DType } from './dtype.js';
 import { fromFloat32 } from './dtype.js';
-import { SafetensorsFile, type SafetensorsDType } from './safetensors.js';
+import { SafetensorsFile, describeJsonValue, type SafetensorsDType } from './safetensors.js';
+import { readRegularTextFile, resolveInsideFolder } from './model_folder_files.js';
 import { formatShape, numel } from './shape.js';
 import { nodeFs, nodePath } from './node_fs.js';
 import type { Tensor } from './tensor.js';
@@ -300,11 +301,11 @@ function folderCandidates(prefer: 'fp32' | 'fp16'): string[] {
 
 /** Open the shards of a `*.safetensors.index.json` (transformers/diffusers sharded checkpoints). */
 function openShardIndex(indexPath: string): SafetensorsFile[] {
-  const { readFileSync } = nodeFs('WeightStore.open');
-  const { dirname, join } = nodePath('WeightStore.open');
+  const { dirname } = nodePath('WeightStore.open');
+  const text = readRegularTextFile(indexPath, 'WeightStore.open');
   let json: unknown;
   try {
-    json = JSON.parse(readFileSync(indexPath, 'utf8'));
+    json = JSON.parse(text);
   } catch (e) {
     throw new Error(`${indexPath}: not a readable JSON shard index (${(e as Error).message})`);
   }
@@ -314,13 +315,17 @@ function openShardIndex(indexPath: string): SafetensorsFile[] {
   }
   const byFile = new Map<string, string[]>();
   for (const [key, file] of Object.entries(map as Record<string, unknown>)) {
-    if (typeof file !== 'string') throw new Error(`${indexPath}: weight_map['${key}'] must be a file name, found ${JSON.stringify(file)}`);
-    byFile.set(file, [...(byFile.get(file) ?? []), key]);
+    if (typeof file !== 'string') throw new Error(`${indexPath}: weight_map['${key}'] must be a file name, found ${describeJsonValue(file)}`);
+    // Every shard lies inside the index's folder (a weight_map naming ../../.. loaded foreign files).
+    resolveInsideFolder(dirname(indexPath), file, `${indexPath}: weight_map['${key}']`);
+    let keys = byFile.get(file);
+    if (!keys) byFile.set(file, (keys = []));
+    keys.push(key);
   }
   const files: SafetensorsFile[] = [];
   try {
     for (const [file, keys] of byFile) {
-      const f = SafetensorsFile.open(join(dirname(indexPath), file));
+      const f = SafetensorsFile.open(resolveInsideFolder(dirname(indexPath), file, `${indexPath}: weight_map`));
       files.push(f);
       const absent = keys.filter((k) => !f.has(k));
       if (absent.length > 0) {
@@ -364,7 +369,7 @@ export class WeightStore implements WeightSource {
    * releases are).
    */
   static open(pathOrFolder: string, opts: WeightStoreOptions = {}): WeightStore {
-    const { existsSync, readdirSync, readFileSync, statSync } = nodeFs('WeightStore.open');
+    const { existsSync, readdirSync, statSync } = nodeFs('WeightStore.open');
     const { join } = nodePath('WeightStore.open');
     if (!existsSync(pathOrFolder)) throw new Error(`WeightStore.open: ${pathOrFolder} does not exist`);
     let config: Record<string, unknown> | undefined;
@@ -382,8 +387,9 @@ export class WeightStore implements WeightSource {
       target = join(pathOrFolder, pick);
       const cfg = join(pathOrFolder, 'config.json');
       if (existsSync(cfg)) {
+        const text = readRegularTextFile(cfg, 'WeightStore.open');
         try {
-          config = JSON.parse(readFileSync(cfg, 'utf8')) as Record<string, unknown>;
+          config = JSON.parse(text) as Record<string, unknown>;
         } catch (e) {
           throw new Error(`WeightStore.open: ${cfg} is not valid JSON (${(e as Error).message})`);
         }

@@ -3,7 +3,8 @@
 // temp directory.
 
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -176,6 +177,66 @@ describe('WeightStore', () => {
     });
     expect(() => WeightStore.open(join(dir, 'bad.safetensors.index.json'))).toThrow(/weight_map puts 1 key\(s\) in a\.safetensors that it does not hold: y/);
     expect(() => WeightStore.open(join(dir, 'nomap.safetensors.index.json'))).toThrow(/found no weight_map object/);
+  });
+
+  it('refuses shard-index paths that leave the model folder (../, absolute), and accepts subfolders and hub-cache links', async () => {
+    // A valid weights file outside the folder: the index must not reach it.
+    const outside = folder('outside', { 'stolen.safetensors': { x: MODEL['conv_in.bias']! } });
+    const dir = folder('escape/model', {
+      'up.safetensors.index.json': JSON.stringify({ weight_map: { x: '../../outside/stolen.safetensors' } }),
+      'abs.safetensors.index.json': JSON.stringify({ weight_map: { x: join(outside, 'stolen.safetensors') } }),
+      'dot.safetensors.index.json': JSON.stringify({ weight_map: { x: '.' } }),
+      'nul.safetensors.index.json': JSON.stringify({ weight_map: { x: 'a\u0000.safetensors' } }),
+      'sub.safetensors.index.json': JSON.stringify({ weight_map: { x: 'shards/./a.safetensors', y: 'shards/../b.safetensors' } }),
+    });
+    folder('escape/model/shards', { 'a.safetensors': { x: MODEL['conv_in.bias']! } });
+    folder('escape/model', { 'b.safetensors': { y: MODEL['conv_in.bias']! } });
+    const open = (name: string) => () => WeightStore.open(join(dir, name));
+    expect(open('up.safetensors.index.json')).toThrow(/weight_map\['x'\] names "\.\.\/\.\.\/outside\/stolen\.safetensors", a path outside the folder; files a model folder refers to must lie inside it/);
+    expect(open('abs.safetensors.index.json')).toThrow(/weight_map\['x'\] names ".*stolen\.safetensors", an absolute path/);
+    expect(open('dot.safetensors.index.json')).toThrow(/weight_map\['x'\] names "\.", a path outside the folder/);
+    expect(open('nul.safetensors.index.json')).toThrow(/a path with a NUL byte/);
+    const sub = WeightStore.open(join(dir, 'sub.safetensors.index.json'));
+    expect(sub.keys().sort()).toEqual(['x', 'y']);
+    sub.close();
+    // Symbolic links inside the folder are followed: the Hugging Face hub cache links every file of a
+    // snapshot folder into its blob store.
+    const snapshot = folder('hub/snapshots/rev/unet', {});
+    symlinkSync(join(outside, 'stolen.safetensors'), join(snapshot, 'diffusion_pytorch_model.safetensors'));
+    const linked = WeightStore.open(snapshot);
+    expect(Array.from(await linked.get('x', [4], cpu).data())).toEqual([1, 0, -1, -2]);
+    linked.close();
+  });
+
+  it('refuses a FIFO or a folder where a weights, index or config file should be, at once (a FIFO blocked forever)', async (ctx) => {
+    const dir = folder('special', { 'a.safetensors': { x: MODEL['conv_in.bias']! } });
+    try {
+      execFileSync('mkfifo', [join(dir, 'fifo.safetensors')]);
+    } catch (e) {
+      console.warn(`\n*** SKIPPING the FIFO test: mkfifo failed here (${(e as Error).message}) ***\n`);
+      ctx.skip();
+      return;
+    }
+    mkdirSync(join(dir, 'dir.safetensors'));
+    writeFileSync(join(dir, 'fifo.safetensors.index.json'), JSON.stringify({ weight_map: { x: 'fifo.safetensors' } }));
+    writeFileSync(join(dir, 'dir.safetensors.index.json'), JSON.stringify({ weight_map: { x: 'dir.safetensors' } }));
+    const cfgDir = folder('special_cfg', { 'model.safetensors': { x: MODEL['conv_in.bias']! } });
+    execFileSync('mkfifo', [join(cfgDir, 'config.json')]);
+    // A process that opens each FIFO for writing after 3 s: a reader that blocks on open() is released
+    // then (and the timing check below fails) instead of hanging the test run.
+    const releasers = [join(dir, 'fifo.safetensors'), join(cfgDir, 'config.json')]
+      .map((f) => spawn('sh', ['-c', 'sleep 3; : > "$1"', 'sh', f], { stdio: 'ignore' }));
+    try {
+      const t0 = performance.now();
+      const fails = (f: () => unknown) => { let m = ''; try { f(); } catch (e) { m = (e as Error).message; } return m; };
+      expect(fails(() => SafetensorsFile.open(join(dir, 'fifo.safetensors')))).toMatch(/fifo\.safetensors: expected a regular file, found a FIFO/);
+      expect(fails(() => WeightStore.open(join(dir, 'fifo.safetensors.index.json')))).toMatch(/expected a regular file, found a FIFO/);
+      expect(fails(() => WeightStore.open(join(dir, 'dir.safetensors.index.json')))).toMatch(/dir\.safetensors: expected a regular file, found a directory/);
+      expect(fails(() => WeightStore.open(cfgDir))).toMatch(/config\.json: expected a regular file, found a FIFO/);
+      expect(performance.now() - t0).toBeLessThan(2_000);
+    } finally {
+      for (const r of releasers) r.kill();
+    }
   });
 
   it('opens a folder holding one differently named file (ControlNeXt releases), and explains ambiguous folders', () => {
