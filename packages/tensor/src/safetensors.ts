@@ -194,6 +194,21 @@ function parseEntry(where: string, v: unknown, dataStart: number, dataBytes: num
   return { dtype, shape: [...dims], begin: dataStart + b, end: dataStart + e };
 }
 
+/** Elements of raw tensor bytes as f32 (see SafetensorsFile.readFloat32). */
+export function rawToFloat32(r: RawTensor): { shape: number[]; data: Float32Array } {
+  const buf = r.bytes.buffer;
+  let data: Float32Array;
+  switch (r.dtype) {
+    case 'F32': data = new Float32Array(buf); break;
+    case 'F16': data = toFloat32(new Uint16Array(buf), 'f16'); break;
+    case 'BF16': data = toFloat32(new Uint16Array(buf), 'bf16'); break;
+    case 'I32': data = Float32Array.from(new Int32Array(buf)); break;
+    case 'I64': data = Float32Array.from(new BigInt64Array(buf), (x) => Number(x)); break;
+    case 'U8': case 'BOOL': data = Float32Array.from(r.bytes); break;
+  }
+  return { shape: r.shape, data };
+}
+
 export class SafetensorsFile {
   private closed = false;
 
@@ -307,18 +322,7 @@ export class SafetensorsFile {
 
   /** Elements as f32 (F16/BF16 widened exactly, integers converted; I64 beyond 2^53 loses precision). */
   readFloat32(name: string): { shape: number[]; data: Float32Array } {
-    const r = this.readRaw(name);
-    const buf = r.bytes.buffer;
-    let data: Float32Array;
-    switch (r.dtype) {
-      case 'F32': data = new Float32Array(buf); break;
-      case 'F16': data = toFloat32(new Uint16Array(buf), 'f16'); break;
-      case 'BF16': data = toFloat32(new Uint16Array(buf), 'bf16'); break;
-      case 'I32': data = Float32Array.from(new Int32Array(buf)); break;
-      case 'I64': data = Float32Array.from(new BigInt64Array(buf), (x) => Number(x)); break;
-      case 'U8': case 'BOOL': data = Float32Array.from(r.bytes); break;
-    }
-    return { shape: r.shape, data };
+    return rawToFloat32(this.readRaw(name));
   }
 
   /**
@@ -327,11 +331,15 @@ export class SafetensorsFile {
    * 'i32' requires integer data within the i32 range).
    */
   tensor(name: string, backend: Backend, as?: DType): Tensor {
-    const r = this.readRaw(name);
+    return this.rawToTensor(name, this.readRaw(name), backend, as);
+  }
+
+  /** tensor() for bytes already read with readRaw(name) (so a caller can inspect them first). */
+  rawToTensor(name: string, r: RawTensor, backend: Backend, as?: DType): Tensor {
     const half = r.dtype === 'F16' ? 'f16' : r.dtype === 'BF16' ? 'bf16' : undefined;
     if (half && (as === undefined || as === half)) return backend.fromRaw(new Uint16Array(r.bytes.buffer), r.shape, half);
     if (as === 'i32') return backend.fromRaw(this.readInt32(name, r), r.shape, 'i32');
-    const { shape, data } = this.readFloat32(name);
+    const { shape, data } = rawToFloat32(r);
     if (as === undefined || as === 'f32') return backend.fromRaw(data, shape, 'f32');
     return backend.fromRaw(fromFloat32(data, as), shape, as);
   }

@@ -254,6 +254,8 @@ export interface WeightReport {
   missing: { path: string; shape: number[]; nearest?: string }[];
   /** Present with another shape. */
   misShaped: { path: string; expected: number[]; found: number[] }[];
+  /** Present with a dtype that is not a float (parameters are F32, or F16/BF16 widened on load). */
+  wrongDtype: { path: string; expected: string; found: SafetensorsDType; file: string }[];
   /** Present but never requested. */
   unused: string[];
 }
@@ -289,6 +291,10 @@ function nearestKey(path: string, keys: Iterable<string>): string | undefined {
   }
   return best;
 }
+
+/** Stored dtypes a parameter may have (get() widens F16/BF16 to f32 unless keepDtype). */
+const PARAMETER_DTYPES: ReadonlySet<SafetensorsDType> = new Set(['F32', 'F16', 'BF16']);
+const PARAMETER_DTYPES_TEXT = 'F32, or F16/BF16 (widened to f32)';
 
 /** Variant file names of a diffusers / transformers model folder, in the order `prefer` wants them. */
 function folderCandidates(prefer: 'fp32' | 'fp16'): string[] {
@@ -348,16 +354,19 @@ interface StoreState {
   readonly used: Set<string>;
   readonly missing: Map<string, number[]>;
   readonly misShaped: Map<string, { expected: number[]; found: number[] }>;
+  readonly wrongDtype: Map<string, { found: SafetensorsDType; file: string }>;
   /** The folder's parsed config.json, when opened from a model folder that has one. */
   readonly config: Record<string, unknown> | undefined;
 }
 
 /**
  * Parameters from safetensors files, fetched by path with their expected shape (candle's VarBuilder).
- * Loading is strict but reports everything at once: a missing or mis-shaped key returns a zero tensor
- * of the requested shape and is recorded, so the whole model can be constructed; finish() then throws
- * one error listing every missing key (with its nearest existing key), every mis-shaped key and every
- * unused key. sub(prefix) views share that record; close() and finish() act on the whole store.
+ * Loading is strict but reports everything at once: a missing or mis-shaped key, a key whose dtype is
+ * not a float (I64, I32, U8, BOOL; F16/BF16 are widened to f32, the one documented conversion) each
+ * return a zero tensor of the requested shape and are recorded, so the whole model can be
+ * constructed; finish() then throws one error listing every missing key (with its nearest existing
+ * key), every mis-shaped and wrong-dtype key (with its file) and every unused key. sub(prefix) views share that record; close() and finish() act on
+ * the whole store.
  */
 export class WeightStore implements WeightSource {
   private constructor(private readonly state: StoreState, private readonly prefix: string) {}
@@ -418,6 +427,7 @@ export class WeightStore implements WeightSource {
     }
     return new WeightStore({
       source, files, index, opts, config, used: new Set(), missing: new Map(), misShaped: new Map(),
+      wrongDtype: new Map(),
     }, '');
   }
 
@@ -436,9 +446,15 @@ export class WeightStore implements WeightSource {
       return backend.zeros(shape);
     }
     this.state.used.add(full);
-    const found = file.info(full).shape;
-    if (formatShape(found) !== formatShape(shape)) {
-      this.state.misShaped.set(full, { expected: [...shape], found: [...found] });
+    const info = file.info(full);
+    if (formatShape(info.shape) !== formatShape(shape)) {
+      this.state.misShaped.set(full, { expected: [...shape], found: [...info.shape] });
+      return backend.zeros(shape);
+    }
+    // Parameters are floats: F32 as is, F16/BF16 widened to f32 (or kept with keepDtype). An integer
+    // or BOOL tensor where a parameter belongs is a wrong file, not something to convert.
+    if (!PARAMETER_DTYPES.has(info.dtype)) {
+      this.state.wrongDtype.set(full, { found: info.dtype, file: file.source });
       return backend.zeros(shape);
     }
     return file.tensor(full, backend, this.state.opts.keepDtype ? undefined : 'f32');
@@ -479,6 +495,7 @@ export class WeightStore implements WeightSource {
         return nearest === undefined ? { path, shape } : { path, shape, nearest };
       }),
       misShaped: [...this.state.misShaped].map(([path, m]) => ({ path, ...m })),
+      wrongDtype: [...this.state.wrongDtype].map(([path, m]) => ({ path, expected: PARAMETER_DTYPES_TEXT, ...m })),
       unused: keys.filter((k) => !this.state.used.has(k)),
     };
   }
@@ -491,7 +508,7 @@ export class WeightStore implements WeightSource {
     const r = this.report();
     const allowUnused = opts.allowUnused ?? this.state.opts.allowUnused ?? false;
     const unused = allowUnused ? [] : r.unused;
-    if (r.missing.length === 0 && r.misShaped.length === 0 && unused.length === 0) return;
+    if (r.missing.length === 0 && r.misShaped.length === 0 && r.wrongDtype.length === 0 && unused.length === 0) return;
     const limit = 100;
     const section = <T>(title: string, items: T[], line: (t: T) => string): string[] =>
       items.length === 0 ? [] : [`${title} (${items.length}):`, ...items.slice(0, limit).map((t) => `  ${line(t)}`),
@@ -500,6 +517,7 @@ export class WeightStore implements WeightSource {
       `WeightStore(${this.state.source}): the model and the weights disagree`,
       ...section('missing keys', r.missing, (m) => `${m.path} ${formatShape(m.shape)}${m.nearest ? ` (nearest: ${m.nearest})` : ''}`),
       ...section('mis-shaped keys', r.misShaped, (m) => `${m.path}: expected ${formatShape(m.expected)}, found ${formatShape(m.found)}`),
+      ...section('wrong-dtype keys', r.wrongDtype, (m) => `${m.path}: expected ${m.expected}, found ${m.found} (${m.file})`),
       ...section('unused keys', unused, (k) => k),
     ].join('\n'));
   }

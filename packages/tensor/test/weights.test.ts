@@ -68,7 +68,7 @@ describe('WeightStore', () => {
     expect(Array.from(await m.normW.data())).toEqual([1.5, 1.5, 1.5, 1.5]);
     expect((await m.conv1.data())[8]).toBe((8 % 7) - 3);
     expect(m.conv1.shape).toEqual([4, 4, 3, 3]);
-    expect(store.report()).toEqual({ missing: [], misShaped: [], unused: [] });
+    expect(store.report()).toEqual({ missing: [], misShaped: [], wrongDtype: [], unused: [] });
     expect(() => store.finish()).not.toThrow();
     store.close();
   });
@@ -111,6 +111,37 @@ describe('WeightStore', () => {
     try { store.finish({ allowUnused: true }); } catch (e) { msg2 = (e as Error).message; }
     expect(msg2).toContain('missing keys (1)');
     expect(msg2).not.toContain('unused keys');
+    store.close();
+  });
+
+  it('refuses integer and BOOL tensors where a parameter belongs, naming file, key, expected and found dtype', async () => {
+    const n = 4;
+    const file = join(folder('dtypes', {
+      'model.safetensors': {
+        i64: { dtype: 'I64', shape: [n], data: BigInt64Array.from({ length: n }, (_, i) => BigInt(i)) },
+        i32: { dtype: 'I32', shape: [n], data: Int32Array.from({ length: n }, (_, i) => i) },
+        u8: { dtype: 'U8', shape: [n], data: new Uint8Array(n) },
+        bool: { dtype: 'BOOL', shape: [n], data: new Uint8Array(n) },
+        half: f16(f32([n], (i) => i / 2)),
+        bf16: { dtype: 'BF16', shape: [n], data: fromFloat32(new Float32Array([1, 2, 3, 4]), 'bf16') as Uint16Array },
+      },
+    }), 'model.safetensors');
+    const store = WeightStore.open(file);
+    for (const k of ['i64', 'i32', 'u8', 'bool']) {
+      const t = store.get(k, [n], cpu);
+      expect(t.dtype).toBe('f32');
+      expect(Array.from(await t.data())).toEqual([0, 0, 0, 0]);
+    }
+    // The documented conversion: F16/BF16 widened to f32.
+    const half = store.get('half', [n], cpu);
+    expect(half.dtype).toBe('f32');
+    expect(Array.from(await half.data())).toEqual([0, 0.5, 1, 1.5]);
+    expect(Array.from(await store.get('bf16', [n], cpu).data())).toEqual([1, 2, 3, 4]);
+    expect(store.report().wrongDtype.map((w) => [w.path, w.found, w.file])).toEqual([['i64', 'I64', file], ['i32', 'I32', file], ['u8', 'U8', file], ['bool', 'BOOL', file]]);
+    let msg = '';
+    try { store.finish(); } catch (e) { msg = (e as Error).message; }
+    expect(msg).toContain(`wrong-dtype keys (4):\n  i64: expected F32, or F16/BF16 (widened to f32), found I64 (${file})\n  i32: `);
+    expect(msg).toContain(`bool: expected F32, or F16/BF16 (widened to f32), found BOOL (${file})`);
     store.close();
   });
 
