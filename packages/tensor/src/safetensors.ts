@@ -209,6 +209,23 @@ export function rawToFloat32(r: RawTensor): { shape: number[]; data: Float32Arra
   return { shape: r.shape, data };
 }
 
+/** Non-finite elements (NaN, +-Inf) of raw float tensor bytes: how many and the first; integers have none. */
+export function findNonFinite(r: RawTensor): { count: number; firstIndex: number; firstValue: number } | undefined {
+  let count = 0, firstIndex = -1;
+  const note = (i: number): void => { if (count++ === 0) firstIndex = i; };
+  if (r.dtype === 'F32') {
+    const v = new Float32Array(r.bytes.buffer);
+    for (let i = 0; i < v.length; i++) if (v[i]! - v[i]! !== 0) note(i); // NaN and +-Inf give NaN
+  } else if (r.dtype === 'F16' || r.dtype === 'BF16') {
+    const exp = r.dtype === 'F16' ? 0x7c00 : 0x7f80; // all exponent bits set: Inf or NaN
+    const v = new Uint16Array(r.bytes.buffer);
+    for (let i = 0; i < v.length; i++) if ((v[i]! & exp) === exp) note(i);
+  }
+  if (count === 0) return undefined;
+  const firstValue = rawToFloat32({ dtype: r.dtype, shape: [1], bytes: r.bytes.slice(firstIndex * SAFETENSORS_DTYPE_BYTES[r.dtype], (firstIndex + 1) * SAFETENSORS_DTYPE_BYTES[r.dtype]) }).data[0]!;
+  return { count, firstIndex, firstValue };
+}
+
 export class SafetensorsFile {
   private closed = false;
 

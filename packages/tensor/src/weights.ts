@@ -10,7 +10,7 @@
 import type { Backend } from './backend.js';
 import type { DType } from './dtype.js';
 import { fromFloat32 } from './dtype.js';
-import { SafetensorsFile, describeJsonValue, type SafetensorsDType } from './safetensors.js';
+import { SafetensorsFile, describeJsonValue, findNonFinite, type SafetensorsDType } from './safetensors.js';
 import { readRegularTextFile, resolveInsideFolder } from './model_folder_files.js';
 import { formatShape, numel } from './shape.js';
 import { nodeFs, nodePath } from './node_fs.js';
@@ -256,6 +256,8 @@ export interface WeightReport {
   misShaped: { path: string; expected: number[]; found: number[] }[];
   /** Present with a dtype that is not a float (parameters are F32, or F16/BF16 widened on load). */
   wrongDtype: { path: string; expected: string; found: SafetensorsDType; file: string }[];
+  /** Present with NaN or infinite elements: how many of how many, and the first. */
+  nonFinite: { path: string; count: number; total: number; firstIndex: number; firstValue: number; file: string }[];
   /** Present but never requested. */
   unused: string[];
 }
@@ -355,6 +357,7 @@ interface StoreState {
   readonly missing: Map<string, number[]>;
   readonly misShaped: Map<string, { expected: number[]; found: number[] }>;
   readonly wrongDtype: Map<string, { found: SafetensorsDType; file: string }>;
+  readonly nonFinite: Map<string, { count: number; total: number; firstIndex: number; firstValue: number; file: string }>;
   /** The folder's parsed config.json, when opened from a model folder that has one. */
   readonly config: Record<string, unknown> | undefined;
 }
@@ -362,10 +365,11 @@ interface StoreState {
 /**
  * Parameters from safetensors files, fetched by path with their expected shape (candle's VarBuilder).
  * Loading is strict but reports everything at once: a missing or mis-shaped key, a key whose dtype is
- * not a float (I64, I32, U8, BOOL; F16/BF16 are widened to f32, the one documented conversion) each
- * return a zero tensor of the requested shape and are recorded, so the whole model can be
- * constructed; finish() then throws one error listing every missing key (with its nearest existing
- * key), every mis-shaped and wrong-dtype key (with its file) and every unused key. sub(prefix) views share that record; close() and finish() act on
+ * not a float (I64, I32, U8, BOOL; F16/BF16 are widened to f32, the one documented conversion) and a
+ * key holding NaN or infinite values each return a zero tensor of the requested shape and are
+ * recorded, so the whole model can be constructed; finish() then throws one error listing every
+ * missing key (with its nearest existing key), every mis-shaped, wrong-dtype and non-finite key (with
+ * its file) and every unused key. sub(prefix) views share that record; close() and finish() act on
  * the whole store.
  */
 export class WeightStore implements WeightSource {
@@ -427,7 +431,7 @@ export class WeightStore implements WeightSource {
     }
     return new WeightStore({
       source, files, index, opts, config, used: new Set(), missing: new Map(), misShaped: new Map(),
-      wrongDtype: new Map(),
+      wrongDtype: new Map(), nonFinite: new Map(),
     }, '');
   }
 
@@ -457,7 +461,13 @@ export class WeightStore implements WeightSource {
       this.state.wrongDtype.set(full, { found: info.dtype, file: file.source });
       return backend.zeros(shape);
     }
-    return file.tensor(full, backend, this.state.opts.keepDtype ? undefined : 'f32');
+    const raw = file.readRaw(full);
+    const bad = findNonFinite(raw);
+    if (bad) {
+      this.state.nonFinite.set(full, { ...bad, total: numel(info.shape), file: file.source });
+      return backend.zeros(shape);
+    }
+    return file.rawToTensor(full, raw, backend, this.state.opts.keepDtype ? undefined : 'f32');
   }
 
   has(path: string): boolean { return this.state.index.has(joinWeightPath(this.prefix, path)); }
@@ -496,6 +506,7 @@ export class WeightStore implements WeightSource {
       }),
       misShaped: [...this.state.misShaped].map(([path, m]) => ({ path, ...m })),
       wrongDtype: [...this.state.wrongDtype].map(([path, m]) => ({ path, expected: PARAMETER_DTYPES_TEXT, ...m })),
+      nonFinite: [...this.state.nonFinite].map(([path, m]) => ({ path, ...m })),
       unused: keys.filter((k) => !this.state.used.has(k)),
     };
   }
@@ -508,7 +519,7 @@ export class WeightStore implements WeightSource {
     const r = this.report();
     const allowUnused = opts.allowUnused ?? this.state.opts.allowUnused ?? false;
     const unused = allowUnused ? [] : r.unused;
-    if (r.missing.length === 0 && r.misShaped.length === 0 && r.wrongDtype.length === 0 && unused.length === 0) return;
+    if (r.missing.length === 0 && r.misShaped.length === 0 && r.wrongDtype.length === 0 && r.nonFinite.length === 0 && unused.length === 0) return;
     const limit = 100;
     const section = <T>(title: string, items: T[], line: (t: T) => string): string[] =>
       items.length === 0 ? [] : [`${title} (${items.length}):`, ...items.slice(0, limit).map((t) => `  ${line(t)}`),
@@ -518,6 +529,8 @@ export class WeightStore implements WeightSource {
       ...section('missing keys', r.missing, (m) => `${m.path} ${formatShape(m.shape)}${m.nearest ? ` (nearest: ${m.nearest})` : ''}`),
       ...section('mis-shaped keys', r.misShaped, (m) => `${m.path}: expected ${formatShape(m.expected)}, found ${formatShape(m.found)}`),
       ...section('wrong-dtype keys', r.wrongDtype, (m) => `${m.path}: expected ${m.expected}, found ${m.found} (${m.file})`),
+      ...section('keys with non-finite values', r.nonFinite, (m) =>
+        `${m.path}: ${m.count} of ${m.total} elements are NaN or infinite, the first at index ${m.firstIndex} (${m.firstValue}) (${m.file})`),
       ...section('unused keys', unused, (k) => k),
     ].join('\n'));
   }

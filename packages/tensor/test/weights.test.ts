@@ -68,7 +68,7 @@ describe('WeightStore', () => {
     expect(Array.from(await m.normW.data())).toEqual([1.5, 1.5, 1.5, 1.5]);
     expect((await m.conv1.data())[8]).toBe((8 % 7) - 3);
     expect(m.conv1.shape).toEqual([4, 4, 3, 3]);
-    expect(store.report()).toEqual({ missing: [], misShaped: [], wrongDtype: [], unused: [] });
+    expect(store.report()).toEqual({ missing: [], misShaped: [], wrongDtype: [], nonFinite: [], unused: [] });
     expect(() => store.finish()).not.toThrow();
     store.close();
   });
@@ -143,6 +143,34 @@ describe('WeightStore', () => {
     expect(msg).toContain(`wrong-dtype keys (4):\n  i64: expected F32, or F16/BF16 (widened to f32), found I64 (${file})\n  i32: `);
     expect(msg).toContain(`bool: expected F32, or F16/BF16 (widened to f32), found BOOL (${file})`);
     store.close();
+  });
+
+  it('refuses parameters holding NaN or infinities (f32, f16, bf16), reported like a shape mismatch', async () => {
+    const withBad = (values: number[]) => f32([values.length], (i) => values[i]!);
+    const file = join(folder('nonfinite', {
+      'model.safetensors': {
+        nan: withBad([1, 2, NaN, 4, NaN]),
+        inf: withBad([-Infinity, 0]),
+        half_inf: f16(withBad([1, 70000, 2])), // past f16's range: rounds to +Inf
+        bf16_nan: { dtype: 'BF16', shape: [2], data: fromFloat32(new Float32Array([NaN, 1]), 'bf16') as Uint16Array },
+        fine: withBad([3.4e38, -1e-45, 0, -0]),
+      },
+    }), 'model.safetensors');
+    for (const keepDtype of [false, true]) {
+      const store = WeightStore.open(file, { keepDtype });
+      for (const [k, len] of [['nan', 5], ['inf', 2], ['half_inf', 3], ['bf16_nan', 2]] as const) {
+        expect((await store.get(k, [len], cpu).data()).every((x) => x === 0)).toBe(true);
+      }
+      expect(Array.from(await store.get('fine', [4], cpu).data())).toEqual([Math.fround(3.4e38), Math.fround(-1e-45), 0, -0]);
+      expect(store.report().nonFinite).toEqual([
+        { path: 'nan', count: 2, total: 5, firstIndex: 2, firstValue: NaN, file },
+        { path: 'inf', count: 1, total: 2, firstIndex: 0, firstValue: -Infinity, file },
+        { path: 'half_inf', count: 1, total: 3, firstIndex: 1, firstValue: Infinity, file },
+        { path: 'bf16_nan', count: 1, total: 2, firstIndex: 0, firstValue: NaN, file },
+      ]);
+      expect(() => store.finish()).toThrow(`keys with non-finite values (4):\n  nan: 2 of 5 elements are NaN or infinite, the first at index 2 (NaN) (${file})`);
+      store.close();
+    }
   });
 
   it('fails on unused keys unless allowUnused is set (in finish or in the open options)', () => {
