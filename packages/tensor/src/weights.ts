@@ -23,6 +23,13 @@ export interface WeightSource {
   has(path: string): boolean;
   /** A view whose paths are prefixed by `prefix.` (the module tree is the key tree). */
   sub(prefix: string): WeightSource;
+  /**
+   * Acknowledge a stored key that the model deliberately does not load (a buffer it recomputes, such as
+   * the int64 `position_ids` of older CLIP checkpoints): its shape is checked and it counts as used,
+   * but it is not read, and not refused for a non-float dtype as get() would. Optional: sources that
+   * do not track used keys need not implement it (callers fall back to doing nothing).
+   */
+  skip?(path: string, shape: readonly number[]): void;
 }
 
 /** `a.b` + `c` -> `a.b.c`; an empty side contributes nothing. */
@@ -471,6 +478,16 @@ export class WeightStore implements WeightSource {
   }
 
   has(path: string): boolean { return this.state.index.has(joinWeightPath(this.prefix, path)); }
+
+  skip(path: string, shape: readonly number[]): void {
+    const full = joinWeightPath(this.prefix, path);
+    checkShape(`WeightStore.skip (${this.state.source})`, full, shape);
+    const file = this.state.index.get(full);
+    if (!file) return; // nothing to acknowledge (callers ask has() first)
+    this.state.used.add(full);
+    const found = file.info(full).shape;
+    if (formatShape(found) !== formatShape(shape)) this.state.misShaped.set(full, { expected: [...shape], found: [...found] });
+  }
 
   /** The stored shape at `path`, or undefined when absent (reading shapes never marks a key used). */
   shapeOf(path: string): number[] | undefined {
