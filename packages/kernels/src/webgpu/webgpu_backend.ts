@@ -119,6 +119,7 @@ export class WebgpuBackend implements Backend, GpuContext {
   private timing: GpuTimer | undefined;
   /** Between startGpuTimer() and the end of stopGpuTimer() (in call order). */
   private timerState: 'off' | 'on' | 'stopping' = 'off';
+  private timedPasses: number | undefined;
 
   /** maxPooledBytes: cap of released buffers kept for reuse (buffer_pool.ts DEFAULT_MAX_POOLED_BYTES). */
   constructor(acquired: AcquiredDevice, maxPooledBytes?: number) {
@@ -498,12 +499,18 @@ export class WebgpuBackend implements Backend, GpuContext {
       const timer = this.timer!;
       if (timer.unresolved) timer.resolve(this.copyEncoder());
       this.flush();
-      const { ms } = await timer.total();
+      const { ms, passes } = await timer.total();
+      this.timedPasses = passes;
       this.throwErrors();
       return ms;
     } finally {
       this.timerState = 'off';
     }
+  }
+
+  /** How many compute passes the last completed measurement timed (undefined before the first). */
+  get gpuTimerPasses(): number | undefined {
+    return this.timedPasses;
   }
 
   /** Destroy pooled (unused) buffers, e.g. between benchmark configurations. */
