@@ -139,6 +139,30 @@ describe('runCase fails what it should (planted in copies of op_softmax)', () =>
   });
 });
 
+describe('scheduler noise is replayed, not compared with itself', () => {
+  it('reports noise as replayed (drawn per step as recorded, all used) and checks the samples', async () => {
+    const r = await runCase(join(GOLDEN, 'sched_euler_ancestral'), cpu);
+    expect(r.error).toBeUndefined();
+    expect(r.ok).toBe(true);
+    expect(r.checks.map((k) => k.name)).not.toContain('noise');
+    expect(r.checks.map((k) => k.name)).toContain('latents');
+    expect(r.replayed).toEqual([{ name: 'noise', note: expect.stringMatching(/^\d+ draws of \d+ values, drawn step by step as the reference did and all used$/) }]);
+  });
+
+  it('fails when the recorded noise is not what the scheduler draws (a step too many)', async () => {
+    const dir = plantedCase('sched_euler_ancestral', 'noise_extra', (_, io) => {
+      const n = io.noise!;
+      const per = n.shape.slice(1).reduce((a, b) => a * b, 1);
+      const data = new Float32Array(f32(n).length + per);
+      data.set(f32(n));
+      io.noise = { dtype: 'F32', shape: [n.shape[0]! + 1, ...n.shape.slice(1)], data };
+    });
+    const r = await runCase(dir, cpu);
+    expect(r.ok).toBe(false);
+    expect(r.error).toMatch(/the reference drew noise 21 times, \d+ values each .* EulerAncestralDiscreteScheduler drew 20 times \(\d+ values\), leaving \d+ unused/);
+  });
+});
+
 describe('npm run golden (packages/golden/dist/cli.js)', () => {
   const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
   const run = async (...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
