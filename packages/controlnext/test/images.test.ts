@@ -105,7 +105,7 @@ describe('conversions', () => {
   it('resize is bilinear with half-pixel centres, edges clamped (torch interpolate, align_corners=False)', () => {
     const img = (h: number, w: number, v: (y: number, x: number) => number) =>
       ndarray(Float32Array.from({ length: h * w * 3 }, (_, i) => v(Math.floor(i / 3 / w), Math.floor(i / 3) % w) * (1 + (i % 3))), [h, w, 3]);
-    const table = (im: ReturnType<typeof img>, c: number) =>
+    const table = (im: { shape: number[]; get(y: number, x: number, c: number): number }, c: number) =>
       Array.from({ length: im.shape[0]! }, (_, y) => Array.from({ length: im.shape[1]! }, (_, x) => im.get(y, x, c)));
     // F.interpolate(torch.tensor([[[[1., 2.], [3., 4.]]]]), size=(4, 4), mode='bilinear', align_corners=False)
     const up = resizeImage(img(2, 2, (y, x) => 1 + x + 2 * y), 4, 4);

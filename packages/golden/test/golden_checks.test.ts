@@ -54,6 +54,7 @@ function plantedCase(name: string, label: string, edit: (json: Record<string, an
 }
 
 const f32 = (e: SafetensorsEntry) => e.data as Float32Array;
+const bump = (e: SafetensorsEntry, i: number, by: number) => { f32(e)[i] = f32(e)[i]! + by; };
 
 function failedChecks(r: CaseResult): string[] {
   return r.checks.filter((k) => !k.ok).map((k) => `${k.name}: ${k.message ?? ''}`);
@@ -94,7 +95,7 @@ describe('runCase fails what it should (planted in copies of op_softmax)', () =>
   });
 
   it('a wrong value: fails naming the tensor, the multi-index, got and ref', async () => {
-    const r = await runCase(plantedCase('op_softmax', 'wrong_value', (_, io) => { f32(io['normal.y']!)[3 * 77 + 5] += 1e-3; }), cpu);
+    const r = await runCase(plantedCase('op_softmax', 'wrong_value', (_, io) => { bump(io['normal.y']!, 3 * 77 + 5, 1e-3); }), cpu);
     expect(r.ok).toBe(false);
     expect(failedChecks(r)).toEqual([expect.stringMatching(/^normal\.y: first mismatches: \[0,3,5\] got [\d.e-]+ ref [\d.e-]+$/)]);
   });
@@ -186,7 +187,7 @@ describe('npm run golden (packages/golden/dist/cli.js)', () => {
 
   it('exits 1 and counts the failures: a wrong value, an unknown runner kind', async () => {
     const ok = plantedCase('op_softmax', 'cli_ok2', () => {});
-    const bad = plantedCase('op_softmax', 'cli_bad', (_, io) => { f32(io['large.y']!)[0] += 1; });
+    const bad = plantedCase('op_softmax', 'cli_bad', (_, io) => { bump(io['large.y']!, 0, 1); });
     const unknown = plantedCase('op_softmax', 'cli_unknown', (json) => { json.runner = 'no_such_kind'; });
     const r = await run(ok, bad, unknown, '--backend', 'cpu');
     expect(r.stdout).toMatch(/^FAIL op_softmax \[op_softmax\] on cpu .*\n(.*\n)*? {2}BAD {2}large\.y: max_abs/m);
