@@ -5,11 +5,12 @@
 
 import { createBackend } from '@cnx/kernels';
 import type { Backend } from '@cnx/tensor';
-import { afterAll, beforeAll, describe, it } from 'vitest';
+import { afterAll, beforeAll, describe, it, type TestContext } from 'vitest';
 
 /** A backend name createBackend knows ('cpu', 'webgpu', ...). */
 export type BackendName = string;
-export type BackendTest = (name: string, fn: (backend: Backend) => Promise<void> | void, timeout?: number) => void;
+/** `ctx` lets a body skip LOUDLY (console.warn naming why, then ctx.skip()) when it cannot run its subject. */
+export type BackendTest = (name: string, fn: (backend: Backend, ctx: TestContext) => Promise<void> | void, timeout?: number) => void;
 
 const requireWebgpu = process.env.CNX_REQUIRE_WEBGPU === '1';
 
@@ -37,7 +38,7 @@ export function describeEachBackend(title: string, body: (test: BackendTest, nam
             ctx.skip();
             return;
           }
-          await fn(backend);
+          await fn(backend, ctx);
         }, timeout);
       };
       body(test, name);

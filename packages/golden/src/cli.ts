@@ -22,6 +22,7 @@ function printResult(r: CaseResult, quiet: boolean): void {
   const head = `${r.ok ? 'PASS' : 'FAIL'} ${r.caseName} [${r.runner}] on ${r.backend} (${r.seconds.toFixed(1)} s)`;
   console.log(head);
   if (r.error) console.log(`  error: ${r.error.split('\n').slice(0, 6).join('\n    ')}`);
+  for (const p of r.replayed) console.log(`  --   ${p.name}: not compared (replayed as an input): ${p.note}`);
   for (const k of r.checks) {
     if (quiet && k.ok) continue;
     console.log(`  ${k.ok ? 'ok  ' : 'BAD '} ${k.name}: max_abs ${fmt(k.maxAbs)} (tol ${fmt(k.tol.max_abs)}), rel_l2 ${fmt(k.relL2)} (tol ${fmt(k.tol.rel_l2)})` +

@@ -18,6 +18,7 @@ export * from './safetensors_writer.js';
 export * from './trace.js';
 export * from './weights.js';
 export { nodeFs, nodePath } from './node_fs.js';
+export * from './model_folder_files.js';
 // Float64 CPU references of the backward ops, saved-statistics forwards and the optimizer (autograd issue).
 export * from './cpu/norm.js';
 export * from './cpu/norm_backward.js';

@@ -101,8 +101,9 @@ export class CLIPTextEmbeddings extends Module {
     this.token_embedding = new Embedding(ws.sub('token_embedding'), backend, { num: c.vocab_size, dim: c.hidden_size });
     this.position_embedding = new Embedding(ws.sub('position_embedding'), backend, { num: c.max_position_embeddings, dim: c.hidden_size });
     // Older checkpoints store the int64 buffer position_ids (= arange(max_positions)); it carries nothing
-    // the model does not know, but it is fetched so strict loading does not report it as unused.
-    if (ws.has('position_ids')) ws.get('position_ids', [1, c.max_position_embeddings], backend).dispose();
+    // the model does not know, but it is acknowledged (shape checked, not read: integers are never
+    // weights) so strict loading does not report it as unused.
+    if (ws.has('position_ids')) ws.skip?.('position_ids', [1, c.max_position_embeddings]);
   }
 
   /** ids [B][L] -> [B, L, D]. */

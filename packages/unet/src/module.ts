@@ -117,11 +117,17 @@ function describe(v: unknown): string {
 
 /**
  * A parameter from a weight source as f32 (compute dtype, DESIGN.md "Tensor core"): the ops take f32,
- * so f16/bf16 checkpoint tensors are widened once at load time.
+ * so f16/bf16 checkpoint tensors are widened once at load time; that is the only conversion. Any
+ * other dtype (i32 from a source that does not check) is refused: integers are never weights.
+ * (WeightStore already refuses I64/I32/U8/BOOL file tensors, naming the file.)
  */
 export function loadParameter(ws: WeightSource, name: string, shape: readonly number[], backend: Backend): Tensor {
   const t = ws.get(name, shape, backend);
   if (t.dtype === 'f32') return t;
+  if (t.dtype !== 'f16' && t.dtype !== 'bf16') {
+    t.dispose();
+    throw new Error(`loadParameter: '${name}' has dtype ${t.dtype}, expected f32 (or f16/bf16, widened to f32)`);
+  }
   const f = backend.cast(t, 'f32');
   t.dispose();
   return f;

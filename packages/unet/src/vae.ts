@@ -171,6 +171,7 @@ export class DeprecatedAttentionNames implements WeightSource {
 
   get(path: string, shape: readonly number[], backend: Backend): Tensor { return this.ws.get(this.resolve(path), shape, backend); }
   has(path: string): boolean { return this.ws.has(this.resolve(path)); }
+  skip(path: string, shape: readonly number[]): void { this.ws.skip?.(this.resolve(path), shape); }
   sub(prefix: string): WeightSource { return new DeprecatedAttentionNames(this.ws, this.prefix ? `${this.prefix}.${prefix}` : prefix); }
 }
 
