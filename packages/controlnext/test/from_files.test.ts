@@ -65,7 +65,7 @@ describe('models from bytes', () => {
     const unetOnly: ModelFiles = { 'config.json': files['unet/config.json']! };
     expect(() => UNet2DConditionModel.fromFiles(unetOnly, backend)).toThrow(/UNet2DConditionModel.fromFiles: no weights file it can choose: .*found config.json/);
     const { 'scheduler/scheduler_config.json': _s, ...noScheduler } = files;
-    expect(() => pipelineFromFiles(noScheduler, backend)).toThrow(/pipelineFromFiles: no scheduler\/scheduler_config.json among the files/);
+    expect(() => pipelineFromFiles(noScheduler, backend)).toThrow(/model folder pipelineFromFiles is missing scheduler\/scheduler_config\.json \(a Stable Diffusion diffusers folder holds/);
     backend.destroy();
   }, 300_000);
 });

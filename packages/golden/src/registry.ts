@@ -21,6 +21,7 @@ import { loraRunner } from './runners/sd15_lora.js';
 import { sd15ControlNeXtRunner } from './runners/sd15_controlnext.js';
 import { sd15ControlNeXtTrainingRunner } from './runners/sd15_controlnext_training.js';
 import { sdxlControlNeXtRunner } from './runners/sdxl_controlnext.js';
+import { sdxlPipelineControlNeXtRunner } from './runners/sdxl_pipeline_controlnext.js';
 import { clipTextRunner } from './runners/clip_text.js';
 import { unetMergeRunner } from './runners/sd15_controlnext_unet_merge.js';
 import { controlNetRunner } from './runners/sd15_controlnet.js';
@@ -48,6 +49,7 @@ export const runners: Readonly<Record<string, Runner>> = {
   controlnext: sd15ControlNeXtRunner,
   controlnext_training: sd15ControlNeXtTrainingRunner,
   sdxl_controlnext: sdxlControlNeXtRunner,
+  sdxl_pipeline_controlnext: sdxlPipelineControlNeXtRunner,
   unet_merge: unetMergeRunner,
   controlnet: controlNetRunner,
   optim_adamw: optimAdamwRunner,

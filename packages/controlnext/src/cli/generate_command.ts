@@ -1,4 +1,6 @@
-// `cnx generate`: prompt (+ control image) -> PNG. Without --model it runs the tiny built-in model with
+// `cnx generate`: prompt (+ control image) -> PNG. --model is a Stable Diffusion 1.x/2.x or SDXL diffusers
+// folder (the pipeline class comes from its model_index.json); a ControlNeXt module's variant is named by
+// --variant or detected from the file and the folder. Without --model it runs the tiny built-in model with
 // random weights (tiny_model.ts) and says so: the output is noise, not a picture.
 
 import { existsSync, statSync } from 'node:fs';
@@ -10,33 +12,36 @@ import { imageToTensor, resizeImage, tensorToImages, toRgbImage } from '../image
 import { readImage, writePng } from '../node/image_files.js';
 import { controlTypeRegistry } from '../node/control_type_plugins.js';
 import { loadPipeline } from '../node/pipeline_loading.js';
-import type { ControllableDiffusionPipeline } from '../pipelines/pipeline.js';
+import type { DiffusionPipeline } from '../pipelines/pipeline_assembly.js';
+import type { VariantName } from '../controlnext/variants.js';
 import { createProgress } from './progress.js';
 import { SCHEDULER_NAMES, isSchedulerClassName } from '@cnx/unet';
 import { TINY_IMAGE_SIZE, tinyPipeline } from '../pipelines/tiny_model.js';
 import { formatOptions, parseOptions, UsageError, type OptionSpec } from './options.js';
 
 export const GENERATE_OPTIONS: readonly OptionSpec[] = [
-  { name: 'model', type: 'string', metavar: 'DIR', description: 'Stable Diffusion folder in the diffusers layout (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/); without it a tiny built-in model with RANDOM weights runs' },
+  { name: 'model', type: 'string', metavar: 'DIR', description: 'Stable Diffusion 1.x/2.x or SDXL folder in the diffusers layout (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/; SDXL also text_encoder_2/, tokenizer_2/); without it a tiny built-in model with RANDOM weights runs' },
   { name: 'prompt', type: 'string', metavar: 'TEXT', description: 'what to draw', default: '' },
-  { name: 'negative-prompt', type: 'string', metavar: 'TEXT', description: 'what to avoid (the ControlNeXt examples use "PBH")', default: '' },
+  { name: 'negative-prompt', type: 'string', metavar: 'TEXT', description: 'what to avoid (the ControlNeXt examples use "PBH"; default: "", and for SDXL zeros, as diffusers)' },
   { name: 'control-image', type: 'string', metavar: 'FILE', description: 'control image (PNG or JPEG); resized to the output size' },
   { name: 'control-type', type: 'string', metavar: 'NAME', description: 'how the control image becomes the control map (see `cnx control-types`)', default: 'passthrough' },
   { name: 'control-type-dir', type: 'list', metavar: 'DIR', description: 'a plug-in folder of control types (.js files exporting controlType), added to the built-in ones (repeatable)' },
   { name: 'control-option', type: 'list', metavar: 'KEY=VALUE', description: 'an option of the control type (repeatable), e.g. low=100' },
   { name: 'control-scale', type: 'number', metavar: 'S', description: 'control strength', default: 1, min: 0, max: 10 },
   { name: 'controlnext', type: 'string', metavar: 'FILE', description: 'ControlNeXt control module (controlnet.safetensors or its folder)' },
-  { name: 'controlnext-unet', type: 'string', metavar: 'FILE', description: 'ControlNeXt partial UNet weights (unet.safetensors)' },
+  { name: 'controlnext-unet', type: 'string', metavar: 'FILE', description: 'ControlNeXt partial UNet weights (unet.safetensors; SDXL: deltas, added)' },
+  { name: 'variant', type: 'string', metavar: 'NAME', description: 'ControlNeXt release the module belongs to: sd15 (SD1.5 release module), sd15_training (SD1.5-Training light module), sdxl (default: detected from the module file and the model folder)', choices: ['sd15', 'sd15_training', 'sdxl'] },
   { name: 'controlnet', type: 'string', metavar: 'DIR', description: 'a diffusers ControlNet folder (instead of ControlNeXt)' },
   { name: 'scheduler', type: 'string', metavar: 'NAME', description: `sampler: ${Object.keys(SCHEDULER_NAMES).join(', ')} (or a diffusers class name)`, default: 'unipc' },
   { name: 'steps', type: 'integer', metavar: 'N', description: 'denoising steps', default: 20, min: 1, max: 1000 },
-  { name: 'guidance', type: 'number', metavar: 'G', description: 'classifier-free guidance scale (<= 1: off)', default: 7.5, min: 0, max: 30 },
+  { name: 'guidance', type: 'number', metavar: 'G', description: 'classifier-free guidance scale (<= 1: off; default: 7.5, SDXL 5)', min: 0, max: 30 },
+  { name: 'guidance-rescale', type: 'number', metavar: 'R', description: 'guidance_rescale (arXiv 2305.08891), 0 = off', default: 0, min: 0, max: 1 },
   { name: 'seed', type: 'integer', metavar: 'N', description: 'random seed (default: a random one, printed)', min: 0, max: 4294967295 },
-  { name: 'width', type: 'integer', metavar: 'PX', description: 'output width, a multiple of 8 (default: the control / init image\'s, else the model\'s)', min: 8, max: 4096 },
+  { name: 'width', type: 'integer', metavar: 'PX', description: 'output width, a multiple of 8 (default: the UNet\'s sample_size x 8; image-to-image: the init image\'s)', min: 8, max: 4096 },
   { name: 'height', type: 'integer', metavar: 'PX', description: 'output height, a multiple of 8', min: 8, max: 4096 },
   { name: 'num-images', type: 'integer', metavar: 'N', description: 'images to generate', default: 1, min: 1, max: 16 },
   { name: 'init-image', type: 'string', metavar: 'FILE', description: 'image-to-image: start from this image' },
-  { name: 'strength', type: 'number', metavar: 'S', description: 'image-to-image: how much to repaint', default: 0.8, min: 0.01, max: 1 },
+  { name: 'strength', type: 'number', metavar: 'S', description: 'image-to-image: how much to repaint (default: 0.8, SDXL 0.3)', min: 0.01, max: 1 },
   { name: 'lora', type: 'list', metavar: 'FILE[:SCALE]', description: 'LoRA file (kohya or diffusers/PEFT) with its scale, default 1 (repeatable)' },
   { name: 'output', type: 'string', metavar: 'FILE', description: 'output PNG (several images: FILE-1.png, FILE-2.png, ...)', default: 'output.png' },
   { name: 'backend', type: 'string', metavar: 'NAME', description: 'where to compute (wasm: the fast CPU path; cpu: the float64 reference)', default: 'cpu', choices: ['cpu', 'wasm', 'webgpu'] },
@@ -122,6 +127,10 @@ export async function runGenerate(argv: readonly string[], io: CommandIO): Promi
   if (model !== undefined && controlImagePath && !str('controlnext') && !str('controlnet')) {
     throw new UsageError('--control-image needs a control model: --controlnext FILE (ControlNeXt module) or --controlnet DIR');
   }
+  if (!controlImagePath && (str('controlnext') || str('controlnet'))) {
+    throw new UsageError(`--${str('controlnext') ? 'controlnext' : 'controlnet'} needs a control image: --control-image FILE`);
+  }
+  if (str('variant') && !str('controlnext')) throw new UsageError('--variant names the release of a ControlNeXt module: give --controlnext FILE');
   if (model === undefined && (str('controlnext') || str('controlnet') || str('controlnext-unet'))) {
     throw new UsageError('--controlnext / --controlnext-unet / --controlnet need --model (the base Stable Diffusion folder)');
   }
@@ -144,20 +153,23 @@ export async function runGenerate(argv: readonly string[], io: CommandIO): Promi
   const backendName = str('backend')!;
   const backend: Backend = await createBackend(backendName, { adapter: str('adapter') });
   io.stderr.write(`backend: ${backend.description}\n`);
-  let pipe: ControllableDiffusionPipeline | undefined;
+  let pipe: DiffusionPipeline | undefined;
   const owned: Tensor[] = [];
   try {
-    let defaultSize: number | undefined;
+    let defaultSize: [number, number] | undefined;
     if (model === undefined) {
       io.stderr.write('NOTE: no --model given: running the tiny built-in model with RANDOM weights. The output is noise from random weights, not a picture.\n');
       pipe = tinyPipeline(backend, { scheduler, control: controlImage !== undefined });
-      defaultSize = TINY_IMAGE_SIZE;
+      defaultSize = [TINY_IMAGE_SIZE, TINY_IMAGE_SIZE];
     } else {
       const loaded = loadPipeline(model, backend, {
         scheduler, prefer: v['fp16'] ? 'fp16' : 'fp32', controlnext: str('controlnext'), controlnextUnet: str('controlnext-unet'),
-        controlnet: str('controlnet'), loras,
+        variant: str('variant') as VariantName | undefined, controlnet: str('controlnet'), loras,
       });
       pipe = loaded.pipeline;
+      defaultSize = pipe.defaultImageSize;
+      io.stderr.write(`model: ${loaded.modelIndex.family === 'sdxl' ? 'SDXL' : 'Stable Diffusion'} (${loaded.modelIndex.evidence})\n`);
+      if (loaded.variant) io.stderr.write(`controlnext: variant ${loaded.variant.name} (${loaded.variant.evidence})\n`);
       if (loaded.partialUnet) {
         const p = loaded.partialUnet;
         io.stderr.write(`controlnext unet: ${p.mode === 'add' ? 'added deltas to' : 'replaced'} ${p.keys.length} tensors from ${p.source} (${p.reason})\n`);
@@ -167,12 +179,13 @@ export async function runGenerate(argv: readonly string[], io: CommandIO): Promi
           (l.skipped.length ? `; skipped ${l.skipped.map((s) => `${s.count} ${s.target} layers`).join(', ')}` : '') + '\n');
       }
     }
-    // Output size: explicit, else the control / init image rounded down to a multiple of 8, else the model's.
+    // Output size: explicit, else (image-to-image) the init image rounded down to a multiple of 8, else the
+    // UNet's sample_size x vae_scale_factor (diffusers' default), else the control image's.
     const f = pipe.vaeScaleFactor;
-    const ref = controlImage ?? initImage;
     const round = (x: number) => Math.max(f, Math.floor(x / f) * f);
-    const height = num('height') ?? (ref ? round(ref.shape[0]!) : defaultSize);
-    const width = num('width') ?? (ref ? round(ref.shape[1]!) : defaultSize);
+    const ref = initImage ?? (defaultSize ? undefined : controlImage);
+    const height = num('height') ?? (ref ? round(ref.shape[0]!) : defaultSize?.[0]);
+    const width = num('width') ?? (ref ? round(ref.shape[1]!) : defaultSize?.[1]);
     let controlTensor: Tensor | undefined;
     if (controlImage) {
       const h = height ?? round(controlImage.shape[0]!), w = width ?? round(controlImage.shape[1]!);
@@ -189,7 +202,7 @@ export async function runGenerate(argv: readonly string[], io: CommandIO): Promi
     const progress = createProgress(io.stderr);
     const result = await pipe.generate({
       prompt: str('prompt')!, negativePrompt: str('negative-prompt'), numImagesPerPrompt: num('num-images'),
-      height, width, numInferenceSteps: num('steps'), guidanceScale: num('guidance'), seed,
+      height, width, numInferenceSteps: num('steps'), guidanceScale: num('guidance'), guidanceRescale: num('guidance-rescale'), seed,
       controlImage: controlTensor, controlScale: num('control-scale'), initImage: initTensor, strength: num('strength'),
       observer: { onStep: (s) => progress.update(s.index + 1, s.total) },
     });
