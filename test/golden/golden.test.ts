@@ -20,7 +20,6 @@ const PENDING: Readonly<Record<string, string>> = {
   svd_controlnext: 'issue 13 (video)',
   svd_controlnext_v2: 'issue 13 (video)',
   svd_pipeline_controlnext: 'issue 13 (video)',
-  sdxl_pipeline_controlnext: 'issue 14 (SDXL)',
 };
 
 const root = resolve(process.env.CNX_GOLDEN_DIR ?? join(import.meta.dirname, '../../../shared/golden'));
