@@ -27,11 +27,15 @@
 // K-slices and stores its raw partial sums to a scratch [S, N, O, Ho, Wo]; a second dispatch
 // ('conv2d_splitk_reduce', one thread per output) adds the S partials and applies the epilogue.
 // Workgroup memory stays under WebGPU's default 16 KiB for every tile.
-// Limits: f32 tensors (ops.conv2d guarantees it); workgroups: column tiles over x/y (split past 65535),
+// Weight storage (Conv2dParams.wDtype): f32, or f16/bf16 (16-bit weight storage, @cnx/tensor weight_dtype.ts)
+// bound as array<u32> and widened to f32 when staged (unpack2x16float / shift: no shader-f16 needed); every
+// other tensor is f32 and the arithmetic is f32 either way.
+// Limits: f32 activations (ops.conv2d guarantees it); workgroups: column tiles over x/y (split past 65535),
 // (row tiles * groups * K slices) over z, which must stay <= maxComputeWorkgroupsPerDimension (the plan
 // lowers the K split to fit, and throws when row tiles * groups alone exceed it).
 
 import type { Activation, Conv2dOptions, Tensor } from '@cnx/tensor';
+import { widen16Wgsl } from './matmul.js';
 import { gridFor, packUniforms, type GpuContext } from './webgpu/context.js';
 import { activationWgsl } from './wgsl_math.js';
 
@@ -70,6 +74,8 @@ export interface Conv2dParams {
   activation: Activation;
   /** K slices (1: no split; else the GEMM stores partials and wgslSplitKReduce finishes). */
   splitK: number;
+  /** Storage dtype of the weight (16-bit: widened on load). Absent: f32. */
+  wDtype?: 'f32' | 'f16' | 'bf16';
 }
 
 /** Shared uniform block of the GEMM and the split-K reduction. */
@@ -85,6 +91,7 @@ export function wgsl(p: Conv2dParams): string {
   }
   const aSteps = Math.ceil((bm * bk) / wg);
   const split = p.splitK > 1;
+  const w16 = p.wDtype === 'f16' || p.wDtype === 'bf16';
   let b = 2;
   const biasBinding = p.hasBias && !split ? b++ : -1;
   const resBinding = p.hasResidual && !split ? b++ : -1;
@@ -113,7 +120,7 @@ export function wgsl(p: Conv2dParams): string {
       Y[idx] = y;`;
   return /* wgsl */ `${UNIFORMS}
 @group(0) @binding(0) var<storage, read> X: array<f32>;
-@group(0) @binding(1) var<storage, read> Wt: array<f32>;
+@group(0) @binding(1) var<storage, read> Wt: array<${w16 ? 'u32' : 'f32'}>;
 ${biasBinding >= 0 ? `@group(0) @binding(${biasBinding}) var<storage, read> Bias: array<f32>;` : ''}
 ${resBinding >= 0 ? `@group(0) @binding(${resBinding}) var<storage, read> R: array<f32>;` : ''}
 @group(0) @binding(${outBinding}) var<storage, read_write> Y: array<f32>;
@@ -126,6 +133,7 @@ const SH = ${p.sh}u; const SW = ${p.sw}u; const PT = ${p.pt}; const PL = ${p.pl}
 
 var<workgroup> As: array<f32, ${bk * astr}>;
 var<workgroup> Bs: array<f32, ${bk * bn}>;
+${w16 ? widen16Wgsl(p.wDtype as 'f16' | 'bf16', 'loadW', 'Wt') : 'fn loadW(i: u32) -> f32 { return Wt[i]; }'}
 
 ${split ? '' : activationWgsl(p.activation, 'act')}
 const SPLITK = ${p.splitK}u;
@@ -168,7 +176,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       if (m < BM) {
         let k = k0 + ak;
         var v = 0.0;
-        if (m0 + m < u.og && k < kEnd) { v = Wt[wBase + (m0 + m) * u.kdim + k]; }
+        if (m0 + m < u.og && k < kEnd) { v = loadW(wBase + (m0 + m) * u.kdim + k); }
         As[ak * ASTR + m] = v;
       }
     }
@@ -281,6 +289,12 @@ export function chooseConv2dTile(og: number, cols: number): Conv2dTile {
   return CONV2D_TILES.wide;
 }
 
+/** A conv2d weight's storage dtype, checked. */
+function weightStorage(w: Tensor): 'f32' | 'f16' | 'bf16' {
+  if (w.dtype === 'f32' || w.dtype === 'f16' || w.dtype === 'bf16') return w.dtype;
+  throw new Error(`conv2d: expected a weight of dtype f32, f16 or bf16, found ${w.dtype} [${w.shape.join(', ')}]`);
+}
+
 export function planConv2d(
   x: Tensor, w: Tensor, hasBias: boolean, opts: Conv2dOptions, maxPerDim = 65535, tile?: Conv2dTile, splitK?: number,
 ): Conv2dPlan {
@@ -313,6 +327,7 @@ export function planConv2d(
     kh: pointwise ? 1 : KH, kw: pointwise ? 1 : KW, sh: pointwise ? 1 : sh, sw: pointwise ? 1 : sw,
     pt: pointwise ? 0 : pt, pl: pointwise ? 0 : pl,
     hasBias, hasResidual: opts.residual !== undefined, activation: opts.activation ?? 'none', splitK: S,
+    ...(w.dtype !== 'f32' ? { wDtype: weightStorage(w) } : {}),
   };
   const uniforms = packUniforms([
     ['u32', N], ['u32', C], ['u32', H], ['u32', W], ['u32', O], ['u32', Ho], ['u32', Wo], ['u32', Cg],

@@ -1,7 +1,7 @@
 // The main entry: browser-safe (no Node module reachable). Node code gets src/node.ts through the
 // package's "node" export condition, which adds Dawn's adapters.
 export { backendNames, createBackend, registerBackend, type BackendModule, type CreateBackendOptions } from './create_backend.js';
-export { WebgpuBackend } from './webgpu/webgpu_backend.js';
+export { WebgpuBackend, type WebgpuBackendOptions } from './webgpu/webgpu_backend.js';
 export { coreKernels, type WebgpuKernel } from './webgpu/core_kernels.js';
 export {
   acquireDevice, browserAdapters, formatAdapterReport, ADAPTER_KINDS, type AcquiredDevice, type AdapterCandidate, type AdapterKind,

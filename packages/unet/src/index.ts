@@ -1,4 +1,4 @@
-export { Module, loadParameter } from './module.js';
+export { Module, loadParameter, type LoadParameterOptions } from './module.js';
 export { loadStrict, readConfigJson } from './load_model.js';
 export { Linear, type LinearOptions } from './layers/linear.js';
 export { Conv2d, type Conv2dOptions, type Conv2dForwardOptions } from './layers/conv2d.js';

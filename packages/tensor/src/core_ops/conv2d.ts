@@ -2,12 +2,14 @@
 //
 // Inputs [x, w, bias?, residual?]: x [N, C, H, W], w [O, C/groups, kh, kw], bias [O], residual
 // [N, O, Ho, Wo]. Ho = floor((H + top + bottom - kh) / sh) + 1 (likewise Wo). Asymmetric zero padding
-// [top, bottom, left, right] covers the VAE's F.pad(0, 1, 0, 1) + stride-2 conv.
+// [top, bottom, left, right] covers the VAE's F.pad(0, 1, 0, 1) + stride-2 conv. The weight may be stored
+// as f16/bf16 (weight_dtype.ts): kernels widen it on load, the reference decodes it.
 
 import type { Activation } from '../backend.js';
 import { gemm } from '../cpu/gemm.js';
 import { defineOp, expectF32, expectRank, expectVector, f32 } from '../op_definition.js';
 import { formatShape, shapesEqual } from '../shape.js';
+import { expectWeightDtype, hostF32 } from '../weight_dtype.js';
 import { applyUnary } from './elementwise.js';
 
 export interface Conv2dParams {
@@ -30,7 +32,8 @@ export function conv2dOutputSize(H: number, W: number, kh: number, kw: number, p
 export const conv2dOp = defineOp<Conv2dParams>({
   name: 'conv2d',
   outputs([x, w, bias, residual], p) {
-    expectF32('conv2d', [x, w, bias, residual], ['input', 'weight', 'bias', 'residual']);
+    expectF32('conv2d', [x, undefined, bias, residual], ['input', 'weight', 'bias', 'residual']);
+    expectWeightDtype('conv2d', w, 'weight');
     const [N, C, H, W] = expectRank('conv2d', x, 4, 'input [N, C, H, W]').shape as [number, number, number, number];
     const [O, Cg, kh, kw] = expectRank('conv2d', w, 4, 'weight [O, C/groups, kh, kw]').shape as [number, number, number, number];
     const G = p.groups;
@@ -52,7 +55,7 @@ export const conv2dOp = defineOp<Conv2dParams>({
     const [pt, , pl] = p.padding;
     const G = p.groups, Og = O / G;
     const [Ho, Wo] = conv2dOutputSize(H, W, KH, KW, p);
-    const X = x!.data as Float32Array, Wt = w!.data as Float32Array;
+    const X = x!.data as Float32Array, Wt = hostF32(w!);
     const bv = bias?.data as Float32Array | undefined, res = residual?.data as Float32Array | undefined;
     const act = p.activation ?? 'none';
     const out = new Float32Array(N * O * Ho * Wo);
