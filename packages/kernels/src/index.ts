@@ -18,6 +18,8 @@ export * as matmulKernel from './matmul.js';
 export * as matmulNaiveKernel from './matmul_naive.js';
 export * as attentionKernel from './attention.js';
 export * as wgslMath from './wgsl_math.js';
+// f16 compute with f32 accumulation (issue 16): shared by the f16 variants of matmul, conv2d, attention.
+export * as f16Compute from './f16_compute.js';
 // Backward kernel families and the optimizer (autograd issue, bwd-a).
 export * as normBackwardKernels from './norm_backward.js';
 export * as conv2dBackwardKernel from './conv2d_backward.js';

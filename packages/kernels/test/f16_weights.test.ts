@@ -113,7 +113,7 @@ describeEachBackend('f16 weight storage', (test) => {
       // [N, C, H, W] with groups; the second shape is long enough for the split (stats + apply) variant.
       for (const [shape, groups, silu] of [[[2, 6, 5, 3], 3, true], [[1, 3, 160, 150], 1, false]] as const) {
         const C = shape[1];
-        const x = randomArray(shape.reduce((a, d) => a * d, 1), seed++, 2, 0.5);
+        const x = randomArray(shape.reduce((a: number, d: number) => a * d, 1), seed++, 2, 0.5);
         const w = halfWeights(C, seed++, dtype), b = halfWeights(C, seed++, dtype);
         const xt = backend.fromRaw(x, shape);
         const w16 = backend.fromRaw(w.raw, [C], dtype), b16 = backend.fromRaw(b.raw, [C], dtype);
