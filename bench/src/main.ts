@@ -143,7 +143,10 @@ async function main(): Promise<void> {
   const notes: string[] = [];
 
   progress.update(`creating the ${o.backend} backend`);
-  const backend = await createBackend(o.backend, o.adapter !== undefined ? { adapter: o.adapter } : {});
+  const backend = await createBackend(o.backend, {
+    ...(o.adapter !== undefined ? { adapter: o.adapter } : {}),
+    ...(o.dtype === 'f16' ? { weightDtype: 'f16' as const, compute: 'f16' as const } : {}),
+  });
   try {
     progress.log(`backend: ${backend.description.split('\n')[0]}`);
     const ids: VariantId[] = [];
@@ -275,6 +278,7 @@ async function main(): Promise<void> {
       steps: o.steps,
       warmup: o.warmup,
       dtype: o.dtype,
+      precision: precisionOf(backend),
       seed: o.seed,
       buildSeconds,
       variants: results,
@@ -282,7 +286,7 @@ async function main(): Promise<void> {
     };
     const out = o.out === 'bench/results' ? RESULTS_DIR : resolve(o.out);
     mkdirSync(out, { recursive: true });
-    const stem = `${o.backend}-${o.resolution[0] === o.resolution[1] ? o.resolution[0] : o.resolution.join('x')}`;
+    const stem = `${o.backend}-${o.resolution[0] === o.resolution[1] ? o.resolution[0] : o.resolution.join('x')}${o.dtype === 'f32' ? '' : `-${o.dtype}`}`;
     writeFileSync(join(out, `${stem}.json`), JSON.stringify(record, null, 2) + '\n');
     writeFileSync(join(out, `${stem}.svg`), overheadChartSvg(record));
     const md = `# Latest benchmark run\n\n${describeRun(record).split('\n').map((l) => `${l}  `).join('\n')}\n\n${markdownTable(record)}\n\n` +
@@ -303,3 +307,13 @@ main().catch((e: unknown) => {
   process.stderr.write(`\nbench: ${e instanceof Error ? e.message : String(e)}\n`);
   process.exit(1);
 });
+
+/** The record's precision entry: weight storage, the compute in effect and the device's features. */
+function precisionOf(backend: Backend): NonNullable<BenchRecord['precision']> {
+  if (!(backend instanceof WebgpuBackend)) return { weightDtype: backend.weightDtype ?? 'f32', compute: 'f64 reference' };
+  const r = backend.adapterInfo;
+  return {
+    weightDtype: backend.weightDtype, compute: backend.computeDtype, ...(backend.computeNote ? { note: backend.computeNote } : {}),
+    features: r.features, adapterFeatures: r.adapterFeatures, instanceOptions: r.instanceOptions,
+  };
+}
