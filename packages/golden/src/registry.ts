@@ -24,6 +24,8 @@ import { sdxlControlNeXtRunner } from './runners/sdxl_controlnext.js';
 import { clipTextRunner } from './runners/clip_text.js';
 import { unetMergeRunner } from './runners/sd15_controlnext_unet_merge.js';
 import { controlNetRunner } from './runners/sd15_controlnet.js';
+import { optimAdamwRunner } from './runners/optim_adamw.js';
+import { gradOpsRunner } from './runners/grad_ops.js';
 
 export const runners: Readonly<Record<string, Runner>> = {
   op_linear: opLinear,
@@ -48,4 +50,6 @@ export const runners: Readonly<Record<string, Runner>> = {
   sdxl_controlnext: sdxlControlNeXtRunner,
   unet_merge: unetMergeRunner,
   controlnet: controlNetRunner,
+  optim_adamw: optimAdamwRunner,
+  grad_ops: gradOpsRunner,
 };

@@ -18,6 +18,15 @@ export function keep<T extends Tensor>(t: T): T {
   return t;
 }
 
+/**
+ * Exclude a tensor from every enclosing scope: long-lived state created while scopes run (an optimizer's
+ * moments and flat parameter storages, gradient views), which the caller disposes explicitly.
+ */
+export function persist<T extends Tensor>(t: T): T {
+  for (const s of stack) s.delete(t);
+  return t;
+}
+
 function collect(value: unknown, out: Set<Tensor>, seen = new Set<unknown>()): void {
   if (value === null || typeof value !== 'object' || seen.has(value)) return;
   seen.add(value);
@@ -71,4 +80,18 @@ export async function scopeAsync<T>(fn: () => Promise<T>): Promise<T> {
   stack.splice(stack.lastIndexOf(own), 1);
   close(own, result);
   return result;
+}
+
+/**
+ * Run fn with tensor tracking suspended: tensors it creates belong to no scope (the caller owns them and
+ * must dispose them). The autograd tape keeps its saved tensors and every leaf's `.grad` this way, so that
+ * a user's scope closing around a forward or backward pass does not free what the tape or a parameter owns.
+ */
+export function untracked<T>(fn: () => T): T {
+  stack.push(new Set());
+  try {
+    return fn();
+  } finally {
+    stack.pop();
+  }
 }

@@ -1,5 +1,9 @@
 export { Module, loadParameter, type LoadParameterOptions } from './module.js';
-export { loadStrict, readConfigJson } from './load_model.js';
+export { loadStrict, readConfigJson, readFolderText } from './load_model.js';
+export {
+  buildStrict, configFromFiles, fileBytes, fileText, loadStrictFromFiles, parseConfigText, subFiles, weightStoreFromFiles, type ModelFiles,
+} from './model_files.js';
+export { enableGradientCheckpointing } from './gradient_checkpointing.js';
 export { Linear, type LinearOptions } from './layers/linear.js';
 export { Conv2d, type Conv2dOptions, type Conv2dForwardOptions } from './layers/conv2d.js';
 export { GroupNorm, type GroupNormOptions } from './layers/group_norm.js';
@@ -17,6 +21,13 @@ export {
   type MidBlockOptions, type UpBlock2DOptions,
 } from './unet_blocks.js';
 export {
+  applySiteHook, composeHooks, parseHookKey, splitSiteHooks, withModuleHooks, BEFORE_SUFFIX, type FeatureHook, type HookEpilogue, type Hooks,
+} from './hooks.js';
+export {
+  blockBuilder, downBlockTypes, midBlockTypes, upBlockTypes, type DownBlockArgs, type DownBlockType, type MidBlockArgs,
+  type MidBlockType, type UNetDownBlock, type UNetMidBlock, type UNetUpBlock, type UpBlockArgs, type UpBlockType,
+} from './unet_block_types.js';
+export {
   UNet2DConditionModel, parseUNetConfig, type UNet2DConditionConfig, type UNetForwardOptions, type UNetFromFolderOptions,
 } from './unet_2d_condition.js';
 export { AutoencoderKL, Decoder, DeprecatedAttentionNames, Encoder, parseVaeConfig, type AutoencoderKLConfig, type DiagonalGaussian } from './vae.js';
@@ -29,5 +40,6 @@ export { sd15TextEncoderConfig, sd15UNetConfig, sd15VaeConfig, sdxlUNetConfig } 
 export { gegluOp, geglu, gegluWebgpu, gegluWgsl, type GegluParams } from './ops/geglu.js';
 export { timestepEmbeddingOp, timestepEmbedding, timestepEmbeddingWebgpu, timestepEmbeddingWgsl, timestepFrequencies, type TimestepEmbeddingParams } from './ops/timestep_embedding.js';
 export { gegluForwardF64, gegluBackwardF64, gegluBackward, geluErfDerivative } from './ops/geglu_backward.js';
+export { gegluBackwardOp } from './ops/geglu_backward_op.js';
 export * as gegluBackwardKernel from './ops/geglu_backward_wgsl.js';
 export * from './schedulers/index.js';

@@ -6,8 +6,10 @@ import type { CoreOpName, CoreOpParams, Tensor } from '@cnx/tensor';
 import { attention, attentionWithLse, softmax } from '../attention.js';
 import { conv2d } from '../conv2d.js';
 import { matmul } from '../matmul.js';
+import { mseLoss } from '../mse_loss.js';
 import { groupNorm, groupNormWithStats, layerNorm, layerNormWithStats } from '../norm.js';
 import { adaptiveAvgPool2d, upsampleNearest } from '../resample.js';
+import { adamwStep, clipGradNorm } from '../adamw.js';
 import type { GpuContext } from './context.js';
 import * as elementwise from './elementwise.js';
 import * as layout from './layout.js';
@@ -47,4 +49,11 @@ export const coreKernels: { readonly [K in CoreOpName]: WebgpuKernel<CoreOpParam
   upsample_nearest: (ctx, [x], p) => [upsampleNearest(ctx, x!, p.size)],
   adaptive_avg_pool2d: (ctx, [x], p) => [adaptiveAvgPool2d(ctx, x!, p.size)],
   concat: (ctx, xs, p) => [layout.concat(ctx, xs as Tensor[], p.axis)],
+  // in place (the definitions' inPlace): the kernels write the inputs' buffers; the outputs are views of them
+  adamw_step: (ctx, [param, grad, expAvg, expAvgSq], p) => {
+    adamwStep(ctx, { param: param!, expAvg: expAvg!, expAvgSq: expAvgSq! }, grad!, p.step, p);
+    return [param!.contiguous(), expAvg!.contiguous(), expAvgSq!.contiguous()];
+  },
+  clip_grad_norm: (ctx, grads, p) => [clipGradNorm(ctx, grads as Tensor[], p.maxNorm), ...grads.map((g) => g!.contiguous())],
+  mse_loss: (ctx, [pred, target]) => [mseLoss(ctx, pred!, target!)],
 };

@@ -11,8 +11,10 @@ import { affineOp, binaryOp, unaryOp, type AffineParams, type BinaryParams, type
 import { attentionOp, type AttentionParams } from './attention.js';
 import { matmulOp, type MatmulParams } from './matmul.js';
 import { groupNormOp, layerNormOp, type GroupNormParams, type LayerNormParams } from './norm.js';
+import { mseLossOp } from './loss.js';
 import { reduceOp, softmaxOp, type ReduceParams } from './reduce.js';
 import { adaptiveAvgPool2dOp, upsampleNearestOp, type ResizeParams } from './resample.js';
+import { adamwStepOp, clipGradNormOp, type AdamwStepParams, type ClipGradNormParams } from './optim.js';
 
 /** Params of each core op, by op name. */
 export interface CoreOpParams {
@@ -29,6 +31,9 @@ export interface CoreOpParams {
   upsample_nearest: ResizeParams;
   adaptive_avg_pool2d: ResizeParams;
   concat: ConcatParams;
+  adamw_step: AdamwStepParams;
+  clip_grad_norm: ClipGradNormParams;
+  mse_loss: Record<string, never>;
 }
 
 export type CoreOpName = keyof CoreOpParams;
@@ -48,13 +53,18 @@ export const coreOps: { readonly [K in CoreOpName]: OpDefinition<CoreOpParams[K]
   upsample_nearest: upsampleNearestOp,
   adaptive_avg_pool2d: adaptiveAvgPool2dOp,
   concat: concatOp,
+  adamw_step: adamwStepOp,
+  clip_grad_norm: clipGradNormOp,
+  mse_loss: mseLossOp,
 };
 
 export * from './attention.js';
 export * from './concat.js';
 export * from './conv2d.js';
 export * from './elementwise.js';
+export * from './loss.js';
 export * from './matmul.js';
 export * from './norm.js';
 export * from './reduce.js';
 export * from './resample.js';
+export * from './optim.js';

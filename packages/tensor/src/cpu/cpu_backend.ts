@@ -122,6 +122,14 @@ export class CpuBackend implements Backend {
       throw new Error(`${op.name}: the CPU reference returned ${data.length} array(s) of ${data.map((d) => d.length).join(', ')} elements, ` +
         `the definition's outputs are ${outputs.map((o) => `[${o.shape.join(', ')}]`).join(', ')}`);
     }
-    return outputs.map((o, i) => this.make(data[i]!, o.shape, o.dtype));
+    const written = op.inPlace?.(inputs.length) ?? [];
+    return outputs.map((o, i) => {
+      const j = written[i];
+      if (j === undefined) return this.make(data[i]!, o.shape, o.dtype);
+      // in place (runOp checked: contiguous, offset 0, same shape and dtype): copy into the input's storage
+      const x = inputs[j]!;
+      this.raw(x).set(data[i]!, 0);
+      return new Tensor(this, x.storage, o.dtype, o.shape);
+    });
   }
 }
