@@ -5,7 +5,8 @@
 // detected; the refusals (a ControlNeXt file without a control image before anything loads, a module for
 // another base model, an SDXL folder missing its second encoder); and the SDXL pipeline's own rules that
 // the golden case does not reach (zeros as the negative side without a negative prompt, image-to-image
-// with its default strength and time ids, the refiner layout without text_encoder/, bytes == folder).
+// with its default strength and time ids, the refiner layout without text_encoder/, force_upcast,
+// bytes == folder).
 
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -171,6 +172,28 @@ describe('the SDXL pipeline beyond the golden case', () => {
     const fromBytes = pipelineFromFiles(readTree(sdxl), b).pipeline;
     expect(await gen(fromBytes)).toEqual(zeros);
     fromBytes.dispose();
+  }, 300_000);
+
+  it('force_upcast: the VAE runs inside backend.inFullPrecision (decode; img2img encode too), and not when the config clears it', async () => {
+    const calls: string[] = [];
+    const spy = Object.assign(new CpuBackend(), {
+      inFullPrecision<T>(fn: () => T): T { calls.push('vae'); return fn(); },
+    });
+    const { pipeline } = loadPipeline(sdxl, spy);
+    expect(pipeline.vae.config.force_upcast).toBe(true);
+    const r = await pipeline.generate({ prompt: 'x', numInferenceSteps: 1, seed: 2 });
+    expect(calls).toEqual(['vae']);
+    [r.images, r.latents].forEach((t) => t.dispose());
+    const init = spy.fromRaw(new Float32Array(3 * 64 * 64).fill(0.5), [1, 3, 64, 64]);
+    const r2 = await pipeline.generate({ prompt: 'x', numInferenceSteps: 4, seed: 2, initImage: init, strength: 0.5 });
+    expect(calls).toEqual(['vae', 'vae', 'vae']); // encode + decode
+    [r2.images, r2.latents, init].forEach((t) => t.dispose());
+    (pipeline.vae.config as { force_upcast: boolean }).force_upcast = false;
+    const r3 = await pipeline.generate({ prompt: 'x', numInferenceSteps: 1, seed: 2 });
+    expect(calls).toHaveLength(3);
+    [r3.images, r3.latents].forEach((t) => t.dispose());
+    pipeline.dispose();
+    spy.destroy();
   }, 300_000);
 
   it('image-to-image: default strength 0.3 runs floor(0.3 steps) steps; time ids by the img2img rule; the refiner layout (no text_encoder/)', async () => {

@@ -31,17 +31,22 @@ export interface AutoencoderKLConfig {
   use_quant_conv: boolean;
   use_post_quant_conv: boolean;
   mid_block_add_attention: boolean;
+  /**
+   * The VAE overflows in float16: pipelines run it in float32 when the rest is half precision (diffusers
+   * default true; SDXL's VAE sets it, the fp16-fix VAE clears it). Read by the pipelines.
+   */
+  force_upcast: boolean;
 }
 
 const DEFAULTS: AutoencoderKLConfig = {
   in_channels: 3, out_channels: 3, down_block_types: ['DownEncoderBlock2D'], up_block_types: ['UpDecoderBlock2D'],
   block_out_channels: [64], layers_per_block: 1, latent_channels: 4, norm_num_groups: 32, scaling_factor: 0.18215,
   shift_factor: null, latents_mean: null, latents_std: null, use_quant_conv: true, use_post_quant_conv: true,
-  mid_block_add_attention: true,
+  mid_block_add_attention: true, force_upcast: true,
 };
 const NULLABLE = new Set(['shift_factor', 'latents_mean', 'latents_std']);
-// force_upcast: fp16 advice for pipelines; sample_size: tiling hint. Neither changes f32 inference.
-const IGNORED = new Set(['_class_name', '_diffusers_version', '_name_or_path', 'force_upcast', 'sample_size']);
+// sample_size: tiling hint; it does not change inference.
+const IGNORED = new Set(['_class_name', '_diffusers_version', '_name_or_path', 'sample_size']);
 
 /** Validate an AutoencoderKL config.json object and fill diffusers' defaults; unsupported keys or values name the key. */
 export function parseVaeConfig(raw: Record<string, unknown>, source = 'config'): AutoencoderKLConfig {

@@ -306,6 +306,11 @@ export abstract class DenoisingPipeline<O extends GenerateOptions = GenerateOpti
     return ops.scale(latents, 1 / this.vae.scalingFactor);
   }
 
+  /** Runs the VAE's encode / decode: as they are here; SDXL upcasts (force_upcast). */
+  protected withVaePrecision<T>(fn: () => T): T {
+    return fn();
+  }
+
   /** Latents of an encoded image (a VAE posterior sample): sample * scaling_factor. */
   protected latentsOfEncoded(sample: Tensor): Tensor {
     return ops.scale(sample, this.vae.scalingFactor);
@@ -445,7 +450,7 @@ export abstract class DenoisingPipeline<O extends GenerateOptions = GenerateOpti
 
       // Decode: the family's latent scaling -> VAE -> [0, 1].
       const input = this.decoderInput(latents);
-      const decoded = vae.decode(input);
+      const decoded = this.withVaePrecision(() => vae.decode(input));
       const half = ops.affine(decoded, 0.5, 0.5);
       const images = clamp(half, 0, 1);
       await o.observer?.onDecode?.({ input, decoded });
@@ -467,7 +472,7 @@ export abstract class DenoisingPipeline<O extends GenerateOptions = GenerateOpti
     }
     return scope(() => {
       const full = b === batch ? image : image.expand([batch, ...image.shape.slice(1)]);
-      const post = this.vae.encode(ops.affine(full, 2, -1));
+      const post = this.withVaePrecision(() => this.vae.encode(ops.affine(full, 2, -1)));
       const eps = this.backend.fromRaw(generator.normal(post.mean.size), post.mean.shape);
       const init = this.latentsOfEncoded(ops.add(post.mean, ops.mul(post.std, eps)));
       const noise = this.backend.fromRaw(generator.normal(init.size), init.shape);

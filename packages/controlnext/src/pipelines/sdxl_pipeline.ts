@@ -27,9 +27,11 @@
 //  - control scale: the module's scale (1.0 for the SDXL module) x controlnet_scale, formed afresh each
 //    step (the repo multiplies a new dict each step: nothing accumulates), both CFG halves.
 //  - VAE: scaling_factor from its config (0.13025 for SDXL's); latents_mean / latents_std de-normalise the
-//    latents when the config has both. force_upcast: diffusers decodes in float32 when the VAE is float16
-//    and force_upcast is set; here 16-bit VAE weights are widened to f32 at load and the VAE computes in
-//    f32, which is what that upcast achieves.
+//    latents when the config has both. force_upcast (diffusers: a float16 VAE with force_upcast decodes,
+//    and img2img encodes, in float32): the VAE's encode and decode run inside backend.inFullPrecision, so
+//    a backend computing in f16 (WebGPU compute 'f16') runs them with its f32 kernels. 16-bit weights
+//    (fp16 files, or an f16 weight-storage backend) are widened exactly to f32 in those kernels, as
+//    diffusers' upcast widens them; a backend that computes in f32 anyway has nothing to switch.
 //  - defaults: guidance 5.0 (the pipeline's), 20 steps (the ControlNeXt run script's), img2img strength 0.3.
 
 import { ops, type Tensor } from '@cnx/tensor';
@@ -142,6 +144,12 @@ export class StableDiffusionXLPipeline extends DenoisingPipeline<SDXLGenerateOpt
     if (image.rank !== 4) throw new Error(`generate: expected a control image [B, 3, H, W], found ${image.toString()}`);
     if (image.shape[2] === height && image.shape[3] === width) return image;
     return ops.upsampleNearest(image, [height, width]);
+  }
+
+  /** force_upcast: the VAE in full precision (see the header). */
+  protected override withVaePrecision<T>(fn: () => T): T {
+    const b = this.backend;
+    return this.vae.config.force_upcast && b.inFullPrecision ? b.inFullPrecision(fn) : fn();
   }
 
   private latentStats(): { mean: Tensor; std: Tensor } | undefined {
