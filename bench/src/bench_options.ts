@@ -3,9 +3,11 @@
 // steps (3 rounds x 6 configurations x ~1-2 s on two cores, plus building the random-weight models).
 
 import { parseArgs } from 'node:util';
-import { VARIANT_IDS, type VariantId } from './variants.js';
+import { BENCH_MODEL_NAMES, BENCH_MODELS, type BenchModelName } from './bench_model.js';
 
 export interface BenchOptions {
+  /** The architecture measured (bench_model.ts): SD1.5 (default) or SDXL. */
+  model: BenchModelName;
   backend: 'cpu' | 'webgpu' | 'wasm';
   adapter?: string;
   /** Pixel height and width. */
@@ -16,7 +18,8 @@ export interface BenchOptions {
   warmup: number;
   /** Images per prompt: the UNet runs on 2 * batch under CFG. */
   batch: number;
-  variants: VariantId[];
+  /** Configuration ids of the model (bench_model.ts variantIds). */
+  variants: string[];
   /**
    * 'f32', or 'f16': weights stored in f16 (any adapter; halves weight memory) plus f16 compute (f16
    * operands, f32 accumulation) where the WebGPU device has shader-f16 (the record says which ran).
@@ -38,6 +41,9 @@ and the light SD1.5-Training module), each as the reference code runs it and on 
 <out>/<backend>-<res>.json, <out>/<backend>-<res>.svg and <out>/latest.md.
 
 Options:
+  --model sd15|sdxl        architecture (default sd15). sdxl: the SDXL UNet with its text_time conditioning,
+                           alone and with ControlNeXt-SDXL (${BENCH_MODELS.sdxl.variantIds.join(', ')}); pixels in
+                           multiples of 32 (1024 is SDXL's size); results go to <out>/sdxl-<backend>-<res>.json
   --backend wasm|cpu|webgpu
                            backend (default wasm: the fast CPU backend, f32 WebAssembly SIMD on worker
                            threads; cpu: the float64 reference, ~15x slower)
@@ -47,7 +53,7 @@ Options:
   --steps N                timed steps per configuration (default 2)
   --warmup N               untimed warm-up steps (default 1)
   --batch N                images per prompt; the UNet runs on 2N samples (default 1)
-  --variants a,b,...       subset of: ${VARIANT_IDS.join(', ')} (default: all; 'base' is always run)
+  --variants a,b,...       subset of: ${BENCH_MODELS.sd15.variantIds.join(', ')} (sdxl: see --model) (default: all; 'base' is always run)
   --dtype f32|f16          f16: weights stored in f16 (halves weight memory, any adapter) and, on a WebGPU
                            device with shader-f16, f16 compute with f32 accumulation (default f32)
   --out DIR                results folder (default bench/results)
@@ -67,7 +73,7 @@ export function parseBenchOptions(argv: string[]): BenchOptions | 'help' {
   const { values } = parseArgs({
     args: argv,
     options: {
-      backend: { type: 'string' }, adapter: { type: 'string' }, resolution: { type: 'string' },
+      model: { type: 'string' }, backend: { type: 'string' }, adapter: { type: 'string' }, resolution: { type: 'string' },
       steps: { type: 'string' }, warmup: { type: 'string' }, batch: { type: 'string' },
       variants: { type: 'string' }, dtype: { type: 'string' }, out: { type: 'string' }, seed: { type: 'string' },
       force: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
@@ -75,24 +81,31 @@ export function parseBenchOptions(argv: string[]): BenchOptions | 'help' {
     strict: true,
   });
   if (values.help) return 'help';
+  const modelName = values.model ?? 'sd15';
+  if (!(BENCH_MODEL_NAMES as readonly string[]).includes(modelName)) throw new Error(`--model: expected ${BENCH_MODEL_NAMES.join(' or ')}, found '${modelName}'`);
+  const model = BENCH_MODELS[modelName as BenchModelName];
   const backend = values.backend ?? 'wasm';
   if (backend !== 'cpu' && backend !== 'webgpu' && backend !== 'wasm') throw new Error(`--backend: expected cpu, wasm or webgpu, found '${backend}'`);
   const res = values.resolution ?? '64';
   const m = /^(\d+)(?:x(\d+))?$/.exec(res);
   if (!m) throw new Error(`--resolution: expected N or HxW in pixels, found '${res}'`);
   const resolution: [number, number] = [Number(m[1]), Number(m[2] ?? m[1])];
-  if (resolution.some((d) => d <= 0 || d % 64 !== 0)) {
-    throw new Error(`--resolution: SD1.5 needs multiples of 64 pixels (the latent is /8 and the UNet halves it 3 times), found ${resolution.join('x')}`);
+  const mult = model.resolutionMultiple;
+  if (resolution.some((d) => d <= 0 || d % mult !== 0)) {
+    throw new Error(`--resolution: ${model.title} needs multiples of ${mult} pixels (the latent is /8 and the UNet halves it ` +
+      `${Math.log2(mult / 8)} times), found ${resolution.join('x')}`);
   }
   const dtype = values.dtype ?? 'f32';
   if (dtype !== 'f32' && dtype !== 'f16') throw new Error(`--dtype: expected f32 or f16, found '${dtype}'`);
-  let variants: VariantId[] = [...VARIANT_IDS];
+  const ids = model.variantIds;
+  let variants: string[] = [...ids];
   if (values.variants !== undefined) {
     const asked = values.variants.split(',').map((s) => s.trim()).filter((s) => s !== '');
-    for (const a of asked) if (!(VARIANT_IDS as readonly string[]).includes(a)) throw new Error(`--variants: unknown '${a}'; expected some of ${VARIANT_IDS.join(', ')}`);
-    variants = VARIANT_IDS.filter((id) => id === 'base' || asked.includes(id));
+    for (const a of asked) if (!ids.includes(a)) throw new Error(`--variants: unknown '${a}' for --model ${model.name}; expected some of ${ids.join(', ')}`);
+    variants = ids.filter((id) => id === 'base' || asked.includes(id));
   }
   return {
+    model: model.name,
     backend,
     ...(values.adapter !== undefined ? { adapter: values.adapter } : {}),
     resolution,

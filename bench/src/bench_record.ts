@@ -2,10 +2,10 @@
 
 import type { RunEnvironment } from './environment.js';
 import type { SampleStats } from './stats.js';
-import type { VariantId } from './variants.js';
 
 export interface VariantResult {
-  id: VariantId;
+  /** A configuration id of the model (variants.ts for SD1.5, sdxl_variants.ts for SDXL). */
+  id: string;
   label: string;
   /** Per-step wall time in ms (after backend.sync()), over the timed steps. */
   latencyMs: SampleStats;
@@ -56,6 +56,8 @@ export interface BenchRecord {
   environment: RunEnvironment;
   backend: { name: string; description: string; adapter?: string; timing: string };
   model: string;
+  /** The architecture (--model): 'SD1.5' or 'SDXL'; absent in records before --model (SD1.5). */
+  architecture?: string;
   resolution: [number, number];
   latent: [number, number];
   images: number;
