@@ -129,6 +129,9 @@ export class StableDiffusionXLPipeline extends DenoisingPipeline<SDXLGenerateOpt
   constructor(components: SDXLPipelineComponents) {
     super(components);
     this.config = { ...DEFAULT_CONFIG, ...components.config };
+    if (components.control?.kind === 'controlnet') {
+      throw new Error('StableDiffusionXLPipeline: a diffusers ControlNet is supported with SD 1.x/2.x only (an SDXL ControlNet needs the added conditioning too); use ControlNeXt-SDXL');
+    }
     if (this.unet.config.addition_embed_type !== 'text_time') {
       throw new Error('StableDiffusionXLPipeline: the UNet config has no addition_embed_type "text_time" (an SD 1.x/2.x UNet?); use ControllableDiffusionPipeline');
     }
