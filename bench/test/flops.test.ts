@@ -10,8 +10,9 @@ import {
 } from '../src/flops.js';
 import { SD15_UNET_CONFIG } from '../src/sd15_configs.js';
 import { stepCost } from '../src/variants.js';
+import { GOLDEN_ROOT } from '../../test/harness/golden_root.js';
 
-const GOLDEN = '/work/shared/golden';
+const GOLDEN = GOLDEN_ROOT;
 
 /** Total element count of every tensor in a safetensors file (header only). */
 function safetensorsParams(file: string): number {

@@ -2,7 +2,7 @@
 // when no model folder is given, so that a first try works without downloading anything. Its output is
 // noise from random weights, not a picture; the CLI says so.
 //
-// Sizes follow the golden cases' tiny models (../shared/golden/sd15_pipeline_controlnext): UNet widths
+// Sizes follow the golden cases' tiny models (golden/sd15_pipeline_controlnext): UNet widths
 // [16, 32], a 4-block VAE (8 pixels per latent, as SD), a 2-layer CLIP text encoder of width 32, and
 // a ControlNeXt-SD1.5 release module shrunk to widths [16, 32, 32]. The tokenizer's vocabulary is the
 // 256 byte symbols (plus their end-of-word forms) with no merges: every character is a token.
