@@ -31,3 +31,4 @@ export * from './pipelines/pipeline_from_files.js';
 export * from './lora.js';
 export * from './images.js';
 export * from './pipelines/tiny_model.js';
+export * from './pipelines/tiny_model_files.js';
