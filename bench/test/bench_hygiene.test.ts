@@ -116,7 +116,8 @@ describe('progress', () => {
 
 describe('a default-style run', () => {
   it('writes its own run folder with the machine load and warnings, prints the narrow table, and leaves git status as it was', () => {
-    const status = () => execFileSync('git', ['status', '--porcelain'], { cwd: REPO, encoding: 'utf8' });
+    // The bench writes only under bench/ (other test files may run beside this one and touch other paths).
+    const status = () => execFileSync('git', ['status', '--porcelain', '--', 'bench'], { cwd: REPO, encoding: 'utf8' });
     const before = status();
     const runsBefore = existsSync(RUNS_DIR) ? new Set(readdirSync(RUNS_DIR)) : new Set<string>();
     const r = spawnSync(process.execPath, [MAIN, '--variants', 'light-opt', '--steps', '1'], { cwd: REPO, encoding: 'utf8', timeout: 600_000 });
