@@ -1,6 +1,7 @@
 // The machine-readable record of one `npm run bench` run (bench/results/<backend>-<res>.json).
 
 import type { RunEnvironment } from './environment.js';
+import type { MachineLoad } from './machine_load.js';
 import type { SampleStats } from './stats.js';
 
 export interface VariantResult {
@@ -76,4 +77,8 @@ export interface BenchRecord {
   buildSeconds: number;
   variants: VariantResult[];
   notes: string[];
+  /** CPU model, core count, load averages before and after the run (machine_load.ts). */
+  machine?: MachineLoad;
+  /** Why some numbers should not be trusted: samples spread over the overhead, a busy machine (spread_warnings.ts, machine_load.ts). */
+  warnings?: string[];
 }

@@ -1,16 +1,21 @@
 // `npm run bench`: the measured version of ControlNeXt's efficiency claim. For each configuration
 // (bench/src/variants.ts) one CFG denoising step of SD1.5 with random weights is timed over several
 // steps after warm-up; the table goes to stdout, progress to stderr, and a JSON record, an SVG chart of
-// the overheads and latest.md to the results folder. Run `node bench/dist/main.js --help`.
+// the overheads and latest.md to a new run folder under bench/runs/ (or --out DIR: bench/results is the
+// committed one). The record holds the machine's load before and after; warnings say when an overhead is
+// within the samples' spread or the machine was busy. Run `node bench/dist/main.js --help`.
 
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import { createBackend, WebgpuBackend } from '@cnx/kernels';
 import type { Backend } from '@cnx/tensor';
-import { HELP, parseBenchOptions, type BenchOptions } from './bench_options.js';
+import { BenchUsageError, HELP, parseBenchOptions, type BenchOptions } from './bench_options.js';
 import type { BenchRecord, VariantResult } from './bench_record.js';
 import { runEnvironment } from './environment.js';
+import { loadSnapshot, loadWarnings, machineCpu, type MachineLoad } from './machine_load.js';
+import { compactTable } from './report/compact_table.js';
+import { resolveOutFolder } from './run_folder.js';
+import { spreadWarnings } from './spread_warnings.js';
 import { preflight } from './preflight.js';
 import { Progress } from './progress.js';
 import { overheadChartSvg } from './report/overhead_chart.js';
@@ -20,8 +25,6 @@ import type { StepRunner } from './sd15_step.js';
 import { sampleStats } from './stats.js';
 import { latencyFigures, timeRoundRobin, type Timed } from './step_timing.js';
 import { latentOf, type Geometry } from './variants.js';
-
-const RESULTS_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'results');
 
 /** Run one step of each configuration until one throws; its id, or undefined if none does. */
 async function firstFailing(runners: Map<string, StepRunner>, backend: Backend): Promise<string | undefined> {
@@ -44,6 +47,7 @@ async function main(): Promise<void> {
   }
   const o = parsed;
   const model = BENCH_MODELS[o.model];
+  const loadBefore = loadSnapshot();
   const g: Geometry = { resolution: o.resolution, images: o.batch };
   const progress = new Progress();
   const notes: string[] = [];
@@ -174,6 +178,12 @@ async function main(): Promise<void> {
         'the step\'s compute passes from timestamp queries (copies, clears, uploads and gaps between passes are not in it); ' +
         '"overhead" is from wall time, "GPU overhead" from GPU time.');
     } else notes.push(`WebGPU: wall time per step up to backend.sync() (queue drained); no GPU time: the device lacks 'timestamp-query'.`);
+    const machine: MachineLoad = { ...machineCpu(), before: loadBefore, after: loadSnapshot() };
+    const baseResult = results.find((r) => r.id === 'base')!;
+    const warnings = [
+      ...spreadWarnings(baseResult, results.filter((r) => r.id !== 'base')),
+      ...loadWarnings(machine, o.backend === 'webgpu' ? 1 : machine.cores),
+    ];
     const record: BenchRecord = {
       tool: 'controlnext-ts bench',
       environment: runEnvironment(),
@@ -193,20 +203,23 @@ async function main(): Promise<void> {
       buildSeconds,
       variants: results,
       notes,
+      machine,
+      warnings,
     };
-    const out = o.out === 'bench/results' ? RESULTS_DIR : resolve(o.out);
-    mkdirSync(out, { recursive: true });
     const stem = `${model.filePrefix}${o.backend}-${o.resolution[0] === o.resolution[1] ? o.resolution[0] : o.resolution.join('x')}${o.dtype === 'f32' ? '' : `-${o.dtype}`}`;
+    const out = resolveOutFolder(o.out, stem);
+    mkdirSync(out, { recursive: true });
     writeFileSync(join(out, `${stem}.json`), JSON.stringify(record, null, 2) + '\n');
     writeFileSync(join(out, `${stem}.svg`), overheadChartSvg(record));
     const md = `# Latest benchmark run\n\n${describeRun(record).split('\n').map((l) => `${l}  `).join('\n')}\n\n${markdownTable(record)}\n\n` +
-      `![overheads](${stem}.svg)\n\n${notes.map((n) => `- ${n}`).join('\n')}\n`;
+      `![overheads](${stem}.svg)\n\n${[...warnings.map((w) => `**warning:** ${w}`), ...notes].map((n) => `- ${n}`).join('\n')}\n`;
     writeFileSync(join(out, 'latest.md'), md);
 
     console.log(describeRun(record));
     console.log('');
-    console.log(terminalTable(record));
+    console.log(o.wide ? terminalTable(record) : compactTable(record));
     if (notes.length) console.log(`\n${notes.map((n) => `note: ${n}`).join('\n')}`);
+    if (warnings.length) process.stderr.write(`\n${warnings.map((w) => `WARNING: ${w}`).join('\n')}\n`);
     console.log(`\nwrote ${join(out, `${stem}.json`)}, ${stem}.svg, latest.md`);
   } finally {
     backend.destroy();
@@ -214,6 +227,10 @@ async function main(): Promise<void> {
 }
 
 main().catch((e: unknown) => {
+  if (e instanceof BenchUsageError) {
+    process.stderr.write(`bench: error: ${e.message}\n(see npm run bench -- --help)\n`);
+    process.exit(2);
+  }
   process.stderr.write(`\nbench: ${e instanceof Error ? e.message : String(e)}\n`);
   process.exit(1);
 });

@@ -15,8 +15,9 @@ import { UNet2DConditionModel } from '@cnx/unet';
 import { SDXL_CONTROLNEXT_STRUCTURE, SDXL_UNET_CONFIG } from '../src/sdxl_configs.js';
 import { sdxlStepCost } from '../src/sdxl_variants.js';
 import { BENCH_MODELS } from '../src/bench_model.js';
+import { GOLDEN_ROOT } from '../../test/harness/golden_root.js';
 
-const GOLDEN = '/work/shared/golden';
+const GOLDEN = GOLDEN_ROOT;
 
 /** Total element count of every tensor in a safetensors file (header only). */
 function safetensorsParams(file: string): number {

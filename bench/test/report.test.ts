@@ -21,7 +21,7 @@ describe('parseBenchOptions', () => {
   it('defaults: CPU, 64 px, every configuration, f32', () => {
     const o = parseBenchOptions([]);
     if (o === 'help') throw new Error('unexpected help');
-    expect(o).toMatchObject({ backend: 'wasm', resolution: [64, 64], steps: 2, warmup: 1, batch: 1, dtype: 'f32' });
+    expect(o).toMatchObject({ backend: 'wasm', resolution: [64, 64], steps: 3, warmup: 1, batch: 1, dtype: 'f32', out: undefined, wide: false });
     expect(o.variants).toEqual([...VARIANT_IDS]);
   });
   it('keeps the base in any variant subset, parses HxW', () => {

@@ -1,13 +1,14 @@
-// Every public golden case in ../shared/golden (or CNX_GOLDEN_DIR), on every available backend, through
+// Every public golden case in golden/ (or CNX_GOLDEN_DIR: test/harness/golden_root.ts), on every available backend, through
 // the same code path as `npm run golden`. A case whose runner kind is not registered fails here (no
 // silent skip), except the cases of PENDING: kinds that an open issue implements. Those are printed as
 // pending, run as todo (never counted as passed), and leave the list when their issue lands.
 
 import { existsSync, readdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { runCase } from '@cnx/golden';
 import { expect, it } from 'vitest';
 import { describeEachBackend } from '../harness/backends.js';
+import { GOLDEN_ROOT } from '../harness/golden_root.js';
 
 /** Case folder -> the issue that implements its kind. */
 const PENDING: Readonly<Record<string, string>> = {
@@ -22,7 +23,7 @@ const PENDING: Readonly<Record<string, string>> = {
   svd_pipeline_controlnext: 'issue 13 (video)',
 };
 
-const root = resolve(process.env.CNX_GOLDEN_DIR ?? join(import.meta.dirname, '../../../shared/golden'));
+const root = GOLDEN_ROOT;
 const cases = existsSync(root)
   ? readdirSync(root).filter((d) => existsSync(join(root, d, 'case.json'))).sort()
   : [];

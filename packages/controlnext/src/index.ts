@@ -35,3 +35,4 @@ export * from './pipelines/model_index.js';
 export * from './lora.js';
 export * from './images.js';
 export * from './pipelines/tiny_model.js';
+export * from './pipelines/tiny_model_files.js';

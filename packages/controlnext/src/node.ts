@@ -10,3 +10,4 @@ export * from './node/control_type_plugins.js';
 export { main } from './cli/main.js';
 export * from './cli/options.js';
 export * from './cli/progress.js';
+export * from './node/tiny_model_folder.js';

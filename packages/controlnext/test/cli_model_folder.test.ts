@@ -7,14 +7,15 @@
 
 import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import ndarray from 'ndarray';
 import { bytesToUnicode } from '@cnx/unet';
 import { CpuBackend } from '@cnx/tensor';
 import { loadPipeline, main, readImage, writePng } from '@cnx/controlnext';
+import { GOLDEN_ROOT } from '../../../test/harness/golden_root.js';
 
-const golden = resolve(process.env.CNX_GOLDEN_DIR ?? join(import.meta.dirname, '../../../../shared/golden'));
+const golden = GOLDEN_ROOT;
 const pipeCase = join(golden, 'sd15_pipeline_controlnext');
 if (!existsSync(pipeCase)) throw new Error(`golden case folder ${pipeCase} not found (set CNX_GOLDEN_DIR)`);
 

@@ -8,6 +8,7 @@
 // with its default strength and time ids, the refiner layout without text_encoder/, force_upcast,
 // bytes == folder).
 
+import { GOLDEN_ROOT } from '../../../test/harness/golden_root.js';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -17,7 +18,7 @@ import { CpuBackend, type Backend } from '@cnx/tensor';
 import { loadPipeline, main, pipelineFromFiles, readImage, StableDiffusionXLPipeline, writePng, type BeginState } from '@cnx/controlnext';
 import { buildTinySdxlFolder, writeByteTokenizer } from './tiny_sdxl_folder.js';
 
-const golden = resolve(process.env.CNX_GOLDEN_DIR ?? join(import.meta.dirname, '../../../../shared/golden'));
+const golden = GOLDEN_ROOT;
 const sdxlCase = join(golden, 'sdxl_pipeline_controlnext');
 const sdCase = join(golden, 'sd15_pipeline_controlnext');
 if (!existsSync(sdxlCase)) throw new Error(`golden case folder ${sdxlCase} not found (set CNX_GOLDEN_DIR)`);

@@ -10,8 +10,9 @@ import {
   CpuBackend, SafetensorsFile, encodeSafetensors, writeSafetensors, numberToBf16Bits, numberToF16Bits,
   type SafetensorsEntry,
 } from '@cnx/tensor';
+import { GOLDEN_ROOT } from '../../../test/harness/golden_root.js';
 
-const GOLDEN = '/work/shared/golden';
+const GOLDEN = GOLDEN_ROOT;
 
 /** A file from a header (object or raw JSON text) and a data section, the way a corrupt writer might. */
 function handMade(header: unknown, data: Uint8Array | number = 0, opts: { headerLength?: bigint } = {}): Uint8Array {

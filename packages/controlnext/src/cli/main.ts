@@ -1,10 +1,11 @@
-// `cnx`: the command-line entry (bin/cnx.js calls main()). Commands: generate, schedulers, control-types.
+// `cnx`: the command-line entry (bin/cnx.js calls main()). Commands: generate, schedulers, control-types, tiny-model.
 // Usage errors exit with status 2, runtime errors (bad image file, missing model file, ...) with 1;
 // both print one "cnx <command>: error: ..." line naming the option or file.
 
 import { controlTypeRegistry } from '../node/control_type_plugins.js';
 import { GENERATE_USAGE, generateHelp, runGenerate, type CommandIO } from './generate_command.js';
 import { parseOptions, UsageError, type OptionSpec } from './options.js';
+import { runTinyModel, TINY_MODEL_USAGE, tinyModelHelp } from './tiny_model_command.js';
 import { SCHEDULER_NAMES } from '@cnx/unet';
 
 const HELP = `usage: cnx <command> [options]
@@ -13,6 +14,7 @@ Commands:
   generate        prompt (+ control image) -> PNG; \`cnx generate --help\` for its options
   schedulers      list the sampler names --scheduler accepts
   control-types   list the control types --control-type accepts, with their options
+  tiny-model      write a tiny RANDOM-weight SD1.5 + ControlNeXt folder (real layout) to try everything on
 
 Run \`cnx <command> --help\` for a command's help.`;
 
@@ -45,6 +47,7 @@ const COMMANDS: Readonly<Record<string, { usage: string; help: () => string; run
     help: () => 'usage: cnx control-types [--control-type-dir DIR ...]\n\nList the control types --control-type accepts (the built-in ones and those of each plug-in folder), with their options (--control-option KEY=VALUE).',
     run: (a, io) => listTypes(a, io),
   },
+  'tiny-model': { usage: TINY_MODEL_USAGE, help: tinyModelHelp, run: runTinyModel },
 };
 
 export async function main(argv: readonly string[], io: CommandIO = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
