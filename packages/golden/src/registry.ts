@@ -24,6 +24,7 @@ import { sdxlControlNeXtRunner } from './runners/sdxl_controlnext.js';
 import { clipTextRunner } from './runners/clip_text.js';
 import { unetMergeRunner } from './runners/sd15_controlnext_unet_merge.js';
 import { controlNetRunner } from './runners/sd15_controlnet.js';
+import { clipVisionRunner } from './runners/clip_vision.js';
 
 export const runners: Readonly<Record<string, Runner>> = {
   op_linear: opLinear,
@@ -48,4 +49,5 @@ export const runners: Readonly<Record<string, Runner>> = {
   sdxl_controlnext: sdxlControlNeXtRunner,
   unet_merge: unetMergeRunner,
   controlnet: controlNetRunner,
+  clip_vision: clipVisionRunner,
 };

@@ -22,7 +22,15 @@ export {
 export { AutoencoderKL, Decoder, DeprecatedAttentionNames, Encoder, parseVaeConfig, type AutoencoderKLConfig, type DiagonalGaussian } from './vae.js';
 export {
   CLIPTextModel, CLIPTextTransformer, CLIPTextEmbeddings, CLIPEncoder, CLIPEncoderLayer, CLIPAttention, CLIPMLP, Embedding,
-  parseClipTextConfig, type CLIPTextConfig, type CLIPTextForwardOptions, type CLIPTextOutput,
+  parseClipTextConfig, CLIP_ACTIVATIONS, type CLIPTextConfig, type CLIPEncoderConfig, type CLIPTextForwardOptions, type CLIPTextOutput,
 } from './clip_text.js';
+export {
+  CLIPVisionModelWithProjection, CLIPVisionTransformer, CLIPVisionEmbeddings, parseClipVisionConfig,
+  type CLIPVisionConfig, type CLIPVisionOutput,
+} from './clip_vision.js';
+export {
+  clipImagePreprocess, resizeWithAntialiasing, gaussianKernel1d, CLIP_IMAGE_MEAN, CLIP_IMAGE_STD,
+  type ClipPreprocessed, type ImageArray,
+} from './clip_image_processor.js';
 export { CLIPTokenizer, basicClean, bytesToUnicode, type CLIPTokenizerOptions, type EncodeOptions } from './tokenizer.js';
 export { sd15TextEncoderConfig, sd15UNetConfig, sd15VaeConfig, sdxlUNetConfig } from './configs/index.js';
