@@ -22,3 +22,4 @@ export * from './tiny_model.js';
 export { main } from './cli.js';
 export * from './cli/options.js';
 export * from './progress.js';
+export * from './svd/svd_scheduler.js';
