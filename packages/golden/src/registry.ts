@@ -25,6 +25,7 @@ import { clipTextRunner } from './runners/clip_text.js';
 import { unetMergeRunner } from './runners/sd15_controlnext_unet_merge.js';
 import { controlNetRunner } from './runners/sd15_controlnet.js';
 import { clipVisionRunner } from './runners/clip_vision.js';
+import { svdVaeRunner } from './runners/svd_vae.js';
 
 export const runners: Readonly<Record<string, Runner>> = {
   op_linear: opLinear,
@@ -50,4 +51,5 @@ export const runners: Readonly<Record<string, Runner>> = {
   unet_merge: unetMergeRunner,
   controlnet: controlNetRunner,
   clip_vision: clipVisionRunner,
+  svd_vae: svdVaeRunner,
 };

@@ -19,7 +19,16 @@ export {
 export {
   UNet2DConditionModel, parseUNetConfig, type UNet2DConditionConfig, type UNetForwardOptions, type UNetFromFolderOptions,
 } from './unet_2d_condition.js';
-export { AutoencoderKL, Decoder, DeprecatedAttentionNames, Encoder, parseVaeConfig, type AutoencoderKLConfig, type DiagonalGaussian } from './vae.js';
+export {
+  AutoencoderKL, Decoder, DeprecatedAttentionNames, Encoder, diagonalGaussian, parseVaeConfig, type AutoencoderKLConfig, type DiagonalGaussian,
+} from './vae.js';
+export {
+  AlphaBlender, SpatioTemporalResBlock, TemporalConv3d, TemporalResnetBlock, type SpatioTemporalResBlockOptions, type TemporalResnetBlockOptions,
+} from './resnet_temporal.js';
+export {
+  AutoencoderKLTemporalDecoder, MidBlockTemporalDecoder, TemporalDecoder, UpBlockTemporalDecoder, parseTemporalVaeConfig,
+  type AutoencoderKLTemporalDecoderConfig,
+} from './vae_temporal_decoder.js';
 export {
   CLIPTextModel, CLIPTextTransformer, CLIPTextEmbeddings, CLIPEncoder, CLIPEncoderLayer, CLIPAttention, CLIPMLP, Embedding,
   parseClipTextConfig, CLIP_ACTIVATIONS, type CLIPTextConfig, type CLIPEncoderConfig, type CLIPTextForwardOptions, type CLIPTextOutput,
