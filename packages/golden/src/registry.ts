@@ -26,6 +26,7 @@ import { unetMergeRunner } from './runners/sd15_controlnext_unet_merge.js';
 import { controlNetRunner } from './runners/sd15_controlnet.js';
 import { clipVisionRunner } from './runners/clip_vision.js';
 import { svdVaeRunner } from './runners/svd_vae.js';
+import { svdUnetRunner } from './runners/svd_unet.js';
 
 export const runners: Readonly<Record<string, Runner>> = {
   op_linear: opLinear,
@@ -52,4 +53,5 @@ export const runners: Readonly<Record<string, Runner>> = {
   controlnet: controlNetRunner,
   clip_vision: clipVisionRunner,
   svd_vae: svdVaeRunner,
+  svd_unet: svdUnetRunner,
 };

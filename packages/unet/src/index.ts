@@ -43,3 +43,15 @@ export {
 } from './clip_image_processor.js';
 export { CLIPTokenizer, basicClean, bytesToUnicode, type CLIPTokenizerOptions, type EncodeOptions } from './tokenizer.js';
 export { sd15TextEncoderConfig, sd15UNetConfig, sd15VaeConfig, sdxlUNetConfig } from './configs/index.js';
+export {
+  TemporalBasicTransformerBlock, TransformerSpatioTemporalModel, type TemporalBasicTransformerBlockOptions,
+  type TransformerSpatioTemporalModelOptions,
+} from './transformer_temporal.js';
+export {
+  CrossAttnDownBlockSpatioTemporal, CrossAttnUpBlockSpatioTemporal, DownBlockSpatioTemporal, UNetMidBlockSpatioTemporal,
+  UpBlockSpatioTemporal, type SpatioTemporalAttnOptions, type SpatioTemporalBlockOptions, type UpBlockSpatioTemporalOptions,
+} from './unet_spatio_temporal_blocks.js';
+export {
+  UNetSpatioTemporalConditionModel, parseSpatioTemporalUNetConfig, type UNetSiteHook, type UNetSpatioTemporalConfig,
+  type UNetSpatioTemporalForwardOptions,
+} from './unet_spatio_temporal.js';
