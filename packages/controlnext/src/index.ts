@@ -23,3 +23,6 @@ export { main } from './cli.js';
 export * from './cli/options.js';
 export * from './progress.js';
 export * from './svd/svd_scheduler.js';
+export * from './svd/controlnext_svd_modules.js';
+export * from './svd/controlnext_svd.js';
+export * from './svd/svd_pipeline.js';

@@ -59,7 +59,7 @@ export interface ControlNeXtVariant {
   readonly unetMerge: UnetMerge;
   /** Light-module stem convolutions 2 and 3 padding (SVD-v2 inference uses 0, spec 7.1). */
   readonly stemPadding: number;
-  /** Runnable here (SVD needs the spatio-temporal UNet, which does not exist yet). */
+  /** Runnable here (the SVD variants through svd/controlnext_svd.ts on the spatio-temporal UNet). */
   readonly supported: boolean;
 }
 
@@ -115,7 +115,7 @@ export const variants: Readonly<Record<VariantName, ControlNeXtVariant>> = {
   },
   svd: {
     name: 'svd',
-    description: 'ControlNeXt-SVD (v1): deeper module to 1280 channels, injected before the mid block (described, not runnable yet)',
+    description: 'ControlNeXt-SVD (v1): deeper module to 1280 channels, injected before the mid block (svd/controlnext_svd.ts)',
     moduleArch: 'svd_v1',
     moduleSource: 'ControlNeXt-SVD/models/controlnext_vid_svd.py:ControlNeXtSDVModel',
     injection: { kind: 'before_mid_block' },
@@ -126,11 +126,11 @@ export const variants: Readonly<Record<VariantName, ControlNeXtVariant>> = {
     cfg: 'uncond_param_zero',
     unetMerge: 'full',
     stemPadding: 0,
-    supported: false,
+    supported: true,
   },
   svd_v2: {
     name: 'svd_v2',
-    description: 'ControlNeXt-SVD-v2: light module (unpadded stem convs), injected after down_blocks[0] (described, not runnable yet)',
+    description: 'ControlNeXt-SVD-v2: light module (unpadded stem convs), injected after down_blocks[0] (svd/controlnext_svd.ts)',
     moduleArch: 'light',
     moduleSource: 'ControlNeXt-SVD-v2/models/controlnext_vid_svd.py:ControlNeXtSDVModel',
     injection: { kind: 'after_down_block', index: 0 },
@@ -141,7 +141,7 @@ export const variants: Readonly<Record<VariantName, ControlNeXtVariant>> = {
     cfg: 'uncond_zero',
     unetMerge: 'full',
     stemPadding: 0,
-    supported: false,
+    supported: true,
   },
 };
 

@@ -27,6 +27,8 @@ import { controlNetRunner } from './runners/sd15_controlnet.js';
 import { clipVisionRunner } from './runners/clip_vision.js';
 import { svdVaeRunner } from './runners/svd_vae.js';
 import { svdUnetRunner } from './runners/svd_unet.js';
+import { svdControlNeXtRunner, svdControlNeXtV2Runner } from './runners/svd_controlnext.js';
+import { svdPipelineControlNeXtRunner } from './runners/svd_pipeline_controlnext.js';
 
 export const runners: Readonly<Record<string, Runner>> = {
   op_linear: opLinear,
@@ -54,4 +56,7 @@ export const runners: Readonly<Record<string, Runner>> = {
   clip_vision: clipVisionRunner,
   svd_vae: svdVaeRunner,
   svd_unet: svdUnetRunner,
+  svd_controlnext: svdControlNeXtRunner,
+  svd_controlnext_v2: svdControlNeXtV2Runner,
+  svd_pipeline_controlnext: svdPipelineControlNeXtRunner,
 };

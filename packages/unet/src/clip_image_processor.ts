@@ -15,13 +15,13 @@
 export const CLIP_IMAGE_MEAN = [0.48145466, 0.4578275, 0.40821073] as const;
 export const CLIP_IMAGE_STD = [0.26862954, 0.26130258, 0.27577711] as const;
 
-export interface ImageArray {
+export interface ImagePlanes {
   /** Row-major [B, C, H, W]. */
   data: Float32Array;
   shape: readonly [number, number, number, number];
 }
 
-function checkImage(what: string, x: ImageArray): void {
+function checkImage(what: string, x: ImagePlanes): void {
   const [B, C, H, W] = x.shape;
   if (x.shape.length !== 4 || x.data.length !== B * C * H * W || H < 1 || W < 1) {
     throw new Error(`${what}: expected an image array [B, C, H, W] with B*C*H*W values, found shape [${x.shape.join(', ')}] and ${x.data.length} values`);
@@ -108,7 +108,7 @@ function bicubicAlignCorners(src: Float64Array, P: number, H: number, W: number,
 }
 
 /** diffusers `_resize_with_antialiasing(x, (Ho, Wo))` (bicubic, align_corners=True). */
-export function resizeWithAntialiasing(x: ImageArray, size: readonly [number, number]): ImageArray {
+export function resizeWithAntialiasing(x: ImagePlanes, size: readonly [number, number]): ImagePlanes {
   checkImage('resizeWithAntialiasing', x);
   const [B, C, H, W] = x.shape;
   const [Ho, Wo] = size;
@@ -126,9 +126,9 @@ export function resizeWithAntialiasing(x: ImageArray, size: readonly [number, nu
 
 export interface ClipPreprocessed {
   /** After the antialiased resize, back in [0, 1] (may overshoot slightly: bicubic). */
-  resized: ImageArray;
+  resized: ImagePlanes;
   /** (resized - mean) / std per channel: the image encoder's input. */
-  pixelValues: ImageArray;
+  pixelValues: ImagePlanes;
 }
 
 /**
@@ -136,7 +136,7 @@ export interface ClipPreprocessed {
  * encoder's size S (its config.image_size).
  */
 export function clipImagePreprocess(
-  image: ImageArray, size: number, mean: readonly number[] = CLIP_IMAGE_MEAN, std: readonly number[] = CLIP_IMAGE_STD,
+  image: ImagePlanes, size: number, mean: readonly number[] = CLIP_IMAGE_MEAN, std: readonly number[] = CLIP_IMAGE_STD,
 ): ClipPreprocessed {
   checkImage('clipImagePreprocess', image);
   const [B, C] = image.shape;

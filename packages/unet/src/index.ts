@@ -39,7 +39,7 @@ export {
 } from './clip_vision.js';
 export {
   clipImagePreprocess, resizeWithAntialiasing, gaussianKernel1d, CLIP_IMAGE_MEAN, CLIP_IMAGE_STD,
-  type ClipPreprocessed, type ImageArray,
+  type ClipPreprocessed, type ImagePlanes,
 } from './clip_image_processor.js';
 export { CLIPTokenizer, basicClean, bytesToUnicode, type CLIPTokenizerOptions, type EncodeOptions } from './tokenizer.js';
 export { sd15TextEncoderConfig, sd15UNetConfig, sd15VaeConfig, sdxlUNetConfig } from './configs/index.js';

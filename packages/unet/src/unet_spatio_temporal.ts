@@ -49,7 +49,8 @@ const DEFAULTS: UNetSpatioTemporalConfig = {
   block_out_channels: [320, 640, 1280, 1280], addition_time_embed_dim: 256, projection_class_embeddings_input_dim: 768,
   layers_per_block: 2, cross_attention_dim: 1024, transformer_layers_per_block: 1, num_attention_heads: [5, 10, 20, 20], num_frames: 25,
 };
-const IGNORED = new Set(['_class_name', '_diffusers_version', '_name_or_path', 'sample_size']);
+// upcast_attention: the ControlNeXt-SVD UNet classes take it (f16 advice: softmax in f32); compute here is f32.
+const IGNORED = new Set(['_class_name', '_diffusers_version', '_name_or_path', 'sample_size', 'upcast_attention']);
 const DOWN_TYPES = ['CrossAttnDownBlockSpatioTemporal', 'DownBlockSpatioTemporal'];
 const UP_TYPES = ['CrossAttnUpBlockSpatioTemporal', 'UpBlockSpatioTemporal'];
 

@@ -33,17 +33,28 @@ export const SVD_XT_SCHEDULER_CONFIG: SchedulerConfigJson = Object.freeze({
 });
 
 /**
+ * Euler with diffusers' `scheduler._step_index = None`, which the ControlNeXt-SVD pipelines do before every
+ * frame window: each window's step re-locates the current timestep in the schedule instead of advancing.
+ */
+export class SvdEulerScheduler extends EulerDiscreteScheduler {
+  /** Forget the running step index (the next scaleModelInput / step finds it from t). */
+  forgetStepIndex(): void {
+    this.stepIndex = undefined;
+  }
+}
+
+/**
  * The SVD sampler: Euler over SVD-xt's configuration, with a model folder's scheduler_config.json
  * (when given) taking precedence key by key. The configuration must stay continuous-time
  * v-prediction: the SVD UNet was trained on c_noise = 0.25 ln(sigma), and an integer-timestep config
  * would feed it values it has never seen.
  */
-export function createSvdScheduler(config: SchedulerConfigJson = {}): EulerDiscreteScheduler {
+export function createSvdScheduler(config: SchedulerConfigJson = {}): SvdEulerScheduler {
   const cls = config['_class_name'];
   if (cls !== undefined && cls !== 'EulerDiscreteScheduler') {
     throw new Error(`SVD scheduler: the SVD pipelines sample with EulerDiscreteScheduler, the scheduler config names ${JSON.stringify(cls)}`);
   }
-  const s = new EulerDiscreteScheduler({ ...SVD_XT_SCHEDULER_CONFIG, ...config });
+  const s = new SvdEulerScheduler({ ...SVD_XT_SCHEDULER_CONFIG, ...config });
   if (s.config.predictionType !== 'v_prediction' || s.config.timestepType !== 'continuous') {
     throw new Error(`SVD scheduler: expected prediction_type "v_prediction" and timestep_type "continuous" (SVD-xt), ` +
       `found "${s.config.predictionType}" and "${s.config.timestepType}"`);
