@@ -10,8 +10,8 @@
 // vision_model.post_layernorm, visual_projection.weight. SVD's preprocessing is clip_image_processor.ts.
 
 import { ops, type Backend, type Tensor, type Trace, type WeightSource, type WeightStoreOptions } from '@cnx/tensor';
-import { loadParameter, Module } from './module.js';
-import { loadStrict, readConfigJson } from './load_model.js';
+import { asComputeWeight, HalfPrecisionWeights, loadParameter, Module } from './module.js';
+import { loadStrict, readConfigJson, type WeightStorageOptions } from './load_model.js';
 import { CLIP_ACTIVATIONS, CLIPEncoder, Embedding, type CLIPEncoderConfig } from './clip_text.js';
 import { Conv2d } from './layers/conv2d.js';
 import { LayerNorm } from './layers/layer_norm.js';
@@ -91,8 +91,10 @@ export class CLIPVisionEmbeddings extends Module {
     const cls = this.class_embedding.reshape([1, 1, D]);
     const clsB = cls.expand([B, 1, D]);
     const cat = ops.concat([clsB, tokens], 1);
-    const out = ops.add(cat, this.position_embedding.weight); // [1 + N, D] broadcast over B
+    const pos = asComputeWeight(this.position_embedding.weight);
+    const out = ops.add(cat, pos); // [1 + N, D] broadcast over B
     [p, flat, tokens, cls, clsB, cat].forEach((t) => t.dispose());
+    if (pos !== this.position_embedding.weight) pos.dispose();
     return out;
   }
 }
@@ -135,10 +137,12 @@ export class CLIPVisionModelWithProjection extends Module {
   }
 
   /** Load a transformers `image_encoder/` folder (config.json + model.safetensors); strict. */
-  static fromFolder(dir: string, backend: Backend, opts: WeightStoreOptions = {}): CLIPVisionModelWithProjection {
+  static fromFolder(dir: string, backend: Backend, opts: WeightStoreOptions & WeightStorageOptions = {}): CLIPVisionModelWithProjection {
     const { raw, path } = readConfigJson(dir, 'CLIPVisionModelWithProjection.fromFolder');
     const config = parseClipVisionConfig(raw, path);
-    return loadStrict(dir, opts, (store) => new CLIPVisionModelWithProjection(config, store, backend));
+    const half = opts.weightDtype === 'f16';
+    return loadStrict(dir, { ...opts, keepDtype: opts.keepDtype || half },
+      (store) => new CLIPVisionModelWithProjection(config, half ? new HalfPrecisionWeights(store) : store, backend));
   }
 
   /**

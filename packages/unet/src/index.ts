@@ -1,5 +1,5 @@
-export { Module, loadParameter } from './module.js';
-export { loadStrict, readConfigJson } from './load_model.js';
+export { Module, loadParameter, HalfPrecisionWeights, asComputeWeight } from './module.js';
+export { loadStrict, readConfigJson, type WeightStorageOptions } from './load_model.js';
 export { Linear, type LinearOptions } from './layers/linear.js';
 export { Conv2d, type Conv2dOptions, type Conv2dForwardOptions } from './layers/conv2d.js';
 export { GroupNorm, type GroupNormOptions } from './layers/group_norm.js';
@@ -9,7 +9,7 @@ export { Downsample2D, type Downsample2DOptions } from './downsampling.js';
 export { Upsample2D, type Upsample2DOptions } from './upsampling.js';
 export { Timesteps, TimestepEmbedding, type TimestepsOptions, type TimestepEmbeddingOptions } from './embeddings.js';
 export { Attention, type AttentionOptions } from './attention.js';
-export { FeedForward, GEGLU } from './feed_forward.js';
+export { FeedForward, GEGLU, maxBindingBytes } from './feed_forward.js';
 export { BasicTransformerBlock, Transformer2DModel, type BasicTransformerBlockOptions, type Transformer2DModelOptions } from './transformer_2d.js';
 export {
   CrossAttnDownBlock2D, CrossAttnUpBlock2D, DownBlock2D, DownEncoderBlock2D, UNetMidBlock2D, UNetMidBlock2DCrossAttn,

@@ -8,6 +8,12 @@ import { join } from 'node:path';
 import { WeightStore, type WeightStoreOptions } from '@cnx/tensor';
 import type { Module } from './module.js';
 
+/** How a model keeps its weights in memory (module.ts HalfPrecisionWeights). */
+export interface WeightStorageOptions {
+  /** 'f16': matrix / convolution weights stored as f16 (half the memory), widened per op; default 'f32'. */
+  weightDtype?: 'f32' | 'f16';
+}
+
 /** `dir`/config.json parsed (not validated), and its path for config errors; `who` names the loader. */
 export function readConfigJson(dir: string, who: string): { raw: Record<string, unknown>; path: string } {
   const path = join(dir, 'config.json');

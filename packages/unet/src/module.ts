@@ -80,12 +80,44 @@ function describe(v: unknown): string {
 
 /**
  * A parameter from a weight source as f32 (compute dtype, DESIGN.md "Tensor core"): the ops take f32,
- * so f16/bf16 checkpoint tensors are widened once at load time.
+ * so f16/bf16 checkpoint tensors are widened once at load time, unless the source is a
+ * HalfPrecisionWeights view (16-bit storage of matrix and convolution weights, widened by the layers
+ * at use).
  */
 export function loadParameter(ws: WeightSource, name: string, shape: readonly number[], backend: Backend): Tensor {
   const t = ws.get(name, shape, backend);
-  if (t.dtype === 'f32') return t;
+  if (t.dtype === 'f32' || ws instanceof HalfPrecisionWeights) return t;
   const f = backend.cast(t, 'f32');
   t.dispose();
   return f;
+}
+
+/**
+ * 16-bit weight STORAGE (DESIGN.md: f16/bf16 for storage, f32 for compute): weights of rank >= 2 (Linear
+ * and convolution kernels, 99+ % of a UNet's parameters) are kept as f16 (or bf16) tensors, converted from
+ * the file's dtype when it differs (f32 -> f16 rounds to nearest even); norms, biases and scalars stay f32.
+ * Linear / Conv2d (layers/) widen such a weight to f32 for the op that uses it and free the copy
+ * right after, so a forward holds one widened weight at a time. What it is for: the 1.5 B-parameter SVD
+ * UNet takes 3 GB this way instead of 6 GB. Open the WeightStore with keepDtype so that f16 files are not
+ * widened on the way in.
+ */
+export class HalfPrecisionWeights implements WeightSource {
+  constructor(private readonly ws: WeightSource, readonly dtype: 'f16' | 'bf16' = 'f16') {}
+
+  get(path: string, shape: readonly number[], backend: Backend): Tensor {
+    const t = this.ws.get(path, shape, backend);
+    const want = shape.length >= 2 ? this.dtype : 'f32';
+    if (t.dtype === want) return t;
+    const c = backend.cast(t, want);
+    t.dispose();
+    return c;
+  }
+
+  has(path: string): boolean { return this.ws.has(path); }
+  sub(prefix: string): WeightSource { return new HalfPrecisionWeights(this.ws.sub(prefix), this.dtype); }
+}
+
+/** `w` as f32 for an op: itself when already f32, else a widened copy the caller disposes (see widened()). */
+export function asComputeWeight(w: Tensor): Tensor {
+  return w.dtype === 'f32' ? w : w.backend.cast(w, 'f32');
 }

@@ -15,7 +15,7 @@
 // does, and a (kt, 1, 1) Conv3d is a conv2d with a (kt, 1) kernel and padding (kt-1)/2 on the frame axis.
 
 import { ops, subTrace, type Backend, type Tensor, type Trace, type WeightSource } from '@cnx/tensor';
-import { loadParameter, Module } from './module.js';
+import { asComputeWeight, loadParameter, Module } from './module.js';
 import { GroupNorm } from './layers/group_norm.js';
 import { Linear } from './layers/linear.js';
 import { ResnetBlock2D } from './resnet.js';
@@ -39,10 +39,12 @@ export class TemporalConv3d extends Module {
   /** x [N, C, F, P] (P = H*W positions) -> [N, O, F, P]; frames outside [0, F) are zeros. */
   forward(x: Tensor, residual?: Tensor): Tensor {
     const { inC, outC, kt } = this.opts;
-    const w = this.weight.reshape([outC, inC, kt, 1]);
+    const wc = asComputeWeight(this.weight); // a 16-bit stored weight is widened for the op
+    const w = wc.reshape([outC, inC, kt, 1]);
     const p = (kt - 1) / 2;
     const y = ops.conv2d(x, w, this.bias, { padding: [p, p, 0, 0], residual });
     w.dispose();
+    if (wc !== this.weight) wc.dispose();
     return y;
   }
 }

@@ -16,8 +16,8 @@
 // after a down block changes only the hidden state that goes on), as in the ControlNeXt-SVD UNets.
 
 import { ops, subTrace, type Backend, type Tensor, type Trace, type WeightSource, type WeightStoreOptions } from '@cnx/tensor';
-import { Module } from './module.js';
-import { loadStrict, readConfigJson } from './load_model.js';
+import { HalfPrecisionWeights, Module } from './module.js';
+import { loadStrict, readConfigJson, type WeightStorageOptions } from './load_model.js';
 import { Conv2d } from './layers/conv2d.js';
 import { GroupNorm } from './layers/group_norm.js';
 import { TimestepEmbedding, Timesteps } from './embeddings.js';
@@ -145,11 +145,16 @@ export class UNetSpatioTemporalConditionModel extends Module {
     this.conv_out = new Conv2d(ws.sub('conv_out'), backend, { inC: boc[0]!, outC: c.out_channels, k: 3, padding: 1 });
   }
 
-  /** Load a diffusers `unet/` folder (config.json + weights, fp32 or fp16 files or a sharded index); strict. */
-  static fromFolder(dir: string, backend: Backend, opts: WeightStoreOptions & { weights?: string } = {}): UNetSpatioTemporalConditionModel {
+  /**
+   * Load a diffusers `unet/` folder (config.json + weights, fp32 or fp16 files or a sharded index); strict.
+   * `weights`: another weights file or folder (a ControlNeXt-SVD full UNet); weightDtype 'f16': 16-bit storage.
+   */
+  static fromFolder(dir: string, backend: Backend, opts: WeightStoreOptions & WeightStorageOptions & { weights?: string } = {}): UNetSpatioTemporalConditionModel {
     const { raw, path } = readConfigJson(dir, 'UNetSpatioTemporalConditionModel.fromFolder');
     const config = parseSpatioTemporalUNetConfig(raw, path);
-    return loadStrict(opts.weights ?? dir, opts, (store) => new UNetSpatioTemporalConditionModel(config, store, backend));
+    const half = opts.weightDtype === 'f16';
+    return loadStrict(opts.weights ?? dir, { ...opts, keepDtype: opts.keepDtype || half },
+      (store) => new UNetSpatioTemporalConditionModel(config, half ? new HalfPrecisionWeights(store) : store, backend));
   }
 
   /** The site names this UNet offers to hooks. */

@@ -16,8 +16,8 @@
 // temporal blocks mix only inside a chunk, and a chunk may span two videos when B > 1).
 
 import { ops, subTrace, type Backend, type Tensor, type Trace, type WeightSource, type WeightStoreOptions } from '@cnx/tensor';
-import { Module } from './module.js';
-import { loadStrict, readConfigJson } from './load_model.js';
+import { HalfPrecisionWeights, Module } from './module.js';
+import { loadStrict, readConfigJson, type WeightStorageOptions } from './load_model.js';
 import { Attention } from './attention.js';
 import { Conv2d } from './layers/conv2d.js';
 import { GroupNorm } from './layers/group_norm.js';
@@ -201,10 +201,12 @@ export class AutoencoderKLTemporalDecoder extends Module {
   }
 
   /** Load a diffusers `vae/` folder of SVD; strict (missing, mis-shaped or unused keys fail with the loader report). */
-  static fromFolder(dir: string, backend: Backend, opts: WeightStoreOptions = {}): AutoencoderKLTemporalDecoder {
+  static fromFolder(dir: string, backend: Backend, opts: WeightStoreOptions & WeightStorageOptions = {}): AutoencoderKLTemporalDecoder {
     const { raw, path } = readConfigJson(dir, 'AutoencoderKLTemporalDecoder.fromFolder');
     const config = parseTemporalVaeConfig(raw, path);
-    return loadStrict(dir, opts, (store) => new AutoencoderKLTemporalDecoder(config, store, backend));
+    const half = opts.weightDtype === 'f16';
+    return loadStrict(dir, { ...opts, keepDtype: opts.keepDtype || half },
+      (store) => new AutoencoderKLTemporalDecoder(config, half ? new HalfPrecisionWeights(store) : store, backend));
   }
 
   get scalingFactor(): number { return this.config.scaling_factor; }

@@ -58,3 +58,54 @@ describe('UNetSpatioTemporalConditionModel', () => {
       .toThrow(/3 x addition_time_embed_dim = 12/);
   });
 });
+
+describe('16-bit weight storage', () => {
+  it('stores matrices as f16 and computes what f32 storage of the same rounded weights computes', async () => {
+    const { HalfPrecisionWeights } = await import('@cnx/unet');
+    const backend = new CpuBackend();
+    const rounded = {
+      inner: new RandomWeights({ seed: 7 }),
+      get(path: string, shape: readonly number[], b: typeof backend) {
+        const t = this.inner.get(path, shape, b);
+        if (shape.length < 2) return t;
+        const h = b.cast(t, 'f16');
+        const f = b.cast(h, 'f32');
+        [t, h].forEach((u) => u.dispose());
+        return f;
+      },
+      has: () => true,
+      sub(prefix: string) { return { ...this, inner: this.inner.sub(prefix) }; },
+    };
+    const half = new UNetSpatioTemporalConditionModel(config, new HalfPrecisionWeights(new RandomWeights({ seed: 7 })), backend);
+    const full = new UNetSpatioTemporalConditionModel(config, rounded as never, backend);
+    const bytes = (m: UNetSpatioTemporalConditionModel) => m.namedParameters().reduce((n, [, t]) => n + t.storage.byteLength, 0);
+    expect(half.namedParameters().filter(([, t]) => t.rank >= 2).every(([, t]) => t.dtype === 'f16')).toBe(true);
+    expect(bytes(half)).toBeLessThan(0.55 * bytes(full));
+    const x = backend.fromRaw(Float32Array.from({ length: 1 * 2 * 8 * 4 * 6 }, (_, i) => Math.cos(i)), [1, 2, 8, 4, 6]);
+    const t = backend.fromRaw(Float32Array.of(-1.2), [1]);
+    const ctx = backend.fromRaw(Float32Array.from({ length: 16 }, (_, i) => Math.sin(i)), [1, 1, 16]);
+    const ids = backend.fromRaw(Float32Array.of(6, 127, 0.02), [1, 3]);
+    const live = backend.memory().liveBytes;
+    const a = half.forward(x, t, ctx, ids);
+    const b = full.forward(x, t, ctx, ids);
+    expect(await a.data()).toEqual(await b.data());
+    [a, b].forEach((u) => u.dispose());
+    expect(backend.memory().liveBytes).toBe(live); // the widened copies are freed
+  });
+});
+
+describe('feed-forward chunking under a storage-binding limit', () => {
+  it('runs rows in chunks that fit the binding and gives the unchunked result', async () => {
+    const { FeedForward } = await import('@cnx/unet');
+    const plain = new CpuBackend();
+    const capped = Object.assign(new CpuBackend(), { limits: { maxStorageBufferBindingSize: 8 * 64 * 4 * 3 } }); // 3 rows of 2 x 32 x 4
+    const data = Float32Array.from({ length: 2 * 13 * 8 }, (_, i) => Math.sin(i * 0.37));
+    const run = async (b: CpuBackend) => {
+      const ff = new FeedForward(new RandomWeights({ seed: 2 }), b, { dim: 8 });
+      const y = ff.forward(b.fromRaw(data, [2, 13, 8]));
+      expect(y.shape).toEqual([2, 13, 8]);
+      return y.data();
+    };
+    expect(await run(capped)).toEqual(await run(plain));
+  });
+});

@@ -1,7 +1,7 @@
 // torch.nn.Conv2d (dilation 1): weight [O, C/groups, k, k], bias [O].
 
 import { ops, type Activation, type Backend, type Tensor, type WeightSource } from '@cnx/tensor';
-import { loadParameter, Module } from '../module.js';
+import { asComputeWeight, loadParameter, Module } from '../module.js';
 
 export interface Conv2dOptions {
   inC: number;
@@ -41,12 +41,17 @@ export class Conv2d extends Module {
   /** x [N, C, H, W] -> [N, O, Ho, Wo]. */
   forward(x: Tensor, f: Conv2dForwardOptions = {}): Tensor {
     const p = this.opts.padding ?? 0;
-    return ops.conv2d(x, this.weight, this.bias, {
-      stride: this.opts.stride ?? 1,
-      padding: f.padding ?? p,
-      groups: this.opts.groups ?? 1,
-      residual: f.residual,
-      activation: f.activation,
-    });
+    const w = asComputeWeight(this.weight); // a 16-bit stored weight is widened for the op
+    try {
+      return ops.conv2d(x, w, this.bias, {
+        stride: this.opts.stride ?? 1,
+        padding: f.padding ?? p,
+        groups: this.opts.groups ?? 1,
+        residual: f.residual,
+        activation: f.activation,
+      });
+    } finally {
+      if (w !== this.weight) w.dispose();
+    }
   }
 }

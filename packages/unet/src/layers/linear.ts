@@ -1,7 +1,7 @@
 // torch.nn.Linear: y = x W^T + b, W [out, in] (keys `weight`, `bias`).
 
 import { ops, type Activation, type Backend, type Tensor, type WeightSource } from '@cnx/tensor';
-import { loadParameter, Module } from '../module.js';
+import { asComputeWeight, loadParameter, Module } from '../module.js';
 
 export interface LinearOptions {
   inF: number;
@@ -20,8 +20,13 @@ export class Linear extends Module {
     if (opts.bias ?? true) this.bias = loadParameter(ws, 'bias', [opts.outF], backend);
   }
 
-  /** x [..., in] -> [..., out]; `activation` is fused into the matmul epilogue. */
+  /** x [..., in] -> [..., out]; `activation` is fused into the matmul epilogue. A 16-bit weight is widened for the op. */
   forward(x: Tensor, activation?: Activation): Tensor {
-    return ops.linear(x, this.weight, this.bias, activation);
+    const w = asComputeWeight(this.weight);
+    try {
+      return ops.linear(x, w, this.bias, activation);
+    } finally {
+      if (w !== this.weight) w.dispose();
+    }
   }
 }
