@@ -369,6 +369,8 @@ export class SvdControlNeXtPipeline {
               await trace?.('window_latents', prevSample);
               results.push(prevSample);
               o.onProgress?.({ phase: 'denoise', done: i + 1, total: timesteps.length, window: k + 1, windows: windows.length });
+              // A macrotask turn per window: CPU ops are synchronous, and a long run must not starve timers and I/O.
+              await new Promise((r) => setTimeout(r, 0));
             }
             return averageWindows(results, windows, fpb, F);
           });
