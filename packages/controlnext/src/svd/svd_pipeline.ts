@@ -368,7 +368,10 @@ export class SvdControlNeXtPipeline {
               const { prevSample } = scheduler.step(noisePred, t, lat);
               await trace?.('window_latents', prevSample);
               results.push(prevSample);
-              o.onProgress?.({ phase: 'denoise', done: i + 1, total: timesteps.length, window: k + 1, windows: windows.length });
+              if (o.onProgress) {
+                await backend.sync(); // on WebGPU the window's work is queued: report it when it has run
+                o.onProgress({ phase: 'denoise', done: i + 1, total: timesteps.length, window: k + 1, windows: windows.length });
+              }
               // A macrotask turn per window: CPU ops are synchronous, and a long run must not starve timers and I/O.
               await new Promise((r) => setTimeout(r, 0));
             }
