@@ -162,24 +162,33 @@ async function main(argv: readonly string[]): Promise<number> {
         await backend.sync();
         prefixMs.set(id, performance.now() - t0);
       }
+      // Wall time to queue drain; on the CPU backend also the process CPU time (all threads), which other
+      // processes on a shared machine disturb far less than the wall clock.
       const times = new Map<SvdConfigId, number[]>(o.configs.map((id) => [id, []]));
+      const cpuTimes = new Map<SvdConfigId, number[]>(o.configs.map((id) => [id, []]));
       for (let round = 0; round < o.warmup + o.steps; round++) {
         for (const [id, r] of runners) {
           const t = 0.25 * Math.log(700 / (1 + 30 * round));
+          const c0 = process.cpuUsage();
           const t0 = performance.now();
           const y = r.step(t);
           await backend.sync();
           const ms = performance.now() - t0;
+          const cu = process.cpuUsage(c0);
+          const cpuMs = (cu.user + cu.system) / 1000;
           y.dispose();
-          if (round >= o.warmup) times.get(id)!.push(ms);
-          process.stderr.write(`${round < o.warmup ? 'warm-up' : 'timed'} round ${round + 1}: ${id} ${ms.toFixed(0)} ms\n`);
+          if (round >= o.warmup) { times.get(id)!.push(ms); cpuTimes.get(id)!.push(cpuMs); }
+          process.stderr.write(`${round < o.warmup ? 'warm-up' : 'timed'} round ${round + 1}: ${id} ${ms.toFixed(0)} ms wall, ${cpuMs.toFixed(0)} ms CPU\n`);
         }
       }
-      const baseMs = median(times.get('svd-base')!);
+      const baseMs = median(times.get('svd-base')!), baseCpu = median(cpuTimes.get('svd-base')!);
       for (const id of o.configs) {
         const c = (record['configs'] as Record<string, Record<string, unknown>>)[id]!;
-        const ms = median(times.get(id)!);
-        Object.assign(c, { msPerStep: ms, samplesMs: times.get(id), overheadPct: (100 * (ms - baseMs)) / baseMs, prefixMs: prefixMs.get(id) });
+        const ms = median(times.get(id)!), cpu = median(cpuTimes.get(id)!);
+        Object.assign(c, {
+          msPerStep: ms, samplesMs: times.get(id), overheadPct: (100 * (ms - baseMs)) / baseMs, prefixMs: prefixMs.get(id),
+          ...(backend.name === 'cpu' ? { cpuMsPerStep: cpu, cpuSamplesMs: cpuTimes.get(id), cpuOverheadPct: (100 * (cpu - baseCpu)) / baseCpu } : {}),
+        });
       }
       runners.forEach((r) => r.dispose());
       disposeSvdInputs(inputs);
@@ -192,13 +201,17 @@ async function main(argv: readonly string[]): Promise<number> {
   const rows = o.configs.map((id) => {
     const c = cfgs[id]!;
     const t = typeof c['msPerStep'] === 'number' ? `${(c['msPerStep'] as number).toFixed(0)} ms` : '-';
-    const ov = typeof c['overheadPct'] === 'number' ? `${(c['overheadPct'] as number) >= 0 ? '+' : ''}${(c['overheadPct'] as number).toFixed(1)} %` : '-';
+    const pct = (k: string) => (typeof c[k] === 'number' ? `${(c[k] as number) >= 0 ? '+' : ''}${(c[k] as number).toFixed(1)} %` : '-');
+    const ov = pct('overheadPct');
+    const cpu = typeof c['cpuMsPerStep'] === 'number' ? ` | ${((c['cpuMsPerStep'] as number) / 1000).toFixed(1)} s | ${pct('cpuOverheadPct')}` : '';
     const fo = id === 'svd-base' ? '-' : `+${(c['flopOverheadPct'] as number).toFixed(1)} %`;
     const pre = (c['prefixGflop'] as number) > 0 ? `${(c['prefixGflop'] as number).toFixed(1)} GFLOP` : '-';
-    return `| ${SVD_LABELS[id]} | ${(c['stepGflop'] as number).toFixed(1)} | ${fo} | ${pre} | ${t} | ${ov} |`;
+    return `| ${SVD_LABELS[id]} | ${(c['stepGflop'] as number).toFixed(1)} | ${fo} | ${pre} | ${t} | ${ov}${cpu} |`;
   });
+  const cpuCols = typeof cfgs['svd-base']?.['cpuMsPerStep'] === 'number';
   const table = [`SVD per-step cost, ${res}${record['backend'] ? `, ${record['backend']}` : ' (counted only)'}`, '',
-    '| configuration | GFLOP/step | FLOP overhead | prefix (once) | time/step | overhead |', '|---|---:|---:|---:|---:|---:|', ...rows].join('\n');
+    `| configuration | GFLOP/step | FLOP overhead | prefix (once) | time/step | overhead |${cpuCols ? ' CPU time/step | CPU-time overhead |' : ''}`,
+    `|---|---:|---:|---:|---:|---:|${cpuCols ? '---:|---:|' : ''}`, ...rows].join('\n');
   process.stdout.write(table + '\n');
   mkdirSync(o.out, { recursive: true });
   const file = join(o.out, `svd-${o.flopsOnly ? 'flops' : o.backend}-${o.width}x${o.height}x${o.frames}.json`);

@@ -127,19 +127,21 @@ describe('video files', () => {
   });
 });
 
-async function runTiny(b: Backend, seed: number, opts: { variant?: 'svd' | 'svd_v2'; control?: number; path?: 'ours' | 'reference' } = {}): Promise<Float32Array> {
+async function runTiny(b: Backend, seed: number, opts: { variant?: 'svd' | 'svd_v2'; control?: number; path?: 'ours' | 'reference'; cache?: boolean } = {}): Promise<Float32Array> {
   const pipe = tinySvdPipeline(b, { variant: opts.variant, seed: 1 });
   const H = 32, W = 32, F = 5;
   const image = b.fromRaw(Float32Array.from({ length: 3 * H * W }, (_, i) => 0.5 + 0.4 * Math.sin(i * 0.05)), [1, 3, H, W]);
   const control = b.fromRaw(Float32Array.from({ length: F * 3 * H * W }, (_, i) => ((i * 7919) % 13 === 0 ? 1 : 0)), [F, 3, H, W]);
   try {
+    const live = b.memory().liveBytes;
     const r = await pipe.generate({
       image, controlFrames: control, numInferenceSteps: 2, framesPerBatch: 3, overlap: 1, decodeChunkSize: 2,
-      minGuidanceScale: 1, maxGuidanceScale: 2.5, seed, controlScale: opts.control, controlPath: opts.path,
+      minGuidanceScale: 1, maxGuidanceScale: 2.5, seed, controlScale: opts.control, controlPath: opts.path, cachePrefix: opts.cache,
     });
     expect(r.frames!.shape).toEqual([F, 3, H, W]);
     const d = await r.frames!.data();
     [r.frames, r.decoded, r.latents].forEach((t) => t?.dispose());
+    expect(b.memory().liveBytes, 'a generation frees everything it allocated').toBe(live);
     return d;
   } finally {
     [image, control].forEach((t) => t.dispose());
@@ -159,6 +161,7 @@ describeEachBackend('SVD + ControlNeXt-SVD pipeline, tiny model', (test, name) =
       let maxDiff = 0;
       ref.forEach((v, i) => { maxDiff = Math.max(maxDiff, Math.abs(v - a[i]!)); });
       expect(maxDiff).toBeLessThan(1e-4);
+      expect(await runTiny(b, 11, { cache: false })).toEqual(a); // the prefix recomputed per step: the same ops
       // v1: the control enters before the mid block, with 0.65 on the unconditional half.
       const v1 = await runTiny(b, 11, { variant: 'svd' });
       const v1ref = await runTiny(b, 11, { variant: 'svd', path: 'reference' });

@@ -49,6 +49,7 @@ export const VIDEO_OPTIONS: readonly OptionSpec[] = [
   { name: 'seed', type: 'integer', metavar: 'N', description: 'random seed (default: a random one, printed)', min: 0, max: 4294967295 },
   { name: 'output', type: 'string', metavar: 'DIR', description: 'folder for the numbered PNG frames (created if missing)', default: 'video_out' },
   { name: 'video', type: 'string', metavar: 'FILE', description: 'animated output: .gif, or .mp4 where a system ffmpeg exists (default DIR/video.gif)' },
+  { name: 'prefix-cache', type: 'boolean', description: 'keep each window\'s control-module prefix for the whole run (--no-prefix-cache: recompute it every step, less memory)', default: true },
   { name: 'fp16', type: 'boolean', description: 'keep weights in 16-bit storage (half the memory; computation stays f32) and prefer .fp16 files' },
   { name: 'backend', type: 'string', metavar: 'NAME', description: 'where to compute', default: 'cpu', choices: ['cpu', 'webgpu'] },
   { name: 'adapter', type: 'string', metavar: 'NAME', description: 'WebGPU adapter preference: gpu, swiftshader, llvmpipe' },
@@ -249,7 +250,7 @@ export async function runVideo(argv: readonly string[], io: CommandIO): Promise<
     const windows = frameWindows(F, fpb, ov);
     const cfg = num('guidance-max')! >= 1;
     const notes = svdPreflight(backend, estimateSvdMemory(pipe, {
-      height, width, frames: F, framesPerBatch: fpb, windows: windows.length, cfg, decodeChunk: Math.min(num('decode-chunk')!, F), controlPath: 'ours',
+      height, width, frames: F, framesPerBatch: fpb, windows: v['prefix-cache'] ? windows.length : 1, cfg, decodeChunk: Math.min(num('decode-chunk')!, F), controlPath: 'ours',
     }), totalmem());
     notes.forEach((n) => io.stderr.write(`${n}\n`));
 
@@ -277,6 +278,7 @@ export async function runVideo(argv: readonly string[], io: CommandIO): Promise<
       image, controlFrames: control, numInferenceSteps: steps, minGuidanceScale: num('guidance-min'), maxGuidanceScale: num('guidance-max'),
       framesPerBatch: window, overlap: ov, fps: num('fps'), motionBucketId: num('motion-bucket'), noiseAugStrength: num('noise-aug'),
       timeIds: str('time-ids') as 'fixed' | 'arguments', decodeChunkSize: Math.min(num('decode-chunk')!, F), controlScale: num('control-scale'), seed,
+      cachePrefix: v['prefix-cache'] as boolean,
       onProgress,
     });
     if (drew) io.stderr.write('\n');

@@ -24,7 +24,7 @@
 // F frames (not on the CFG-doubled batch), with its timestep-independent prefix prepared once per window
 // for the whole generation; the injection broadcasts the [F, ...] map (controlnext_svd.ts). 'reference'
 // runs the module as the repo does (doubled batch, whole module every step): same result, more work.
-// Memory: each step runs inside a scope; the prefix cache holds one PreparedControl per window.
+// Memory: each step runs inside a scope; the prefix cache holds one PreparedControl per window (cachePrefix).
 
 import { keep, ops, scopeAsync, type Backend, type Tensor } from '@cnx/tensor';
 import {
@@ -121,6 +121,12 @@ export interface SvdGenerateOptions {
   controlScale?: number;
   /** 'ours' (default) or 'reference' (the repo's control-module path; for comparisons). */
   controlPath?: 'ours' | 'reference';
+  /**
+   * Ours: keep each window's prepared prefix for the whole generation (default true). false prepares it
+   * per window and step instead (same result, more work, memory of one window's prefix only: about
+   * 2 GB per 14-frame window at 576x1024 for v2).
+   */
+  cachePrefix?: boolean;
   seed?: number;
   generator?: NoiseSource;
   /** Initial latents [1, F, 4, h, w] (multiplied by init_noise_sigma) and the image noise [1, 3, H, W]. */
@@ -298,7 +304,8 @@ export class SvdControlNeXtPipeline {
           const c0 = windowFrames(windows[0]!.start);
           await trace('control_input', c0);
         }
-        if (control && controlnext && path === 'ours') {
+        const cachePrefix = o.cachePrefix ?? true;
+        if (control && controlnext && path === 'ours' && cachePrefix) {
           for (const win of windows) {
             const frames = windowFrames(win.start);
             const p = controlnext.prepare(frames);
@@ -332,7 +339,14 @@ export class SvdControlNeXtPipeline {
               let hooks: { hooks: Record<string, (x: Tensor) => Tensor>; dispose(): void } | undefined;
               if (controlnext && control) {
                 if (path === 'ours') {
-                  const ctrl = controlnext.control(prepared[k]!, tT);
+                  let p = prepared[k];
+                  if (!cachePrefix) {
+                    const frames = windowFrames(win.start);
+                    p = controlnext.prepare(frames);
+                    frames.dispose();
+                  }
+                  const ctrl = controlnext.control(p!, tT);
+                  if (!cachePrefix) p!.dispose();
                   hooks = controlnext.hooks(ctrl, { frames: fpb, cfg });
                   if (trace) {
                     await trace('control', cfg ? ops.concat([ctrl.out, ctrl.out], 0) : ctrl.out);
