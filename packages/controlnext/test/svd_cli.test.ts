@@ -2,13 +2,14 @@
 // end-to-end runs of the tiny random model: its own dancing figure, and OpenPose keypoints aligned to a
 // reference pose; numbered PNG frames and an animated GIF written, the same seed giving the same frames.
 
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { main } from '@cnx/controlnext';
 
 const dir = mkdtempSync(join(tmpdir(), 'cnx-video-'));
+const golden = resolve(process.env.CNX_GOLDEN_DIR ?? join(import.meta.dirname, '../../../../shared/golden'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 async function run(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
@@ -75,5 +76,28 @@ describe('cnx video', () => {
     expect(r.code, r.err).toBe(0);
     expect(r.err).toMatch(/aligned to --ref-pose \(a = \[.*\], b = \[.*\], 42 points\); 4 pose frames drawn from keypoints/);
     expect(existsSync(join(dir, 'kpout', 'frame_0003.png'))).toBe(true);
+  }, 600_000);
+
+  it('loads an SVD folder in the diffusers layout plus ControlNeXt-SVD files (the golden cases\' tiny models)', async () => {
+    // unet/, vae/, scheduler/ and the v2 module of svd_pipeline_controlnext; image_encoder/ of clip_vision.
+    const pipeCase = join(golden, 'svd_pipeline_controlnext');
+    const model = join(dir, 'svd-model');
+    mkdirSync(model, { recursive: true });
+    for (const sub of ['unet', 'vae', 'scheduler']) symlinkSync(join(pipeCase, sub), join(model, sub));
+    symlinkSync(join(golden, 'clip_vision', 'image_encoder'), join(model, 'image_encoder'));
+    const poses = join(dir, 'poses.gif');
+    const mk = await run('video', '--steps', '1', '--frames', '3', '--width', '48', '--height', '32', '--output', join(dir, 'pose-src'), '--video', poses, '--seed', '2');
+    expect(mk.code, mk.err).toBe(0);
+    const r = await run('video', '--model', model, '--controlnext', join(pipeCase, 'controlnext'), '--image', join(dir, 'pose-src', 'frame_0000.png'),
+      '--poses', poses, '--width', '48', '--height', '32', '--steps', '2', '--window', '2', '--overlap', '1', '--decode-chunk', '2',
+      '--output', join(dir, 'real'), '--seed', '3');
+    expect(r.code, r.err).toBe(0);
+    expect(r.err).not.toMatch(/RANDOM/);
+    expect(r.err).toMatch(/ControlNeXt-SVD v2 .* injected at down_blocks\.0; 3 pose images/);
+    expect(r.out).toMatch(/wrote 3 frames 48x32 .* windows=2 variant=svd_v2/);
+    writeFileSync(join(dir, 'controlnet.bin'), 'not a safetensors file');
+    const bad = await run('video', '--model', model, '--controlnext', join(dir, 'controlnet.bin'), '--image', join(dir, 'pose-src', 'frame_0000.png'), '--poses', poses);
+    expect(bad.code).toBe(1);
+    expect(bad.err).toMatch(/controlnet\.bin is a PyTorch pickle, which cannot be read here; use a safetensors file/);
   }, 600_000);
 });
