@@ -6,7 +6,8 @@ import { createBackend } from '@cnx/kernels';
 import type { Backend } from '@cnx/tensor';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 
-export type BackendName = 'cpu' | 'webgpu';
+/** A backend name createBackend knows ('cpu', 'webgpu', ...). */
+export type BackendName = string;
 export type BackendTest = (name: string, fn: (backend: Backend) => Promise<void> | void, timeout?: number) => void;
 
 const requireWebgpu = process.env.CNX_REQUIRE_WEBGPU === '1';

@@ -4,7 +4,9 @@
 // 64x64, CFG batch 2; the control modules at pixel resolution); 'small' shapes are for software
 // adapters (0.1-1 GFLOP/s) and keep each case under about a second there.
 
+import { crossNorm } from '@cnx/controlnext';
 import { ops, type Backend, type Tensor } from '@cnx/tensor';
+import { geglu } from '@cnx/unet';
 
 export type KernelFamily = 'matmul' | 'conv2d' | 'attention' | 'group_norm' | 'layer_norm' | 'softmax' | 'cross_norm' | 'geglu' | 'elementwise' | 'upsample';
 
@@ -120,7 +122,7 @@ function crossNormCase(name: string, where: string, N: number, C: number, h: num
     bytes: F32 * (nx + nc + nx),
     setup(be) {
       const x = filled(be, [N, C, h, w], 17), c = filled(be, [1, C, ch, cw], 18);
-      return { run: () => ops.crossNorm(x, c, { eps: 1e-12, order: 'pool_then_norm', scale: 1 }), dispose: () => [x, c].forEach((t) => t.dispose()) };
+      return { run: () => crossNorm(x, c, { eps: 1e-12, order: 'pool_then_norm', scale: 1 }), dispose: () => [x, c].forEach((t) => t.dispose()) };
     },
   };
 }
@@ -132,7 +134,7 @@ function gegluCase(name: string, where: string, rows: number, F: number): Kernel
     bytes: F32 * (rows * 2 * F + rows * F),
     setup(be) {
       const x = filled(be, [rows, 2 * F], 19);
-      return { run: () => ops.geglu(x), dispose: () => x.dispose() };
+      return { run: () => geglu(x), dispose: () => x.dispose() };
     },
   };
 }

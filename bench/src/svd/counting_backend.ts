@@ -6,15 +6,13 @@
 //   matmul     2 * B * M * N * K
 //   conv2d     2 * N * O * Ho * Wo * (C/groups) * kh * kw
 //   attention  2 * B * H * Lq * Lk * (D + Dv)
-// Norms, softmax, elementwise and layout ops are counted as 'other' by output elements (a lower bound,
-// for reference only). Memory: live and peak bytes of the (virtual) storages, i.e. what the run would hold.
+// Every other op (norms, softmax, elementwise, extension ops) is counted as 'other' by output elements (for
+// reference only). Memory: live and peak bytes of the (virtual) storages, i.e. what the run would hold.
+// Ops are definitions (@cnx/tensor op_definition.ts): runOp has checked the inputs and computed the output
+// shapes before it calls run(), so this backend only counts by op name and allocates nothing real.
 // Build models with a ShapeRecorder (no weight data), run them on this backend, read flops().
-//
-// Integration note: when ops become definitions with a check() that gives output shapes, this file
-// reduces to "call check(), count by op name".
 
-import { Tensor, type Backend, type Conv2dOptions, type CrossNormOptions, type MatmulOptions, type MemoryStats, type Storage } from '@cnx/tensor';
-import type { DType, RawArray } from '@cnx/tensor';
+import { Tensor, type Backend, type DType, type MemoryStats, type OpDefinition, type RawArray, type Storage, type TensorMeta } from '@cnx/tensor';
 
 const BYTES: Record<string, number> = { f32: 4, f16: 2, bf16: 2, i32: 4 };
 
@@ -25,8 +23,10 @@ export interface FlopCounts {
   other: number;
 }
 
+const dims = (t: Tensor | undefined) => (t ? t.shape : []) as readonly number[];
+
 export class CountingBackend implements Backend {
-  readonly name = 'cpu' as const;
+  readonly name = 'count';
   readonly description = 'shape-only FLOP counter (no computation)';
   private counts: FlopCounts = { matmul: 0, conv: 0, attention: 0, other: 0 };
   private live = 0;
@@ -48,11 +48,6 @@ export class CountingBackend implements Backend {
     return new Tensor(this, storage, dtype, shape);
   }
 
-  private other(shape: readonly number[], dtype: DType = 'f32'): Tensor {
-    this.counts.other += shape.reduce((a, b) => a * b, 1);
-    return this.make(shape, dtype);
-  }
-
   zeros(shape: readonly number[], dtype: DType = 'f32'): Tensor { return this.make(shape, dtype); }
   fromRaw(_data: RawArray, shape: readonly number[], dtype: DType = 'f32'): Tensor { return this.make(shape, dtype); }
   async read(x: Tensor): Promise<Float32Array> { return new Float32Array(x.size); }
@@ -61,54 +56,35 @@ export class CountingBackend implements Backend {
   resetPeak(): void { this.peak = this.live; }
   async sync(): Promise<void> {}
   destroy(): void {}
-
   contiguous(x: Tensor): Tensor { return this.make(x.shape, x.dtype); }
   cast(x: Tensor, dtype: DType): Tensor { return this.make(x.shape, dtype); }
-  concat(xs: readonly Tensor[], axis: number): Tensor {
-    const shape = [...xs[0]!.shape];
-    shape[axis] = xs.reduce((n, x) => n + x.shape[axis]!, 0);
-    return this.make(shape, xs[0]!.dtype);
-  }
-  unary(_op: string, x: Tensor): Tensor { return this.other(x.shape); }
-  affine(x: Tensor): Tensor { return this.other(x.shape); }
-  binary(_op: string, a: Tensor): Tensor { return this.other(a.shape); }
-  reduce(_op: string, x: Tensor, axes: readonly number[]): Tensor {
-    this.counts.other += x.size;
-    return this.make(x.shape.map((d, i) => (axes.includes(i) ? 1 : d)));
-  }
-  softmax(x: Tensor): Tensor { return this.other(x.shape); }
 
-  matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
-    const [Ba, r, c] = a.shape as [number, number, number];
-    const [Bb, r2, c2] = b.shape as [number, number, number];
-    const [M, K] = opts.transA ? [c, r] : [r, c];
-    const N = opts.transB ? r2 : c2;
-    const B = Math.max(Ba, Bb);
-    this.counts.matmul += 2 * B * M * N * K;
-    return this.make([B, M, N]);
+  /** The definition has checked the inputs and given the output metas: count, and return empty outputs. */
+  run<P>(op: OpDefinition<P>, inputs: readonly (Tensor | undefined)[], params: P, outputs: readonly TensorMeta[]): Tensor[] {
+    const p = params as Record<string, unknown>;
+    switch (op.name) {
+      case 'matmul': {
+        const [Ba, r0, c0] = dims(inputs[0]) as [number, number, number];
+        const [Bb, r1, c1] = dims(inputs[1]) as [number, number, number];
+        const M = p['transA'] ? c0 : r0, K = p['transA'] ? r0 : c0, N = p['transB'] ? r1 : c1;
+        this.counts.matmul += 2 * Math.max(Ba, Bb) * M * N * K;
+        break;
+      }
+      case 'conv2d': {
+        const [O, Cg, kh, kw] = dims(inputs[1]) as [number, number, number, number];
+        const [N, , Ho, Wo] = outputs[0]!.shape as [number, number, number, number];
+        this.counts.conv += 2 * N * O * Ho * Wo * Cg * kh * kw;
+        break;
+      }
+      case 'attention': {
+        const [B, Lq, H, D] = dims(inputs[0]) as [number, number, number, number];
+        const Lk = dims(inputs[1])[1]!, Dv = dims(inputs[2])[3]!;
+        this.counts.attention += 2 * B * H * Lq * Lk * (D + Dv);
+        break;
+      }
+      default:
+        this.counts.other += outputs.reduce((n, o) => n + o.shape.reduce((a, b) => a * b, 1), 0);
+    }
+    return outputs.map((o) => this.make(o.shape, o.dtype));
   }
-
-  conv2d(x: Tensor, w: Tensor, _bias: Tensor | undefined, o: Conv2dOptions): Tensor {
-    const [N, , H, W] = x.shape as [number, number, number, number];
-    const [O, Cg, kh, kw] = w.shape as [number, number, number, number];
-    const Ho = Math.floor((H + o.padding[0] + o.padding[1] - kh) / o.stride[0]) + 1;
-    const Wo = Math.floor((W + o.padding[2] + o.padding[3] - kw) / o.stride[1]) + 1;
-    this.counts.conv += 2 * N * O * Ho * Wo * Cg * kh * kw;
-    return this.make([N, O, Ho, Wo]);
-  }
-
-  attention(q: Tensor, k: Tensor, v: Tensor): Tensor {
-    const [B, Lq, H, D] = q.shape as [number, number, number, number];
-    const Lk = k.shape[1]!, Dv = v.shape[3]!;
-    this.counts.attention += 2 * B * H * Lq * Lk * (D + Dv);
-    return this.make([B, Lq, H, Dv]);
-  }
-
-  groupNorm(x: Tensor): Tensor { return this.other(x.shape); }
-  layerNorm(x: Tensor): Tensor { return this.other(x.shape); }
-  crossNorm(x: Tensor, _c: Tensor, _o: CrossNormOptions): Tensor { return this.other(x.shape); }
-  upsampleNearest(x: Tensor, size: readonly [number, number]): Tensor { return this.make([x.shape[0]!, x.shape[1]!, ...size]); }
-  adaptiveAvgPool2d(x: Tensor, size: readonly [number, number]): Tensor { return this.other([x.shape[0]!, x.shape[1]!, ...size]); }
-  timestepEmbedding(t: Tensor, dim: number): Tensor { return this.make([t.shape[0]!, dim]); }
-  geglu(h: Tensor): Tensor { return this.other([...h.shape.slice(0, -1), h.shape[h.rank - 1]! / 2]); }
 }

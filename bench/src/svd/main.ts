@@ -10,7 +10,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createBackend, type BackendName } from '@cnx/kernels';
+import { createBackend } from '@cnx/kernels';
 import { HalfPrecisionWeights, maxBindingBytes } from '@cnx/unet';
 import { RandomWeights, ShapeRecorder, type Backend, type WeightSource } from '@cnx/tensor';
 import { CountingBackend } from './counting_backend.js';
@@ -35,7 +35,7 @@ counted FLOPs. Real architectures, random weights. One step = one window of F fr
   --out DIR                results folder (default bench/results)`;
 
 interface Opts {
-  backend: BackendName; adapter?: string; width: number; height: number; frames: number; steps: number; warmup: number;
+  backend: 'cpu' | 'webgpu'; adapter?: string; width: number; height: number; frames: number; steps: number; warmup: number;
   configs: SvdConfigId[]; fp16: boolean; flopsOnly: boolean; out: string;
 }
 

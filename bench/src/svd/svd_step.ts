@@ -6,7 +6,7 @@
 //                 (2F), the whole module every step, injected with the per-sample strengths (uncond 0)
 //   svd-v2-ours   + the same module once on the F frames, its timestep-independent prefix (stem and the
 //                 first ResNet's conv1 / shortcut) prepared once per window and generation, the [F] map
-//                 injected into the conditional half (controlnext/src/svd/controlnext_svd.ts)
+//                 injected into the conditional half (controlnext/src/controlnext/controlnext_svd.ts)
 //   svd-v1-ref / svd-v1-ours   the same for ControlNeXt-SVD (v1), injected before the mid block
 // Sizes: SVD-xt's unet/config.json; the modules' released widths (spec 6.1, 7.1).
 

@@ -11,7 +11,7 @@ import ndarray, { type NdArray } from 'ndarray';
 import jpeg from 'jpeg-js';
 import { PNG } from 'pngjs';
 import { ops, type Backend, type Tensor } from '@cnx/tensor';
-import type { RgbImage } from './control_type.js';
+import type { RgbImage } from './control_types/control_type.js';
 
 /** An RGB image as the library passes it around: [H, W, 3], values in [0, 1]. */
 export type ImageArray = NdArray<Float32Array>;

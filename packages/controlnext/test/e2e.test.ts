@@ -9,10 +9,10 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, expect } from 'vitest';
 import type { Backend, Tensor } from '@cnx/tensor';
-import { AutoencoderKL, CLIPTextModel, UNet2DConditionModel } from '@cnx/unet';
+import { AutoencoderKL, CLIPTextModel, UNet2DConditionModel, createScheduler, readSchedulerConfigFile } from '@cnx/unet';
 import {
-  ClipPromptEncoder, ControllableDiffusionPipeline, ControlNeXt, ControlNeXtControl, createScheduler, findControlType,
-  readImage, readSchedulerConfigFile, tensorToImages, tinyTokenizer, writePng,
+  ClipPromptEncoder, ControllableDiffusionPipeline, ControlNeXt, ControlNeXtControl, findControlType,
+  readImage, tensorToImages, tinyTokenizer, writePng,
 } from '@cnx/controlnext';
 import { describeEachBackend } from '../../../test/harness/backends.js';
 

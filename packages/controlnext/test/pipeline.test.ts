@@ -5,7 +5,8 @@
 
 import { expect } from 'vitest';
 import { ops, type Backend, type Tensor } from '@cnx/tensor';
-import { SCHEDULER_NAMES, tinyPipeline } from '@cnx/controlnext';
+import { tinyPipeline } from '@cnx/controlnext';
+import { SCHEDULER_NAMES } from '@cnx/unet';
 import { describeEachBackend } from '../../../test/harness/backends.js';
 
 function controlImage(b: Backend, size: number, batch = 1): Tensor {

@@ -4,7 +4,7 @@
 // "N passed, N failed" and exits non-zero on any failure or unknown runner kind.
 
 import { existsSync, statSync } from 'node:fs';
-import { createBackend, type BackendName } from '@cnx/kernels';
+import { backendNames, createBackend } from '@cnx/kernels';
 import type { Backend } from '@cnx/tensor';
 import { runCase, type CaseResult } from './run_case.js';
 
@@ -47,7 +47,8 @@ async function main(): Promise<void> {
     else dirs.push(a);
   }
   if (dirs.length === 0) usage('no case folders given');
-  const names: BackendName[] = which === 'all' ? ['cpu', 'webgpu'] : which === 'cpu' || which === 'webgpu' ? [which] : usage(`--backend must be cpu, webgpu or all, found '${which}'`);
+  const known = backendNames();
+  const names: string[] = which === 'all' ? ['cpu', 'webgpu'] : known.includes(which) ? [which] : usage(`--backend must be one of ${known.join(', ')} or all, found '${which}'`);
   let passed = 0, failed = 0;
   for (const name of names) {
     let backend: Backend;

@@ -80,5 +80,29 @@ export class GoldenCase {
 /** What a runner produces: reference names -> values (f32, row-major). */
 export type Produced = Map<string, Float32Array | Tensor>;
 
+/**
+ * A quantity a runner derives from the case's references and checks itself, because the stored tensors'
+ * own tolerances cannot resolve it: an optimizer's per-step parameter UPDATES (param after minus param
+ * before) are ~lr, far below the max_abs that the parameters themselves are checked with. `tol` comes
+ * from the case where it has an entry, else from the runner's documented error model; `atol`, when given,
+ * is that model's bound per element and replaces tol.max_abs in the pass rule (tol.max_abs is then its
+ * maximum, for the report). NaN never passes.
+ */
+export interface DerivedCheck {
+  name: string;
+  got: Float32Array;
+  ref: Float32Array;
+  /** For messages: the shape of got / ref. */
+  shape: readonly number[];
+  tol: ToleranceSpec;
+  atol?: Float32Array;
+}
+
+/** A runner's result when it adds derived checks to the case's outputs. */
+export interface RunnerOutput {
+  produced: Produced;
+  derived: DerivedCheck[];
+}
+
 /** A runner computes a case on a backend and returns the values it produced, keyed by io name. */
-export type Runner = (c: GoldenCase, backend: Backend) => Promise<Produced>;
+export type Runner = (c: GoldenCase, backend: Backend) => Promise<Produced | RunnerOutput>;

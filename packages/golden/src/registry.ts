@@ -29,6 +29,7 @@ import { svdVaeRunner } from './runners/svd_vae.js';
 import { svdUnetRunner } from './runners/svd_unet.js';
 import { svdControlNeXtRunner, svdControlNeXtV2Runner } from './runners/svd_controlnext.js';
 import { svdPipelineControlNeXtRunner } from './runners/svd_pipeline_controlnext.js';
+import { optimAdamwRunner } from './runners/optim_adamw.js';
 
 export const runners: Readonly<Record<string, Runner>> = {
   op_linear: opLinear,
@@ -59,4 +60,5 @@ export const runners: Readonly<Record<string, Runner>> = {
   svd_controlnext: svdControlNeXtRunner,
   svd_controlnext_v2: svdControlNeXtV2Runner,
   svd_pipeline_controlnext: svdPipelineControlNeXtRunner,
+  optim_adamw: optimAdamwRunner,
 };

@@ -3,7 +3,7 @@
 import type { Backend, Tensor } from '@cnx/tensor';
 import { formatShape, shapesEqual } from '@cnx/tensor';
 import { compareArrays, unravel } from './compare.js';
-import { GoldenCase, type ToleranceSpec } from './golden_case.js';
+import { GoldenCase, type DerivedCheck, type ToleranceSpec } from './golden_case.js';
 import { runners } from './registry.js';
 
 export interface CheckResult {
@@ -46,7 +46,8 @@ export async function runCase(dir: string, backend: Backend): Promise<CaseResult
     if (!runner) {
       throw new Error(`unknown runner kind '${c.json.runner}' (known: ${Object.keys(runners).sort().join(', ')})`);
     }
-    const produced = await runner(c, backend);
+    const output = await runner(c, backend);
+    const produced = output instanceof Map ? output : output.produced;
     for (const name of c.checkedNames()) {
       const ref = c.expected(name);
       const tol = toleranceFor(c, name, ref.data);
@@ -79,6 +80,7 @@ export async function runCase(dir: string, backend: Backend): Promise<CaseResult
       }
       result.checks.push({ name, ok, maxAbs: cmp.maxAbs, relL2: cmp.relL2, tol, message });
     }
+    for (const d of output instanceof Map ? [] : output.derived) result.checks.push(derivedCheck(d));
     for (const v of produced.values()) if (!(v instanceof Float32Array)) v.dispose();
     result.ok = result.checks.length > 0 && result.checks.every((k) => k.ok);
   } catch (e) {
@@ -88,4 +90,26 @@ export async function runCase(dir: string, backend: Backend): Promise<CaseResult
     result.seconds = (performance.now() - t0) / 1000;
   }
   return result;
+}
+
+/** Check a runner's derived quantity: elementwise against `atol` when given, else max_abs; then rel_l2. */
+function derivedCheck(d: DerivedCheck): CheckResult {
+  const { name, got, ref, tol } = d;
+  if (got.length !== ref.length || (d.atol && d.atol.length !== ref.length)) {
+    return { name, ok: false, maxAbs: NaN, relL2: NaN, tol, message: `${got.length} elements, reference ${ref.length}` };
+  }
+  const cmp = compareArrays(got, ref, tol.max_abs);
+  const bad: string[] = [];
+  let over = 0;
+  for (let i = 0; i < ref.length; i++) {
+    const lim = d.atol ? d.atol[i]! : tol.max_abs;
+    if (!(Math.abs(got[i]! - ref[i]!) <= lim)) {
+      over++;
+      if (bad.length < 5) bad.push(`[${unravel(i, d.shape).join(',')}] got ${got[i]} ref ${ref[i]} (bound ${lim.toExponential(2)})`);
+    }
+  }
+  const ok = cmp.nanCount === 0 && over === 0 && cmp.relL2 <= tol.rel_l2;
+  const message = ok ? undefined
+    : `${cmp.nanCount ? `${cmp.nanCount} NaN mismatches; ` : ''}${over} element(s) over the ${d.atol ? 'elementwise ' : ''}bound: ${bad.join('; ')}`;
+  return { name, ok, maxAbs: cmp.maxAbs, relL2: cmp.relL2, tol, message };
 }

@@ -20,6 +20,9 @@
 // query tile first, then key tile; Q staged when it fits). At 16 KiB: D = 40 -> 32 x 32, Q staged;
 // D = 80 and 160 -> 64 x 16, Q from global memory. At 32 KiB: D = 40 -> 64 x 32, D = 80 -> 64 x 16
 // (both staged), D = 160 -> 64 x 32 from global. Any D runs (D = 1024 at 16 KiB: 16 x 2 tiles, G = 16).
+// Saved statistic (for the backward, attention_backward.ts): with `lse` the kernel also writes the
+// per-(b, query, head) logsumexp of the SCALED scores, lse [B, Lq, H] = m + log(l) of the online softmax
+// (natural log), from the row's first thread: one store per row; without it the WGSL is unchanged.
 // Numerics: f32 scores and accumulation; masked scores never enter exp() (they become p = 0), the
 // running max starts at -3e38 (WGSL has no infinity literal), so logits of any finite magnitude are safe.
 //
@@ -54,6 +57,8 @@ export interface AttentionParams {
   vecQK: boolean;
   /** Dv % 4 === 0: v and out bound as vec4 arrays. */
   vecV: boolean;
+  /** Also write the logsumexp lse [B, Lq, H] (binding 4; the uniforms move to binding 5). */
+  lse: boolean;
 }
 
 const ceil4 = (n: number) => Math.ceil(n / 4);
@@ -66,7 +71,7 @@ export function attentionStageBytes(p: Pick<AttentionParams, 'D' | 'Dv' | 'BQ' |
 }
 
 /** WGSL of `fn <name>(b, row, h, d4) -> vec4<f32>`: 4 channels of one (batch, position, head) row. */
-function rowLoader(name: string, buf: string, len: string, dim: number, vec: boolean): string {
+export function rowLoader(name: string, buf: string, len: string, dim: number, vec: boolean): string {
   const dims = `(((b * u.${len} + row) * u.H + h) * ${dim}u)`;
   if (vec) return `fn ${name}(b: u32, row: u32, h: u32, d4: u32) -> vec4<f32> { return ${buf}[${dims} / 4u + d4]; }\n`;
   return `fn ${name}(b: u32, row: u32, h: u32, d4: u32) -> vec4<f32> {
@@ -147,7 +152,7 @@ struct Uniforms { Lq: u32, Lk: u32, H: u32, scale: f32 }
 @group(0) @binding(1) var<storage, read> K: array<${p.vecQK ? 'vec4<f32>' : 'f32'}>;
 @group(0) @binding(2) var<storage, read> V: array<${p.vecV ? 'vec4<f32>' : 'f32'}>;
 @group(0) @binding(3) var<storage, read_write> O: array<${p.vecV ? 'vec4<f32>' : 'f32'}>;
-@group(0) @binding(4) var<uniform> u: Uniforms;
+${p.lse ? '@group(0) @binding(4) var<storage, read_write> LSE: array<f32>;\n' : ''}@group(0) @binding(${p.lse ? 5 : 4}) var<uniform> u: Uniforms;
 
 ${p.qShared ? `var<workgroup> Qs: array<vec4<f32>, ${BQ * D4}>;` : ''}
 ${stages}
@@ -209,7 +214,7 @@ ${p.separateKV ? '' : `${stageRows(vStage, 'loadV', Dv4)}\n    workgroupBarrier(
   if (i < u.Lq) {
     let invL = 1.0 / l;
     let obase = ((b * u.Lq + i) * u.H + h) * ${Dv}u;
-    ${outStore}
+    ${outStore}${p.lse ? '\n    if (g == 0u) { LSE[(b * u.Lq + i) * u.H + h] = mRun + log(l); }' : ''}
   }
 }
 `;
@@ -246,10 +251,13 @@ export function chooseTiles(D: number, Dv: number, storageBytes: number, maxThre
   return fit;
 }
 
-export type AttentionTiles = Omit<AttentionParams, 'causal' | 'vecQK' | 'vecV'>;
+export type AttentionTiles = Omit<AttentionParams, 'causal' | 'vecQK' | 'vecV' | 'lse'>;
 
-/** Plan an attention call; `tiles` overrides chooseTiles (benchmarks compare tile shapes). */
-export function plan(ctx: GpuContext, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions, tiles?: AttentionTiles): AttentionPlan {
+/**
+ * Plan an attention call; `tiles` overrides chooseTiles (benchmarks compare tile shapes); `lse` adds the
+ * logsumexp output.
+ */
+export function plan(ctx: GpuContext, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions, tiles?: AttentionTiles, lse = false): AttentionPlan {
   if (q.rank !== 4 || k.rank !== 4 || v.rank !== 4) {
     throw new Error(`attention: expected q [B, Lq, H, D], k [B, Lk, H, D], v [B, Lk, H, Dv], found ` +
       `${formatShape(q.shape)}, ${formatShape(k.shape)}, ${formatShape(v.shape)}`);
@@ -270,7 +278,7 @@ export function plan(ctx: GpuContext, q: Tensor, k: Tensor, v: Tensor, opts: Att
   if (t.D !== D || t.Dv !== Dv || attentionStageBytes(t) > ctx.limits.maxComputeWorkgroupStorageSize || t.BQ * t.G > ctx.limits.maxComputeInvocationsPerWorkgroup) {
     throw new Error(`attention: tiles ${JSON.stringify(t)} do not fit D=${D}, Dv=${Dv} on this device`);
   }
-  const params: AttentionParams = { ...t, causal: opts.causal ?? false, vecQK: D % 4 === 0, vecV: Dv % 4 === 0 };
+  const params: AttentionParams = { ...t, causal: opts.causal ?? false, vecQK: D % 4 === 0, vecV: Dv % 4 === 0, lse };
   const workgroups: [number, number, number] = [Math.ceil(Lq / params.BQ), H, B];
   const maxDim = ctx.limits.maxComputeWorkgroupsPerDimension;
   if (workgroups.some((w) => w > maxDim)) {
@@ -292,6 +300,19 @@ export function attentionWithTiles(ctx: GpuContext, q: Tensor, k: Tensor, v: Ten
   const out = ctx.empty([B, Lq, H, v.shape[3]!]);
   ctx.dispatch({ label: 'attention', code: wgsl(p.params), bindings: [q, k, v, out], uniforms: p.uniforms, workgroups: p.workgroups });
   return out;
+}
+
+/**
+ * attention that also returns what its backward needs: out [B, Lq, H, Dv] and the logsumexp of the
+ * scaled scores lse [B, Lq, H] (natural log). Same kernel and tiles as `attention`, one extra store per row.
+ */
+export function attentionWithLse(ctx: GpuContext, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions, tiles?: AttentionTiles): { out: Tensor; lse: Tensor } {
+  const p = plan(ctx, q, k, v, opts, tiles, true);
+  const [B, Lq, H] = q.shape as [number, number, number, number];
+  const out = ctx.empty([B, Lq, H, v.shape[3]!]);
+  const lse = ctx.empty([B, Lq, H]);
+  ctx.dispatch({ label: 'attention_lse', code: wgsl(p.params), bindings: [q, k, v, out, lse], uniforms: p.uniforms, workgroups: p.workgroups });
+  return { out, lse };
 }
 
 // ---------------------------------------------------------------- softmax

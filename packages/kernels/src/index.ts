@@ -1,16 +1,30 @@
-export { createBackend, type BackendName, type CreateBackendOptions } from './create_backend.js';
+// The main entry: browser-safe (no Node module reachable). Node code gets src/node.ts through the
+// package's "node" export condition, which adds Dawn's adapters.
+export { backendNames, createBackend, registerBackend, type BackendModule, type CreateBackendOptions } from './create_backend.js';
 export { WebgpuBackend } from './webgpu/webgpu_backend.js';
-export { acquireDevice, formatAdapterReport, ADAPTER_KINDS, type AdapterKind, type AdapterReport, type AcquireOptions } from './webgpu/device.js';
+export { coreKernels, type WebgpuKernel } from './webgpu/core_kernels.js';
+export {
+  acquireDevice, browserAdapters, formatAdapterReport, ADAPTER_KINDS, type AcquiredDevice, type AdapterCandidate, type AdapterKind,
+  type AdapterProvider, type AdapterReport, type AcquireOptions,
+} from './webgpu/device.js';
 export { packUniforms, gridFor, type DispatchSpec, type GpuContext } from './webgpu/context.js';
 export { BufferPool, sizeClass } from './webgpu/buffer_pool.js';
 // Kernel families (webgpu-kernels-b): called by WebgpuBackend; exported for kernel tests and benchmarks.
 export * as conv2dKernel from './conv2d.js';
 export * as normKernels from './norm.js';
-export * as crossNormKernel from './cross_norm.js';
 export * as resampleKernels from './resample.js';
 // Kernel families (webgpu-kernels-a): called by WebgpuBackend; exported for kernel tests and benchmarks.
 export * as matmulKernel from './matmul.js';
 export * as matmulNaiveKernel from './matmul_naive.js';
 export * as attentionKernel from './attention.js';
-export * as diffusionKernels from './diffusion.js';
 export * as wgslMath from './wgsl_math.js';
+// Backward kernel families and the optimizer (autograd issue, bwd-a).
+export * as normBackwardKernels from './norm_backward.js';
+export * as conv2dBackwardKernel from './conv2d_backward.js';
+export * as elementwiseBackwardKernels from './elementwise_backward.js';
+export * as resampleBackwardKernels from './resample_backward.js';
+export * as sumSquaresKernels from './sum_squares.js';
+export * as mseLossKernels from './mse_loss.js';
+export * as adamwKernels from './adamw.js';
+// Backward kernel families (autograd issue): called by the op definitions' backward; exported for tests.
+export * as attentionBackwardKernel from './attention_backward.js';

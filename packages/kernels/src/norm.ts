@@ -27,6 +27,10 @@
 //    (count, mean of d, M2, K). 'apply' tiles each segment (PER_THREAD outputs per thread); every
 //    workgroup first merges its segment's partials with Chan's pairwise formula in workgroup memory, then
 //    normalises its tile.
+// Saved statistics (NormParams.stats, groupNormWithStats / layerNormWithStats): the 'single' and
+// 'apply' variants also write each segment's mean (= pilot + dmean) and rstd = 1/sqrt(var + eps) to
+// Mean / Rstd ([N, G] for group norm, [rows] for layer norm: what the backward in norm_backward.ts
+// reads), one store per segment by thread 0 (of tile 0 in 'apply'). Without stats the WGSL is unchanged.
 // Limits: f32 tensors (ops.ts guarantees contiguous f32 inputs).
 
 import type { GroupNormOptions, Tensor } from '@cnx/tensor';
@@ -58,6 +62,8 @@ export interface NormParams {
   hasWeight: boolean;
   hasBias: boolean;
   silu: boolean;
+  /** Also write each segment's mean and rstd ('single' and 'apply' stages). */
+  stats?: boolean;
 }
 
 const UNIFORMS = /* wgsl */ `
@@ -102,6 +108,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   const wBinding = p.hasWeight ? b++ : -1;
   const bBinding = p.hasBias ? b++ : -1;
   const yBinding = b++;
+  const meanBinding = p.stats ? b++ : -1;
+  const rstdBinding = p.stats ? b++ : -1;
   const uBinding = b;
   // Index of the affine parameter for element i of segment seg.
   const param = p.kind === 'group' ? '(seg % u.groups) * u.cg + i / u.s' : 'i';
@@ -114,7 +122,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 ${split ? '@group(0) @binding(1) var<storage, read> Parts: array<vec4<f32>>;' : ''}
 ${p.hasWeight ? `@group(0) @binding(${wBinding}) var<storage, read> Wt: array<f32>;` : ''}
 ${p.hasBias ? `@group(0) @binding(${bBinding}) var<storage, read> Bias: array<f32>;` : ''}
-@group(0) @binding(${yBinding}) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(${yBinding}) var<storage, read_write> Y: array<f32>;${p.stats ? `
+@group(0) @binding(${meanBinding}) var<storage, read_write> Mean: array<f32>;
+@group(0) @binding(${rstdBinding}) var<storage, read_write> Rstd: array<f32>;` : ''}
 @group(0) @binding(${uBinding}) var<uniform> u: U;
 const WG = ${p.wg}u;`;
   if (!split) {
@@ -139,7 +149,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let d = (X[base + i] - pilot) - dmean;
     acc = fma(d, d, acc);
   }
-  let rstd = 1.0 / sqrt(workgroupSum(acc, tid) / n + u.eps);
+  let rstd = 1.0 / sqrt(workgroupSum(acc, tid) / n + u.eps);${p.stats ? `
+  if (tid == 0u) { Mean[seg] = pilot + dmean; Rstd[seg] = rstd; }` : ''}
   for (var i = tid; i < u.len; i += WG) {
     ${write}
   }
@@ -179,7 +190,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let total = red[0];
   let dmean = total.y;
   let rstd = 1.0 / sqrt(total.z / total.x + u.eps);
-  let pilot = Parts[seg * u.parts].w;
+  let pilot = Parts[seg * u.parts].w;${p.stats ? `
+  if (tile == 0u && tid == 0u) { Mean[seg] = pilot + dmean; Rstd[seg] = rstd; }` : ''}
   let first = tile * WG * PER_THREAD + tid;
   for (var r = 0u; r < PER_THREAD; r++) {
     let i = first + r * WG;
@@ -211,7 +223,7 @@ function layerNormWorkgroup(d: number): number {
 
 export function planNorm(
   kind: 'group' | 'layer', segments: number, len: number, s: number, cg: number, groups: number, eps: number,
-  flags: { hasWeight: boolean; hasBias: boolean; silu: boolean }, maxPerDim = 65535,
+  flags: { hasWeight: boolean; hasBias: boolean; silu: boolean; stats?: boolean }, maxPerDim = 65535,
 ): NormPlan {
   const split = kind === 'group' && segments <= maxPerDim &&
     (len >= SPLIT_MIN_LEN || (segments < SPLIT_BELOW_SEGMENTS && len >= 2 * MIN_CHUNK));
@@ -225,16 +237,21 @@ export function planNorm(
   ]);
   const dispatches: NormDispatch[] = split
     ? [
-      { params: { stage: 'stats', kind, wg, ...flags }, workgroups: [parts, segments] },
+      // the stats stage never writes the saved statistics: one pipeline with or without them
+      { params: { stage: 'stats', kind, wg, ...flags, stats: undefined }, workgroups: [parts, segments] },
       { params: { stage: 'apply', kind, wg, ...flags }, workgroups: gridFor(tiles * segments, maxPerDim) },
     ]
     : [{ params: { stage: 'single', kind, wg, ...flags }, workgroups: gridFor(segments, maxPerDim) }];
   return { dispatches, parts: segments * parts, uniforms };
 }
 
-function run(ctx: GpuContext, label: string, x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, plan: NormPlan): Tensor {
+/** y, plus the statistics when the plan writes them (statsShape: [N, G] or [rows]). */
+function run(
+  ctx: GpuContext, label: string, x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, plan: NormPlan, statsShape?: number[],
+): NormWithStats {
   const y = ctx.empty(x.shape);
-  if (y.size === 0) return y;
+  const mean = statsShape && ctx.empty(statsShape), rstd = statsShape && ctx.empty(statsShape);
+  if (y.size === 0) return { y, mean: mean!, rstd: rstd! };
   const parts = plan.parts > 0 ? ctx.empty([plan.parts * 4]) : undefined;
   for (const d of plan.dispatches) {
     const bindings: Tensor[] = [x];
@@ -244,16 +261,38 @@ function run(ctx: GpuContext, label: string, x: Tensor, weight: Tensor | undefin
       if (weight) bindings.push(weight);
       if (bias) bindings.push(bias);
       bindings.push(y);
+      if (d.params.stats) bindings.push(mean!, rstd!);
     }
     ctx.dispatch({ label: `${label}_${d.params.stage}`, code: wgsl(d.params), bindings, uniforms: plan.uniforms, workgroups: d.workgroups });
   }
   // Later work that recycles this buffer is ordered after the dispatches that use it.
   parts?.dispose();
-  return y;
+  return { y, mean: mean!, rstd: rstd! };
+}
+
+/** A normalisation's output with its saved statistics (the inputs of norm_backward.ts). */
+export interface NormWithStats {
+  y: Tensor;
+  /** [N, G] (group norm) or [rows] (layer norm); f32. */
+  mean: Tensor;
+  rstd: Tensor;
 }
 
 /** x: [N, C, ...spatial]; weight, bias: [C]. */
 export function groupNorm(ctx: GpuContext, x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, opts: GroupNormOptions): Tensor {
+  return groupNormRun(ctx, x, weight, bias, opts, false).y;
+}
+
+/** groupNorm plus the per-(n, group) mean and rstd [N, G] the backward needs. */
+export function groupNormWithStats(
+  ctx: GpuContext, x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, opts: GroupNormOptions,
+): NormWithStats {
+  return groupNormRun(ctx, x, weight, bias, opts, true);
+}
+
+function groupNormRun(
+  ctx: GpuContext, x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, opts: GroupNormOptions, stats: boolean,
+): NormWithStats {
   const N = x.shape[0], C = x.shape[1];
   if (N === undefined || C === undefined || C % opts.groups !== 0) {
     throw new Error(`groupNorm: expected x [N, C, ...] with C divisible by groups=${opts.groups}, found [${x.shape.join(', ')}]`);
@@ -264,20 +303,29 @@ export function groupNorm(ctx: GpuContext, x: Tensor, weight: Tensor | undefined
   const S = x.shape.slice(2).reduce((a, d) => a * d, 1);
   const cg = C / opts.groups;
   const plan = planNorm('group', N * opts.groups, cg * S, S, cg, opts.groups, opts.eps,
-    { hasWeight: weight !== undefined, hasBias: bias !== undefined, silu: opts.silu ?? false },
+    { hasWeight: weight !== undefined, hasBias: bias !== undefined, silu: opts.silu ?? false, ...(stats ? { stats } : {}) },
     ctx.limits.maxComputeWorkgroupsPerDimension);
-  return run(ctx, 'group_norm', x, weight, bias, plan);
+  return run(ctx, 'group_norm', x, weight, bias, plan, stats ? [N, opts.groups] : undefined);
 }
 
 /** Over the last dim D of x; weight, bias: [D]. */
 export function layerNorm(ctx: GpuContext, x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, eps: number): Tensor {
+  return layerNormRun(ctx, x, weight, bias, eps, false).y;
+}
+
+/** layerNorm plus the per-row mean and rstd [rows] (rows = numel / D) the backward needs. */
+export function layerNormWithStats(ctx: GpuContext, x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, eps: number): NormWithStats {
+  return layerNormRun(ctx, x, weight, bias, eps, true);
+}
+
+function layerNormRun(ctx: GpuContext, x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, eps: number, stats: boolean): NormWithStats {
   const D = x.shape[x.rank - 1];
   if (D === undefined || D === 0) throw new Error(`layerNorm: expected x [..., D] with D > 0, found [${x.shape.join(', ')}]`);
   for (const [name, t] of [['weight', weight], ['bias', bias]] as const) {
     if (t && t.size !== D) throw new Error(`layerNorm: expected ${name} [${D}], found [${t.shape.join(', ')}]`);
   }
   const plan = planNorm('layer', x.size / D, D, 1, 1, 1, eps,
-    { hasWeight: weight !== undefined, hasBias: bias !== undefined, silu: false },
+    { hasWeight: weight !== undefined, hasBias: bias !== undefined, silu: false, ...(stats ? { stats } : {}) },
     ctx.limits.maxComputeWorkgroupsPerDimension);
-  return run(ctx, 'layer_norm', x, weight, bias, plan);
+  return run(ctx, 'layer_norm', x, weight, bias, plan, stats ? [x.size / D] : undefined);
 }

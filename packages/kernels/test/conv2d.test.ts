@@ -10,7 +10,7 @@
 // sqrt(K)/3 (products of two U(-1, 1) have std 1/3), hence tolFor('f32', K, max(1, sqrt(K)/3)).
 
 import { conv2dKernel, type GpuContext } from '@cnx/kernels';
-import { CpuBackend, ops, type Activation, type Backend, type Conv2dOptions } from '@cnx/tensor';
+import { CpuBackend, ops, type Activation, type Backend, type Conv2dOptions, runOp1, conv2dOp } from '@cnx/tensor';
 import { expect } from 'vitest';
 import { expectAllClose, randomArray, tolFor } from '../../../test/harness/allclose.js';
 import { describeEachBackend } from '../../../test/harness/backends.js';
@@ -43,10 +43,10 @@ async function check(backend: Backend, c: Case, seed: number, tile?: conv2dKerne
   const bData = c.bias === false ? undefined : randomArray(c.w[0], seed + 2);
   const make = (be: Backend) => ({ x: be.fromRaw(xData, c.x), w: be.fromRaw(wData, c.w), b: bData && be.fromRaw(bData, [c.w[0]]) });
   const r = make(cpu);
-  const plain = cpu.conv2d(r.x, r.w, r.b, { ...opts, activation: 'none' });
+  const plain = runOp1(conv2dOp, [r.x, r.w, r.b], { ...opts, activation: 'none' });
   const resData = c.residual ? randomArray(plain.size, seed + 3) : undefined;
   const rRes = resData && cpu.fromRaw(resData, plain.shape);
-  const ref = cpu.conv2d(r.x, r.w, r.b, { ...opts, residual: rRes });
+  const ref = runOp1(conv2dOp, [r.x, r.w, r.b, rRes], opts);
   const g = make(backend);
   const gRes = resData && backend.fromRaw(resData, plain.shape);
   const got = conv2dKernel.conv2dWithTile(asContext(backend), g.x, g.w, g.b, { ...opts, residual: gRes }, tile, splitK);

@@ -4,8 +4,8 @@
 // usable; buffers past the device limits fail naming the limit; the pool reuses buffers so a loop does
 // not grow memory; shader errors surface with the kernel's label; destroy() makes the backend unusable.
 
-import { acquireDevice, ADAPTER_KINDS, formatAdapterReport, sizeClass, WebgpuBackend } from '@cnx/kernels';
-import type { Backend } from '@cnx/tensor';
+import { acquireDevice, ADAPTER_KINDS, createBackend, formatAdapterReport, sizeClass, WebgpuBackend } from '@cnx/kernels';
+import { ops, type Backend } from '@cnx/tensor';
 import { describe, expect, it } from 'vitest';
 import { describeEachBackend } from '../../../test/harness/backends.js';
 
@@ -45,7 +45,7 @@ describe('adapter selection', () => {
     it(`${kind}: acquired explicitly, reported, and runs a kernel`, async () => {
       let backend: WebgpuBackend;
       try {
-        backend = await WebgpuBackend.create({ adapter: kind });
+        backend = await createBackend('webgpu', { adapter: kind }) as WebgpuBackend;
       } catch (e) {
         if (kind === 'swiftshader' && process.env.CNX_REQUIRE_WEBGPU === '1') throw e;
         console.warn(`\n*** ${kind} adapter not available here: ${(e as Error).message} ***\n`);
@@ -58,7 +58,7 @@ describe('adapter selection', () => {
         expect(backend.adapterInfo.backend).toBe(kind === 'llvmpipe' ? 'opengles' : 'vulkan');
         expect(backend.adapterInfo.limits.maxStorageBufferBindingSize).toBe(backend.limits.maxStorageBufferBindingSize);
         const x = backend.fromRaw(new Float32Array([1, -2, 3]), [3]);
-        expect(Array.from(await backend.unary('relu', x).data())).toEqual([1, 0, 3]);
+        expect(Array.from(await ops.unary('relu', x).data())).toEqual([1, 0, 3]);
       } finally {
         backend.destroy();
       }
@@ -90,9 +90,9 @@ describeEachBackend('webgpu backend resources', (test) => {
   test('the pool reuses buffers: a 50-step loop does not grow memory', async (be) => {
     const x = be.fromRaw(new Float32Array(1000).fill(1), [10, 100]);
     const step = () => {
-      const a = be.unary('exp', x);
-      const b = be.binary('mul', a, x);
-      const s = be.reduce('sum', b, [1]);
+      const a = ops.unary('exp', x);
+      const b = ops.binary('mul', a, x);
+      const s = ops.reduce('sum', b, [1], true);
       a.dispose(); b.dispose();
       return s;
     };
@@ -122,7 +122,7 @@ describe('pool cap', () => {
   it('with maxPooledBytes 0 released buffers are destroyed (after submit) and results stay right', async () => {
     let be: WebgpuBackend;
     try {
-      be = await WebgpuBackend.create({ maxPooledBytes: 0 });
+      be = await createBackend('webgpu', { maxPooledBytes: 0 }) as WebgpuBackend;
     } catch (e) {
       if (process.env.CNX_REQUIRE_WEBGPU === '1') throw e;
       console.warn(`\n*** SKIPPING pool cap test: ${(e as Error).message} ***\n`);
@@ -130,9 +130,9 @@ describe('pool cap', () => {
     }
     try {
       const x = be.fromRaw(new Float32Array([1, 2, 3, 4]), [4]);
-      let acc = be.affine(x, 1, 0);
+      let acc = ops.affine(x, 1, 0);
       for (let i = 0; i < 40; i++) { // more than one submit batch: buffers die mid-batch and after it
-        const next = be.binary('add', acc, x);
+        const next = ops.binary('add', acc, x);
         acc.dispose();
         acc = next;
       }
@@ -148,7 +148,7 @@ describe('destroy', () => {
   it('makes the backend unusable with a clear error', async () => {
     let be: WebgpuBackend;
     try {
-      be = await WebgpuBackend.create();
+      be = await createBackend('webgpu') as WebgpuBackend;
     } catch (e) {
       if (process.env.CNX_REQUIRE_WEBGPU === '1') throw e;
       console.warn(`\n*** SKIPPING destroy test: ${(e as Error).message} ***\n`);

@@ -6,7 +6,7 @@
 // Tolerance: an f32 dot product of K terms of magnitude <= 1 (error ~ sqrt(K) eps), tolFor('f32', K).
 
 import { matmulKernel, matmulNaiveKernel, type GpuContext } from '@cnx/kernels';
-import { CpuBackend, fromFloat32, toFloat32, type Activation, type Backend, type MatmulOptions, type Tensor } from '@cnx/tensor';
+import { CpuBackend, fromFloat32, toFloat32, type Activation, type Backend, type MatmulOptions, type Tensor, runOp1, matmulOp } from '@cnx/tensor';
 import { expectAllClose, randomArray, tolFor } from '../../../test/harness/allclose.js';
 import { describeEachBackend } from '../../../test/harness/backends.js';
 
@@ -46,7 +46,7 @@ async function check(backend: Backend, fn: MatmulFn, c: Case, seed: number): Pro
   const g = make(backend, true), r = make(cpu, false);
   const base = { transA: c.transA, transB: c.transB, alpha: c.alpha, activation: c.activation };
   const got = fn(asContext(backend), g.a, g.b, { ...base, bias: g.bias, residual: g.residual });
-  const ref = cpu.matmul(r.a, r.b, { ...base, bias: r.bias, residual: r.residual });
+  const ref = runOp1(matmulOp, [r.a, r.b, r.bias, r.residual], base);
   const what = `matmul ${JSON.stringify(c)}`;
   if (got.shape.join() !== [B, c.M, c.N].join()) throw new Error(`${what}: shape [${got.shape.join(', ')}]`);
   expectAllClose(await got.data(), await ref.data(), tolFor('f32', c.K, Math.abs(c.alpha ?? 1)), what);

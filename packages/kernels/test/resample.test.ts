@@ -34,7 +34,7 @@ async function check(backend: Backend, kind: 'nearest' | 'pool', x: Shape4, size
   const gx = backend.fromRaw(data, x), rx = cpu.fromRaw(data, x);
   const ctx = asContext(backend);
   const got = kind === 'nearest' ? resampleKernels.upsampleNearest(ctx, gx, size) : resampleKernels.adaptiveAvgPool2d(ctx, gx, size);
-  const ref = kind === 'nearest' ? cpu.upsampleNearest(rx, size) : cpu.adaptiveAvgPool2d(rx, size);
+  const ref = kind === 'nearest' ? ops.upsampleNearest(rx, size) : ops.adaptiveAvgPool2d(rx, size);
   const what = `${kind} [${x.join(', ')}] -> [${size.join(', ')}]`;
   expect(got.shape, what).toEqual([x[0], x[1], ...size]);
   const tol = kind === 'nearest' ? EXACT : tolFor('f32', maxBin(x[2], size[0]) * maxBin(x[3], size[1]), 3);

@@ -1,38 +1,22 @@
-// The functional op layer that models call. It checks shapes (errors name what was expected and what
-// was found), establishes the Backend's layout conventions (broadcast views, contiguous inputs,
-// transpose flags instead of copies) and dispatches to the tensor's backend. Ops are plain functions
-// over tensors so that a later autograd layer can record them.
+// The functional op layer that models call. It normalises arguments (padding forms, broadcast views,
+// transpose flags instead of copies, heads folded into the channel dim) and runs the op definitions of
+// core_ops/ through runOp (op_definition.ts), which checks them and dispatches to the tensors' backend.
+// Ops are plain functions over tensors so that the autograd layer can record them.
 
-import type {
-  Activation, AttentionOptions, BinaryOp, CrossNormOptions, ReduceOp, TimestepEmbeddingOptions, UnaryOp,
-} from './backend.js';
+import type { Activation, BinaryOp, ReduceOp, UnaryOp } from './backend.js';
+import {
+  adaptiveAvgPool2dOp, affineOp, attentionOp, binaryOp, concatOp, conv2dOp, groupNormOp, layerNormOp, matmulOp, reduceOp,
+  softmaxOp, unaryOp, upsampleNearestOp,
+} from './core_ops/index.js';
 import type { DType } from './dtype.js';
+import { runOp, runOp1 } from './op_definition.js';
 import { broadcastShapes, formatShape, normAxis, shapesEqual } from './shape.js';
 import type { Tensor } from './tensor.js';
-
-/** Run `fn` on contiguous versions of `xs`, disposing any copies it had to make. */
-function withContiguous<T>(xs: readonly Tensor[], fn: (cs: Tensor[]) => T): T {
-  const cs = xs.map((x) => (x.isContiguous ? x : x.backend.contiguous(x)));
-  try {
-    return fn(cs);
-  } finally {
-    cs.forEach((c, i) => { if (c !== xs[i]) c.dispose(); });
-  }
-}
-
-function assertF32(op: string, ...xs: (Tensor | undefined)[]): void {
-  for (const x of xs) if (x && x.dtype !== 'f32') throw new Error(`${op}: expected f32 input, found ${x.dtype} ${formatShape(x.shape)}`);
-}
-
-function assertRank(op: string, name: string, x: Tensor, rank: number): void {
-  if (x.rank !== rank) throw new Error(`${op}: expected ${name} of rank ${rank}, found ${formatShape(x.shape)}`);
-}
 
 // ---------------------------------------------------------------- elementwise
 
 export function unary(op: UnaryOp, x: Tensor): Tensor {
-  assertF32(op, x);
-  return x.backend.unary(op, x);
+  return runOp1(unaryOp, [x], { op });
 }
 export const neg = (x: Tensor) => unary('neg', x);
 export const exp = (x: Tensor) => unary('exp', x);
@@ -44,19 +28,17 @@ export const sigmoid = (x: Tensor) => unary('sigmoid', x);
 
 /** x * mul + add. */
 export function affine(x: Tensor, mul: number, add = 0): Tensor {
-  assertF32('affine', x);
-  return x.backend.affine(x, mul, add);
+  return runOp1(affineOp, [x], { mul, add });
 }
 export const scale = (x: Tensor, s: number) => affine(x, s, 0);
 
 export function binary(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
-  assertF32(op, a, b);
   if (a.backend !== b.backend) throw new Error(`${op}: inputs live on different backends (${a.backend.name}, ${b.backend.name})`);
   const shape = broadcastShapes(a.shape, b.shape);
   const ea = shapesEqual(a.shape, shape) ? a : a.expand(shape);
   const eb = shapesEqual(b.shape, shape) ? b : b.expand(shape);
   try {
-    return a.backend.binary(op, ea, eb);
+    return runOp1(binaryOp, [ea, eb], { op });
   } finally {
     if (ea !== a) ea.dispose();
     if (eb !== b) eb.dispose();
@@ -94,9 +76,8 @@ function reduceAxes(x: Tensor, axes: number | readonly number[] | undefined): nu
 
 /** Reduce over `axes` (all by default); `keepDims` keeps them as size 1. */
 export function reduce(op: ReduceOp, x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
-  assertF32(op, x);
   const ax = reduceAxes(x, axes);
-  const r = x.backend.reduce(op, x, ax);
+  const r = runOp1(reduceOp, [x], { op, axes: ax });
   if (keepDims) return r;
   const out = r.reshape(x.shape.filter((_, i) => !ax.includes(i)));
   r.dispose();
@@ -107,7 +88,6 @@ export const mean = (x: Tensor, axes?: number | readonly number[], keepDims = fa
 export const max = (x: Tensor, axes?: number | readonly number[], keepDims = false) => reduce('max', x, axes, keepDims);
 
 export function softmax(x: Tensor, axis = -1): Tensor {
-  assertF32('softmax', x);
   if (normAxis(axis, x.rank) !== x.rank - 1) {
     const t = x.transpose(axis, -1);
     const s = softmax(t);
@@ -116,7 +96,7 @@ export function softmax(x: Tensor, axis = -1): Tensor {
     [t, s, back].forEach((v) => v.dispose());
     return out;
   }
-  return withContiguous([x], ([c]) => x.backend.softmax(c!));
+  return runOp1(softmaxOp, [x], {});
 }
 
 // ---------------------------------------------------------------- linear algebra
@@ -158,7 +138,6 @@ export interface MatmulArgs {
  * be unbatched). Transposed views are passed to the backend as flags, not copied.
  */
 export function matmul(a: Tensor, b: Tensor, args: MatmulArgs = {}): Tensor {
-  assertF32('matmul', a, b, args.bias, args.residual);
   if (a.rank < 2 || b.rank < 2) throw new Error(`matmul: expected rank >= 2, found ${formatShape(a.shape)} @ ${formatShape(b.shape)}`);
   const M = a.shape[a.rank - 2]!, K = a.shape[a.rank - 1]!;
   const K2 = b.shape[b.rank - 2]!, N = b.shape[b.rank - 1]!;
@@ -171,20 +150,16 @@ export function matmul(a: Tensor, b: Tensor, args: MatmulArgs = {}): Tensor {
   const ea = na === nb || na === 1 ? a : a.expand([...batch, M, K]).contiguous();
   const eb = nbb === nb || nbb === 1 ? b : b.expand([...batch, K, N]).contiguous();
   const A = asBatchedMatrix(ea), B = asBatchedMatrix(eb);
-  if (args.bias && (args.bias.rank !== 1 || args.bias.shape[0] !== N)) {
-    throw new Error(`matmul: expected bias [${N}], found ${formatShape(args.bias.shape)}`);
-  }
-  const residual = args.residual ? args.residual.contiguous().reshape([nb, M, N]) : undefined;
-  const bias = args.bias?.contiguous();
+  const residual = args.residual?.reshape([nb, M, N]);
   try {
-    const out = a.backend.matmul(A.t, B.t, {
-      transA: A.trans, transB: B.trans, alpha: args.alpha, activation: args.activation, bias, residual,
+    const out = runOp1(matmulOp, [A.t, B.t, args.bias, residual], {
+      transA: A.trans, transB: B.trans, alpha: args.alpha, activation: args.activation,
     });
     const shaped = out.reshape([...batch, M, N]);
     out.dispose();
     return shaped;
   } finally {
-    A.t.dispose(); B.t.dispose(); residual?.dispose(); bias?.dispose();
+    A.t.dispose(); B.t.dispose(); residual?.dispose();
     if (ea !== a) ea.dispose();
     if (eb !== b) eb.dispose();
   }
@@ -213,32 +188,21 @@ export interface Conv2dArgs {
 }
 
 export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | undefined, args: Conv2dArgs = {}): Tensor {
-  assertF32('conv2d', x, weight, bias, args.residual);
-  assertRank('conv2d', 'input [N, C, H, W]', x, 4);
-  assertRank('conv2d', 'weight [O, C/groups, kh, kw]', weight, 4);
-  const groups = args.groups ?? 1;
-  const [O, Cg] = weight.shape as [number, number, number, number];
-  if (x.shape[1] !== Cg * groups || O % groups !== 0) {
-    throw new Error(`conv2d: input ${formatShape(x.shape)} does not match weight ${formatShape(weight.shape)} with groups=${groups}`);
-  }
-  if (bias && (bias.rank !== 1 || bias.shape[0] !== O)) throw new Error(`conv2d: expected bias [${O}], found ${formatShape(bias.shape)}`);
   const st = typeof args.stride === 'number' ? [args.stride, args.stride] as const : args.stride ?? [1, 1] as const;
   const p = args.padding ?? 0;
-  const pad = typeof p === 'number' ? [p, p, p, p] as const : p.length === 2 ? [p[0], p[0], p[1], p[1]] as const : p;
-  const extra = [bias, args.residual].filter((t): t is Tensor => t !== undefined);
-  return withContiguous([x, weight, ...extra], ([cx, cw, ...rest]) => {
-    const cb = bias ? rest.shift() : undefined;
-    const cr = args.residual ? rest.shift() : undefined;
-    return x.backend.conv2d(cx!, cw!, cb, { stride: st, padding: pad, groups, residual: cr, activation: args.activation });
-  });
+  const padding = typeof p === 'number' ? [p, p, p, p] as const : p.length === 2 ? [p[0], p[0], p[1], p[1]] as const : p;
+  return runOp1(conv2dOp, [x, weight, bias, args.residual], { stride: st, padding, groups: args.groups ?? 1, activation: args.activation });
 }
 
-/**
- * Scaled dot-product attention with heads interleaved in the channel dim: q [B, Lq, H*D],
- * k [B, Lk, H*D], v [B, Lk, H*Dv] -> [B, Lq, H*Dv]. Scale defaults to 1/sqrt(D).
- */
-export function attention(q: Tensor, k: Tensor, v: Tensor, heads: number, opts: Partial<AttentionOptions> = {}): Tensor {
-  assertF32('attention', q, k, v);
+export interface AttentionArgs {
+  /** Multiplier of q.k; default 1/sqrt(D). */
+  scale?: number;
+  /** Mask keys j > i (CLIP's causal self-attention). */
+  causal?: boolean;
+}
+
+/** q [B, Lq, H*D], k [B, Lk, H*D], v [B, Lk, H*Dv] as [B, L, H, D] views, checked. */
+function attentionViews(q: Tensor, k: Tensor, v: Tensor, heads: number): { q4: Tensor; k4: Tensor; v4: Tensor; D: number; Dv: number } {
   const [B, Lq, HD] = q.shape as [number, number, number];
   const Lk = k.shape[1]!;
   if (q.rank !== 3 || k.rank !== 3 || v.rank !== 3 || k.shape[0] !== B || v.shape[0] !== B || v.shape[1] !== Lk ||
@@ -247,92 +211,63 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, heads: number, opts: 
       `${formatShape(q.shape)}, ${formatShape(k.shape)}, ${formatShape(v.shape)}`);
   }
   const D = HD / heads, Dv = v.shape[2]! / heads;
-  return withContiguous([q, k, v], ([cq, ck, cv]) => {
-    const q4 = cq!.reshape([B, Lq, heads, D]), k4 = ck!.reshape([B, Lk, heads, D]), v4 = cv!.reshape([B, Lk, heads, Dv]);
-    const o = q.backend.attention(q4, k4, v4, { scale: opts.scale ?? 1 / Math.sqrt(D), causal: opts.causal });
-    const out = o.reshape([B, Lq, heads * Dv]);
-    [q4, k4, v4, o].forEach((t) => t.dispose());
-    return out;
-  });
+  return { q4: q.reshape([B, Lq, heads, D]), k4: k.reshape([B, Lk, heads, D]), v4: v.reshape([B, Lk, heads, Dv]), D, Dv };
+}
+
+/**
+ * Scaled dot-product attention with heads interleaved in the channel dim: q [B, Lq, H*D],
+ * k [B, Lk, H*D], v [B, Lk, H*Dv] -> [B, Lq, H*Dv]. Scale defaults to 1/sqrt(D).
+ */
+export function attention(q: Tensor, k: Tensor, v: Tensor, heads: number, opts: AttentionArgs = {}): Tensor {
+  return attentionWithStats(q, k, v, heads, opts, false).out;
+}
+
+/** attention, plus the logsumexp of each row of scaled scores, lse [B, Lq, H] (for a flash-attention backward). */
+export function attentionWithStats(q: Tensor, k: Tensor, v: Tensor, heads: number, opts: AttentionArgs = {}, stats = true): { out: Tensor; lse?: Tensor } {
+  const { q4, k4, v4, D } = attentionViews(q, k, v, heads);
+  try {
+    const [o, lse] = runOp(attentionOp, [q4, k4, v4], { scale: opts.scale ?? 1 / Math.sqrt(D), causal: opts.causal, stats });
+    const out = o!.reshape([q.shape[0]!, q.shape[1]!, -1]);
+    o!.dispose();
+    return lse ? { out, lse } : { out };
+  } finally {
+    [q4, k4, v4].forEach((t) => t.dispose());
+  }
 }
 
 // ---------------------------------------------------------------- normalisation
 
 export function groupNorm(x: Tensor, groups: number, weight: Tensor | undefined, bias: Tensor | undefined, eps: number, fuseSilu = false): Tensor {
-  assertF32('groupNorm', x, weight, bias);
-  const C = x.shape[1]!;
-  if (x.rank < 2 || C % groups !== 0) throw new Error(`groupNorm: ${C} channels of ${formatShape(x.shape)} do not split into ${groups} groups`);
-  for (const [n, t] of [['weight', weight], ['bias', bias]] as const) {
-    if (t && (t.rank !== 1 || t.shape[0] !== C)) throw new Error(`groupNorm: expected ${n} [${C}], found ${formatShape(t.shape)}`);
-  }
-  const ps = [weight, bias].filter((t): t is Tensor => t !== undefined);
-  return withContiguous([x, ...ps], ([cx, ...rest]) =>
-    x.backend.groupNorm(cx!, weight ? rest.shift() : undefined, bias ? rest.shift() : undefined, { groups, eps, silu: fuseSilu }));
+  return runOp1(groupNormOp, [x, weight, bias], { groups, eps, silu: fuseSilu });
+}
+
+/** groupNorm plus the per-(sample, group) mean and rstd [N, G] (what its backward reads). */
+export function groupNormWithStats(x: Tensor, groups: number, weight: Tensor | undefined, bias: Tensor | undefined, eps: number, fuseSilu = false): { y: Tensor; mean: Tensor; rstd: Tensor } {
+  const [y, mean, rstd] = runOp(groupNormOp, [x, weight, bias], { groups, eps, silu: fuseSilu, stats: true });
+  return { y: y!, mean: mean!, rstd: rstd! };
 }
 
 export function layerNorm(x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, eps: number): Tensor {
-  assertF32('layerNorm', x, weight, bias);
-  const D = x.shape[x.rank - 1]!;
-  for (const [n, t] of [['weight', weight], ['bias', bias]] as const) {
-    if (t && (t.rank !== 1 || t.shape[0] !== D)) throw new Error(`layerNorm: expected ${n} [${D}], found ${formatShape(t.shape)}`);
-  }
-  const ps = [weight, bias].filter((t): t is Tensor => t !== undefined);
-  return withContiguous([x, ...ps], ([cx, ...rest]) =>
-    x.backend.layerNorm(cx!, weight ? rest.shift() : undefined, bias ? rest.shift() : undefined, eps));
+  return runOp1(layerNormOp, [x, weight, bias], { eps });
 }
 
-/** See Backend.crossNorm. */
-export function crossNorm(x: Tensor, control: Tensor, opts: CrossNormOptions): Tensor {
-  assertF32('crossNorm', x, control);
-  assertRank('crossNorm', 'feature [N, C, h, w]', x, 4);
-  assertRank('crossNorm', 'control [N, C, h, w]', control, 4);
-  const N = x.shape[0]!, Nc = control.shape[0]!;
-  if (x.shape[1] !== control.shape[1] || (Nc !== N && Nc !== 1)) {
-    throw new Error(`crossNorm: control ${formatShape(control.shape)} does not match feature ${formatShape(x.shape)} (channels must agree, batch N or 1)`);
-  }
-  if (typeof opts.scale !== 'number' && (opts.scale.rank !== 1 || opts.scale.shape[0] !== N)) {
-    throw new Error(`crossNorm: expected a per-sample scale [${N}], found ${formatShape(opts.scale.shape)}`);
-  }
-  const s = opts.scale;
-  const ts = typeof s === 'number' ? [] : [s];
-  return withContiguous([x, control, ...ts], ([cx, cc, cs]) =>
-    x.backend.crossNorm(cx!, cc!, { ...opts, scale: cs ?? (s as number) }));
+/** layerNorm plus the per-row mean and rstd (x's shape without the last dim). */
+export function layerNormWithStats(x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, eps: number): { y: Tensor; mean: Tensor; rstd: Tensor } {
+  const [y, mean, rstd] = runOp(layerNormOp, [x, weight, bias], { eps, stats: true });
+  return { y: y!, mean: mean!, rstd: rstd! };
 }
 
 // ---------------------------------------------------------------- resampling and layout
 
 export function upsampleNearest(x: Tensor, size: readonly [number, number]): Tensor {
-  assertF32('upsampleNearest', x);
-  assertRank('upsampleNearest', 'input [N, C, H, W]', x, 4);
-  return withContiguous([x], ([c]) => x.backend.upsampleNearest(c!, size));
+  return runOp1(upsampleNearestOp, [x], { size });
 }
 
 export function adaptiveAvgPool2d(x: Tensor, size: readonly [number, number]): Tensor {
-  assertF32('adaptiveAvgPool2d', x);
-  assertRank('adaptiveAvgPool2d', 'input [N, C, H, W]', x, 4);
-  return withContiguous([x], ([c]) => x.backend.adaptiveAvgPool2d(c!, size));
+  return runOp1(adaptiveAvgPool2dOp, [x], { size });
 }
 
 export function concat(xs: readonly Tensor[], axis: number): Tensor {
   if (xs.length === 0) throw new Error('concat: no tensors');
-  const first = xs[0]!;
-  const a = normAxis(axis, first.rank);
-  for (const x of xs) {
-    if (x.rank !== first.rank || x.dtype !== first.dtype || x.shape.some((d, i) => i !== a && d !== first.shape[i])) {
-      throw new Error(`concat: ${formatShape(x.shape)} (${x.dtype}) does not match ${formatShape(first.shape)} (${first.dtype}) outside axis ${a}`);
-    }
-  }
-  return withContiguous(xs, (cs) => first.backend.concat(cs, a));
-}
-
-export function timestepEmbedding(t: Tensor, dim: number, opts: TimestepEmbeddingOptions): Tensor {
-  assertF32('timestepEmbedding', t);
-  assertRank('timestepEmbedding', 'timesteps [N]', t, 1);
-  return withContiguous([t], ([c]) => t.backend.timestepEmbedding(c!, dim, opts));
-}
-
-export function geglu(h: Tensor): Tensor {
-  assertF32('geglu', h);
-  if (h.shape[h.rank - 1]! % 2 !== 0) throw new Error(`geglu: last dim of ${formatShape(h.shape)} must be even`);
-  return withContiguous([h], ([c]) => h.backend.geglu(c!));
+  return runOp1(concatOp, xs, { axis: normAxis(axis, xs[0]!.rank) });
 }

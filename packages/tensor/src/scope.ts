@@ -18,6 +18,15 @@ export function keep<T extends Tensor>(t: T): T {
   return t;
 }
 
+/**
+ * Exclude a tensor from every enclosing scope: long-lived state created while scopes run (an optimizer's
+ * moments and flat parameter storages, gradient views), which the caller disposes explicitly.
+ */
+export function persist<T extends Tensor>(t: T): T {
+  for (const s of stack) s.delete(t);
+  return t;
+}
+
 function collect(value: unknown, out: Set<Tensor>, seen = new Set<unknown>()): void {
   if (value === null || typeof value !== 'object' || seen.has(value)) return;
   seen.add(value);

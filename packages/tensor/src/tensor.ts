@@ -11,6 +11,10 @@ export class Tensor {
   readonly shape: readonly number[];
   readonly strides: readonly number[];
   private disposed = false;
+  /** A parameter (or input) that gradients are taken for (autograd). */
+  requiresGrad = false;
+  /** The accumulated gradient of the last backward() (owned by this tensor; same shape, f32). */
+  grad: Tensor | undefined = undefined;
 
   constructor(
     readonly backend: Backend,

@@ -1,6 +1,7 @@
 // diffusers Timesteps and TimestepEmbedding (diffusers/models/embeddings.py, v0.29.2).
 
-import { ops, type Backend, type Tensor, type WeightSource } from '@cnx/tensor';
+import { type Backend, type Tensor, type WeightSource } from '@cnx/tensor';
+import { timestepEmbedding } from './ops/timestep_embedding.js';
 import { Module } from './module.js';
 import { Linear } from './layers/linear.js';
 
@@ -18,8 +19,8 @@ export class Timesteps extends Module {
 
   /** t [N] (f32, integer-valued or not) -> [N, numChannels]. */
   forward(t: Tensor): Tensor {
-    return ops.timestepEmbedding(t, this.opts.numChannels, {
-      flipSinToCos: this.opts.flipSinToCos, downscaleFreqShift: this.opts.downscaleFreqShift,
+    return timestepEmbedding(t, {
+      dim: this.opts.numChannels, flipSinToCos: this.opts.flipSinToCos, downscaleFreqShift: this.opts.downscaleFreqShift,
     });
   }
 }

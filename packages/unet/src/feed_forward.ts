@@ -3,6 +3,7 @@
 // halves of the last dim), net.1 = Dropout, net.2 = Linear inner -> dim.
 
 import { ops, type Backend, type Tensor, type WeightSource } from '@cnx/tensor';
+import { geglu } from './ops/geglu.js';
 import { Module } from './module.js';
 import { Linear } from './layers/linear.js';
 
@@ -18,7 +19,7 @@ export class GEGLU extends Module {
   /** x [..., dimIn] -> [..., dimOut]. */
   forward(x: Tensor): Tensor {
     const h = this.proj.forward(x);
-    const y = ops.geglu(h);
+    const y = geglu(h);
     h.dispose();
     return y;
   }

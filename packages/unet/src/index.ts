@@ -55,3 +55,8 @@ export {
   UNetSpatioTemporalConditionModel, parseSpatioTemporalUNetConfig, type UNetSiteHook, type UNetSpatioTemporalConfig,
   type UNetSpatioTemporalForwardOptions,
 } from './unet_spatio_temporal.js';
+export { gegluOp, geglu, gegluWebgpu, gegluWgsl, type GegluParams } from './ops/geglu.js';
+export { timestepEmbeddingOp, timestepEmbedding, timestepEmbeddingWebgpu, timestepEmbeddingWgsl, timestepFrequencies, type TimestepEmbeddingParams } from './ops/timestep_embedding.js';
+export { gegluForwardF64, gegluBackwardF64, gegluBackward, geluErfDerivative } from './ops/geglu_backward.js';
+export * as gegluBackwardKernel from './ops/geglu_backward_wgsl.js';
+export * from './schedulers/index.js';

@@ -3,15 +3,15 @@
 
 import { existsSync, statSync } from 'node:fs';
 import { dirname, extname, resolve } from 'node:path';
-import { createBackend, type BackendName } from '@cnx/kernels';
+import { createBackend } from '@cnx/kernels';
 import type { Backend, Tensor } from '@cnx/tensor';
-import { findControlType, type ControlTypeOptions } from '../control_type.js';
+import { findControlType, type ControlTypeOptions } from '../control_types/control_type.js';
 import { imageToTensor, readImage, resizeImage, tensorToImages, toRgbImage, writePng } from '../images.js';
-import { loadPipeline } from '../pipeline_loading.js';
-import type { ControllableDiffusionPipeline } from '../pipeline.js';
-import { createProgress } from '../progress.js';
-import { SCHEDULER_NAMES, isSchedulerClassName } from '../schedulers/create_scheduler.js';
-import { TINY_IMAGE_SIZE, tinyPipeline } from '../tiny_model.js';
+import { loadPipeline } from '../pipelines/pipeline_loading.js';
+import type { ControllableDiffusionPipeline } from '../pipelines/pipeline.js';
+import { createProgress } from './progress.js';
+import { SCHEDULER_NAMES, isSchedulerClassName } from '@cnx/unet';
+import { TINY_IMAGE_SIZE, tinyPipeline } from '../pipelines/tiny_model.js';
 import { formatOptions, parseOptions, UsageError, type OptionSpec } from './options.js';
 
 export const GENERATE_OPTIONS: readonly OptionSpec[] = [
@@ -134,7 +134,7 @@ export async function runGenerate(argv: readonly string[], io: CommandIO): Promi
   const initImagePath = str('init-image');
   const initImage = initImagePath ? readImage(initImagePath) : undefined;
 
-  const backendName = str('backend') as BackendName;
+  const backendName = str('backend')!;
   const backend: Backend = await createBackend(backendName, { adapter: str('adapter') });
   io.stderr.write(`backend: ${backend.description}\n`);
   let pipe: ControllableDiffusionPipeline | undefined;

@@ -1,23 +1,23 @@
 // `cnx video`: a reference image + pose frames -> video frames (PNG) and an animated file, with Stable
-// Video Diffusion and ControlNeXt-SVD (svd/svd_pipeline.ts). Without --model it runs the tiny built-in
-// model with random weights (svd/tiny_svd_model.ts) and says so; without --image / --poses there it makes
+// Video Diffusion and ControlNeXt-SVD (pipelines/svd_pipeline.ts). Without --model it runs the tiny built-in
+// model with random weights (pipelines/tiny_svd_model.ts) and says so; without --image / --poses there it makes
 // its own reference image and a short dancing stick figure, drawn by our pose renderer.
 
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import ndarray from 'ndarray';
-import { createBackend, type BackendName } from '@cnx/kernels';
+import { createBackend } from '@cnx/kernels';
 import type { Backend, Tensor } from '@cnx/tensor';
 import { readImage, resizeImage, tensorToImages, type ImageArray } from '../images.js';
-import { formatDuration } from '../progress.js';
-import { loadSvdPipeline } from '../svd/load_svd_pipeline_node.js';
-import { applyPoseAlignment, fitPoseAlignment, parseOpenPoseDocument, type PoseFrame } from '../svd/pose_keypoints.js';
-import { renderPose } from '../svd/pose_render.js';
-import { estimateSvdMemory, svdPreflight } from '../svd/svd_preflight.js';
-import { frameWindows, type SvdControlNeXtPipeline, type SvdProgress } from '../svd/svd_pipeline.js';
-import { TINY_SVD_SIZE, tinySvdPipeline } from '../svd/tiny_svd_model.js';
-import { checkAnimationPath, readPoseInput, writeAnimation, writeFramePngs } from '../svd/video_io_node.js';
+import { formatDuration } from './progress.js';
+import { loadSvdPipeline } from '../pipelines/load_svd_pipeline_node.js';
+import { applyPoseAlignment, fitPoseAlignment, parseOpenPoseDocument, type PoseFrame } from '../video/pose_keypoints.js';
+import { renderPose } from '../video/pose_render.js';
+import { estimateSvdMemory, svdPreflight } from '../pipelines/svd_preflight.js';
+import { frameWindows, type SvdControlNeXtPipeline, type SvdProgress } from '../pipelines/svd_pipeline.js';
+import { TINY_SVD_SIZE, tinySvdPipeline } from '../pipelines/tiny_svd_model.js';
+import { checkAnimationPath, readPoseInput, writeAnimation, writeFramePngs } from '../video/video_io_node.js';
 import type { CommandIO } from './generate_command.js';
 import { formatOptions, parseOptions, UsageError, type OptionSpec } from './options.js';
 
@@ -228,7 +228,7 @@ export async function runVideo(argv: readonly string[], io: CommandIO): Promise<
     throw new UsageError(`--video: ${(e as Error).message}`);
   }
 
-  const backend: Backend = await createBackend(str('backend') as BackendName, { adapter: str('adapter') });
+  const backend: Backend = await createBackend(str('backend')!, { adapter: str('adapter') });
   io.stderr.write(`backend: ${backend.description}\n`);
   let pipe: SvdControlNeXtPipeline | undefined;
   const owned: Tensor[] = [];

@@ -7,7 +7,8 @@
 // The scale comes from io.safetensors (`<v>.scale`: a 0-dim scalar or one value per sample) or from the
 // variant's `scale`. eps and order default to the SD1.5 release (1e-12, pool then normalise) unless the
 // case names them (`eps`, `order` in the variant or in args).
-import { ops, type CrossNormOptions, type Tensor } from '@cnx/tensor';
+import { ops, type Tensor } from '@cnx/tensor';
+import { crossNorm, type CrossNormOptions } from '@cnx/controlnext';
 import type { GoldenCase, Produced, Runner } from '../golden_case.js';
 
 interface CrossNormVariant {
@@ -45,8 +46,8 @@ export const opCrossNorm: Runner = async (c, backend) => {
     const [h, w] = x.shape.slice(2) as [number, number];
     const want = new Set(c.checkedNames());
     if (want.has(`${v.name}.pooled`)) out.set(`${v.name}.pooled`, ops.adaptiveAvgPool2d(control, [h, w]));
-    if (want.has(`${v.name}.normed`)) out.set(`${v.name}.normed`, ops.crossNorm(x, control, { eps, order, scale: 1, residual: false }));
-    out.set(`${v.name}.y`, ops.crossNorm(x, control, { eps, order, scale }));
+    if (want.has(`${v.name}.normed`)) out.set(`${v.name}.normed`, crossNorm(x, control, { eps, order, scale: 1, residual: false }));
+    out.set(`${v.name}.y`, crossNorm(x, control, { eps, order, scale }));
     [x, control].forEach((t) => t.dispose());
     if (typeof scale !== 'number') scale.dispose();
   }

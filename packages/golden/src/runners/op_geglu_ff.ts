@@ -1,8 +1,9 @@
 // op_geglu_ff: diffusers FeedForward(dim, mult, activation_fn='geglu') (src/diffusers/models/attention.py,
 // GEGLU in activations.py): geglu_proj = net.0.proj(x) [..., 2F]; hidden, gate = chunk(2, -1);
-// gelu_gate = gelu(gate) (exact erf); geglu = hidden * gelu_gate (ops.geglu, fused); y = net.2(geglu).
+// gelu_gate = gelu(gate) (exact erf); geglu = hidden * gelu_gate (geglu, fused); y = net.2(geglu).
 // Weights from io under '<name>.module.*'.
 import { ops } from '@cnx/tensor';
+import { geglu } from '@cnx/unet';
 import type { Produced, Runner } from '../golden_case.js';
 
 export const opGegluFf: Runner = async (c, backend) => {
@@ -20,7 +21,7 @@ export const opGegluFf: Runner = async (c, backend) => {
       out.set(`${v.name}.gelu_gate`, ops.gelu(gate));
       gate.dispose();
     }
-    const g = ops.geglu(h);
+    const g = geglu(h);
     out.set(`${v.name}.y`, ops.linear(g, w2, b2));
     out.set(`${v.name}.geglu_proj`, h);
     out.set(`${v.name}.geglu`, g);

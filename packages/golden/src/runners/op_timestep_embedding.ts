@@ -2,7 +2,7 @@
 // downscale_freq_shift, scale, max_period) (src/diffusers/models/embeddings.py) per variant.
 // Each option is read from the variant, else case.json args, else config, else the `call` text
 // (e.g. "flip_sin_to_cos=True"), else get_timestep_embedding's own default.
-import { ops } from '@cnx/tensor';
+import { timestepEmbedding } from '@cnx/unet';
 import type { GoldenCase, Produced, Runner } from '../golden_case.js';
 
 interface TimestepVariant { name: string; dim: number; [key: string]: unknown }
@@ -25,7 +25,8 @@ export const opTimestepEmbedding: Runner = async (c, backend) => {
     if (!Number.isInteger(v.dim)) throw new Error(`${c.name}: variant '${v.name}' needs an integer 'dim', found ${JSON.stringify(v)}`);
     const t = c.input(`${v.name}.timesteps`, backend);
     const t1 = t.reshape([-1]);
-    out.set(`${v.name}.y`, ops.timestepEmbedding(t1, v.dim, {
+    out.set(`${v.name}.y`, timestepEmbedding(t1, {
+      dim: v.dim,
       flipSinToCos: Boolean(option(c, v, 'flip_sin_to_cos')),
       downscaleFreqShift: Number(option(c, v, 'downscale_freq_shift')),
       scale: Number(option(c, v, 'scale')),

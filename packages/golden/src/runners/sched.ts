@@ -7,7 +7,7 @@
 
 import { join } from 'node:path';
 import { ops, scope, type Backend, type Tensor } from '@cnx/tensor';
-import { createScheduler, readSchedulerConfigFile, RecordedNoise, type NoiseSource, type Scheduler } from '@cnx/controlnext';
+import { createScheduler, readSchedulerConfigFile, RecordedNoise, type NoiseSource, type Scheduler } from '@cnx/unet';
 import type { GoldenCase, Produced, Runner } from '../golden_case.js';
 
 function schedulerClass(c: GoldenCase): string {

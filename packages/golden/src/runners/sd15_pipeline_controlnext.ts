@@ -8,10 +8,8 @@
 
 import { join } from 'node:path';
 import type { Tensor } from '@cnx/tensor';
-import {
-  ControllableDiffusionPipeline, ControlNeXt, ControlNeXtControl, createScheduler, readSchedulerConfigFile,
-} from '@cnx/controlnext';
-import { AutoencoderKL, UNet2DConditionModel } from '@cnx/unet';
+import { ControllableDiffusionPipeline, ControlNeXt, ControlNeXtControl } from '@cnx/controlnext';
+import { AutoencoderKL, UNet2DConditionModel, createScheduler, readSchedulerConfigFile } from '@cnx/unet';
 import type { GoldenCase, Produced, Runner } from '../golden_case.js';
 import { modelDirOfKind } from './unet.js';
 

@@ -7,8 +7,8 @@
 // latents, the VAE output ([1, C, F, H, W] as diffusers' decode_latents) and the frames in [0, 1].
 
 import type { Tensor } from '@cnx/tensor';
-import { ControlNeXtSVD, readSchedulerConfigFile, SvdControlNeXtPipeline, type SvdVariantName } from '@cnx/controlnext';
-import { AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel } from '@cnx/unet';
+import { ControlNeXtSVD, SvdControlNeXtPipeline, type SvdVariantName } from '@cnx/controlnext';
+import { AutoencoderKLTemporalDecoder, readSchedulerConfigFile, UNetSpatioTemporalConditionModel } from '@cnx/unet';
 import { join } from 'node:path';
 import type { GoldenCase, Produced, Runner } from '../golden_case.js';
 import { modelDirOfKind } from './unet.js';

@@ -19,33 +19,23 @@
 // GPU time (opt-in, where the device has 'timestamp-query'): between startGpuTimer() and stopGpuTimer()
 // every compute pass gets timestampWrites (gpu_timer.ts) and stopGpuTimer() returns the summed execution
 // time of those passes. Copies, clears and uploads run outside compute passes and are not timed. Start
-// and stop go through run(), so with deferred commands exactly the passes recorded in between are timed.
+// and stop go through enqueue(), so with deferred commands exactly the passes recorded in between are timed.
 // While the timer is off, computePass() only checks one field.
 //
 // Errors: shader compilation and validation errors are asynchronous in WebGPU; they are collected
 // (with the kernel label) and thrown from the next read()/sync().
 
 import {
-  DTYPE_BYTES, formatShape, isContiguousLayout, numel, toFloat32, Tensor,
-  type AttentionOptions, type Backend, type BinaryOp, type Conv2dOptions, type CrossNormOptions, type DType,
-  type GroupNormOptions, type MatmulOptions, type MemoryStats, type RawArray, type ReduceOp, type Shape,
-  type Storage, type TimestepEmbeddingOptions, type UnaryOp,
+  DTYPE_BYTES, coreOps, formatShape, isContiguousLayout, numel, toFloat32, Tensor,
+  type Backend, type DType, type MemoryStats, type OpDefinition, type RawArray, type Shape, type Storage, type TensorMeta,
 } from '@cnx/tensor';
 import { BufferPool, sizeClass } from './buffer_pool.js';
 import type { DispatchSpec, GpuContext } from './context.js';
-import { acquireDevice, formatAdapterReport, type AcquireOptions, type AcquiredDevice, type AdapterReport } from './device.js';
-import * as elementwise from './elementwise.js';
+import { formatAdapterReport, type AcquiredDevice, type AdapterReport } from './device.js';
+import { coreKernels, type WebgpuKernel } from './core_kernels.js';
 import { GpuTimer } from './gpu_timer.js';
 import * as layout from './layout.js';
 import { PipelineCache, type CachedPipeline } from './pipeline_cache.js';
-import { reduce } from './reduce.js';
-import { attention, softmax } from '../attention.js';
-import { conv2d } from '../conv2d.js';
-import { crossNorm } from '../cross_norm.js';
-import { geglu, timestepEmbedding } from '../diffusion.js';
-import { matmul } from '../matmul.js';
-import { groupNorm, layerNorm } from '../norm.js';
-import { adaptiveAvgPool2d, upsampleNearest } from '../resample.js';
 
 /** Dispatches recorded before a submit. Small enough to keep the GPU fed, large enough to amortise submits. */
 const FLUSH_EVERY = 32;
@@ -98,7 +88,7 @@ interface GpuStorage extends Storage {
 }
 
 export class WebgpuBackend implements Backend, GpuContext {
-  readonly name = 'webgpu' as const;
+  readonly name = 'webgpu';
   readonly description: string;
   readonly adapterInfo: AdapterReport;
   readonly device: GPUDevice;
@@ -125,15 +115,10 @@ export class WebgpuBackend implements Backend, GpuContext {
   private destroyed = false;
   /** Created at the first startGpuTimer(); keeps its query sets for later measurements. */
   private timer: GpuTimer | undefined;
-  /** The timer while compute passes get timestamp writes (in command order, see run()), else undefined. */
+  /** The timer while compute passes get timestamp writes (in command order, see enqueue()), else undefined. */
   private timing: GpuTimer | undefined;
   /** Between startGpuTimer() and the end of stopGpuTimer() (in call order). */
   private timerState: 'off' | 'on' | 'stopping' = 'off';
-
-  /** Acquire a device (see device.ts for the adapter order) and wrap it. */
-  static async create(opts: AcquireOptions & { maxPooledBytes?: number } = {}): Promise<WebgpuBackend> {
-    return new WebgpuBackend(await acquireDevice(opts), opts.maxPooledBytes);
-  }
 
   /** maxPooledBytes: cap of released buffers kept for reuse (buffer_pool.ts DEFAULT_MAX_POOLED_BYTES). */
   constructor(acquired: AcquiredDevice, maxPooledBytes?: number) {
@@ -206,7 +191,7 @@ export class WebgpuBackend implements Backend, GpuContext {
   }
 
   /** Run a command now, or record it after the deferred ones (see the header). */
-  private run(command: () => void): void {
+  private enqueue(command: () => void): void {
     this.replayIfCompiled();
     if (this.deferred) this.deferred.push(command);
     else command();
@@ -391,7 +376,7 @@ export class WebgpuBackend implements Backend, GpuContext {
   zeros(shape: Shape, dtype: DType = 'f32'): Tensor {
     const t = this.empty(shape, dtype);
     const buffer = this.buffer(t);
-    this.run(() => this.copyEncoder().clearBuffer(buffer));
+    this.enqueue(() => this.copyEncoder().clearBuffer(buffer));
     return t;
   }
 
@@ -405,7 +390,7 @@ export class WebgpuBackend implements Backend, GpuContext {
     if (view.byteLength === 0) return t;
     // The caller may reuse `data` before a deferred upload runs: copy it then.
     const bytes = view.byteLength % 4 ? padTo4(view) : this.deferred ? view.slice() : view;
-    this.run(() => {
+    this.enqueue(() => {
       this.flush(); // the buffer may be recycled: pending commands must read its old contents first
       this.device.queue.writeBuffer(buffer, 0, bytes as Uint8Array<ArrayBuffer>);
     });
@@ -425,7 +410,7 @@ export class WebgpuBackend implements Backend, GpuContext {
       const staging = this.device.createBuffer({ size: Math.max(4, end - start), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: 'readback' });
       try {
         const from = this.buffer(src);
-        if (end > start) this.run(() => this.copyEncoder().copyBufferToBuffer(from, start, staging, 0, end - start));
+        if (end > start) this.enqueue(() => this.copyEncoder().copyBufferToBuffer(from, start, staging, 0, end - start));
         await this.settle();
         this.flush();
         await staging.mapAsync(GPUMapMode.READ);
@@ -487,7 +472,7 @@ export class WebgpuBackend implements Backend, GpuContext {
     if (!this.hasGpuTimer) return false;
     if (this.timerState !== 'off') throw new Error(`webgpu startGpuTimer: the timer is ${this.timerState === 'on' ? 'already running' : 'still stopping'}; await stopGpuTimer() first`);
     this.timerState = 'on';
-    this.run(() => {
+    this.enqueue(() => {
       this.endPass(); // the open pass began untimed: later dispatches go to a timed one
       this.timer ??= new GpuTimer(this.device);
       this.timer.reset();
@@ -505,7 +490,7 @@ export class WebgpuBackend implements Backend, GpuContext {
     if (this.timerState !== 'on') return undefined;
     this.timerState = 'stopping';
     try {
-      this.run(() => {
+      this.enqueue(() => {
         this.endPass();
         this.timing = undefined;
       });
@@ -541,35 +526,19 @@ export class WebgpuBackend implements Backend, GpuContext {
     this.device.destroy(); // a live device keeps the Node process alive
   }
 
-  // ------------------------------------------------------------------ layout and type
+  // ------------------------------------------------------------------ layout, type and ops
 
   contiguous(x: Tensor): Tensor { return layout.contiguous(this, x); }
   cast(x: Tensor, dtype: DType): Tensor { return layout.cast(this, x, dtype); }
-  concat(xs: readonly Tensor[], axis: number): Tensor { return layout.concat(this, xs, axis); }
 
-  // ------------------------------------------------------------------ elementwise
-
-  unary(op: UnaryOp, x: Tensor): Tensor { return elementwise.unary(this, op, x); }
-  affine(x: Tensor, mul: number, add: number): Tensor { return elementwise.affine(this, x, mul, add); }
-  binary(op: BinaryOp, a: Tensor, b: Tensor): Tensor { return elementwise.binary(this, op, a, b); }
-
-  // ------------------------------------------------------------------ reductions
-
-  reduce(op: ReduceOp, x: Tensor, axes: readonly number[]): Tensor { return reduce(this, op, x, axes); }
-  softmax(x: Tensor): Tensor { return softmax(this, x); }
-
-  // ------------------------------------------------------------------ kernel families (../*.ts)
-
-  matmul(a: Tensor, b: Tensor, opts?: MatmulOptions): Tensor { return matmul(this, a, b, opts); }
-  conv2d(x: Tensor, w: Tensor, bias: Tensor | undefined, opts: Conv2dOptions): Tensor { return conv2d(this, x, w, bias, opts); }
-  attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Tensor { return attention(this, q, k, v, opts); }
-  groupNorm(x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, opts: GroupNormOptions): Tensor { return groupNorm(this, x, weight, bias, opts); }
-  layerNorm(x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, eps: number): Tensor { return layerNorm(this, x, weight, bias, eps); }
-  crossNorm(x: Tensor, control: Tensor, opts: CrossNormOptions): Tensor { return crossNorm(this, x, control, opts); }
-  upsampleNearest(x: Tensor, size: readonly [number, number]): Tensor { return upsampleNearest(this, x, size); }
-  adaptiveAvgPool2d(x: Tensor, size: readonly [number, number]): Tensor { return adaptiveAvgPool2d(this, x, size); }
-  timestepEmbedding(t: Tensor, dim: number, opts: TimestepEmbeddingOptions): Tensor { return timestepEmbedding(this, t, dim, opts); }
-  geglu(h: Tensor): Tensor { return geglu(this, h); }
+  /** A core op runs its entry of core_kernels.ts; any other op its definition's `kernels.webgpu`. */
+  run<P>(op: OpDefinition<P>, inputs: readonly (Tensor | undefined)[], params: P, _outputs: readonly TensorMeta[]): Tensor[] {
+    const core = (coreOps as Readonly<Record<string, OpDefinition<unknown>>>)[op.name] === (op as OpDefinition<unknown>)
+      ? (coreKernels as Readonly<Record<string, WebgpuKernel<P>>>)[op.name] : undefined;
+    const kernel = core ?? op.kernels?.webgpu;
+    if (!kernel) throw new Error(`webgpu: op '${op.name}' has no WebGPU kernel (its definition has no kernels.webgpu entry)`);
+    return kernel(this, inputs, params);
+  }
 }
 
 function padTo4(bytes: Uint8Array): Uint8Array {

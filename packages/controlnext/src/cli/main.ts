@@ -1,0 +1,68 @@
+// `cnx`: the command-line entry (bin/cnx.js calls main()). Commands: generate, video, schedulers, control-types.
+// Usage errors exit with status 2, runtime errors (bad image file, missing model file, ...) with 1;
+// both print one "cnx <command>: error: ..." line naming the option or file.
+
+import { listControlTypes } from '../control_types/control_type.js';
+import { GENERATE_USAGE, generateHelp, runGenerate, type CommandIO } from './generate_command.js';
+import { VIDEO_USAGE, videoHelp, runVideo } from './video_command.js';
+import { UsageError } from './options.js';
+import { SCHEDULER_NAMES } from '@cnx/unet';
+
+const HELP = `usage: cnx <command> [options]
+
+Commands:
+  generate        prompt (+ control image) -> PNG; \`cnx generate --help\` for its options
+  video           reference image + poses -> video frames (PNG) and a GIF/MP4 (SVD + ControlNeXt-SVD)
+  schedulers      list the sampler names --scheduler accepts
+  control-types   list the control types --control-type accepts, with their options
+
+Run \`cnx <command> --help\` for a command's help.`;
+
+async function listSchedulers(io: CommandIO): Promise<number> {
+  for (const [name, s] of Object.entries(SCHEDULER_NAMES)) io.stdout.write(`${name.padEnd(18)}${s.className}: ${s.description}\n`);
+  return 0;
+}
+
+async function listTypes(io: CommandIO): Promise<number> {
+  for (const t of await listControlTypes()) {
+    io.stdout.write(`${t.name.padEnd(14)}${t.description}\n`);
+    for (const o of t.options) io.stdout.write(`${''.padEnd(16)}${o.name}: ${o.description} (default: ${o.default})\n`);
+  }
+  return 0;
+}
+
+const COMMANDS: Readonly<Record<string, { usage: string; help: () => string; run: (argv: readonly string[], io: CommandIO) => Promise<number> }>> = {
+  generate: { usage: GENERATE_USAGE, help: generateHelp, run: runGenerate },
+  video: { usage: VIDEO_USAGE, help: videoHelp, run: runVideo },
+  schedulers: { usage: 'usage: cnx schedulers', help: () => 'usage: cnx schedulers\n\nList the sampler names --scheduler accepts.', run: (_a, io) => listSchedulers(io) },
+  'control-types': {
+    usage: 'usage: cnx control-types',
+    help: () => 'usage: cnx control-types\n\nList the control types --control-type accepts, with their options (--control-option KEY=VALUE).',
+    run: (_a, io) => listTypes(io),
+  },
+};
+
+export async function main(argv: readonly string[], io: CommandIO = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    io.stdout.write(HELP + '\n');
+    return cmd === undefined ? 2 : 0;
+  }
+  const command = COMMANDS[cmd];
+  if (!command) {
+    io.stderr.write(`cnx: error: unknown command '${cmd}' (commands: ${Object.keys(COMMANDS).join(', ')})\n${HELP}\n`);
+    return 2;
+  }
+  if (cmd !== 'generate' && cmd !== 'video' && (rest.includes('--help') || rest.includes('-h'))) {
+    io.stdout.write(command.help() + '\n');
+    return 0;
+  }
+  try {
+    return await command.run(rest, io);
+  } catch (e) {
+    const usage = e instanceof UsageError;
+    io.stderr.write(`cnx ${cmd}: error: ${(e as Error).message}\n${usage ? `${command.usage}\n(see \`cnx ${cmd} --help\`)\n` : ''}`);
+    if (process.env['CNX_DEBUG'] && e instanceof Error && e.stack) io.stderr.write(e.stack + '\n');
+    return usage ? 2 : 1;
+  }
+}

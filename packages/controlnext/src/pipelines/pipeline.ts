@@ -1,0 +1,308 @@
+// The controllable text-to-image (and image-to-image) pipeline: Stable Diffusion 1.x/2.x with an optional
+// ControlNeXt or ControlNet, written as a visible loop like diffusers' StableDiffusionPipeline.__call__
+// (v0.29.2 pipeline_stable_diffusion.py) and the ControlNeXt repo's StableDiffusionControlNextPipeline
+// (ControlNeXt-SD1.5/models/pipeline_controlnext.py):
+//
+//   ctx = [negative; positive] text states                 (classifier-free guidance: batch 2B)
+//   latents = N(0, 1) * init_noise_sigma                    (or VAE(init image) noised to the start step)
+//   for t in timesteps:
+//     x = scale_model_input([latents; latents], t)
+//     u = unet(x, t, ctx, control for t)
+//     eps = u_uncond + g * (u_text - u_uncond)
+//     latents = scheduler.step(eps, t, latents)
+//   image = clamp(vae.decode(latents / scaling_factor) / 2 + 0.5, 0, 1)
+//
+// Each step runs in its own memory scope: only the new latents (and the scheduler's own history) live
+// on, so memory does not grow with the number of steps.
+
+import { ops, scopeAsync, type Backend, type Tensor } from '@cnx/tensor';
+import { type AutoencoderKL, type UNet2DConditionModel, clamp, type Scheduler, RandomGenerator, type NoiseSource } from '@cnx/unet';
+import type { ControlOutput } from '../controlnext/control_module.js';
+import type { ActiveControl, PipelineControl } from './pipeline_control.js';
+
+/** Turns prompts into the text states the UNet attends to. */
+export interface PromptEncoder {
+  /** [prompts.length, L, D] (CLIP last_hidden_state for Stable Diffusion 1.x). */
+  encode(prompts: readonly string[]): Tensor;
+  dispose(): void;
+}
+
+export interface PipelineComponents {
+  unet: UNet2DConditionModel;
+  vae: AutoencoderKL;
+  scheduler: Scheduler;
+  /** Needed unless prompt embeddings are passed to generate(). */
+  textEncoder?: PromptEncoder;
+  control?: PipelineControl;
+}
+
+/** What a step observer sees; the tensors are valid only until the callback (or its promise) returns. */
+export interface StepState {
+  /** 0-based step number and the number of steps of this generation. */
+  index: number;
+  total: number;
+  timestep: number;
+  /** The UNet input after scale_model_input, [N, 4, h, w] (N = 2B under CFG). */
+  modelInput: Tensor;
+  unetOutput: Tensor;
+  /** After guidance, [B, 4, h, w]. */
+  noisePred: Tensor;
+  /** The latents after this step, [B, 4, h, w]. */
+  latents: Tensor;
+  /** ControlNeXt's module output for this step (map at the control image's batch, module scale). */
+  control?: ControlOutput;
+}
+
+export interface DecodeState {
+  /** latents / scaling_factor, the VAE decoder input. */
+  input: Tensor;
+  /** The VAE output (about [-1, 1]). */
+  decoded: Tensor;
+}
+
+export interface PipelineObserver {
+  onStep?(s: StepState): void | Promise<void>;
+  onDecode?(s: DecodeState): void | Promise<void>;
+}
+
+export interface GenerateOptions {
+  /** One prompt, or one per image. */
+  prompt?: string | readonly string[];
+  /** Default "" (diffusers' unconditional prompt). */
+  negativePrompt?: string | readonly string[];
+  /** Precomputed text states [B, L, D] instead of prompt (and [B, L, D] for the negative side). */
+  promptEmbeds?: Tensor;
+  negativePromptEmbeds?: Tensor;
+  /** Images per prompt (default 1). */
+  numImagesPerPrompt?: number;
+  /** Output size in pixels, multiples of the VAE scale factor (8); default: the control / init image size, else the UNet's sample_size * 8. */
+  height?: number;
+  width?: number;
+  /** Default 20 (the ControlNeXt run script's). */
+  numInferenceSteps?: number;
+  /** Classifier-free guidance scale; <= 1 turns guidance off. Default 7.5. */
+  guidanceScale?: number;
+  /** Control image [1 or B, 3, H, W] in [0, 1]; required when the pipeline holds a control. */
+  controlImage?: Tensor;
+  /** Control strength (ControlNeXt: multiplies the module scale; ControlNet: conditioning scale). Default 1. */
+  controlScale?: number;
+  /** Seed of the project's RandomGenerator (initial latents, stochastic schedulers, VAE posterior sample). */
+  seed?: number;
+  /** A noise source instead of a seed. */
+  generator?: NoiseSource;
+  /** Initial latents [B, 4, h, w] (multiplied by init_noise_sigma, as diffusers does). */
+  latents?: Tensor;
+  /** Image-to-image: the init image [B or 1, 3, H, W] in [0, 1] and how much of it to repaint (0, 1]. */
+  initImage?: Tensor;
+  strength?: number;
+  /** DDIM eta. */
+  eta?: number;
+  observer?: PipelineObserver;
+}
+
+export interface GenerateResult {
+  /** [B, 3, H, W] in [0, 1]. */
+  images: Tensor;
+  /** Final latents [B, 4, h, w]. */
+  latents: Tensor;
+  /** The timesteps that ran. */
+  timesteps: number[];
+}
+
+function checkRange(name: string, v: number, lo: number, hi: number, integer = false): void {
+  if (!Number.isFinite(v) || v < lo || v > hi || (integer && !Number.isInteger(v))) {
+    throw new Error(`${name} must be ${integer ? 'an integer' : 'a number'} in [${lo}, ${hi}], found ${v}`);
+  }
+}
+
+function asList(v: string | readonly string[] | undefined): string[] | undefined {
+  return v === undefined ? undefined : typeof v === 'string' ? [v] : [...v];
+}
+
+export class ControllableDiffusionPipeline {
+  readonly backend: Backend;
+
+  constructor(readonly components: PipelineComponents) {
+    this.backend = components.unet.backend;
+  }
+
+  get unet(): UNet2DConditionModel { return this.components.unet; }
+  get vae(): AutoencoderKL { return this.components.vae; }
+  get scheduler(): Scheduler { return this.components.scheduler; }
+
+  /** Pixels per latent cell: 2^(number of VAE blocks - 1) (8 for Stable Diffusion). */
+  get vaeScaleFactor(): number {
+    return 2 ** (this.vae.config.block_out_channels.length - 1);
+  }
+
+  /** Text states for the batch: [B, L, D] for the prompts and for the negative prompts. */
+  private encodePrompts(o: GenerateOptions, perPrompt: number, cfg: boolean): { pos: Tensor; neg?: Tensor } {
+    const repeat = (t: Tensor) => {
+      if (perPrompt === 1) return t;
+      // [P, L, D] -> [P * perPrompt, L, D], each prompt's copies adjacent (diffusers' repeat + view).
+      const r = t.unsqueeze(1).expand([t.shape[0]!, perPrompt, ...t.shape.slice(1)]).reshape([-1, ...t.shape.slice(1)]);
+      t.dispose();
+      return r;
+    };
+    let pos: Tensor;
+    if (o.promptEmbeds) pos = o.promptEmbeds.reshape(o.promptEmbeds.shape);
+    else {
+      const prompts = asList(o.prompt);
+      if (!prompts || prompts.length === 0) throw new Error('generate: give a prompt (or promptEmbeds)');
+      if (!this.components.textEncoder) throw new Error('generate: this pipeline has no text encoder; pass promptEmbeds / negativePromptEmbeds');
+      pos = this.components.textEncoder.encode(prompts);
+    }
+    pos = repeat(pos);
+    if (!cfg) return { pos };
+    let neg: Tensor;
+    if (o.negativePromptEmbeds) neg = o.negativePromptEmbeds.reshape(o.negativePromptEmbeds.shape);
+    else {
+      const promptCount = pos.shape[0]! / perPrompt;
+      let negs = asList(o.negativePrompt) ?? [''];
+      if (negs.length === 1 && promptCount > 1) negs = Array.from({ length: promptCount }, () => negs[0]!);
+      if (negs.length !== promptCount) throw new Error(`generate: ${negs.length} negative prompts for ${promptCount} prompts (give one, or one per prompt)`);
+      if (!this.components.textEncoder) throw new Error('generate: this pipeline has no text encoder; pass negativePromptEmbeds');
+      neg = this.components.textEncoder.encode(negs);
+    }
+    neg = repeat(neg);
+    if (neg.shape.join() !== pos.shape.join()) {
+      throw new Error(`generate: negative text states [${neg.shape.join(', ')}] must match the prompt's [${pos.shape.join(', ')}]`);
+    }
+    return { pos, neg };
+  }
+
+  /** Run the pipeline. The caller owns the returned tensors. */
+  async generate(o: GenerateOptions = {}): Promise<GenerateResult> {
+    const { unet, vae, scheduler, control } = this.components;
+    const backend = this.backend;
+    const steps = o.numInferenceSteps ?? 20;
+    checkRange('numInferenceSteps', steps, 1, scheduler.numTrainTimesteps, true);
+    const g = o.guidanceScale ?? 7.5;
+    checkRange('guidanceScale', g, 0, 100);
+    const cfg = g > 1;
+    const perPrompt = o.numImagesPerPrompt ?? 1;
+    checkRange('numImagesPerPrompt', perPrompt, 1, 64, true);
+    const controlScale = o.controlScale ?? 1;
+    checkRange('controlScale', controlScale, 0, 10);
+    if (control && !o.controlImage) throw new Error(`generate: this pipeline holds a ${control.kind}; pass controlImage`);
+    if (!control && o.controlImage) throw new Error('generate: controlImage given but the pipeline has no ControlNeXt / ControlNet');
+    const generator = o.generator ?? new RandomGenerator(o.seed ?? Math.floor(Math.random() * 2 ** 32));
+
+    const result = await scopeAsync(async () => {
+      const { pos, neg } = this.encodePrompts(o, perPrompt, cfg);
+      const B = pos.shape[0]!;
+      const ctx = neg ? ops.concat([neg, pos], 0) : pos;
+
+      // Output size: explicit, else the control image's, else the init image's, else the UNet default.
+      const f = this.vaeScaleFactor;
+      const ref = o.controlImage ?? o.initImage;
+      // parseUNetConfig does not keep sample_size; diffusers' SD1.5 default is 64 latents (512 px).
+      const sampleSize = (unet.config as { sample_size?: number }).sample_size ?? 64;
+      const height = o.height ?? ref?.shape[2] ?? sampleSize * f;
+      const width = o.width ?? ref?.shape[3] ?? sampleSize * f;
+      for (const [n, v] of [['height', height], ['width', width]] as const) {
+        if (!Number.isInteger(v) || v < f || v % f !== 0) throw new Error(`generate: ${n} must be a positive multiple of ${f}, found ${v}`);
+      }
+      if (o.controlImage && (o.controlImage.shape[2] !== height || o.controlImage.shape[3] !== width)) {
+        throw new Error(`generate: control image ${o.controlImage.toString()} must be ${height}x${width} (the output size); resize it first`);
+      }
+      const latentShape = [B, unet.config.in_channels, height / f, width / f];
+
+      // Timesteps, and the starting latents.
+      scheduler.setTimesteps(steps);
+      let timesteps = [...scheduler.timesteps];
+      let latents: Tensor;
+      if (o.initImage) {
+        const strength = o.strength ?? 0.8;
+        checkRange('strength', strength, 0, 1);
+        // diffusers get_timesteps: skip the first (1 - strength) of the schedule.
+        const initTimestep = Math.min(Math.floor(steps * strength), steps);
+        const tStart = Math.max(steps - initTimestep, 0) * scheduler.order;
+        timesteps = timesteps.slice(tStart);
+        if (timesteps.length === 0) throw new Error(`generate: strength ${strength} with ${steps} steps leaves no step to run; raise strength or steps`);
+        scheduler.setBeginIndex(tStart);
+        latents = this.encodeInitImage(o.initImage, B, generator, scheduler, timesteps[0]!, [height, width]);
+      } else if (o.latents) {
+        if (o.latents.shape.join() !== latentShape.join()) {
+          throw new Error(`generate: latents must be [${latentShape.join(', ')}], found ${o.latents.toString()}`);
+        }
+        latents = ops.affine(o.latents, scheduler.initNoiseSigma);
+      } else {
+        const z = backend.fromRaw(generator.normal(latentShape.reduce((p, d) => p * d, 1)), latentShape);
+        latents = ops.affine(z, scheduler.initNoiseSigma);
+        z.dispose();
+      }
+
+      const active: ActiveControl | undefined = control?.begin(o.controlImage!, B, cfg, controlScale);
+      try {
+        // The denoising loop.
+        for (const [i, t] of timesteps.entries()) {
+          const next = await scopeAsync(async () => {
+            const doubled = cfg ? ops.concat([latents, latents], 0) : latents;
+            const modelInput = scheduler.scaleModelInput(doubled, t);
+            const timestep = backend.fromRaw(Float32Array.of(t), [1]);
+            const stepControl = active?.step(t, timestep, modelInput, ctx);
+            const unetOutput = unet.forward(modelInput, timestep, ctx, stepControl?.unetOptions);
+            // Classifier-free guidance: eps = u + g (c - u) = (1 - g) u + g c.
+            const noisePred = cfg
+              ? ops.linearCombination([[unetOutput.slice(0, 0, B), 1 - g], [unetOutput.slice(0, B, 2 * B), g]])
+              : unetOutput;
+            const { prevSample } = scheduler.step(noisePred, t, latents, { eta: o.eta, generator });
+            await o.observer?.onStep?.({
+              index: i, total: timesteps.length, timestep: t, modelInput, unetOutput, noisePred, latents: prevSample,
+              control: stepControl?.controlnext,
+            });
+            return prevSample;
+          });
+          latents.dispose();
+          latents = next;
+        }
+      } finally {
+        active?.dispose();
+      }
+
+      // Decode: latents / scaling_factor -> VAE -> [0, 1].
+      const input = ops.scale(latents, 1 / vae.scalingFactor);
+      const decoded = vae.decode(input);
+      const half = ops.affine(decoded, 0.5, 0.5);
+      const images = clamp(half, 0, 1);
+      await o.observer?.onDecode?.({ input, decoded });
+      return { images, latents, timesteps };
+    });
+    // The returned tensors survive the scope (and belong to the caller's scope, if any).
+    return result;
+  }
+
+  /**
+   * Image-to-image start: VAE posterior sample of the init image (scaled to [-1, 1]) times
+   * scaling_factor, forward-diffused to the first timestep that runs (diffusers prepare_latents of
+   * pipeline_stable_diffusion_img2img.py).
+   */
+  private encodeInitImage(image: Tensor, batch: number, generator: NoiseSource, scheduler: Scheduler, t0: number, size: [number, number]): Tensor {
+    const b = image.shape[0]!;
+    if (image.rank !== 4 || image.shape[1] !== 3 || (b !== 1 && b !== batch) || image.shape[2] !== size[0] || image.shape[3] !== size[1]) {
+      throw new Error(`generate: init image must be [1 or ${batch}, 3, ${size[0]}, ${size[1]}] in [0, 1], found ${image.toString()}`);
+    }
+    const full = b === batch ? image : image.expand([batch, ...image.shape.slice(1)]);
+    const x = ops.affine(full, 2, -1);
+    const post = this.vae.encode(x);
+    const eps = this.backend.fromRaw(generator.normal(post.mean.size), post.mean.shape);
+    const s = ops.mul(post.std, eps);
+    const z = ops.add(post.mean, s);
+    const init = ops.scale(z, this.vae.scalingFactor);
+    const noise = this.backend.fromRaw(generator.normal(init.size), init.shape);
+    const out = scheduler.addNoise(init, noise, t0);
+    [x, post.mean, post.logvar, post.std, eps, s, z, init, noise].forEach((v) => v.dispose());
+    if (full !== image) full.dispose();
+    return out;
+  }
+
+  dispose(): void {
+    const { unet, vae, scheduler, textEncoder, control } = this.components;
+    control?.dispose();
+    unet.dispose();
+    vae.dispose();
+    scheduler.dispose();
+    textEncoder?.dispose();
+  }
+}

@@ -1,0 +1,85 @@
+// A tiny Stable Diffusion + ControlNeXt with random weights, built in memory: what `cnx generate` runs
+// when no model folder is given, so that a first try works without downloading anything. Its output is
+// noise from random weights, not a picture; the CLI says so.
+//
+// Sizes follow the golden cases' tiny models (../shared/golden/sd15_pipeline_controlnext): UNet widths
+// [16, 32], a 4-block VAE (8 pixels per latent, as SD), a 2-layer CLIP text encoder of width 32, and
+// a ControlNeXt-SD1.5 release module shrunk to widths [16, 32, 32]. The tokenizer's vocabulary is the
+// 256 byte symbols (plus their end-of-word forms) with no merges: every character is a token.
+
+import { RandomWeights, type Backend } from '@cnx/tensor';
+import { AutoencoderKL, CLIPTextModel, CLIPTokenizer, UNet2DConditionModel, bytesToUnicode, createScheduler } from '@cnx/unet';
+import { ControlNeXt } from '../controlnext/controlnext.js';
+import { ControlNeXtSD15Module } from '../controlnext/controlnext_sd15.js';
+import { ClipPromptEncoder } from './pipeline_loading.js';
+import { ControllableDiffusionPipeline } from './pipeline.js';
+import { ControlNeXtControl } from './pipeline_control.js';
+
+export const TINY_UNET_CONFIG = {
+  sample_size: 16, in_channels: 4, out_channels: 4,
+  down_block_types: ['CrossAttnDownBlock2D', 'DownBlock2D'], up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D'],
+  block_out_channels: [16, 32], layers_per_block: 1, cross_attention_dim: 32, attention_head_dim: 2,
+  norm_num_groups: 8, norm_eps: 1e-5,
+};
+
+export const TINY_VAE_CONFIG = {
+  in_channels: 3, out_channels: 3, latent_channels: 4, layers_per_block: 1, norm_num_groups: 8, sample_size: 64,
+  down_block_types: ['DownEncoderBlock2D', 'DownEncoderBlock2D', 'DownEncoderBlock2D', 'DownEncoderBlock2D'],
+  up_block_types: ['UpDecoderBlock2D', 'UpDecoderBlock2D', 'UpDecoderBlock2D', 'UpDecoderBlock2D'],
+  block_out_channels: [8, 16, 16, 16], scaling_factor: 0.18215,
+};
+
+/** The SD1.5 scheduler_config.json (every scheduler class reads what it knows from it). */
+export const SD15_SCHEDULER_CONFIG = {
+  _class_name: 'PNDMScheduler', beta_start: 0.00085, beta_end: 0.012, beta_schedule: 'scaled_linear', num_train_timesteps: 1000,
+  steps_offset: 1, set_alpha_to_one: false, skip_prk_steps: true, clip_sample: false,
+};
+
+/** Byte-level vocabulary without merges: each byte symbol, its end-of-word form, and the specials. */
+export function tinyTokenizer(): CLIPTokenizer {
+  const vocab = new Map<string, number>();
+  for (const s of bytesToUnicode()) {
+    vocab.set(s, vocab.size);
+    vocab.set(`${s}</w>`, vocab.size);
+  }
+  vocab.set('<|startoftext|>', vocab.size);
+  vocab.set('<|endoftext|>', vocab.size);
+  return new CLIPTokenizer(vocab, [], { maxLength: 77 });
+}
+
+export interface TinyPipelineOptions {
+  /** Seed of the random weights (default 0). */
+  seed?: number;
+  /** Include a random ControlNeXt-SD1.5 module (default true). */
+  control?: boolean;
+  /** Scheduler short name or class (default unipc). */
+  scheduler?: string;
+}
+
+/** Pixel size of the tiny model's default output (sample_size 16 latents x 8). */
+export const TINY_IMAGE_SIZE = 128;
+
+export function tinyPipeline(backend: Backend, opts: TinyPipelineOptions = {}): ControllableDiffusionPipeline {
+  const seed = opts.seed ?? 0;
+  const ws = (k: number) => new RandomWeights({ seed: seed * 16 + k });
+  const tokenizer = tinyTokenizer();
+  const textModel = new CLIPTextModel({
+    architectures: ['CLIPTextModel'], model_type: 'clip_text_model', vocab_size: tokenizer.eosId + 1, hidden_size: 32,
+    intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 4, max_position_embeddings: 77, hidden_act: 'quick_gelu',
+    layer_norm_eps: 1e-5, bos_token_id: tokenizer.bosId, eos_token_id: tokenizer.eosId, pad_token_id: tokenizer.padId,
+  }, ws(1), backend);
+  const unet = new UNet2DConditionModel(TINY_UNET_CONFIG, ws(2), backend);
+  const vae = new AutoencoderKL(TINY_VAE_CONFIG, ws(3), backend);
+  let control: ControlNeXtControl | undefined;
+  if (opts.control ?? true) {
+    const module = new ControlNeXtSD15Module(ws(4), backend, {
+      timeProjDim: 128, timeEmbedDim: 256, inChannels: [3, 16, 32], outChannels: [16, 32, 32], groups: [1, 8, 8],
+      midChannels: 32, finalChannels: TINY_UNET_CONFIG.block_out_channels[1]!,
+    });
+    control = new ControlNeXtControl(new ControlNeXt('sd15', module, backend));
+  }
+  return new ControllableDiffusionPipeline({
+    unet, vae, scheduler: createScheduler(opts.scheduler ?? 'unipc', SD15_SCHEDULER_CONFIG),
+    textEncoder: new ClipPromptEncoder(tokenizer, textModel), control,
+  });
+}

@@ -1,0 +1,7 @@
+// The `cpu` backend: the float64 reference (@cnx/tensor CpuBackend).
+import { CpuBackend, type Backend } from '@cnx/tensor';
+import type { CreateBackendOptions } from '../create_backend.js';
+
+export function create(_opts: CreateBackendOptions): Backend {
+  return new CpuBackend();
+}

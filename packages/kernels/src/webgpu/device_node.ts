@@ -1,0 +1,120 @@
+// WebGPU adapters in Node from Dawn (the `webgpu` npm package), in an explicit, reported order
+// (DESIGN.md "WebGPU without a GPU"). Node-only: reached from the package's Node entry (src/node.ts).
+//
+// Node gets WebGPU from the `webgpu` npm package (Dawn); browsers from navigator.gpu. In Node the
+// adapters are tried in this order unless one is named (option `adapter` or env CNX_ADAPTER):
+//   1. 'gpu'         a real GPU through Dawn's default backend (Vulkan with the system ICDs on Linux, plus
+//                    NVIDIA's container-mounted ICD through VK_ADD_DRIVER_FILES when no ICD env is set);
+//                    software adapters found this way (SwiftShader, llvmpipe, lavapipe) are rejected here.
+//   2. 'swiftshader' SwiftShader's Vulkan driver from Debian's chromium-common package: Dawn option
+//                    backend=vulkan with VK_ICD_FILENAMES pointed at vk_swiftshader_icd.json (set only
+//                    when the env var is unset and the file exists).
+//   3. 'llvmpipe'    Mesa llvmpipe through OpenGL ES: Dawn option backend=opengles, EGL_PLATFORM=surfaceless,
+//                    requestAdapter({ featureLevel: 'compatibility' }); LIBGL_ALWAYS_SOFTWARE=1 and glvnd
+//                    pointed at Mesa's EGL where unset, so that a GPU vendor's EGL is not picked instead.
+// Each kind checks that the adapter it got is what it claims (a swiftshader/llvmpipe name).
+// Dawn reads the environment when `create()` runs, so env vars are set before each create that needs them.
+//
+// Probed on the development machine (Debian 12, no GPU, 2026-11): 'gpu' finds no adapter (Debian 12's
+// lavapipe is too old for Dawn: "Vulkan shaderUniform*ArrayDynamicIndexing required"); 'swiftshader'
+// works ("google | swiftshader | SwiftShader driver 5.0.0", 1 GiB bindings, subgroups, timestamp-query,
+// no shader-f16); 'llvmpipe' works with libegl1 libgles2 libegl-mesa0 libgl1-mesa-dri installed
+// ("llvmpipe (LLVM 15.0.6, 256 bits)", OpenGL ES 3.2 Mesa 22.3.6, compatibility mode, 128 MiB bindings).
+//
+// Falling back is never silent: the description says which adapter was preferred and why it was skipped.
+
+import { adapterText, describeAdapter, isSoftware, ADAPTER_KINDS, type AdapterCandidate, type AdapterKind, type AdapterProvider } from './device.js';
+
+const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
+/** Vulkan ICDs of GPU drivers mounted by container runtimes outside the loader's default search path. */
+const CONTAINER_GPU_ICDS = ['/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json'];
+/** Mesa's glvnd EGL vendor file (Debian libegl-mesa0). */
+const MESA_EGL_VENDOR = '/usr/share/glvnd/egl_vendor.d/50_mesa.json';
+
+function defaultDawnBackend(): string {
+  return process.platform === 'darwin' ? 'metal' : process.platform === 'win32' ? 'd3d12' : 'vulkan';
+}
+
+interface DawnModule { create(options: string[]): GPU; globals: object }
+let dawn: Promise<DawnModule> | undefined;
+
+async function loadDawn(): Promise<DawnModule> {
+  // Imported lazily so that browser bundles never touch the native module.
+  dawn ??= import('webgpu').then((m) => {
+    Object.assign(globalThis, m.globals); // GPUBufferUsage, GPUMapMode, ... as in browsers
+    return m as unknown as DawnModule;
+  });
+  return dawn;
+}
+
+type Candidate = Omit<AdapterCandidate, 'kind'>;
+
+// Every GPU instance that create() returns stays referenced for the life of the process (one per option
+// set, reused): when the JS object of an instance is garbage-collected, Dawn destroys the native instance
+// under devices still in use, and the process dies at random later (segfaults, "futex facility returned
+// an unexpected error code", pthread mutex assertions; reproduced with 300 read-backs after dropping it).
+const instances = new Map<string, GPU>();
+
+function dawnInstance(create: DawnModule['create'], options: string[]): GPU {
+  const key = options.join(' ');
+  let gpu = instances.get(key);
+  if (!gpu) instances.set(key, (gpu = create(options)));
+  return gpu;
+}
+
+/** Try one adapter kind in Node; returns the adapter or a reason it is not there. */
+async function tryNodeAdapter(kind: AdapterKind): Promise<Candidate | string> {
+  const { create: createDawn } = await loadDawn();
+  const create = (options: string[]): GPU => dawnInstance(createDawn, options);
+  const { existsSync } = await import('node:fs');
+  if (kind === 'gpu') {
+    // NVIDIA's container runtime mounts the driver's Vulkan ICD outside the loader's search path; add it
+    // (VK_ADD_DRIVER_FILES adds to, rather than replaces, the system ICDs) when nothing was configured.
+    const env = process.env;
+    if (!env.VK_ICD_FILENAMES && !env.VK_DRIVER_FILES && !env.VK_ADD_DRIVER_FILES) {
+      const found = CONTAINER_GPU_ICDS.filter((f) => existsSync(f));
+      if (found.length) env.VK_ADD_DRIVER_FILES = found.join(':');
+    }
+    const adapter = await create([]).requestAdapter({ powerPreference: 'high-performance' });
+    if (!adapter) return `gpu: no adapter from Dawn's default backend (${defaultDawnBackend()})`;
+    if (isSoftware(adapter.info)) return `gpu: the default backend found only a software adapter (${describeAdapter(adapter.info)})`;
+    return { adapter, backend: defaultDawnBackend(), featureLevel: 'core' };
+  }
+  if (kind === 'swiftshader') {
+    if (!process.env.VK_ICD_FILENAMES) {
+      if (!existsSync(SWIFTSHADER_ICD)) return `swiftshader: ${SWIFTSHADER_ICD} not found (Debian package chromium-common) and VK_ICD_FILENAMES unset`;
+      process.env.VK_ICD_FILENAMES = SWIFTSHADER_ICD;
+    }
+    const adapter = await create(['backend=vulkan']).requestAdapter();
+    if (!adapter) return `swiftshader: no Vulkan adapter with VK_ICD_FILENAMES=${process.env.VK_ICD_FILENAMES}`;
+    if (!/swiftshader/i.test(adapterText(adapter.info))) {
+      return `swiftshader: VK_ICD_FILENAMES=${process.env.VK_ICD_FILENAMES} gives ${describeAdapter(adapter.info)}, not SwiftShader`;
+    }
+    return { adapter, backend: 'vulkan', featureLevel: 'core' };
+  }
+  // Mesa's EGL, software rasteriser, no display. On machines whose glvnd would pick a vendor driver
+  // (NVIDIA), point it at Mesa's EGL; all only where not configured already.
+  process.env.EGL_PLATFORM ??= 'surfaceless';
+  process.env.LIBGL_ALWAYS_SOFTWARE ??= '1';
+  if (!process.env.__EGL_VENDOR_LIBRARY_FILENAMES && existsSync(MESA_EGL_VENDOR)) process.env.__EGL_VENDOR_LIBRARY_FILENAMES = MESA_EGL_VENDOR;
+  const adapter = await create(['backend=opengles']).requestAdapter({ featureLevel: 'compatibility' });
+  if (!adapter) return 'llvmpipe: no OpenGL ES adapter (needs libegl1 libgles2 libegl-mesa0 libgl1-mesa-dri)';
+  if (!/llvmpipe/i.test(adapterText(adapter.info))) return `llvmpipe: the OpenGL ES adapter is ${describeAdapter(adapter.info)}, not llvmpipe`;
+  return { adapter, backend: 'opengles', featureLevel: 'compatibility' };
+}
+
+
+/** Dawn's adapters in the order of the header (or only the named kind). */
+export const dawnAdapters: AdapterProvider = async (named, skipped) => {
+  for (const kind of named ? [named] : ADAPTER_KINDS) {
+    let got: Candidate | string;
+    try {
+      got = await tryNodeAdapter(kind);
+    } catch (e) {
+      got = `${kind}: ${e instanceof Error ? e.message : String(e)}`;
+    }
+    if (typeof got === 'string') skipped.push(got);
+    else return { ...got, kind };
+  }
+  throw new Error(`webgpu: no adapter (${named ? `CNX_ADAPTER/option asked for '${named}'` : `tried ${ADAPTER_KINDS.join(', ')}`}): ${skipped.join('; ')}`);
+};

@@ -1,0 +1,12 @@
+export * from './scheduler.js';
+export * from './scheduler_config.js';
+export * from './noise_schedule.js';
+export * from './random_generator.js';
+export { DDIMScheduler, type DDIMConfig } from './ddim.js';
+export { EulerDiscreteScheduler, type EulerConfig, type EulerStepOptions } from './euler.js';
+export { EulerAncestralDiscreteScheduler, type EulerAncestralConfig } from './euler_ancestral.js';
+export { DPMSolverMultistepScheduler, type DPMSolverConfig, type DpmAlgorithm } from './dpm_solver_multistep.js';
+export { PNDMScheduler, type PNDMConfig } from './pndm.js';
+export { UniPCMultistepScheduler, type UniPCConfig } from './unipc_multistep.js';
+export { createScheduler, schedulerFromConfig, isSchedulerClassName, SCHEDULER_NAMES } from './create_scheduler.js';
+export { createSvdScheduler, SvdEulerScheduler, SVD_XT_SCHEDULER_CONFIG } from './svd_scheduler.js';
