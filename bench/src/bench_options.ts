@@ -1,12 +1,12 @@
 // Command-line options of `npm run bench` (node bench/dist/main.js). Defaults finish in a few minutes
-// on a 2-core machine without a GPU: CPU backend, 64x64 pixels, 1 warm-up + 2 timed steps
-// (about 3 rounds x 6 configurations x ~15 s on two cores).
+// on a 2-core machine without a GPU: the fast CPU backend (wasm), 64x64 pixels, 1 warm-up + 2 timed
+// steps (3 rounds x 6 configurations x ~1-2 s on two cores, plus building the random-weight models).
 
 import { parseArgs } from 'node:util';
 import { VARIANT_IDS, type VariantId } from './variants.js';
 
 export interface BenchOptions {
-  backend: 'cpu' | 'webgpu';
+  backend: 'cpu' | 'webgpu' | 'wasm';
   adapter?: string;
   /** Pixel height and width. */
   resolution: [number, number];
@@ -34,7 +34,9 @@ and the light SD1.5-Training module), each as the reference code runs it and on 
 <out>/<backend>-<res>.json, <out>/<backend>-<res>.svg and <out>/latest.md.
 
 Options:
-  --backend cpu|webgpu     backend (default cpu)
+  --backend wasm|cpu|webgpu
+                           backend (default wasm: the fast CPU backend, f32 WebAssembly SIMD on worker
+                           threads; cpu: the float64 reference, ~15x slower)
   --adapter gpu|swiftshader|llvmpipe
                            WebGPU adapter (default: the first of gpu, swiftshader, llvmpipe that exists)
   --resolution N | HxW     pixels, multiples of 64 (default 64; 512 is SD1.5's native size)
@@ -68,8 +70,8 @@ export function parseBenchOptions(argv: string[]): BenchOptions | 'help' {
     strict: true,
   });
   if (values.help) return 'help';
-  const backend = values.backend ?? 'cpu';
-  if (backend !== 'cpu' && backend !== 'webgpu') throw new Error(`--backend: expected cpu or webgpu, found '${backend}'`);
+  const backend = values.backend ?? 'wasm';
+  if (backend !== 'cpu' && backend !== 'webgpu' && backend !== 'wasm') throw new Error(`--backend: expected cpu, wasm or webgpu, found '${backend}'`);
   const res = values.resolution ?? '64';
   const m = /^(\d+)(?:x(\d+))?$/.exec(res);
   if (!m) throw new Error(`--resolution: expected N or HxW in pixels, found '${res}'`);

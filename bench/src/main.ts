@@ -6,7 +6,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createBackend, WebgpuBackend } from '@cnx/kernels';
+import { createBackend } from '@cnx/kernels';
 import type { Backend } from '@cnx/tensor';
 import { HELP, parseBenchOptions, type BenchOptions } from './bench_options.js';
 import type { BenchRecord, VariantResult } from './bench_record.js';
@@ -17,6 +17,7 @@ import { overheadChartSvg } from './report/overhead_chart.js';
 import { describeRun, markdownTable, terminalTable } from './report/table.js';
 import { buildRunner, buildUnet, disposeInputs, makeInputs, unavailableReason, type StepRunner } from './sd15_step.js';
 import { sampleStats } from './stats.js';
+import { latencyFigures, timeRoundRobin, type Timed } from './step_timing.js';
 import { latentOf, stepCost, VARIANTS, type Geometry, type VariantId } from './variants.js';
 
 const RESULTS_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'results');
@@ -32,103 +33,6 @@ async function firstFailing(runners: Map<VariantId, StepRunner>, backend: Backen
     }
   }
   return undefined;
-}
-
-/** Timesteps of the timed steps: spread over the schedule like a 20-step sampler (values do not change the cost). */
-function timestepAt(i: number): number {
-  return Math.max(1, 999 - 50 * (i % 20));
-}
-
-class HostPeak {
-  rss = 0;
-  heap = 0;
-  sample(): void {
-    const m = process.memoryUsage();
-    this.rss = Math.max(this.rss, m.rss);
-    this.heap = Math.max(this.heap, m.heapUsed);
-  }
-}
-
-interface Timed {
-  samples: number[];
-  /** GPU time per step (timestamp queries), where the backend has them; parallel to samples. */
-  gpuSamples: number[];
-  prefixMs?: number;
-  prefixGpuMs?: number;
-  /** Largest (backend peak - live at step start) over the timed steps: one step's activations. */
-  stepWorking: number;
-  host: HostPeak;
-}
-
-/** The backend's GPU timer where it has one (WebGPU with 'timestamp-query'), else undefined. */
-function gpuTimerOf(backend: Backend): WebgpuBackend | undefined {
-  return backend instanceof WebgpuBackend && backend.hasGpuTimer ? backend : undefined;
-}
-
-/**
- * Run `work` and sync, timed by the wall clock and, where the backend has a GPU timer, by timestamp
- * queries (the summed execution time of its compute passes). Reading the GPU time back happens after
- * the wall time is taken. A failing `work` stops the timer before the error propagates.
- */
-async function measure(backend: Backend, work: () => void): Promise<{ wallMs: number; gpuMs?: number }> {
-  const timer = gpuTimerOf(backend);
-  const t0 = performance.now();
-  timer?.startGpuTimer();
-  try {
-    work();
-    await backend.sync();
-  } catch (e) {
-    await timer?.stopGpuTimer().catch(() => undefined); // the work's error is the one to report
-    throw e;
-  }
-  const wallMs = performance.now() - t0;
-  const gpuMs = await timer?.stopGpuTimer();
-  return gpuMs !== undefined ? { wallMs, gpuMs } : { wallMs };
-}
-
-/** One step of `runner`, timed up to the backend's queue drain; tracks its working memory. */
-async function timedStep(runner: StepRunner, backend: Backend, t: number, into: Timed | undefined): Promise<void> {
-  const live = backend.memory().liveBytes;
-  backend.resetPeak();
-  const { wallMs: dt, gpuMs } = await measure(backend, () => runner.step(t));
-  if (into) {
-    into.samples.push(dt);
-    if (gpuMs !== undefined) into.gpuSamples.push(gpuMs);
-    into.stepWorking = Math.max(into.stepWorking, backend.memory().peakBytes - live);
-    into.host.sample();
-  }
-}
-
-/**
- * Round-robin timing: every round runs one step of every configuration, so slow drift of the machine
- * (JIT tiers, heap growth, clocks, other load) spreads over all configurations instead of biasing
- * whichever ran first. Warm-up rounds are untimed.
- */
-async function timeRoundRobin(runners: Map<VariantId, StepRunner>, backend: Backend, o: BenchOptions, progress: Progress): Promise<Map<VariantId, Timed>> {
-  const out = new Map<VariantId, Timed>();
-  for (const [id, r] of runners) {
-    const timed: Timed = { samples: [], gpuSamples: [], stepWorking: 0, host: new HostPeak() };
-    if (r.prepare) {
-      progress.update(`${id}: prefix (once per generation)`);
-      const prefix = await measure(backend, () => r.prepare!());
-      timed.prefixMs = prefix.wallMs;
-      if (prefix.gpuMs !== undefined) timed.prefixGpuMs = prefix.gpuMs;
-    }
-    out.set(id, timed);
-  }
-  const rounds = o.warmup + o.steps;
-  for (let round = 0; round < rounds; round++) {
-    const warm = round < o.warmup;
-    for (const [id, r] of runners) {
-      progress.update(`round ${round + 1}/${rounds}${warm ? ' (warm-up)' : ''}: ${id}`);
-      await timedStep(r, backend, timestepAt(round), warm ? undefined : out.get(id)!);
-    }
-  }
-  for (const [id, t] of out) {
-    const gpu = t.gpuSamples.length ? `, GPU ${(sampleStats(t.gpuSamples).median / 1000).toFixed(3)} s/step` : '';
-    progress.log(`${VARIANTS[id].label}: median ${(sampleStats(t.samples).median / 1000).toFixed(3)} s/step${gpu}`);
-  }
-  return out;
 }
 
 async function main(): Promise<void> {
@@ -191,7 +95,11 @@ async function main(): Promise<void> {
     let timedAll: Map<VariantId, Timed>;
     for (;;) {
       try {
-        timedAll = await timeRoundRobin(runners, backend, o, progress);
+        timedAll = await timeRoundRobin(runners, backend, { warmup: o.warmup, steps: o.steps, onProgress: (m) => progress.update(m) }) as Map<VariantId, Timed>;
+        for (const [id, t] of timedAll) {
+          const gpu = t.gpuSamples.length ? `, GPU ${(sampleStats(t.gpuSamples).median / 1000).toFixed(3)} s/step` : '';
+          progress.log(`${VARIANTS[id].label}: median ${(sampleStats(t.samples).median / 1000).toFixed(3)} s/step${gpu}`);
+        }
         break;
       } catch (e) {
         // Find the configuration that fails, drop it, and time the rest again.
@@ -205,28 +113,26 @@ async function main(): Promise<void> {
       }
     }
     const base = stepCost('base', g);
-    const baseMedian = sampleStats(timedAll.get('base')!.samples).median;
-    const baseGpu = timedAll.get('base')!.gpuSamples;
-    const baseGpuMedian = baseGpu.length ? sampleStats(baseGpu).median : undefined;
+    const baseTimed = timedAll.get('base')!;
     const results: VariantResult[] = [];
+    let gpuTimed = false;
     for (const [id, runner] of runners) {
       const timed = timedAll.get(id)!;
-      const stats = sampleStats(timed.samples);
-      // Every step of every configuration has a GPU time, or none has (the timer is per backend).
-      const gpu = timed.gpuSamples.length === timed.samples.length && baseGpuMedian !== undefined ? sampleStats(timed.gpuSamples) : undefined;
       const cost = stepCost(id, g);
+      const fig = latencyFigures(timed, baseTimed, cost.stepFlops);
+      if (id === 'base') gpuTimed = fig.gpuMs !== undefined;
       const controlWeightBytes = controlBytes.get(id) ?? 0;
       results.push({
         id,
         label: VARIANTS[id].label,
-        latencyMs: stats,
+        latencyMs: fig.latencyMs,
         samplesMs: timed.samples,
         ...(timed.prefixMs !== undefined ? { prefixMs: timed.prefixMs } : {}),
-        overheadPct: (100 * (stats.median - baseMedian)) / baseMedian,
-        ...(gpu ? {
-          gpuMs: gpu,
+        overheadPct: fig.overheadPct,
+        ...(fig.gpuMs ? {
+          gpuMs: fig.gpuMs,
           gpuSamplesMs: timed.gpuSamples,
-          gpuOverheadPct: (100 * (gpu.median - baseGpuMedian!)) / baseGpuMedian!,
+          gpuOverheadPct: fig.gpuOverheadPct!,
           ...(timed.prefixGpuMs !== undefined ? { prefixGpuMs: timed.prefixGpuMs } : {}),
         } : {}),
         stepFlops: cost.stepFlops,
@@ -234,7 +140,7 @@ async function main(): Promise<void> {
         prefixFlops: cost.prefixFlops,
         otherFlops: cost.otherFlops,
         flopOverheadPct: (100 * (cost.stepFlops - base.stepFlops)) / base.stepFlops,
-        achievedGflops: cost.stepFlops / (stats.median * 1e6),
+        achievedGflops: fig.achievedGflops,
         addedParams: runner.controlParams,
         trainableParams: cost.trainableParams,
         memory: {
@@ -255,8 +161,7 @@ async function main(): Promise<void> {
     unet.dispose();
     progress.done();
 
-    const gpuTimed = baseGpuMedian !== undefined;
-    if (o.backend === 'cpu') notes.push('CPU: wall time per step; ops are synchronous, so no extra sync is needed.');
+    if (o.backend !== 'webgpu') notes.push(`${o.backend === 'wasm' ? 'CPU fast path (wasm)' : 'CPU'}: wall time per step; ops are synchronous, so no extra sync is needed.`);
     else if (gpuTimed) {
       notes.push('WebGPU: wall time per step up to backend.sync() (queue drained); "GPU ms/step" sums the execution time of ' +
         'the step\'s compute passes from timestamp queries (copies, clears, uploads and gaps between passes are not in it); ' +
@@ -266,7 +171,7 @@ async function main(): Promise<void> {
       tool: 'controlnext-ts bench',
       environment: runEnvironment(),
       backend: { name: backend.name, description: backend.description, ...(o.adapter ? { adapter: o.adapter } : {}),
-        timing: o.backend === 'cpu' ? 'wall clock' : gpuTimed ? 'wall clock with queue sync; GPU time from timestamp queries' : 'wall clock with queue sync' },
+        timing: o.backend !== 'webgpu' ? 'wall clock' : gpuTimed ? 'wall clock with queue sync; GPU time from timestamp queries' : 'wall clock with queue sync' },
       model: 'UNet2DConditionModel (runwayml/stable-diffusion-v1-5 config), random weights',
       resolution: o.resolution,
       latent: latentOf(g),

@@ -67,7 +67,7 @@ export async function preflight(backend: Backend, g: Geometry, ids: readonly Var
     }
   }
   // CPU: weights and activations are host memory. WebGPU: weights are uploaded from host buffers.
-  const hostNeed = backend.name === 'cpu' ? weightBytes * 1.15 : (4 * 1.3e8);
+  const hostNeed = backend.name !== 'webgpu' ? weightBytes * 1.15 : (4 * 1.3e8);
   if (hostNeed > totalmem()) {
     throw new Error(`bench: the models need about ${fmt(hostNeed)} of host memory (f32 SD1.5 UNet${ids.includes('controlnet') ? ' + ControlNet' : ''}), ` +
       `this machine has ${fmt(totalmem())}; drop --variants controlnet or use a machine with more memory`);
@@ -75,7 +75,7 @@ export async function preflight(backend: Backend, g: Geometry, ids: readonly Var
   if (hostNeed > freemem()) warnings.push(`only ${fmt(freemem())} of host memory is free, the models need about ${fmt(hostNeed)}`);
 
   const report: PreflightReport = { largestTensorBytes: largest.largestTensorBytes, largestTensorName: largest.largestTensorName, weightBytes, warnings };
-  if (backend.name === 'cpu') {
+  if (backend.name !== 'webgpu') {
     const gflops = await calibrate(backend);
     const totalFlops = costs.reduce((s, c) => s + (c.stepFlops + c.prefixFlops) * (steps + warmup), 0);
     report.calibrationGflops = gflops;

@@ -149,7 +149,7 @@ export async function buildRunner(id: VariantId, backend: Backend, unet: UNet2DC
           scope(() => {
             const ctrl = controlStep(t);
             const h = cnx.hooks(ctrl, N, { cfg: true });
-            const out = unetStep(t, { featureHooks: h.featureHooks });
+            const out = unetStep(t, { hooks: h.hooks });
             h.dispose();
             return out;
           }).dispose();

@@ -21,7 +21,7 @@ describe('parseBenchOptions', () => {
   it('defaults: CPU, 64 px, every configuration, f32', () => {
     const o = parseBenchOptions([]);
     if (o === 'help') throw new Error('unexpected help');
-    expect(o).toMatchObject({ backend: 'cpu', resolution: [64, 64], steps: 2, warmup: 1, batch: 1, dtype: 'f32' });
+    expect(o).toMatchObject({ backend: 'wasm', resolution: [64, 64], steps: 2, warmup: 1, batch: 1, dtype: 'f32' });
     expect(o.variants).toEqual([...VARIANT_IDS]);
   });
   it('keeps the base in any variant subset, parses HxW', () => {
@@ -34,7 +34,7 @@ describe('parseBenchOptions', () => {
     expect(() => parseBenchOptions(['--resolution', '100'])).toThrow(/--resolution.*multiples of 64.*100x100/);
     expect(() => parseBenchOptions(['--dtype', 'f16'])).toThrow(/--dtype: only f32.*'f16'/);
     expect(() => parseBenchOptions(['--variants', 'bogus'])).toThrow(/unknown 'bogus'/);
-    expect(() => parseBenchOptions(['--backend', 'cuda'])).toThrow(/cpu or webgpu, found 'cuda'/);
+    expect(() => parseBenchOptions(['--backend', 'cuda'])).toThrow(/cpu, wasm or webgpu, found 'cuda'/);
     expect(parseBenchOptions(['--help'])).toBe('help');
   });
 });

@@ -11,11 +11,6 @@ import { describeEachBackend } from '../harness/backends.js';
 
 /** Case folder -> the issue that implements its kind. */
 const PENDING: Readonly<Record<string, string>> = {
-  grad_attention: 'issue 11 (autograd)',
-  grad_conv: 'issue 11 (autograd)',
-  grad_cross_norm: 'issue 11 (autograd)',
-  grad_misc: 'issue 11 (autograd)',
-  grad_norm: 'issue 11 (autograd)',
   train_controlnext_step: 'issue 12 (training)',
   train_zero_conv_step: 'issue 12 (training)',
   sdxl_pipeline_controlnext: 'issue 14 (SDXL)',

@@ -32,7 +32,8 @@ const Benchmark = require('benchmark') as BenchmarkCtor;
 
 const HELP = `Usage: npm run bench:kernels -- [options]   (or: node bench/dist/kernels/main.js [options])
 
-  --backend cpu|webgpu|all   (default webgpu if an adapter exists, with cpu for comparison: all)
+  --backend cpu|wasm|webgpu|all
+                             (default all: webgpu if an adapter exists, the fast CPU backend wasm, cpu)
   --adapter gpu|swiftshader|llvmpipe
   --full | --small           SD1.5 512x512 shapes, or small shapes (default: small on software adapters
                              and for the CPU's non-GEMM families, full on a hardware GPU)
@@ -155,7 +156,7 @@ async function main(): Promise<void> {
   if (values.help) { process.stdout.write(HELP); return; }
   if (values.full && values.small) throw new Error('--full and --small exclude each other');
   const which = values.backend ?? 'all';
-  if (!['cpu', 'webgpu', 'all'].includes(which)) throw new Error(`--backend: expected cpu, webgpu or all, found '${which}'`);
+  if (!['cpu', 'wasm', 'webgpu', 'all'].includes(which)) throw new Error(`--backend: expected cpu, wasm, webgpu or all, found '${which}'`);
   const maxTime = Number(values['max-time'] ?? '1');
   if (!(maxTime > 0)) throw new Error(`--max-time: expected seconds > 0, found '${values['max-time']}'`);
   const families = values.families?.split(',').map((s) => s.trim()) as KernelFamily[] | undefined;
@@ -163,7 +164,7 @@ async function main(): Promise<void> {
   const outDir = values.out ? resolve(values.out) : RESULTS_DIR;
   mkdirSync(outDir, { recursive: true });
 
-  const names: ('cpu' | 'webgpu')[] = which === 'all' ? ['webgpu', 'cpu'] : [which as 'cpu' | 'webgpu'];
+  const names: ('cpu' | 'wasm' | 'webgpu')[] = which === 'all' ? ['webgpu', 'wasm', 'cpu'] : [which as 'cpu' | 'wasm' | 'webgpu'];
   for (const name of names) {
     let backend: Backend;
     try {

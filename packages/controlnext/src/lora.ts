@@ -47,9 +47,13 @@ export interface LoraModel {
 const KOHYA_PREFIX: Readonly<Record<string, LoraTarget>> = { lora_unet_: 'unet', lora_te_: 'text_encoder', lora_te1_: 'text_encoder' };
 const PEFT_PREFIX: Readonly<Record<string, LoraTarget>> = { 'unet.': 'unet', 'text_encoder.': 'text_encoder' };
 
-/** Read and validate a LoRA .safetensors file (kohya or diffusers/PEFT); errors name the file and key. */
-export function readLoraFile(path: string): LoraFile {
-  const f = SafetensorsFile.open(path);
+/**
+ * Read and validate a LoRA .safetensors file (kohya or diffusers/PEFT); errors name the file and key.
+ * A path is read in Node; in a browser pass SafetensorsFile.fromBytes(bytes, name).
+ */
+export function readLoraFile(pathOrFile: string | SafetensorsFile): LoraFile {
+  const f = typeof pathOrFile === 'string' ? SafetensorsFile.open(pathOrFile) : pathOrFile;
+  const path = f.source;
   try {
     const keys = f.keys();
     const isKohya = keys.some((k) => k.includes('.lora_down.'));

@@ -74,7 +74,7 @@ describe('errors', () => {
     expect((await run('generate', '--seed', '-3')).err).toMatch(/--seed must be an integer in \[0, 4294967295\], found -3/);
     expect((await run('generate', '--width', '100')).err).toMatch(/--width must be a multiple of 8 in \[8, 4096\], found 100/);
     expect((await run('generate', '--steps', 'many')).err).toMatch(/--steps must be an integer in \[1, 1000\], found 'many'/);
-    expect((await run('generate', '--backend', 'tpu')).err).toMatch(/--backend must be one of cpu, webgpu, found 'tpu'/);
+    expect((await run('generate', '--backend', 'tpu')).err).toMatch(/--backend must be one of cpu, wasm, webgpu, found 'tpu'/);
     expect((await run('generate', '--lora', join(dir, 'x.safetensors:2'))).err).toMatch(/--lora: file .*x\.safetensors does not exist/);
     expect((await run('generate', '--stepz', '3')).err).toMatch(/unknown option --stepz \(did you mean --steps\?\)/);
     expect(() => parseOptions(['--steps'], [{ name: 'steps', type: 'integer', description: '' }])).toThrow(UsageError);

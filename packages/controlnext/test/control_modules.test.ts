@@ -105,7 +105,7 @@ describeEachBackend('ControlNeXt control modules', (test) => {
     const ctrl = cnx.control(cnx.prepare(img), 700);
     const x = backend.fromRaw(randomArray(2 * 6 * 2 * 2, 23, 1), [2, 6, 2, 2]);
     const h = cnx.hooks(ctrl, 2, { cfg: true });
-    const y = h.featureHooks.afterConvIn!(x);
+    const y = h.hooks['conv_in']!(x);
     const ref = injectControl(variants.sdxl, x, ctrl.out, 0.35 * 0.5);
     const yd = await y.data(), xd = await x.data(), rd = await ref.data();
     const half = yd.length / 2;

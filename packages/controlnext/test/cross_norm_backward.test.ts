@@ -1,7 +1,7 @@
 // CPU reference of ControlNeXt cross normalisation's fused backward (cpu/cross_norm_backward.ts):
 //  - its float64 forward agrees with CpuBackend.crossNorm (the op's current definition) to f32 rounding;
 //  - dx, dcontrol and dscale against central finite differences of that float64 forward (error model in
-//    finite_differences.ts: FD error ~1e-8 here, tolerance 1e-6 relative to the gradient's scale) for
+//    finite_difference.ts: FD error ~1e-8 here, tolerance 1e-6 relative to the gradient's scale) for
 //    both orders, Nc = N and Nc = 1 (batch-summed control gradient), per-sample and number scales,
 //    residual on and off, non-divisible pooling bins, a control SMALLER than the feature (bins of one
 //    input shared by several cells), eps 1e-12 and 1e-5;
@@ -15,7 +15,7 @@ import {
 } from '@cnx/controlnext';
 import { CpuBackend, SafetensorsFile } from '@cnx/tensor';
 import { randomArray } from '../../../test/harness/allclose.js';
-import { finiteDifferenceVjp, worstRatio } from '../../../test/harness/finite_difference_vjp.js';
+import { finiteDifferenceVjp, worstRatio } from '../../../test/harness/finite_difference.js';
 
 const golden = resolve(process.env.CNX_GOLDEN_DIR ?? join(import.meta.dirname, '../../../../shared/golden'));
 const numel = (s: readonly number[]) => s.reduce((p, d) => p * d, 1);

@@ -93,7 +93,27 @@ describe('conversions', () => {
     expect(resizeImage(img, 5, 6)).toBe(img);
     const small = resizeImage(img, 3, 3);
     expect(small.shape).toEqual([3, 3, 3]);
-    expect(small.get(0, 0, 0)).toBeGreaterThanOrEqual(0);
+    // Channels 0 and 1 are linear in x and y, so bilinear sampling at the half-pixel source positions
+    // (x: 0.5, 2.5, 4.5 of 0..5; y: 1/3, 2, 11/3 of 0..4) gives their values exactly.
+    for (let y = 0; y < 3; y++) for (let x = 0; x < 3; x++) {
+      expect(small.get(y, x, 0)).toBeCloseTo([0.5, 2.5, 4.5][x]! / 5, 6);
+      expect(small.get(y, x, 1)).toBeCloseTo([1 / 3, 2, 11 / 3][y]! / 4, 6);
+    }
     expect(existsSync(dir)).toBe(true);
+  });
+
+  it('resize is bilinear with half-pixel centres, edges clamped (torch interpolate, align_corners=False)', () => {
+    const img = (h: number, w: number, v: (y: number, x: number) => number) =>
+      ndarray(Float32Array.from({ length: h * w * 3 }, (_, i) => v(Math.floor(i / 3 / w), Math.floor(i / 3) % w) * (1 + (i % 3))), [h, w, 3]);
+    const table = (im: { shape: number[]; get(y: number, x: number, c: number): number }, c: number) =>
+      Array.from({ length: im.shape[0]! }, (_, y) => Array.from({ length: im.shape[1]! }, (_, x) => im.get(y, x, c)));
+    // F.interpolate(torch.tensor([[[[1., 2.], [3., 4.]]]]), size=(4, 4), mode='bilinear', align_corners=False)
+    const up = resizeImage(img(2, 2, (y, x) => 1 + x + 2 * y), 4, 4);
+    const torchUp = [[1, 1.25, 1.75, 2], [1.5, 1.75, 2.25, 2.5], [2.5, 2.75, 3.25, 3.5], [3, 3.25, 3.75, 4]];
+    for (const c of [0, 1, 2]) expect(table(up, c)).toEqual(torchUp.map((r) => r.map((v) => v * (1 + c))));
+    // 4x4 -> 2x2 samples at 0.5 and 2.5 (no antialiasing): 4y + x there.
+    expect(table(resizeImage(img(4, 4, (y, x) => 4 * y + x), 2, 2), 0)).toEqual([[2.5, 4.5], [10.5, 12.5]]);
+    // 3 -> 5 rows: sources -0.2 (clamped to 0), 0.4, 1, 1.6, 2.2 (past the last row: clamped).
+    expect(table(resizeImage(img(3, 1, (y) => 10 * y), 5, 1), 0).flat().map((v) => +v.toFixed(5))).toEqual([0, 4, 10, 16, 20]);
   });
 });

@@ -1,5 +1,5 @@
 // The pipeline on the tiny random model: memory stays flat over a 50-step loop (liveBytes after every
-// step), the same seed gives the same image and another seed another, image-to-image runs the last
+// step) and dispose() frees everything the pipeline allocated, the same seed gives the same image and another seed another, image-to-image runs the last
 // floor(steps * strength) steps from the encoded image, guidance <= 1 runs without the unconditional
 // half, and wrong inputs fail naming what was expected.
 
@@ -18,8 +18,11 @@ function controlImage(b: Backend, size: number, batch = 1): Tensor {
 describeEachBackend('pipeline', (test, name) => {
   // 50 steps on the CPU; fewer on WebGPU, where a software adapter takes seconds per step.
   const steps = name === 'cpu' ? 50 : 6;
-  test(`memory does not grow over a ${steps}-step loop (liveBytes after each step)`, async (b) => {
+  test(`memory does not grow over a ${steps}-step loop (liveBytes after each step); dispose() frees all of it`, async (b) => {
+    const empty = b.memory().liveBytes;
     const pipe = tinyPipeline(b, { seed: 1 });
+    const built = b.memory().liveBytes;
+    expect(built).toBeGreaterThan(empty);
     const ctrl = controlImage(b, 16);
     const live: number[] = [];
     const r = await pipe.generate({
@@ -30,9 +33,11 @@ describeEachBackend('pipeline', (test, name) => {
     // The multistep history fills during the first two steps; from then on every step ends at the same level.
     expect(new Set(live.slice(2)).size, `liveBytes per step: ${live.join(', ')}`).toBe(1);
     [r.images, r.latents, ctrl].forEach((t) => t.dispose());
-    const after = b.memory().liveBytes;
+    // Generating leaves nothing behind, and dispose() returns to the level before the pipeline was
+    // built: every weight, cached embedding and scheduler table is released (not just 'something').
+    expect(b.memory().liveBytes).toBe(built);
     pipe.dispose();
-    expect(b.memory().liveBytes).toBeLessThan(after);
+    expect(b.memory().liveBytes).toBe(empty);
   }, 600_000);
 
   test('same seed, same image; another seed, another image', async (b) => {

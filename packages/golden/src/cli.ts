@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run golden -- <case-dir> [<case-dir> ...] [--backend cpu|webgpu|all] [--adapter NAME]
+// npm run golden -- <case-dir> [<case-dir> ...] [--backend cpu|wasm|webgpu|all] [--adapter NAME]
 // Runs every case on every chosen backend, prints per-tensor errors and tolerances, ends with
 // "N passed, N failed" and exits non-zero on any failure or unknown runner kind.
 
@@ -10,7 +10,7 @@ import { runCase, type CaseResult } from './run_case.js';
 
 function usage(msg?: string): never {
   if (msg) console.error(`golden: ${msg}`);
-  console.error('usage: npm run golden -- <case-dir> [<case-dir> ...] [--backend cpu|webgpu|all] [--adapter NAME] [--quiet]');
+  console.error('usage: npm run golden -- <case-dir> [<case-dir> ...] [--backend cpu|wasm|webgpu|all] [--adapter NAME] [--quiet]');
   process.exit(2);
 }
 
@@ -22,6 +22,7 @@ function printResult(r: CaseResult, quiet: boolean): void {
   const head = `${r.ok ? 'PASS' : 'FAIL'} ${r.caseName} [${r.runner}] on ${r.backend} (${r.seconds.toFixed(1)} s)`;
   console.log(head);
   if (r.error) console.log(`  error: ${r.error.split('\n').slice(0, 6).join('\n    ')}`);
+  for (const p of r.replayed) console.log(`  --   ${p.name}: not compared (replayed as an input): ${p.note}`);
   for (const k of r.checks) {
     if (quiet && k.ok) continue;
     console.log(`  ${k.ok ? 'ok  ' : 'BAD '} ${k.name}: max_abs ${fmt(k.maxAbs)} (tol ${fmt(k.tol.max_abs)}), rel_l2 ${fmt(k.relL2)} (tol ${fmt(k.tol.rel_l2)})` +
@@ -48,7 +49,7 @@ async function main(): Promise<void> {
   }
   if (dirs.length === 0) usage('no case folders given');
   const known = backendNames();
-  const names: string[] = which === 'all' ? ['cpu', 'webgpu'] : known.includes(which) ? [which] : usage(`--backend must be one of ${known.join(', ')} or all, found '${which}'`);
+  const names: string[] = which === 'all' ? ['cpu', 'wasm', 'webgpu'] : known.includes(which) ? [which] : usage(`--backend must be one of ${known.join(', ')} or all, found '${which}'`);
   let passed = 0, failed = 0;
   for (const name of names) {
     let backend: Backend;

@@ -30,6 +30,13 @@ export class GoldenCase {
   readonly json: CaseJson;
   readonly io: SafetensorsFile;
 
+  /**
+   * Names listed as outputs that the runner consumed as inputs instead (a scheduler's per-step noise,
+   * replayed because torch's generator is not reproduced), with what it verified about them. They are
+   * reported as replayed, never as a passed comparison of the case's tensor with itself.
+   */
+  readonly replayed = new Map<string, string>();
+
   constructor(readonly dir: string) {
     const cj = join(dir, 'case.json');
     if (!existsSync(cj)) throw new Error(`${dir}: not a golden case folder (no case.json)`);

@@ -30,6 +30,7 @@ import { svdUnetRunner } from './runners/svd_unet.js';
 import { svdControlNeXtRunner, svdControlNeXtV2Runner } from './runners/svd_controlnext.js';
 import { svdPipelineControlNeXtRunner } from './runners/svd_pipeline_controlnext.js';
 import { optimAdamwRunner } from './runners/optim_adamw.js';
+import { gradOpsRunner } from './runners/grad_ops.js';
 
 export const runners: Readonly<Record<string, Runner>> = {
   op_linear: opLinear,
@@ -61,4 +62,5 @@ export const runners: Readonly<Record<string, Runner>> = {
   svd_controlnext_v2: svdControlNeXtV2Runner,
   svd_pipeline_controlnext: svdPipelineControlNeXtRunner,
   optim_adamw: optimAdamwRunner,
+  grad_ops: gradOpsRunner,
 };

@@ -22,6 +22,8 @@ export interface CaseResult {
   ok: boolean;
   error?: string;
   checks: CheckResult[];
+  /** Listed outputs the runner replayed as inputs (GoldenCase.replayed): not compared, not counted. */
+  replayed: { name: string; note: string }[];
   seconds: number;
 }
 
@@ -37,7 +39,7 @@ function toleranceFor(c: GoldenCase, name: string, ref: Float32Array): Tolerance
 export async function runCase(dir: string, backend: Backend): Promise<CaseResult> {
   const t0 = performance.now();
   let c: GoldenCase | undefined;
-  const result: CaseResult = { caseName: dir, runner: '?', backend: backend.name, ok: false, checks: [], seconds: 0 };
+  const result: CaseResult = { caseName: dir, runner: '?', backend: backend.name, ok: false, checks: [], replayed: [], seconds: 0 };
   try {
     c = new GoldenCase(dir);
     result.caseName = c.name;
@@ -49,6 +51,11 @@ export async function runCase(dir: string, backend: Backend): Promise<CaseResult
     const output = await runner(c, backend);
     const produced = output instanceof Map ? output : output.produced;
     for (const name of c.checkedNames()) {
+      const note = c.replayed.get(name);
+      if (note !== undefined) {
+        result.replayed.push({ name, note });
+        continue;
+      }
       const ref = c.expected(name);
       const tol = toleranceFor(c, name, ref.data);
       const value = produced.get(name);

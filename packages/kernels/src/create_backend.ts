@@ -18,6 +18,7 @@ export interface BackendModule {
 /** Built-in backends: name -> its module (loaded when first asked for). */
 const builtIn: Readonly<Record<string, () => Promise<BackendModule>>> = {
   cpu: () => import('./backends/cpu.js'),
+  wasm: () => import('./backends/wasm.js'),
   webgpu: () => import('./backends/webgpu.js'),
 };
 

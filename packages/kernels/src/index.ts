@@ -3,6 +3,7 @@
 export { backendNames, createBackend, registerBackend, type BackendModule, type CreateBackendOptions } from './create_backend.js';
 export { WebgpuBackend } from './webgpu/webgpu_backend.js';
 export { coreKernels, type WebgpuKernel } from './webgpu/core_kernels.js';
+export { gradKernels } from './webgpu/grad_kernels.js';
 export {
   acquireDevice, browserAdapters, formatAdapterReport, ADAPTER_KINDS, type AcquiredDevice, type AdapterCandidate, type AdapterKind,
   type AdapterProvider, type AdapterReport, type AcquireOptions,
@@ -18,6 +19,7 @@ export * as matmulKernel from './matmul.js';
 export * as matmulNaiveKernel from './matmul_naive.js';
 export * as attentionKernel from './attention.js';
 export * as wgslMath from './wgsl_math.js';
+export * as wgslMoments from './wgsl_moments.js';
 // Backward kernel families and the optimizer (autograd issue, bwd-a).
 export * as normBackwardKernels from './norm_backward.js';
 export * as conv2dBackwardKernel from './conv2d_backward.js';
@@ -28,3 +30,8 @@ export * as mseLossKernels from './mse_loss.js';
 export * as adamwKernels from './adamw.js';
 // Backward kernel families (autograd issue): called by the op definitions' backward; exported for tests.
 export * as attentionBackwardKernel from './attention_backward.js';
+// The fast CPU backend (WebAssembly SIMD, f32, worker threads): packages/kernels/src/wasm/.
+export { WasmBackend } from './wasm/wasm_backend.js';
+export { WasmRuntime, type WasmRuntimeOptions } from './wasm/runtime.js';
+export { detectWasmFeatures, type WasmFeatures } from './wasm/features.js';
+export * as wasmOps from './wasm/wasm_ops.js';

@@ -36,6 +36,7 @@
 import type { GroupNormOptions, Tensor } from '@cnx/tensor';
 import { gridFor, packUniforms, type GpuContext } from './webgpu/context.js';
 import { WORKGROUP_SUM } from './wgsl_math.js';
+import { CHAN_MERGE, chunkMomentsWgsl, mergePartialsWgsl } from './wgsl_moments.js';
 
 /** Group-norm segments at least this long use the split (stats + apply) variant. */
 export const SPLIT_MIN_LEN = 65536;
@@ -88,17 +89,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let base = seg * u.len;
   let start = min(part * u.chunk, u.len);
   let end = min(start + u.chunk, u.len);
-  let pilot = X[base];
-  var acc = 0.0;
-  for (var i = start + tid; i < end; i += WG) { acc += X[base + i] - pilot; }
-  let count = f32(end - start);
-  let dmean = workgroupSum(acc, tid) / max(count, 1.0);
-  acc = 0.0;
-  for (var i = start + tid; i < end; i += WG) {
-    let d = (X[base + i] - pilot) - dmean;
-    acc = fma(d, d, acc);
-  }
-  let m2 = workgroupSum(acc, tid);
+  let pilot = X[base];${chunkMomentsWgsl({ first: 'X[base + e]' })}
   if (tid == 0u) { Parts[seg * u.parts + part] = vec4<f32>(count, dmean, m2, pilot); }
 }
 `;
@@ -162,14 +153,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 ${bindings}
 const PER_THREAD = ${PER_THREAD}u;
 var<workgroup> red: array<vec3<f32>, WG>;
-
-// Chan et al. pairwise merge of (count, mean, M2).
-fn merge(a: vec3<f32>, b: vec3<f32>) -> vec3<f32> {
-  let n = a.x + b.x;
-  if (n == 0.0) { return a; }
-  let delta = b.y - a.y;
-  return vec3<f32>(n, a.y + delta * (b.x / n), a.z + b.z + delta * delta * (a.x * b.x / n));
-}
+${CHAN_MERGE}
 
 @compute @workgroup_size(${p.wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -178,16 +162,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   if (flat >= u.tiles * u.segments) { return; }
   let seg = flat / u.tiles;
   let tile = flat % u.tiles;
-  let base = seg * u.len;
-  var part = vec3<f32>(0.0);
-  if (tid < u.parts) { part = Parts[seg * u.parts + tid].xyz; }
-  red[tid] = part;
-  workgroupBarrier();
-  for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
-    if (tid < stride) { red[tid] = merge(red[tid], red[tid + stride]); }
-    workgroupBarrier();
-  }
-  let total = red[0];
+  let base = seg * u.len;${mergePartialsWgsl([{ red: 'red', partial: 'Parts[seg * u.parts + tid]', out: 'total' }], 'u.parts', p.wg)}
   let dmean = total.y;
   let rstd = 1.0 / sqrt(total.z / total.x + u.eps);
   let pilot = Parts[seg * u.parts].w;${p.stats ? `

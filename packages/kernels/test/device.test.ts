@@ -6,7 +6,7 @@
 
 import { acquireDevice, ADAPTER_KINDS, createBackend, formatAdapterReport, sizeClass, WebgpuBackend } from '@cnx/kernels';
 import { ops, type Backend } from '@cnx/tensor';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, type TestContext } from 'vitest';
 import { describeEachBackend } from '../../../test/harness/backends.js';
 
 describe('buffer size classes', () => {
@@ -22,6 +22,22 @@ describe('buffer size classes', () => {
     }
   });
 });
+
+/**
+ * A WebGPU backend, or a LOUD skip (a warning naming why, and the test marked skipped, never passed)
+ * when none can be created; under CNX_REQUIRE_WEBGPU=1 a missing adapter fails the test instead
+ * (`required`: false for adapters CI does not promise, such as llvmpipe).
+ */
+async function backendOrSkip(ctx: TestContext, what: string, opts: Parameters<typeof createBackend>[1] = {}, required = true): Promise<WebgpuBackend> {
+  try {
+    return await createBackend('webgpu', opts) as WebgpuBackend;
+  } catch (e) {
+    if (required && process.env.CNX_REQUIRE_WEBGPU === '1') throw e;
+    console.warn(`\n*** SKIPPING ${what}: ${(e as Error).message} ***\n`);
+    ctx.skip();
+    throw e; // not reached: skip() throws
+  }
+}
 
 describe('adapter selection', () => {
   it('rejects an unknown CNX_ADAPTER value, naming it and the valid ones', async () => {
@@ -42,15 +58,8 @@ describe('adapter selection', () => {
   // Each software adapter in turn: reported, and able to run a kernel. Where one is missing the test
   // says so; in CI (CNX_REQUIRE_WEBGPU=1) SwiftShader must be there.
   for (const kind of ADAPTER_KINDS.filter((k) => k !== 'gpu')) {
-    it(`${kind}: acquired explicitly, reported, and runs a kernel`, async () => {
-      let backend: WebgpuBackend;
-      try {
-        backend = await createBackend('webgpu', { adapter: kind }) as WebgpuBackend;
-      } catch (e) {
-        if (kind === 'swiftshader' && process.env.CNX_REQUIRE_WEBGPU === '1') throw e;
-        console.warn(`\n*** ${kind} adapter not available here: ${(e as Error).message} ***\n`);
-        return;
-      }
+    it(`${kind}: acquired explicitly, reported, and runs a kernel`, async (ctx) => {
+      const backend = await backendOrSkip(ctx, `the ${kind} adapter test (${kind} not available here)`, { adapter: kind }, kind === 'swiftshader');
       try {
         console.log(`[${kind}] ${backend.description}\n${backend.report}`);
         expect(backend.adapterInfo.kind).toBe(kind);
@@ -119,15 +128,8 @@ describeEachBackend('webgpu backend resources', (test) => {
 }, ['webgpu']);
 
 describe('pool cap', () => {
-  it('with maxPooledBytes 0 released buffers are destroyed (after submit) and results stay right', async () => {
-    let be: WebgpuBackend;
-    try {
-      be = await createBackend('webgpu', { maxPooledBytes: 0 }) as WebgpuBackend;
-    } catch (e) {
-      if (process.env.CNX_REQUIRE_WEBGPU === '1') throw e;
-      console.warn(`\n*** SKIPPING pool cap test: ${(e as Error).message} ***\n`);
-      return;
-    }
+  it('with maxPooledBytes 0 released buffers are destroyed (after submit) and results stay right', async (ctx) => {
+    const be = await backendOrSkip(ctx, 'the pool cap test', { maxPooledBytes: 0 });
     try {
       const x = be.fromRaw(new Float32Array([1, 2, 3, 4]), [4]);
       let acc = ops.affine(x, 1, 0);
@@ -145,15 +147,8 @@ describe('pool cap', () => {
 });
 
 describe('destroy', () => {
-  it('makes the backend unusable with a clear error', async () => {
-    let be: WebgpuBackend;
-    try {
-      be = await createBackend('webgpu') as WebgpuBackend;
-    } catch (e) {
-      if (process.env.CNX_REQUIRE_WEBGPU === '1') throw e;
-      console.warn(`\n*** SKIPPING destroy test: ${(e as Error).message} ***\n`);
-      return;
-    }
+  it('makes the backend unusable with a clear error', async (ctx) => {
+    const be = await backendOrSkip(ctx, 'the destroy test');
     be.destroy();
     expect(() => be.zeros([2])).toThrow(/after destroy/);
   });

@@ -219,7 +219,7 @@ describe('backends by name', () => {
     } finally {
       unregister();
     }
-    await expect(createBackend('stub')).rejects.toThrow(/unknown backend 'stub'; expected one of cpu, webgpu/);
+    await expect(createBackend('stub')).rejects.toThrow(/unknown backend 'stub'; expected one of cpu, wasm, webgpu/);
   });
 
   it('refuses to shadow a built-in backend or a bad name', () => {

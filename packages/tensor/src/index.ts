@@ -2,9 +2,14 @@ export * from './dtype.js';
 export * from './shape.js';
 export type * from './backend.js';
 export { Tensor } from './tensor.js';
-export { scope, scopeAsync, keep, persist } from './scope.js';
+export { scope, scopeAsync, keep, persist, untracked } from './scope.js';
+export {
+  backward, checkpoint, enableGrad, isGradEnabled, noGrad, recordFunction, setGradEnabled, zeroGrad,
+  type GradFn, type RecordFunctionOptions, type TapeNode,
+} from './autograd.js';
 export * from './op_definition.js';
 export * from './core_ops/index.js';
+export * from './grad_ops/index.js';
 export * as ops from './ops.js';
 export { CpuBackend, stridedOffsets, type CpuStorage } from './cpu/cpu_backend.js';
 export { erf } from './cpu/erf.js';
@@ -12,6 +17,8 @@ export * from './safetensors.js';
 export * from './safetensors_writer.js';
 export * from './trace.js';
 export * from './weights.js';
+export { nodeFs, nodePath } from './node_fs.js';
+export * from './model_folder_files.js';
 // Float64 CPU references of the backward ops, saved-statistics forwards and the optimizer (autograd issue).
 export * from './cpu/norm.js';
 export * from './cpu/norm_backward.js';

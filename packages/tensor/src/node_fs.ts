@@ -10,21 +10,26 @@ interface NodeProcessLike {
   getBuiltinModule?: (id: string) => unknown;
 }
 
-function builtin<T>(id: string, what: string): T {
+const DEFAULT_HINT = 'read the bytes yourself and use SafetensorsFile.fromBytes';
+
+function builtin<T>(id: string, what: string, hint: string): T {
   const proc = (globalThis as { process?: NodeProcessLike }).process;
   const mod = proc?.getBuiltinModule?.(id);
   if (!mod) {
-    throw new Error(`${what} needs Node's '${id}' (Node >= 20.16); in a browser, read the bytes yourself and use SafetensorsFile.fromBytes`);
+    throw new Error(`${what} needs Node's '${id}' (Node >= 20.16); in a browser, ${hint}`);
   }
   return mod as T;
 }
 
-/** node:fs, or an error naming the operation `what` that needed it. */
-export function nodeFs(what: string): typeof Fs {
-  return builtin<typeof Fs>('node:fs', what);
+/**
+ * node:fs, or an error naming the operation `what` that needed it and, for browsers, the in-memory
+ * alternative (`hint`). Nothing is imported: a browser bundle of the caller stays free of Node modules.
+ */
+export function nodeFs(what: string, hint = DEFAULT_HINT): typeof Fs {
+  return builtin<typeof Fs>('node:fs', what, hint);
 }
 
 /** node:path, or an error naming the operation `what` that needed it. */
-export function nodePath(what: string): typeof Path {
-  return builtin<typeof Path>('node:path', what);
+export function nodePath(what: string, hint = DEFAULT_HINT): typeof Path {
+  return builtin<typeof Path>('node:path', what, hint);
 }

@@ -12,8 +12,10 @@
 // gives the backend contiguous inputs unless the op reads strided views itself, and verifies the shapes of
 // what the backend returns against the definition.
 
+import { recordOp } from './autograd.js';
 import type { Backend } from './backend.js';
 import type { DType, RawArray } from './dtype.js';
+import { gradState } from './grad_state.js';
 import { formatShape, shapesEqual, type Shape } from './shape.js';
 import type { Tensor } from './tensor.js';
 
@@ -31,17 +33,34 @@ export interface HostTensor extends TensorMeta {
   readonly data: RawArray;
 }
 
-/** What backward receives: the forward's inputs and outputs (kept alive by the tape) and its params. */
+/**
+ * What backward receives (autograd.ts). The tensors are the tape's own views of what the definition's
+ * `saves` asked for (all inputs and outputs by default; undefined where not saved or absent); outputs
+ * include the hidden ones that `recordParams` added (saved statistics). `params` are the params the
+ * forward ran with (after recordParams).
+ */
 export interface BackwardContext<P> {
   readonly inputs: readonly (Tensor | undefined)[];
-  readonly outputs: readonly Tensor[];
+  readonly outputs: readonly (Tensor | undefined)[];
   readonly params: P;
   /** needsGrad[i]: input i requires a gradient (others may be left undefined). */
   readonly needsGrad: readonly boolean[];
+  /** Shape of every input (undefined for an absent optional input), saved or not. */
+  readonly inputShapes: readonly (Shape | undefined)[];
 }
 
-/** Gradients of the inputs from the gradients of the outputs (undefined = zero / not needed). */
+/**
+ * Gradients of the inputs from the gradients of the outputs (undefined = zero / not needed). Runs with
+ * gradients off inside a memory scope: temporaries need no dispose; return NEW tensors (views are fine),
+ * one per input, each of the input's shape.
+ */
 export type BackwardFn<P> = (ctx: BackwardContext<P>, gradOutputs: readonly (Tensor | undefined)[]) => (Tensor | undefined)[];
+
+/** Which inputs and outputs (by index) backward reads; an omitted list means all of them. */
+export interface SavedForBackward {
+  readonly inputs?: readonly number[];
+  readonly outputs?: readonly number[];
+}
 
 /**
  * An implementation of an op on one backend. `backend` is the backend instance itself (the WebGPU one is a
@@ -70,7 +89,10 @@ export interface OpDefinition<P = unknown> {
   cpu(inputs: readonly (HostTensor | undefined)[], params: P): RawArray[];
   /** Implementations on other backends, by backend name ('webgpu', 'wasm'). The CPU backend runs `cpu`. */
   readonly kernels?: Readonly<Record<string, OpKernel<P> | undefined>>;
-  /** Reverse mode: input gradients from output gradients (the autograd issue). */
+  /**
+   * Reverse mode: input gradients from output gradients. An op without one can still run on inputs that
+   * require gradients; backward() fails only if a gradient actually reaches it.
+   */
   readonly backward?: BackwardFn<P>;
   /**
    * In-place ops (optimizer updates, gradient clipping): `inPlace(inputCount)[i] = j` says output i is the
@@ -82,6 +104,14 @@ export interface OpDefinition<P = unknown> {
    * In-place ops have no backward: they run outside the autograd tape.
    */
   readonly inPlace?: (inputCount: number) => readonly (number | undefined)[];
+  /**
+   * The params the forward runs with while recorded for backward (e.g. `stats: true`, so that backward
+   * reads the saved statistics instead of recomputing them). Outputs beyond those of the caller's params
+   * are hidden from the caller and kept for backward.
+   */
+  readonly recordParams?: (params: P) => P;
+  /** What backward reads, given which inputs need gradients (default: every input and output). */
+  readonly saves?: (needsGrad: readonly boolean[], params: P) => SavedForBackward;
 }
 
 /** Identity with the type checked: `export const myOp = defineOp<MyParams>({ ... })`. */
@@ -101,8 +131,16 @@ export function backendOf(op: string, inputs: readonly (Tensor | undefined)[]): 
   return backend;
 }
 
-/** Run `op` on the inputs' backend and return its outputs (owned by the caller). */
-export function runOp<P>(op: OpDefinition<P>, inputs: readonly (Tensor | undefined)[], params: P): Tensor[] {
+/**
+ * Run `op` on the inputs' backend and return its outputs (owned by the caller). While gradients are
+ * recorded (autograd.ts) and an input requires one, the op is recorded on the tape.
+ */
+export function runOp<P>(op: OpDefinition<P>, inputs: readonly (Tensor | undefined)[], params: NoInfer<P>): Tensor[] {
+  return gradState.recording && !op.inPlace ? recordOp(op, inputs, params) : executeOp(op, inputs, params);
+}
+
+/** runOp without recording: check, lay the inputs out, run on the backend, verify the outputs. */
+export function executeOp<P>(op: OpDefinition<P>, inputs: readonly (Tensor | undefined)[], params: NoInfer<P>): Tensor[] {
   const backend = backendOf(op.name, inputs);
   const specs = op.outputs(inputs.map((x) => x && { shape: x.shape, dtype: x.dtype }), params);
   const written = inPlaceTargets(op, inputs, specs);
@@ -149,7 +187,7 @@ function inPlaceTargets<P>(op: OpDefinition<P>, inputs: readonly (Tensor | undef
 }
 
 /** runOp for an op with one output. */
-export function runOp1<P>(op: OpDefinition<P>, inputs: readonly (Tensor | undefined)[], params: P): Tensor {
+export function runOp1<P>(op: OpDefinition<P>, inputs: readonly (Tensor | undefined)[], params: NoInfer<P>): Tensor {
   return runOp(op, inputs, params)[0]!;
 }
 

@@ -4,8 +4,9 @@
 // Ops are plain functions over tensors so that the autograd layer can record them.
 
 import type { Activation, BinaryOp, ReduceOp, UnaryOp } from './backend.js';
+import { recordFunction } from './autograd.js';
 import {
-  adaptiveAvgPool2dOp, affineOp, attentionOp, binaryOp, concatOp, conv2dOp, groupNormOp, layerNormOp, matmulOp, reduceOp,
+  adaptiveAvgPool2dOp, affineOp, attentionOp, binaryOp, concatOp, conv2dOp, groupNormOp, layerNormOp, matmulOp, mseLossOp, reduceOp,
   softmaxOp, unaryOp, upsampleNearestOp,
 } from './core_ops/index.js';
 import type { DType } from './dtype.js';
@@ -64,7 +65,12 @@ export function linearCombination(terms: readonly (readonly [Tensor, number])[])
 }
 
 export function cast(x: Tensor, dtype: DType): Tensor {
-  return x.dtype === dtype ? x.contiguous() : x.backend.cast(x, dtype);
+  if (x.dtype === dtype) return x.contiguous();
+  const out = x.backend.cast(x, dtype);
+  // The gradient goes back in the input's dtype (f32 for anything trained).
+  const from = x.dtype;
+  recordFunction('cast', [x], [out], (_ctx, [g]) => [g!.dtype === from ? g!.contiguous() : g!.backend.cast(g!, from)], { saveInputs: false });
+  return out;
 }
 
 // ---------------------------------------------------------------- reductions
@@ -265,6 +271,11 @@ export function upsampleNearest(x: Tensor, size: readonly [number, number]): Ten
 
 export function adaptiveAvgPool2d(x: Tensor, size: readonly [number, number]): Tensor {
   return runOp1(adaptiveAvgPool2dOp, [x], { size });
+}
+
+/** F.mse_loss(pred, target) with reduction 'mean': a [1] tensor. */
+export function mseLoss(pred: Tensor, target: Tensor): Tensor {
+  return runOp1(mseLossOp, [pred, target], {});
 }
 
 export function concat(xs: readonly Tensor[], axis: number): Tensor {

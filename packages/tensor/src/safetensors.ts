@@ -16,6 +16,7 @@ import type { Tensor } from './tensor.js';
 import { fromFloat32, toFloat32 } from './dtype.js';
 import { formatShape } from './shape.js';
 import { nodeFs } from './node_fs.js';
+import { openRegularFile } from './model_folder_files.js';
 
 export type SafetensorsDType = 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'U8' | 'BOOL';
 
@@ -32,6 +33,23 @@ const KNOWN_UNSUPPORTED = new Set(['F64', 'I8', 'I16', 'U16', 'U32', 'U64', 'F8_
  * tensor.rs); real headers are well under 1 MB even for SDXL (~2,500 tensors).
  */
 export const MAX_SAFETENSORS_HEADER_BYTES = 100_000_000;
+
+/**
+ * Most header entries (tensors + __metadata__) accepted, counted in the JSON text before it is parsed,
+ * so a hostile header cannot make the reader build millions of objects (a 1,000,000-entry header took
+ * 28 s and 946 MB to open). Real files hold a few thousand (SDXL's single-file checkpoint ~2,500).
+ */
+export const MAX_SAFETENSORS_HEADER_ENTRIES = 100_000;
+
+/**
+ * Deepest JSON nesting accepted, checked before parsing (a valid header nests 3 deep: the header
+ * object, an entry, its shape; the rest is slack for specific messages about mildly malformed
+ * entries). Deeper values are hostile: nesting 100,000 deep overflowed the stack.
+ */
+export const MAX_SAFETENSORS_HEADER_DEPTH = 8;
+
+/** Highest tensor rank accepted (NumPy 1.x's NPY_MAXDIMS; frameworks stay far below). */
+export const MAX_SAFETENSORS_RANK = 32;
 
 export interface TensorInfo {
   dtype: SafetensorsDType;
@@ -55,10 +73,77 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-function describe(v: unknown): string {
+/**
+ * A JSON value for an error message, at most `max` characters. Bounded work whatever the value: it
+ * walks only as far as the budget reaches (never JSON.stringify of a whole hostile value, which
+ * overflowed the stack on deep nesting and copied megabytes to print 80 characters).
+ */
+export function describeJsonValue(v: unknown, max = 80): string {
   if (v === undefined) return 'nothing';
-  const s = JSON.stringify(v);
-  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+  let out = '';
+  const full = (): boolean => out.length > max;
+  const walk = (x: unknown, depth: number): void => {
+    if (full()) return;
+    if (x === null || typeof x !== 'object') {
+      out += typeof x === 'string' ? JSON.stringify(x.length > max ? x.slice(0, max) : x) : String(JSON.stringify(x) ?? x);
+      return;
+    }
+    if (depth >= 8) { out += Array.isArray(x) ? '[...]' : '{...}'; return; }
+    if (Array.isArray(x)) {
+      out += '[';
+      for (let i = 0; i < x.length && !full(); i++) { if (i > 0) out += ','; walk(x[i], depth + 1); }
+      out += ']';
+      return;
+    }
+    out += '{';
+    let first = true;
+    for (const k in x) {
+      if (full()) break;
+      if (!Object.prototype.hasOwnProperty.call(x, k)) continue;
+      out += `${first ? '' : ','}${JSON.stringify(k.length > max ? k.slice(0, max) : k)}:`;
+      first = false;
+      walk((x as Record<string, unknown>)[k], depth + 1);
+    }
+    out += '}';
+  };
+  walk(v, 0);
+  return out.length > max ? `${out.slice(0, max - 3)}...` : out;
+}
+const describe = describeJsonValue;
+
+/** A name from the file for an error message, clipped (hostile names can be megabytes long). */
+function clip(name: string, max = 200): string {
+  return name.length > max ? `${name.slice(0, max - 3)}...` : name;
+}
+
+/**
+ * Check the header text's shape before JSON.parse builds it: nesting depth and the number of
+ * top-level entries (colons at depth 1 outside strings), in one pass over the text. Text that is not
+ * JSON passes here and fails in JSON.parse with its own message.
+ */
+function checkHeaderStructure(source: string, text: string): void {
+  let depth = 0, entries = 0, inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) {
+      inString = true;
+    } else if (c === 0x7b || c === 0x5b) { // { [
+      if (++depth > MAX_SAFETENSORS_HEADER_DEPTH) {
+        throw new Error(`${source}: header nests deeper than ${MAX_SAFETENSORS_HEADER_DEPTH} levels (at byte ${i} of the header; ` +
+          'a safetensors header nests 3 deep: not a safetensors file?)');
+      }
+    } else if (c === 0x7d || c === 0x5d) { // } ]
+      depth--;
+    } else if (c === 0x3a && depth === 1) { // ':' of a top-level entry
+      if (++entries > MAX_SAFETENSORS_HEADER_ENTRIES) {
+        throw new Error(`${source}: header has more than ${MAX_SAFETENSORS_HEADER_ENTRIES} entries (the reader's limit; ` +
+          'real checkpoints hold a few thousand tensors per file)');
+      }
+    }
+  }
 }
 
 function isSupportedDType(s: string): s is SafetensorsDType {
@@ -77,6 +162,7 @@ function parseEntry(where: string, v: unknown, dataStart: number, dataBytes: num
   }
   if (shape === undefined) throw new Error(`${where}: missing 'shape'`);
   if (!Array.isArray(shape)) throw new Error(`${where}: 'shape' must be an array of non-negative integers, found ${describe(shape)}`);
+  if (shape.length > MAX_SAFETENSORS_RANK) throw new Error(`${where}: shape has ${shape.length} dims, more than the ${MAX_SAFETENSORS_RANK} the reader accepts`);
   shape.forEach((d, i) => {
     if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0) {
       throw new Error(`${where}: shape ${describe(shape)} has dim ${i} = ${describe(d)}, expected a non-negative integer`);
@@ -108,6 +194,38 @@ function parseEntry(where: string, v: unknown, dataStart: number, dataBytes: num
   return { dtype, shape: [...dims], begin: dataStart + b, end: dataStart + e };
 }
 
+/** Elements of raw tensor bytes as f32 (see SafetensorsFile.readFloat32). */
+export function rawToFloat32(r: RawTensor): { shape: number[]; data: Float32Array } {
+  const buf = r.bytes.buffer;
+  let data: Float32Array;
+  switch (r.dtype) {
+    case 'F32': data = new Float32Array(buf); break;
+    case 'F16': data = toFloat32(new Uint16Array(buf), 'f16'); break;
+    case 'BF16': data = toFloat32(new Uint16Array(buf), 'bf16'); break;
+    case 'I32': data = Float32Array.from(new Int32Array(buf)); break;
+    case 'I64': data = Float32Array.from(new BigInt64Array(buf), (x) => Number(x)); break;
+    case 'U8': case 'BOOL': data = Float32Array.from(r.bytes); break;
+  }
+  return { shape: r.shape, data };
+}
+
+/** Non-finite elements (NaN, +-Inf) of raw float tensor bytes: how many and the first; integers have none. */
+export function findNonFinite(r: RawTensor): { count: number; firstIndex: number; firstValue: number } | undefined {
+  let count = 0, firstIndex = -1;
+  const note = (i: number): void => { if (count++ === 0) firstIndex = i; };
+  if (r.dtype === 'F32') {
+    const v = new Float32Array(r.bytes.buffer);
+    for (let i = 0; i < v.length; i++) if (v[i]! - v[i]! !== 0) note(i); // NaN and +-Inf give NaN
+  } else if (r.dtype === 'F16' || r.dtype === 'BF16') {
+    const exp = r.dtype === 'F16' ? 0x7c00 : 0x7f80; // all exponent bits set: Inf or NaN
+    const v = new Uint16Array(r.bytes.buffer);
+    for (let i = 0; i < v.length; i++) if ((v[i]! & exp) === exp) note(i);
+  }
+  if (count === 0) return undefined;
+  const firstValue = rawToFloat32({ dtype: r.dtype, shape: [1], bytes: r.bytes.slice(firstIndex * SAFETENSORS_DTYPE_BYTES[r.dtype], (firstIndex + 1) * SAFETENSORS_DTYPE_BYTES[r.dtype]) }).data[0]!;
+  return { count, firstIndex, firstValue };
+}
+
 export class SafetensorsFile {
   private closed = false;
 
@@ -120,12 +238,14 @@ export class SafetensorsFile {
     private readonly closeFn: () => void,
   ) {}
 
-  /** Open a file: reads and validates the header now, keeps the fd for lazy tensor reads. */
+  /**
+   * Open a file: reads and validates the header now, keeps the fd for lazy tensor reads. Regular
+   * files only (a FIFO is refused at once instead of blocking; model_folder_files.ts).
+   */
   static open(path: string): SafetensorsFile {
-    const { openSync, readSync, closeSync, fstatSync } = nodeFs('SafetensorsFile.open');
-    const fd = openSync(path, 'r');
+    const { readSync, closeSync } = nodeFs('SafetensorsFile.open');
+    const { fd, size } = openRegularFile(path, 'SafetensorsFile.open');
     try {
-      const size = fstatSync(fd).size;
       const read: ByteReader = (position, length) => {
         const buf = new Uint8Array(length);
         let done = 0;
@@ -164,6 +284,7 @@ export class SafetensorsFile {
     } catch {
       throw new Error(`${source}: header is not valid UTF-8`);
     }
+    checkHeaderStructure(source, text);
     let header: unknown;
     try {
       header = JSON.parse(text);
@@ -180,12 +301,12 @@ export class SafetensorsFile {
       if (name === '__metadata__') {
         if (!isPlainObject(v)) throw new Error(`${source}: __metadata__ must be an object of string values, found ${describe(v)}`);
         for (const [k, mv] of Object.entries(v)) {
-          if (typeof mv !== 'string') throw new Error(`${source}: __metadata__['${k}'] must be a string, found ${describe(mv)}`);
+          if (typeof mv !== 'string') throw new Error(`${source}: __metadata__['${clip(k)}'] must be a string, found ${describe(mv)}`);
         }
         metadata = { ...(v as Record<string, string>) };
         continue;
       }
-      infos.set(name, parseEntry(`${source}: tensor '${name}'`, v, dataStart, dataBytes));
+      infos.set(name, parseEntry(`${source}: tensor '${clip(name)}'`, v, dataStart, dataBytes));
     }
 
     // No two tensors may share bytes (zero-size tensors occupy none). Holes are tolerated: they cannot
@@ -194,8 +315,8 @@ export class SafetensorsFile {
     for (let k = 1; k < sorted.length; k++) {
       const [pn, p] = sorted[k - 1]!, [cn, c] = sorted[k]!;
       if (c.begin < p.end) {
-        throw new Error(`${source}: tensors '${pn}' (data_offsets [${p.begin - dataStart}, ${p.end - dataStart}]) and ` +
-          `'${cn}' (data_offsets [${c.begin - dataStart}, ${c.end - dataStart}]) overlap`);
+        throw new Error(`${source}: tensors '${clip(pn)}' (data_offsets [${p.begin - dataStart}, ${p.end - dataStart}]) and ` +
+          `'${clip(cn)}' (data_offsets [${c.begin - dataStart}, ${c.end - dataStart}]) overlap`);
       }
     }
     return new SafetensorsFile(source, read, infos, metadata, close);
@@ -218,18 +339,7 @@ export class SafetensorsFile {
 
   /** Elements as f32 (F16/BF16 widened exactly, integers converted; I64 beyond 2^53 loses precision). */
   readFloat32(name: string): { shape: number[]; data: Float32Array } {
-    const r = this.readRaw(name);
-    const buf = r.bytes.buffer;
-    let data: Float32Array;
-    switch (r.dtype) {
-      case 'F32': data = new Float32Array(buf); break;
-      case 'F16': data = toFloat32(new Uint16Array(buf), 'f16'); break;
-      case 'BF16': data = toFloat32(new Uint16Array(buf), 'bf16'); break;
-      case 'I32': data = Float32Array.from(new Int32Array(buf)); break;
-      case 'I64': data = Float32Array.from(new BigInt64Array(buf), (x) => Number(x)); break;
-      case 'U8': case 'BOOL': data = Float32Array.from(r.bytes); break;
-    }
-    return { shape: r.shape, data };
+    return rawToFloat32(this.readRaw(name));
   }
 
   /**
@@ -238,11 +348,15 @@ export class SafetensorsFile {
    * 'i32' requires integer data within the i32 range).
    */
   tensor(name: string, backend: Backend, as?: DType): Tensor {
-    const r = this.readRaw(name);
+    return this.rawToTensor(name, this.readRaw(name), backend, as);
+  }
+
+  /** tensor() for bytes already read with readRaw(name) (so a caller can inspect them first). */
+  rawToTensor(name: string, r: RawTensor, backend: Backend, as?: DType): Tensor {
     const half = r.dtype === 'F16' ? 'f16' : r.dtype === 'BF16' ? 'bf16' : undefined;
     if (half && (as === undefined || as === half)) return backend.fromRaw(new Uint16Array(r.bytes.buffer), r.shape, half);
     if (as === 'i32') return backend.fromRaw(this.readInt32(name, r), r.shape, 'i32');
-    const { shape, data } = this.readFloat32(name);
+    const { shape, data } = rawToFloat32(r);
     if (as === undefined || as === 'f32') return backend.fromRaw(data, shape, 'f32');
     return backend.fromRaw(fromFloat32(data, as), shape, as);
   }

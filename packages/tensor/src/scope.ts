@@ -81,3 +81,17 @@ export async function scopeAsync<T>(fn: () => Promise<T>): Promise<T> {
   close(own, result);
   return result;
 }
+
+/**
+ * Run fn with tensor tracking suspended: tensors it creates belong to no scope (the caller owns them and
+ * must dispose them). The autograd tape keeps its saved tensors and every leaf's `.grad` this way, so that
+ * a user's scope closing around a forward or backward pass does not free what the tape or a parameter owns.
+ */
+export function untracked<T>(fn: () => T): T {
+  stack.push(new Set());
+  try {
+    return fn();
+  } finally {
+    stack.pop();
+  }
+}

@@ -10,7 +10,8 @@
 import type { Backend } from './backend.js';
 import type { DType } from './dtype.js';
 import { fromFloat32 } from './dtype.js';
-import { SafetensorsFile, type SafetensorsDType } from './safetensors.js';
+import { SafetensorsFile, describeJsonValue, findNonFinite, type SafetensorsDType } from './safetensors.js';
+import { readRegularTextFile, resolveInsideFolder } from './model_folder_files.js';
 import { formatShape, numel } from './shape.js';
 import { nodeFs, nodePath } from './node_fs.js';
 import type { Tensor } from './tensor.js';
@@ -22,6 +23,13 @@ export interface WeightSource {
   has(path: string): boolean;
   /** A view whose paths are prefixed by `prefix.` (the module tree is the key tree). */
   sub(prefix: string): WeightSource;
+  /**
+   * Acknowledge a stored key that the model deliberately does not load (a buffer it recomputes, such as
+   * the int64 `position_ids` of older CLIP checkpoints): its shape is checked and it counts as used,
+   * but it is not read, and not refused for a non-float dtype as get() would. Optional: sources that
+   * do not track used keys need not implement it (callers fall back to doing nothing).
+   */
+  skip?(path: string, shape: readonly number[]): void;
 }
 
 /** `a.b` + `c` -> `a.b.c`; an empty side contributes nothing. */
@@ -253,6 +261,10 @@ export interface WeightReport {
   missing: { path: string; shape: number[]; nearest?: string }[];
   /** Present with another shape. */
   misShaped: { path: string; expected: number[]; found: number[] }[];
+  /** Present with a dtype that is not a float (parameters are F32, or F16/BF16 widened on load). */
+  wrongDtype: { path: string; expected: string; found: SafetensorsDType; file: string }[];
+  /** Present with NaN or infinite elements: how many of how many, and the first. */
+  nonFinite: { path: string; count: number; total: number; firstIndex: number; firstValue: number; file: string }[];
   /** Present but never requested. */
   unused: string[];
 }
@@ -289,6 +301,10 @@ function nearestKey(path: string, keys: Iterable<string>): string | undefined {
   return best;
 }
 
+/** Stored dtypes a parameter may have (get() widens F16/BF16 to f32 unless keepDtype). */
+const PARAMETER_DTYPES: ReadonlySet<SafetensorsDType> = new Set(['F32', 'F16', 'BF16']);
+const PARAMETER_DTYPES_TEXT = 'F32, or F16/BF16 (widened to f32)';
+
 /** Variant file names of a diffusers / transformers model folder, in the order `prefer` wants them. */
 function folderCandidates(prefer: 'fp32' | 'fp16'): string[] {
   const fp32 = ['diffusion_pytorch_model.safetensors', 'model.safetensors',
@@ -300,11 +316,11 @@ function folderCandidates(prefer: 'fp32' | 'fp16'): string[] {
 
 /** Open the shards of a `*.safetensors.index.json` (transformers/diffusers sharded checkpoints). */
 function openShardIndex(indexPath: string): SafetensorsFile[] {
-  const { readFileSync } = nodeFs('WeightStore.open');
-  const { dirname, join } = nodePath('WeightStore.open');
+  const { dirname } = nodePath('WeightStore.open');
+  const text = readRegularTextFile(indexPath, 'WeightStore.open');
   let json: unknown;
   try {
-    json = JSON.parse(readFileSync(indexPath, 'utf8'));
+    json = JSON.parse(text);
   } catch (e) {
     throw new Error(`${indexPath}: not a readable JSON shard index (${(e as Error).message})`);
   }
@@ -314,13 +330,17 @@ function openShardIndex(indexPath: string): SafetensorsFile[] {
   }
   const byFile = new Map<string, string[]>();
   for (const [key, file] of Object.entries(map as Record<string, unknown>)) {
-    if (typeof file !== 'string') throw new Error(`${indexPath}: weight_map['${key}'] must be a file name, found ${JSON.stringify(file)}`);
-    byFile.set(file, [...(byFile.get(file) ?? []), key]);
+    if (typeof file !== 'string') throw new Error(`${indexPath}: weight_map['${key}'] must be a file name, found ${describeJsonValue(file)}`);
+    // Every shard lies inside the index's folder (a weight_map naming ../../.. loaded foreign files).
+    resolveInsideFolder(dirname(indexPath), file, `${indexPath}: weight_map['${key}']`);
+    let keys = byFile.get(file);
+    if (!keys) byFile.set(file, (keys = []));
+    keys.push(key);
   }
   const files: SafetensorsFile[] = [];
   try {
     for (const [file, keys] of byFile) {
-      const f = SafetensorsFile.open(join(dirname(indexPath), file));
+      const f = SafetensorsFile.open(resolveInsideFolder(dirname(indexPath), file, `${indexPath}: weight_map`));
       files.push(f);
       const absent = keys.filter((k) => !f.has(k));
       if (absent.length > 0) {
@@ -343,16 +363,21 @@ interface StoreState {
   readonly used: Set<string>;
   readonly missing: Map<string, number[]>;
   readonly misShaped: Map<string, { expected: number[]; found: number[] }>;
+  readonly wrongDtype: Map<string, { found: SafetensorsDType; file: string }>;
+  readonly nonFinite: Map<string, { count: number; total: number; firstIndex: number; firstValue: number; file: string }>;
   /** The folder's parsed config.json, when opened from a model folder that has one. */
   readonly config: Record<string, unknown> | undefined;
 }
 
 /**
  * Parameters from safetensors files, fetched by path with their expected shape (candle's VarBuilder).
- * Loading is strict but reports everything at once: a missing or mis-shaped key returns a zero tensor
- * of the requested shape and is recorded, so the whole model can be constructed; finish() then throws
- * one error listing every missing key (with its nearest existing key), every mis-shaped key and every
- * unused key. sub(prefix) views share that record; close() and finish() act on the whole store.
+ * Loading is strict but reports everything at once: a missing or mis-shaped key, a key whose dtype is
+ * not a float (I64, I32, U8, BOOL; F16/BF16 are widened to f32, the one documented conversion) and a
+ * key holding NaN or infinite values each return a zero tensor of the requested shape and are
+ * recorded, so the whole model can be constructed; finish() then throws one error listing every
+ * missing key (with its nearest existing key), every mis-shaped, wrong-dtype and non-finite key (with
+ * its file) and every unused key. sub(prefix) views share that record; close() and finish() act on
+ * the whole store.
  */
 export class WeightStore implements WeightSource {
   private constructor(private readonly state: StoreState, private readonly prefix: string) {}
@@ -364,7 +389,7 @@ export class WeightStore implements WeightSource {
    * releases are).
    */
   static open(pathOrFolder: string, opts: WeightStoreOptions = {}): WeightStore {
-    const { existsSync, readdirSync, readFileSync, statSync } = nodeFs('WeightStore.open');
+    const { existsSync, readdirSync, statSync } = nodeFs('WeightStore.open');
     const { join } = nodePath('WeightStore.open');
     if (!existsSync(pathOrFolder)) throw new Error(`WeightStore.open: ${pathOrFolder} does not exist`);
     let config: Record<string, unknown> | undefined;
@@ -382,8 +407,9 @@ export class WeightStore implements WeightSource {
       target = join(pathOrFolder, pick);
       const cfg = join(pathOrFolder, 'config.json');
       if (existsSync(cfg)) {
+        const text = readRegularTextFile(cfg, 'WeightStore.open');
         try {
-          config = JSON.parse(readFileSync(cfg, 'utf8')) as Record<string, unknown>;
+          config = JSON.parse(text) as Record<string, unknown>;
         } catch (e) {
           throw new Error(`WeightStore.open: ${cfg} is not valid JSON (${(e as Error).message})`);
         }
@@ -412,6 +438,7 @@ export class WeightStore implements WeightSource {
     }
     return new WeightStore({
       source, files, index, opts, config, used: new Set(), missing: new Map(), misShaped: new Map(),
+      wrongDtype: new Map(), nonFinite: new Map(),
     }, '');
   }
 
@@ -430,15 +457,37 @@ export class WeightStore implements WeightSource {
       return backend.zeros(shape);
     }
     this.state.used.add(full);
-    const found = file.info(full).shape;
-    if (formatShape(found) !== formatShape(shape)) {
-      this.state.misShaped.set(full, { expected: [...shape], found: [...found] });
+    const info = file.info(full);
+    if (formatShape(info.shape) !== formatShape(shape)) {
+      this.state.misShaped.set(full, { expected: [...shape], found: [...info.shape] });
       return backend.zeros(shape);
     }
-    return file.tensor(full, backend, this.state.opts.keepDtype ? undefined : 'f32');
+    // Parameters are floats: F32 as is, F16/BF16 widened to f32 (or kept with keepDtype). An integer
+    // or BOOL tensor where a parameter belongs is a wrong file, not something to convert.
+    if (!PARAMETER_DTYPES.has(info.dtype)) {
+      this.state.wrongDtype.set(full, { found: info.dtype, file: file.source });
+      return backend.zeros(shape);
+    }
+    const raw = file.readRaw(full);
+    const bad = findNonFinite(raw);
+    if (bad) {
+      this.state.nonFinite.set(full, { ...bad, total: numel(info.shape), file: file.source });
+      return backend.zeros(shape);
+    }
+    return file.rawToTensor(full, raw, backend, this.state.opts.keepDtype ? undefined : 'f32');
   }
 
   has(path: string): boolean { return this.state.index.has(joinWeightPath(this.prefix, path)); }
+
+  skip(path: string, shape: readonly number[]): void {
+    const full = joinWeightPath(this.prefix, path);
+    checkShape(`WeightStore.skip (${this.state.source})`, full, shape);
+    const file = this.state.index.get(full);
+    if (!file) return; // nothing to acknowledge (callers ask has() first)
+    this.state.used.add(full);
+    const found = file.info(full).shape;
+    if (formatShape(found) !== formatShape(shape)) this.state.misShaped.set(full, { expected: [...shape], found: [...found] });
+  }
 
   /** The stored shape at `path`, or undefined when absent (reading shapes never marks a key used). */
   shapeOf(path: string): number[] | undefined {
@@ -473,6 +522,8 @@ export class WeightStore implements WeightSource {
         return nearest === undefined ? { path, shape } : { path, shape, nearest };
       }),
       misShaped: [...this.state.misShaped].map(([path, m]) => ({ path, ...m })),
+      wrongDtype: [...this.state.wrongDtype].map(([path, m]) => ({ path, expected: PARAMETER_DTYPES_TEXT, ...m })),
+      nonFinite: [...this.state.nonFinite].map(([path, m]) => ({ path, ...m })),
       unused: keys.filter((k) => !this.state.used.has(k)),
     };
   }
@@ -485,7 +536,7 @@ export class WeightStore implements WeightSource {
     const r = this.report();
     const allowUnused = opts.allowUnused ?? this.state.opts.allowUnused ?? false;
     const unused = allowUnused ? [] : r.unused;
-    if (r.missing.length === 0 && r.misShaped.length === 0 && unused.length === 0) return;
+    if (r.missing.length === 0 && r.misShaped.length === 0 && r.wrongDtype.length === 0 && r.nonFinite.length === 0 && unused.length === 0) return;
     const limit = 100;
     const section = <T>(title: string, items: T[], line: (t: T) => string): string[] =>
       items.length === 0 ? [] : [`${title} (${items.length}):`, ...items.slice(0, limit).map((t) => `  ${line(t)}`),
@@ -494,6 +545,9 @@ export class WeightStore implements WeightSource {
       `WeightStore(${this.state.source}): the model and the weights disagree`,
       ...section('missing keys', r.missing, (m) => `${m.path} ${formatShape(m.shape)}${m.nearest ? ` (nearest: ${m.nearest})` : ''}`),
       ...section('mis-shaped keys', r.misShaped, (m) => `${m.path}: expected ${formatShape(m.expected)}, found ${formatShape(m.found)}`),
+      ...section('wrong-dtype keys', r.wrongDtype, (m) => `${m.path}: expected ${m.expected}, found ${m.found} (${m.file})`),
+      ...section('keys with non-finite values', r.nonFinite, (m) =>
+        `${m.path}: ${m.count} of ${m.total} elements are NaN or infinite, the first at index ${m.firstIndex} (${m.firstValue}) (${m.file})`),
       ...section('unused keys', unused, (k) => k),
     ].join('\n'));
   }

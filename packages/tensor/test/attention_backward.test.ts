@@ -1,6 +1,6 @@
 // CPU reference of attention forward-with-logsumexp and backward (cpu/attention_backward.ts):
 //  - the forward agrees with CpuBackend.attention and its lse with a direct log(sum(exp)) of the scores;
-//  - the backward against central finite differences of the float64 forward (finite_differences.ts
+//  - the backward against central finite differences of the float64 forward (finite_difference.ts
 //    has the error model: FD error <= ~1e-7 here, so tolerance 1e-6 relative to the gradient's scale)
 //    on awkward shapes: batch > 1, Lq != Lk, D not a multiple of 4, Dv != D, one query row, causal,
 //    sharp logits;
@@ -14,7 +14,7 @@ import {
   CpuBackend, SafetensorsFile, attentionBackward, attentionBackwardF64, attentionForwardF64, attentionForwardWithLse,
 } from '@cnx/tensor';
 import { randomArray } from '../../../test/harness/allclose.js';
-import { finiteDifferenceVjp, worstRatio } from '../../../test/harness/finite_difference_vjp.js';
+import { finiteDifferenceVjp, worstRatio } from '../../../test/harness/finite_difference.js';
 
 const golden = resolve(process.env.CNX_GOLDEN_DIR ?? join(import.meta.dirname, '../../../../shared/golden'));
 

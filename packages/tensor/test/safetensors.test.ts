@@ -107,6 +107,36 @@ describe('safetensors reader: malformed files', () => {
     rejects(handMade({ __metadata__: ['pt'] }), /__metadata__ must be an object of string values, found \["pt"\]/);
     rejects(handMade({ __metadata__: null }), /__metadata__ must be an object of string values, found null/);
   });
+  it('rejects deep nesting before parsing it (100,000 levels overflowed the stack in the message helper)', () => {
+    const deep = (d: number) => `${'['.repeat(d)}${']'.repeat(d)}`;
+    rejects(handMade(`{"w": ${deep(100_000)}}`), /header nests deeper than 8 levels \(at byte 13 of the header/);
+    rejects(handMade(`{"__metadata__": {"k": ${deep(100_000)}}}`), /header nests deeper than 8 levels/);
+    rejects(handMade(deep(100_000)), /header nests deeper than 8 levels \(at byte 8/);
+    // Brackets inside strings (names, escaped quotes) do not count.
+    const name = `[[[[[[[[[[\\"{{{{{{{{{`;
+    const f = SafetensorsFile.fromBytes(handMade(`{"${name}": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}}`), 'ok.safetensors');
+    expect(f.keys()).toEqual([JSON.parse(`"${name}"`)]);
+    // Within the limit, a malformed entry still gets its specific message.
+    rejects(handMade({ w: { dtype: 'F32', shape: [[[1]]], data_offsets: [0, 4] } }, 4), /tensor 'w': shape \[\[\[1\]\]\] has dim 0 = \[\[1\]\]/);
+  });
+  it('rejects more than 100,000 entries before parsing them, and shapes of rank > 32', () => {
+    const entries = (n: number) => `{${Array.from({ length: n }, (_, i) => `"t${i}":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}`).join(',')}}`;
+    const t0 = performance.now();
+    rejects(handMade(entries(100_001)), /header has more than 100000 entries/);
+    // Counted in the text (one linear scan), not by building the entries: well under the 28 s that a
+    // 1,000,000-entry header took to open.
+    expect(performance.now() - t0).toBeLessThan(5_000);
+    expect(SafetensorsFile.fromBytes(handMade(entries(3)), 'ok.safetensors').keys()).toHaveLength(3);
+    rejects(handMade({ w: { dtype: 'F32', shape: new Array(33).fill(1), data_offsets: [0, 4] } }, 4), /tensor 'w': shape has 33 dims, more than the 32/);
+  });
+  it('keeps messages short whatever the value: huge arrays, long names', () => {
+    rejects(handMade(`[${new Array(1_000_000).fill(0).join(',')}]`), /header must be a JSON object, found \[0,0,0,.*\.\.\.$/);
+    const long = 'k'.repeat(1_000_000);
+    let message = '';
+    try { SafetensorsFile.fromBytes(handMade({ [long]: { dtype: 'X' } }), 'bad.safetensors'); } catch (e) { message = (e as Error).message; }
+    expect(message).toMatch(/^bad\.safetensors: tensor 'k+\.\.\.': unknown dtype 'X'/);
+    expect(message.length).toBeLessThan(400);
+  });
   it('rejects a truncated real file at open(), naming the file and the tensor', () => {
     const path = join(GOLDEN, 'op_linear', 'io.safetensors');
     const whole = new Uint8Array(readFileSync(path));

@@ -3,7 +3,8 @@
 // temp directory.
 
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -67,7 +68,7 @@ describe('WeightStore', () => {
     expect(Array.from(await m.normW.data())).toEqual([1.5, 1.5, 1.5, 1.5]);
     expect((await m.conv1.data())[8]).toBe((8 % 7) - 3);
     expect(m.conv1.shape).toEqual([4, 4, 3, 3]);
-    expect(store.report()).toEqual({ missing: [], misShaped: [], unused: [] });
+    expect(store.report()).toEqual({ missing: [], misShaped: [], wrongDtype: [], nonFinite: [], unused: [] });
     expect(() => store.finish()).not.toThrow();
     store.close();
   });
@@ -111,6 +112,65 @@ describe('WeightStore', () => {
     expect(msg2).toContain('missing keys (1)');
     expect(msg2).not.toContain('unused keys');
     store.close();
+  });
+
+  it('refuses integer and BOOL tensors where a parameter belongs, naming file, key, expected and found dtype', async () => {
+    const n = 4;
+    const file = join(folder('dtypes', {
+      'model.safetensors': {
+        i64: { dtype: 'I64', shape: [n], data: BigInt64Array.from({ length: n }, (_, i) => BigInt(i)) },
+        i32: { dtype: 'I32', shape: [n], data: Int32Array.from({ length: n }, (_, i) => i) },
+        u8: { dtype: 'U8', shape: [n], data: new Uint8Array(n) },
+        bool: { dtype: 'BOOL', shape: [n], data: new Uint8Array(n) },
+        half: f16(f32([n], (i) => i / 2)),
+        bf16: { dtype: 'BF16', shape: [n], data: fromFloat32(new Float32Array([1, 2, 3, 4]), 'bf16') as Uint16Array },
+      },
+    }), 'model.safetensors');
+    const store = WeightStore.open(file);
+    for (const k of ['i64', 'i32', 'u8', 'bool']) {
+      const t = store.get(k, [n], cpu);
+      expect(t.dtype).toBe('f32');
+      expect(Array.from(await t.data())).toEqual([0, 0, 0, 0]);
+    }
+    // The documented conversion: F16/BF16 widened to f32.
+    const half = store.get('half', [n], cpu);
+    expect(half.dtype).toBe('f32');
+    expect(Array.from(await half.data())).toEqual([0, 0.5, 1, 1.5]);
+    expect(Array.from(await store.get('bf16', [n], cpu).data())).toEqual([1, 2, 3, 4]);
+    expect(store.report().wrongDtype.map((w) => [w.path, w.found, w.file])).toEqual([['i64', 'I64', file], ['i32', 'I32', file], ['u8', 'U8', file], ['bool', 'BOOL', file]]);
+    let msg = '';
+    try { store.finish(); } catch (e) { msg = (e as Error).message; }
+    expect(msg).toContain(`wrong-dtype keys (4):\n  i64: expected F32, or F16/BF16 (widened to f32), found I64 (${file})\n  i32: `);
+    expect(msg).toContain(`bool: expected F32, or F16/BF16 (widened to f32), found BOOL (${file})`);
+    store.close();
+  });
+
+  it('refuses parameters holding NaN or infinities (f32, f16, bf16), reported like a shape mismatch', async () => {
+    const withBad = (values: number[]) => f32([values.length], (i) => values[i]!);
+    const file = join(folder('nonfinite', {
+      'model.safetensors': {
+        nan: withBad([1, 2, NaN, 4, NaN]),
+        inf: withBad([-Infinity, 0]),
+        half_inf: f16(withBad([1, 70000, 2])), // past f16's range: rounds to +Inf
+        bf16_nan: { dtype: 'BF16', shape: [2], data: fromFloat32(new Float32Array([NaN, 1]), 'bf16') as Uint16Array },
+        fine: withBad([3.4e38, -1e-45, 0, -0]),
+      },
+    }), 'model.safetensors');
+    for (const keepDtype of [false, true]) {
+      const store = WeightStore.open(file, { keepDtype });
+      for (const [k, len] of [['nan', 5], ['inf', 2], ['half_inf', 3], ['bf16_nan', 2]] as const) {
+        expect((await store.get(k, [len], cpu).data()).every((x) => x === 0)).toBe(true);
+      }
+      expect(Array.from(await store.get('fine', [4], cpu).data())).toEqual([Math.fround(3.4e38), Math.fround(-1e-45), 0, -0]);
+      expect(store.report().nonFinite).toEqual([
+        { path: 'nan', count: 2, total: 5, firstIndex: 2, firstValue: NaN, file },
+        { path: 'inf', count: 1, total: 2, firstIndex: 0, firstValue: -Infinity, file },
+        { path: 'half_inf', count: 1, total: 3, firstIndex: 1, firstValue: Infinity, file },
+        { path: 'bf16_nan', count: 1, total: 2, firstIndex: 0, firstValue: NaN, file },
+      ]);
+      expect(() => store.finish()).toThrow(`keys with non-finite values (4):\n  nan: 2 of 5 elements are NaN or infinite, the first at index 2 (NaN) (${file})`);
+      store.close();
+    }
   });
 
   it('fails on unused keys unless allowUnused is set (in finish or in the open options)', () => {
@@ -176,6 +236,66 @@ describe('WeightStore', () => {
     });
     expect(() => WeightStore.open(join(dir, 'bad.safetensors.index.json'))).toThrow(/weight_map puts 1 key\(s\) in a\.safetensors that it does not hold: y/);
     expect(() => WeightStore.open(join(dir, 'nomap.safetensors.index.json'))).toThrow(/found no weight_map object/);
+  });
+
+  it('refuses shard-index paths that leave the model folder (../, absolute), and accepts subfolders and hub-cache links', async () => {
+    // A valid weights file outside the folder: the index must not reach it.
+    const outside = folder('outside', { 'stolen.safetensors': { x: MODEL['conv_in.bias']! } });
+    const dir = folder('escape/model', {
+      'up.safetensors.index.json': JSON.stringify({ weight_map: { x: '../../outside/stolen.safetensors' } }),
+      'abs.safetensors.index.json': JSON.stringify({ weight_map: { x: join(outside, 'stolen.safetensors') } }),
+      'dot.safetensors.index.json': JSON.stringify({ weight_map: { x: '.' } }),
+      'nul.safetensors.index.json': JSON.stringify({ weight_map: { x: 'a\u0000.safetensors' } }),
+      'sub.safetensors.index.json': JSON.stringify({ weight_map: { x: 'shards/./a.safetensors', y: 'shards/../b.safetensors' } }),
+    });
+    folder('escape/model/shards', { 'a.safetensors': { x: MODEL['conv_in.bias']! } });
+    folder('escape/model', { 'b.safetensors': { y: MODEL['conv_in.bias']! } });
+    const open = (name: string) => () => WeightStore.open(join(dir, name));
+    expect(open('up.safetensors.index.json')).toThrow(/weight_map\['x'\] names "\.\.\/\.\.\/outside\/stolen\.safetensors", a path outside the folder; files a model folder refers to must lie inside it/);
+    expect(open('abs.safetensors.index.json')).toThrow(/weight_map\['x'\] names ".*stolen\.safetensors", an absolute path/);
+    expect(open('dot.safetensors.index.json')).toThrow(/weight_map\['x'\] names "\.", a path outside the folder/);
+    expect(open('nul.safetensors.index.json')).toThrow(/a path with a NUL byte/);
+    const sub = WeightStore.open(join(dir, 'sub.safetensors.index.json'));
+    expect(sub.keys().sort()).toEqual(['x', 'y']);
+    sub.close();
+    // Symbolic links inside the folder are followed: the Hugging Face hub cache links every file of a
+    // snapshot folder into its blob store.
+    const snapshot = folder('hub/snapshots/rev/unet', {});
+    symlinkSync(join(outside, 'stolen.safetensors'), join(snapshot, 'diffusion_pytorch_model.safetensors'));
+    const linked = WeightStore.open(snapshot);
+    expect(Array.from(await linked.get('x', [4], cpu).data())).toEqual([1, 0, -1, -2]);
+    linked.close();
+  });
+
+  it('refuses a FIFO or a folder where a weights, index or config file should be, at once (a FIFO blocked forever)', async (ctx) => {
+    const dir = folder('special', { 'a.safetensors': { x: MODEL['conv_in.bias']! } });
+    try {
+      execFileSync('mkfifo', [join(dir, 'fifo.safetensors')]);
+    } catch (e) {
+      console.warn(`\n*** SKIPPING the FIFO test: mkfifo failed here (${(e as Error).message}) ***\n`);
+      ctx.skip();
+      return;
+    }
+    mkdirSync(join(dir, 'dir.safetensors'));
+    writeFileSync(join(dir, 'fifo.safetensors.index.json'), JSON.stringify({ weight_map: { x: 'fifo.safetensors' } }));
+    writeFileSync(join(dir, 'dir.safetensors.index.json'), JSON.stringify({ weight_map: { x: 'dir.safetensors' } }));
+    const cfgDir = folder('special_cfg', { 'model.safetensors': { x: MODEL['conv_in.bias']! } });
+    execFileSync('mkfifo', [join(cfgDir, 'config.json')]);
+    // A process that opens each FIFO for writing after 3 s: a reader that blocks on open() is released
+    // then (and the timing check below fails) instead of hanging the test run.
+    const releasers = [join(dir, 'fifo.safetensors'), join(cfgDir, 'config.json')]
+      .map((f) => spawn('sh', ['-c', 'sleep 3; : > "$1"', 'sh', f], { stdio: 'ignore' }));
+    try {
+      const t0 = performance.now();
+      const fails = (f: () => unknown) => { let m = ''; try { f(); } catch (e) { m = (e as Error).message; } return m; };
+      expect(fails(() => SafetensorsFile.open(join(dir, 'fifo.safetensors')))).toMatch(/fifo\.safetensors: expected a regular file, found a FIFO/);
+      expect(fails(() => WeightStore.open(join(dir, 'fifo.safetensors.index.json')))).toMatch(/expected a regular file, found a FIFO/);
+      expect(fails(() => WeightStore.open(join(dir, 'dir.safetensors.index.json')))).toMatch(/dir\.safetensors: expected a regular file, found a directory/);
+      expect(fails(() => WeightStore.open(cfgDir))).toMatch(/config\.json: expected a regular file, found a FIFO/);
+      expect(performance.now() - t0).toBeLessThan(2_000);
+    } finally {
+      for (const r of releasers) r.kill();
+    }
   });
 
   it('opens a folder holding one differently named file (ControlNeXt releases), and explains ambiguous folders', () => {

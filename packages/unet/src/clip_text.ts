@@ -12,6 +12,7 @@
 import { ops, subTrace, type Activation, type Backend, type Tensor, type Trace, type WeightSource, type WeightStoreOptions } from '@cnx/tensor';
 import { loadParameter, Module } from './module.js';
 import { loadStrict, readConfigJson } from './load_model.js';
+import { configFromFiles, loadStrictFromFiles, type ModelFiles } from './model_files.js';
 import { LayerNorm } from './layers/layer_norm.js';
 import { Linear } from './layers/linear.js';
 
@@ -103,8 +104,9 @@ export class CLIPTextEmbeddings extends Module {
     this.token_embedding = new Embedding(ws.sub('token_embedding'), backend, { num: c.vocab_size, dim: c.hidden_size });
     this.position_embedding = new Embedding(ws.sub('position_embedding'), backend, { num: c.max_position_embeddings, dim: c.hidden_size });
     // Older checkpoints store the int64 buffer position_ids (= arange(max_positions)); it carries nothing
-    // the model does not know, but it is fetched so strict loading does not report it as unused.
-    if (ws.has('position_ids')) ws.get('position_ids', [1, c.max_position_embeddings], backend).dispose();
+    // the model does not know, but it is acknowledged (shape checked, not read: integers are never
+    // weights) so strict loading does not report it as unused.
+    if (ws.has('position_ids')) ws.skip?.('position_ids', [1, c.max_position_embeddings]);
   }
 
   /** ids [B][L] -> [B, L, D]. */
@@ -265,6 +267,13 @@ export class CLIPTextModel extends Module {
     const { raw, path } = readConfigJson(dir, 'CLIPTextModel.fromFolder');
     parseClipTextConfig(raw, path); // config errors name the file
     return loadStrict(dir, opts, (store) => new CLIPTextModel(raw, store, backend));
+  }
+
+  /** The same from a folder's files in memory ('config.json' + model.safetensors; model_files.ts). */
+  static fromFiles(files: ModelFiles, backend: Backend, opts: WeightStoreOptions = {}): CLIPTextModel {
+    const { raw, path } = configFromFiles(files, 'CLIPTextModel.fromFiles');
+    parseClipTextConfig(raw, path);
+    return loadStrictFromFiles(files, opts, 'CLIPTextModel.fromFiles', (store) => new CLIPTextModel(raw, store, backend));
   }
 
   /** The pooled position of one row of ids (transformers CLIPTextTransformer.forward, 4.57). */

@@ -1,5 +1,9 @@
 export { Module, loadParameter, HalfPrecisionWeights, asComputeWeight } from './module.js';
-export { loadStrict, readConfigJson, type WeightStorageOptions } from './load_model.js';
+export { loadStrict, readConfigJson, readFolderText, type WeightStorageOptions } from './load_model.js';
+export {
+  buildStrict, configFromFiles, fileBytes, fileText, loadStrictFromFiles, parseConfigText, subFiles, weightStoreFromFiles, type ModelFiles,
+} from './model_files.js';
+export { enableGradientCheckpointing } from './gradient_checkpointing.js';
 export { Linear, type LinearOptions } from './layers/linear.js';
 export { Conv2d, type Conv2dOptions, type Conv2dForwardOptions } from './layers/conv2d.js';
 export { GroupNorm, type GroupNormOptions } from './layers/group_norm.js';
@@ -16,6 +20,13 @@ export {
   UpBlock2D, UpDecoderBlock2D, type BlockOptions, type CrossAttnOptions, type DownBlockOutput, type DownBlock2DOptions,
   type MidBlockOptions, type UpBlock2DOptions,
 } from './unet_blocks.js';
+export {
+  applySiteHook, composeHooks, parseHookKey, splitSiteHooks, withModuleHooks, BEFORE_SUFFIX, type FeatureHook, type HookEpilogue, type Hooks,
+} from './hooks.js';
+export {
+  blockBuilder, downBlockTypes, midBlockTypes, upBlockTypes, type DownBlockArgs, type DownBlockType, type MidBlockArgs,
+  type MidBlockType, type UNetDownBlock, type UNetMidBlock, type UNetUpBlock, type UpBlockArgs, type UpBlockType,
+} from './unet_block_types.js';
 export {
   UNet2DConditionModel, parseUNetConfig, type UNet2DConditionConfig, type UNetForwardOptions, type UNetFromFolderOptions,
 } from './unet_2d_condition.js';
@@ -58,5 +69,6 @@ export {
 export { gegluOp, geglu, gegluWebgpu, gegluWgsl, type GegluParams } from './ops/geglu.js';
 export { timestepEmbeddingOp, timestepEmbedding, timestepEmbeddingWebgpu, timestepEmbeddingWgsl, timestepFrequencies, type TimestepEmbeddingParams } from './ops/timestep_embedding.js';
 export { gegluForwardF64, gegluBackwardF64, gegluBackward, geluErfDerivative } from './ops/geglu_backward.js';
+export { gegluBackwardOp } from './ops/geglu_backward_op.js';
 export * as gegluBackwardKernel from './ops/geglu_backward_wgsl.js';
 export * from './schedulers/index.js';

@@ -2,11 +2,16 @@
 // UNet2DConditionModel, ControlNetModel): a folder's config.json must be there, every weight the model
 // asks for must be in the store with its shape, and every key of the store must be used
 // (WeightStore.finish, the loader report); on failure the model's tensors are released.
+//
+// Node only at call time: the files are read through node:fs looked up lazily (@cnx/tensor nodeFs), so
+// this module imports nothing Node-specific and the package's main entry bundles for browsers, where
+// the same models load from bytes (model_files.ts, each class's fromFiles).
 
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { WeightStore, type WeightStoreOptions } from '@cnx/tensor';
+import { nodeFs, nodePath, WeightStore, type WeightStoreOptions } from '@cnx/tensor';
 import type { Module } from './module.js';
+import { buildStrict, parseConfigText } from './model_files.js';
+
+const HINT = 'pass the folder\'s files as bytes to the class\'s fromFiles';
 
 /** How a model keeps its weights in memory (module.ts HalfPrecisionWeights). */
 export interface WeightStorageOptions {
@@ -16,9 +21,17 @@ export interface WeightStorageOptions {
 
 /** `dir`/config.json parsed (not validated), and its path for config errors; `who` names the loader. */
 export function readConfigJson(dir: string, who: string): { raw: Record<string, unknown>; path: string } {
-  const path = join(dir, 'config.json');
+  const { existsSync, readFileSync } = nodeFs(who, HINT);
+  const path = nodePath(who, HINT).join(dir, 'config.json');
   if (!existsSync(path)) throw new Error(`${who}: ${dir} has no config.json`);
-  return { raw: JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>, path };
+  return { raw: parseConfigText(readFileSync(path, 'utf8'), path), path };
+}
+
+/** A text file of a folder, or undefined when absent (read lazily through node:fs). */
+export function readFolderText(dir: string, name: string, who: string): string | undefined {
+  const { existsSync, readFileSync } = nodeFs(who, HINT);
+  const path = nodePath(who, HINT).join(dir, name);
+  return existsSync(path) ? readFileSync(path, 'utf8') : undefined;
 }
 
 /**
@@ -26,17 +39,5 @@ export function readConfigJson(dir: string, who: string): { raw: Record<string, 
  * was used. A build or finish error disposes what was built; the store is closed either way.
  */
 export function loadStrict<M extends Module>(weights: string, opts: WeightStoreOptions, build: (store: WeightStore) => M): M {
-  const store = WeightStore.open(weights, opts);
-  try {
-    const model = build(store);
-    try {
-      store.finish();
-    } catch (e) {
-      model.dispose();
-      throw e;
-    }
-    return model;
-  } finally {
-    store.close();
-  }
+  return buildStrict(WeightStore.open(weights, opts), build);
 }

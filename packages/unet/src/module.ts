@@ -5,6 +5,7 @@
 // walk below yields exactly the torch state-dict names.
 
 import { Tensor, type Backend, type WeightSource } from '@cnx/tensor';
+import type { HookEpilogue } from './hooks.js';
 
 export abstract class Module {
   /** Every parameter as [state-dict path, tensor], depth first in field order. */
@@ -36,6 +37,35 @@ export abstract class Module {
     }
     if (old !== t) old.dispose();
     owner[field] = t;
+  }
+
+  /**
+   * The sub-module at a state-dict module path ('down_blocks.1.resnets.0'; '' = this module); errors name
+   * the first segment not found and the children that exist there.
+   */
+  getModule(path: string): Module {
+    if (path === '') return this;
+    let node: unknown = this;
+    const segs = path.split('.');
+    for (let i = 0; i < segs.length; i++) {
+      const seg = segs[i]!;
+      const next: unknown = Array.isArray(node) ? node[Number(seg)] : node instanceof Module ? (node as unknown as Record<string, unknown>)[seg] : undefined;
+      if (!(next instanceof Module) && !(Array.isArray(next) && i < segs.length - 1)) {
+        const where = segs.slice(0, i).join('.');
+        throw new Error(`no module at '${segs.slice(0, i + 1).join('.')}' (found ${describe(next)}; children of '${where || '<root>'}': ${childNames(node).join(', ') || 'none'})`);
+      }
+      node = next;
+    }
+    return node as Module;
+  }
+
+  /**
+   * For forward hooks (hooks.ts): when this module's forward fuses an epilogue that its caller asked for
+   * through the arguments (a residual add, an activation), return the arguments without it and the
+   * epilogue, so that a hook sees the module's own output. undefined: nothing fused (the default).
+   */
+  hookEpilogue(_args: readonly unknown[]): HookEpilogue | undefined {
+    return undefined;
   }
 
   /** Total number of parameter elements. */
@@ -70,6 +100,13 @@ function collectParameters(value: unknown, path: string, out: [string, Tensor][]
   else if (Array.isArray(value)) value.forEach((v, i) => { if (v instanceof Module) out.push(...v.namedParameters(`${path}.${i}.`)); });
 }
 
+/** Names of the sub-modules (and module lists) of a module or list, for error messages. */
+function childNames(node: unknown): string[] {
+  if (Array.isArray(node)) return node.map((_, i) => String(i));
+  if (!(node instanceof Module)) return [];
+  return Object.entries(node).filter(([, v]) => v instanceof Module || (Array.isArray(v) && v.some((x) => x instanceof Module))).map(([k]) => k);
+}
+
 function describe(v: unknown): string {
   if (v === undefined) return 'nothing';
   if (v instanceof Tensor) return `a tensor [${v.shape.join(', ')}]`;
@@ -81,12 +118,18 @@ function describe(v: unknown): string {
 /**
  * A parameter from a weight source as f32 (compute dtype, DESIGN.md "Tensor core"): the ops take f32,
  * so f16/bf16 checkpoint tensors are widened once at load time, unless the source is a
- * HalfPrecisionWeights view (16-bit storage of matrix and convolution weights, widened by the layers
- * at use).
+ * HalfPrecisionWeights view (16-bit storage of matrix and convolution weights, widened by the layers at
+ * use); that is the only conversion. Any other dtype (i32 from a source that does not check) is refused:
+ * integers are never weights. (WeightStore already refuses I64/I32/U8/BOOL file tensors, naming the file.)
  */
 export function loadParameter(ws: WeightSource, name: string, shape: readonly number[], backend: Backend): Tensor {
   const t = ws.get(name, shape, backend);
-  if (t.dtype === 'f32' || ws instanceof HalfPrecisionWeights) return t;
+  if (t.dtype === 'f32') return t;
+  if (t.dtype !== 'f16' && t.dtype !== 'bf16') {
+    t.dispose();
+    throw new Error(`loadParameter: '${name}' has dtype ${t.dtype}, expected f32 (or f16/bf16, widened to f32)`);
+  }
+  if (ws instanceof HalfPrecisionWeights) return t;
   const f = backend.cast(t, 'f32');
   t.dispose();
   return f;

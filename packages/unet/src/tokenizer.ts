@@ -8,8 +8,8 @@
 // with '</w>' marking the end of a word -> ids (unknown -> unk_token) -> <|startoftext|> ids <|endoftext|>,
 // truncated to model_max_length (77) and padded with pad_token (SD1.5: <|endoftext|>; SD2: "!").
 
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFolderText } from './load_model.js';
+import { fileText, type ModelFiles } from './model_files.js';
 
 const BOS = '<|startoftext|>';
 const EOS = '<|endoftext|>';
@@ -107,11 +107,18 @@ export class CLIPTokenizer {
    * model_max_length from tokenizer_config.json (or special_tokens_map.json) when present.
    */
   static fromFolder(dir: string): CLIPTokenizer {
-    const read = (name: string): string => {
-      const p = join(dir, name);
-      if (!existsSync(p)) throw new Error(`CLIPTokenizer.fromFolder: ${dir} has no ${name}`);
-      return readFileSync(p, 'utf8');
-    };
+    const files: Record<string, string> = {};
+    for (const name of ['vocab.json', 'merges.txt', 'special_tokens_map.json', 'tokenizer_config.json']) {
+      const text = readFolderText(dir, name, 'CLIPTokenizer.fromFolder');
+      if (text !== undefined) files[name] = text;
+      else if (name === 'vocab.json' || name === 'merges.txt') throw new Error(`CLIPTokenizer.fromFolder: ${dir} has no ${name}`);
+    }
+    return CLIPTokenizer.fromFiles(files);
+  }
+
+  /** The same from the folder's files in memory (vocab.json, merges.txt, and the optional configs). */
+  static fromFiles(files: ModelFiles): CLIPTokenizer {
+    const read = (name: string): string => fileText(files, name, 'CLIPTokenizer.fromFiles');
     const vocabJson = JSON.parse(read('vocab.json')) as Record<string, number>;
     const vocab = new Map(Object.entries(vocabJson));
     const lines = read('merges.txt').split('\n').map((l) => l.replace(/\r$/, '')).filter((l) => l.trim().length > 0);
@@ -121,9 +128,9 @@ export class CLIPTokenizer {
     const tokenOf = (v: unknown): string | undefined =>
       typeof v === 'string' ? v : v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string' ? (v as { content: string }).content : undefined;
     for (const name of ['special_tokens_map.json', 'tokenizer_config.json']) {
-      const p = join(dir, name);
-      if (!existsSync(p)) continue;
-      const cfg = JSON.parse(readFileSync(p, 'utf8')) as Record<string, unknown>;
+      const text = fileText(files, name, 'CLIPTokenizer.fromFiles', true);
+      if (text === undefined) continue;
+      const cfg = JSON.parse(text) as Record<string, unknown>;
       opts.bosToken = tokenOf(cfg.bos_token) ?? opts.bosToken;
       opts.eosToken = tokenOf(cfg.eos_token) ?? opts.eosToken;
       opts.unkToken = tokenOf(cfg.unk_token) ?? opts.unkToken;

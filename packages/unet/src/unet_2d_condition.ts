@@ -2,24 +2,31 @@
 // diffusers config.json: the SD1.5, SD2.x and SDXL configurations (conv or linear transformer
 // projections, attention_head_dim as a number or a list, transformer_layers_per_block, SDXL's
 // "text_time" added conditioning). Configuration this port does not implement is an error naming the key.
+// Block classes come from the config's type strings through the tables of unet_block_types.ts.
 //
-// Forward (per diffusers):
+// Forward (per diffusers), with the hook sites (hooks.ts) marked [site]:
 //   emb = time_embedding(time_proj(t)) [+ add_embedding(concat(text_embeds, add_time_proj(time_ids)))]
-//   x = conv_in(sample); skips = [x]; for each down block: x, s = block(x, emb, ctx); skips += s
-//   (+ ControlNet residuals on the skips); x = mid_block(x, emb, ctx) (+ ControlNet mid residual)
-//   for each up block: x = block(x, its skips (popped from the end), emb, ctx)
+//   x = conv_in(sample); skips = [x]; [conv_in]  (the skip keeps the raw conv_in output)
+//   for each down block i: x, s = block(x, emb, ctx); skips += s; [down_blocks.<i>]  (skips unchanged)
+//   (+ ControlNet residuals on the skips); [mid_block:before] x = mid_block(x, emb, ctx)
+//   (+ ControlNet mid residual); [mid_block]
+//   for each up block i: x = block(x, its skips (popped from the end), emb, ctx); [up_blocks.<i>]
 //   out = conv_out(silu(conv_norm_out(x)))
-// ControlNeXt injects through featureHooks at the points of its spec (sections 3.2, 4.2, 5.2).
+// Every other hook key is a module path, applied by withModuleHooks. ControlNeXt injects through the
+// site its variant names (spec sections 3.2, 4.2, 5.2; SVD v1 at mid_block:before).
 
 import { ops, subTrace, type Backend, type Tensor, type Trace, type WeightSource, type WeightStoreOptions } from '@cnx/tensor';
 import { Module } from './module.js';
 import { loadStrict, readConfigJson } from './load_model.js';
+import { configFromFiles, loadStrictFromFiles, type ModelFiles } from './model_files.js';
 import { Conv2d } from './layers/conv2d.js';
 import { GroupNorm } from './layers/group_norm.js';
 import { TimestepEmbedding, Timesteps } from './embeddings.js';
+import type { DownBlockOutput } from './unet_blocks.js';
 import {
-  CrossAttnDownBlock2D, CrossAttnUpBlock2D, DownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D, type DownBlockOutput,
-} from './unet_blocks.js';
+  blockBuilder, downBlockTypes, midBlockTypes, upBlockTypes, type UNetDownBlock, type UNetMidBlock, type UNetUpBlock,
+} from './unet_block_types.js';
+import { applySiteHook, splitSiteHooks, withModuleHooks, type Hooks } from './hooks.js';
 
 export interface UNetForwardOptions {
   /** SDXL text_time: pooled text embeddings [B, Dt] and micro-conditioning time ids [B, 6]. */
@@ -28,15 +35,12 @@ export interface UNetForwardOptions {
   downBlockAdditionalResiduals?: Tensor[];
   /** ControlNet: added after the mid block. */
   midBlockAdditionalResidual?: Tensor;
-  /** ControlNeXt injection points (spec sections 3.2, 4.2, 5.2). Each returns a NEW tensor. */
-  featureHooks?: {
-    /** SDXL: after conv_in; the first skip keeps the raw conv_in output. */
-    afterConvIn?: (x: Tensor) => Tensor;
-    /** SD1.5-Training: after down_blocks[index]; the skips are untouched. */
-    afterDownBlock?: (index: number, x: Tensor) => Tensor;
-    /** SD1.5 release: after the mid block. */
-    afterMidBlock?: (x: Tensor) => Tensor;
-  };
+  /**
+   * Hooks by site (`conv_in`, `down_blocks.<i>`, `mid_block:before`, `mid_block`, `up_blocks.<i>`: the
+   * hidden stream there) or by module path (`down_blocks.1.resnets.0`, `...:before`); see hooks.ts.
+   * Each returns a NEW tensor (or its argument unchanged); the UNet frees what it replaces.
+   */
+  hooks?: Hooks;
   /** Named intermediates by state-dict path (packages/tensor/src/trace.ts). */
   trace?: Trace;
 }
@@ -71,6 +75,11 @@ export interface UNet2DConditionConfig {
   time_embedding_dim: number | null;
   conv_in_kernel: number;
   conv_out_kernel: number;
+  /**
+   * Latent size the model was trained at (pipelines default to sample_size * vae_scale_factor pixels):
+   * a number, [height, width], or null when the config does not say (diffusers' default None).
+   */
+  sample_size: number | [number, number] | null;
 }
 
 const DEFAULTS: UNet2DConditionConfig = {
@@ -83,11 +92,12 @@ const DEFAULTS: UNet2DConditionConfig = {
   reverse_transformer_layers_per_block: null, attention_head_dim: 8, num_attention_heads: null,
   use_linear_projection: false, upcast_attention: false, addition_embed_type: null, addition_time_embed_dim: null,
   projection_class_embeddings_input_dim: null, time_embedding_dim: null, conv_in_kernel: 3, conv_out_kernel: 3,
+  sample_size: null,
 };
 
 /**
  * Keys accepted only at the value every SD checkpoint uses (diffusers' defaults): anything else selects
- * a code path this port does not implement. `dropout` and `sample_size` do not affect inference.
+ * a code path this port does not implement. `dropout` does not affect inference.
  */
 const FIXED: Record<string, readonly unknown[]> = {
   act_fn: ['silu'],
@@ -108,12 +118,12 @@ const FIXED: Record<string, readonly unknown[]> = {
   time_embedding_type: ['positional'],
   timestep_post_act: [null],
 };
-const IGNORED = new Set(['_class_name', '_diffusers_version', '_name_or_path', 'dropout', 'sample_size',
+const IGNORED = new Set(['_class_name', '_diffusers_version', '_name_or_path', 'dropout',
   // only read by addition_embed_type "text" / "text_image" (not supported: rejected below)
   'addition_embed_type_num_heads']);
 
 /** Keys whose null is meaningful (diffusers None = "not used" / "derive it"). */
-const NULLABLE = new Set(['upcast_attention', 'reverse_transformer_layers_per_block', 'num_attention_heads', 'addition_embed_type',
+const NULLABLE = new Set(['sample_size', 'upcast_attention', 'reverse_transformer_layers_per_block', 'num_attention_heads', 'addition_embed_type',
   'addition_time_embed_dim', 'projection_class_embeddings_input_dim', 'time_embedding_dim']);
 
 /** Validate a config.json object and fill diffusers' defaults; unsupported keys or values name the key. */
@@ -145,9 +155,13 @@ export function parseUNetConfig(raw: Record<string, unknown>, source = 'config')
   };
   check(c.block_out_channels.length === n, 'block_out_channels', `expected one entry per down block (${n})`);
   check(c.up_block_types.length === n, 'up_block_types', `expected ${n} up blocks (one per down block)`);
-  for (const t of c.down_block_types) check(t === 'CrossAttnDownBlock2D' || t === 'DownBlock2D', 'down_block_types', `'${t}' is not supported (CrossAttnDownBlock2D, DownBlock2D)`);
-  for (const t of c.up_block_types) check(t === 'CrossAttnUpBlock2D' || t === 'UpBlock2D', 'up_block_types', `'${t}' is not supported (CrossAttnUpBlock2D, UpBlock2D)`);
-  check(c.mid_block_type === 'UNetMidBlock2DCrossAttn', 'mid_block_type', 'only UNetMidBlock2DCrossAttn is supported');
+  const known = (table: object, t: string) => Object.hasOwn(table, t);
+  for (const t of c.down_block_types) check(known(downBlockTypes, t), 'down_block_types', `'${t}' is not supported (${Object.keys(downBlockTypes).join(', ')})`);
+  for (const t of c.up_block_types) check(known(upBlockTypes, t), 'up_block_types', `'${t}' is not supported (${Object.keys(upBlockTypes).join(', ')})`);
+  check(known(midBlockTypes, c.mid_block_type), 'mid_block_type', `'${c.mid_block_type}' is not supported (${Object.keys(midBlockTypes).join(', ')})`);
+  const ss = c.sample_size;
+  const positive = (v: unknown) => typeof v === 'number' && Number.isInteger(v) && v > 0;
+  check(ss === null || positive(ss) || (Array.isArray(ss) && ss.length === 2 && ss.every(positive)), 'sample_size', 'expected a positive integer, [height, width] or null');
   check(c.addition_embed_type === null || c.addition_embed_type === 'text_time', 'addition_embed_type', 'only null and "text_time" are supported');
   if (c.addition_embed_type === 'text_time') {
     check(typeof c.addition_time_embed_dim === 'number', 'addition_time_embed_dim', 'text_time needs a number');
@@ -175,12 +189,15 @@ export class UNet2DConditionModel extends Module {
   time_embedding: TimestepEmbedding;
   add_time_proj?: Timesteps;
   add_embedding?: TimestepEmbedding;
-  down_blocks: (CrossAttnDownBlock2D | DownBlock2D)[];
-  up_blocks: (CrossAttnUpBlock2D | UpBlock2D)[];
-  mid_block: UNetMidBlock2DCrossAttn;
+  down_blocks: UNetDownBlock[];
+  up_blocks: UNetUpBlock[];
+  mid_block: UNetMidBlock;
   conv_norm_out: GroupNorm;
   conv_out: Conv2d;
   readonly config: UNet2DConditionConfig;
+  /** The hook sites of this UNet's forward, in forward order (see the header). */
+  readonly sites: readonly string[];
+  private readonly siteSet: ReadonlySet<string>;
 
   /** Build from a parsed (or raw) config and a weight source; `raw` configs are validated. */
   constructor(config: UNet2DConditionConfig | Record<string, unknown>, ws: WeightSource, readonly backend: Backend) {
@@ -204,37 +221,42 @@ export class UNet2DConditionModel extends Module {
       this.add_embedding = new TimestepEmbedding(ws.sub('add_embedding'), backend, { inC: c.projection_class_embeddings_input_dim!, timeEmbedDim });
     }
 
-    this.down_blocks = c.down_block_types.map((type, i) => {
-      const common = {
-        inC: i === 0 ? boc[0]! : boc[i - 1]!, outC: boc[i]!, tembC: timeEmbedDim, numLayers: layers[i]!, groups, eps,
-        addDownsample: i < n - 1, downsamplePadding: c.downsample_padding,
-      };
-      const bws = ws.sub(`down_blocks.${i}`);
-      return type === 'CrossAttnDownBlock2D'
-        ? new CrossAttnDownBlock2D(bws, backend, { ...common, heads: heads[i]!, crossAttentionDim: ctxDim[i]!, transformerLayers: tlayers[i]!, useLinearProjection: c.use_linear_projection })
-        : new DownBlock2D(bws, backend, common);
-    });
+    this.down_blocks = c.down_block_types.map((type, i) => blockBuilder(downBlockTypes, type, 'down_block_types')({
+      ws: ws.sub(`down_blocks.${i}`), backend,
+      inC: i === 0 ? boc[0]! : boc[i - 1]!, outC: boc[i]!, tembC: timeEmbedDim, numLayers: layers[i]!, groups, eps,
+      addDownsample: i < n - 1, downsamplePadding: c.downsample_padding,
+      heads: heads[i]!, crossAttentionDim: ctxDim[i]!, transformerLayers: tlayers[i]!, useLinearProjection: c.use_linear_projection,
+    }));
 
-    this.mid_block = new UNetMidBlock2DCrossAttn(ws.sub('mid_block'), backend, {
+    this.mid_block = blockBuilder(midBlockTypes, c.mid_block_type, 'mid_block_type')({
+      ws: ws.sub('mid_block'), backend,
       channels: boc[n - 1]!, tembC: timeEmbedDim, groups, eps, outputScaleFactor: c.mid_block_scale_factor,
       heads: heads[n - 1]!, crossAttentionDim: ctxDim[n - 1]!, transformerLayers: tlayers[n - 1]!, useLinearProjection: c.use_linear_projection,
     });
 
     const rboc = [...boc].reverse(), rheads = [...heads].reverse(), rlayers = [...layers].reverse(), rctx = [...ctxDim].reverse();
     const rtl = c.reverse_transformer_layers_per_block ?? [...tlayers].reverse();
-    this.up_blocks = c.up_block_types.map((type, i) => {
-      const common = {
-        inC: rboc[Math.min(i + 1, n - 1)]!, outC: rboc[i]!, prevOutC: i === 0 ? rboc[0]! : rboc[i - 1]!, tembC: timeEmbedDim,
-        numLayers: rlayers[i]! + 1, groups, eps, addUpsample: i < n - 1,
-      };
-      const bws = ws.sub(`up_blocks.${i}`);
-      return type === 'CrossAttnUpBlock2D'
-        ? new CrossAttnUpBlock2D(bws, backend, { ...common, heads: rheads[i]!, crossAttentionDim: rctx[i]!, transformerLayers: rtl[i]!, useLinearProjection: c.use_linear_projection })
-        : new UpBlock2D(bws, backend, common);
-    });
+    this.up_blocks = c.up_block_types.map((type, i) => blockBuilder(upBlockTypes, type, 'up_block_types')({
+      ws: ws.sub(`up_blocks.${i}`), backend,
+      inC: rboc[Math.min(i + 1, n - 1)]!, outC: rboc[i]!, prevOutC: i === 0 ? rboc[0]! : rboc[i - 1]!, tembC: timeEmbedDim,
+      numLayers: rlayers[i]! + 1, groups, eps, addUpsample: i < n - 1,
+      heads: rheads[i]!, crossAttentionDim: rctx[i]!, transformerLayers: rtl[i]!, useLinearProjection: c.use_linear_projection,
+    }));
 
     this.conv_norm_out = new GroupNorm(ws.sub('conv_norm_out'), backend, { groups, channels: boc[0]!, eps });
     this.conv_out = new Conv2d(ws.sub('conv_out'), backend, { inC: boc[0]!, outC: c.out_channels, k: c.conv_out_kernel, padding: (c.conv_out_kernel - 1) / 2 });
+    this.sites = [
+      'conv_in', ...this.down_blocks.map((_, i) => `down_blocks.${i}`), 'mid_block:before', 'mid_block',
+      ...this.up_blocks.map((_, i) => `up_blocks.${i}`),
+    ];
+    this.siteSet = new Set(this.sites);
+  }
+
+  /** The default latent size [h, w] from config.sample_size, or undefined when the config has none. */
+  get defaultSampleSize(): [number, number] | undefined {
+    const s = this.config.sample_size;
+    if (s === null) return undefined;
+    return typeof s === 'number' ? [s, s] : [s[0], s[1]];
   }
 
   /**
@@ -244,6 +266,13 @@ export class UNet2DConditionModel extends Module {
   static fromFolder(dir: string, backend: Backend, opts: UNetFromFolderOptions = {}): UNet2DConditionModel {
     const { raw, path } = readConfigJson(dir, 'UNet2DConditionModel.fromFolder');
     return loadStrict(opts.weights ?? dir, opts, (store) => new UNet2DConditionModel(parseUNetConfig(raw, path), store, backend));
+  }
+
+  /** The same from a folder's files in memory ('config.json' + weights; model_files.ts): the browser path. */
+  static fromFiles(files: ModelFiles, backend: Backend, opts: WeightStoreOptions = {}): UNet2DConditionModel {
+    const { raw, path } = configFromFiles(files, 'UNet2DConditionModel.fromFiles');
+    const config = parseUNetConfig(raw, path);
+    return loadStrictFromFiles(files, opts, 'UNet2DConditionModel.fromFiles', (store) => new UNet2DConditionModel(config, store, backend));
   }
 
   /** Number of skip tensors the down path produces (conv_in's output, then every resnet and downsampler). */
@@ -296,8 +325,12 @@ export class UNet2DConditionModel extends Module {
    * paths ('down_blocks.0.1.0' = the first skip of down block 0, as in the golden cases).
    */
   forward(sample: Tensor, timestep: Tensor, encoderHiddenStates: Tensor, opts: UNetForwardOptions = {}): Tensor {
+    const { sites, modules } = splitSiteHooks(opts.hooks, this.siteSet);
+    return withModuleHooks(this, modules, () => this.run(sample, timestep, encoderHiddenStates, opts, sites), this.sites);
+  }
+
+  private run(sample: Tensor, timestep: Tensor, encoderHiddenStates: Tensor, opts: UNetForwardOptions, hooks: Hooks | undefined): Tensor {
     const trace = opts.trace;
-    const hooks = opts.featureHooks ?? {};
     const B = sample.shape[0]!;
     // Checked before any work, so a bad call allocates nothing.
     const nSkips = this.numSkips;
@@ -311,42 +344,39 @@ export class UNet2DConditionModel extends Module {
     if (input !== sample) input.dispose();
     trace?.('conv_in', x);
     const skips: Tensor[] = [x];
-    if (hooks.afterConvIn) x = hooks.afterConvIn(x); // the skip keeps the raw conv_in output
+    x = applySiteHook(hooks, 'conv_in', x); // the skip keeps the raw conv_in output
+    /** Replace the stream x by `next`, freeing x unless it is the conv_in skip. */
+    const advance = (next: Tensor) => {
+      if (next !== x && x !== skips[0]) x.dispose();
+      x = next;
+    };
 
     this.down_blocks.forEach((block, i) => {
       const out: DownBlockOutput = block.forward(x, emb, encoderHiddenStates, subTrace(trace, `down_blocks.${i}`));
-      if (x !== skips[0]) x.dispose(); // the block input is not a skip (except conv_in's output)
       skips.push(...out.skips);
-      x = out.hidden;
-      if (hooks.afterDownBlock) {
-        const h = hooks.afterDownBlock(i, x);
-        if (h !== x) x.dispose();
-        x = h;
-      }
+      advance(out.hidden); // the block input is not a skip (except conv_in's output)
+      advance(applySiteHook(hooks, `down_blocks.${i}`, x)); // the skips keep their values
     });
-    // The first down block's input is conv_in's output, which stays alive as skips[0]; later inputs are
-    // block hidden states (separate views from their skips), disposed above.
 
     if (opts.downBlockAdditionalResiduals) {
       const res = opts.downBlockAdditionalResiduals;
       skips.forEach((s, j) => {
         skips[j] = ops.add(s, res[j]!);
-        s.dispose();
+        if (s !== x) s.dispose(); // the stream may still be conv_in's output (a UNet without down blocks)
       });
     }
 
+    advance(applySiteHook(hooks, 'mid_block:before', x));
     let h = this.mid_block.forward(x, emb, encoderHiddenStates, subTrace(trace, 'mid_block'));
-    if (x !== skips[0]) x.dispose();
+    advance(h);
     if (opts.midBlockAdditionalResidual) {
       const r = ops.add(h, opts.midBlockAdditionalResidual);
       h.dispose();
       h = r;
     }
-    if (hooks.afterMidBlock) {
-      const r = hooks.afterMidBlock(h);
-      if (r !== h) h.dispose();
-      h = r;
-    }
+    const hooked = applySiteHook(hooks, 'mid_block', h);
+    if (hooked !== h) h.dispose();
+    h = hooked;
 
     // diffusers forwards explicit upsample sizes when the latent is not a multiple of 2^num_upsamplers.
     const factor = 2 ** this.numUpsamplers;
@@ -358,7 +388,8 @@ export class UNet2DConditionModel extends Module {
       const next = block.forward(h, own, emb, encoderHiddenStates, size, subTrace(trace, `up_blocks.${i}`));
       h.dispose();
       own.forEach((s) => s.dispose());
-      h = next;
+      h = applySiteHook(hooks, `up_blocks.${i}`, next);
+      if (h !== next) next.dispose();
     });
     emb.dispose();
 

@@ -10,6 +10,7 @@
 import { ops, subTrace, type Backend, type Tensor, type Trace, type WeightSource, type WeightStoreOptions } from '@cnx/tensor';
 import { Module } from './module.js';
 import { loadStrict, readConfigJson } from './load_model.js';
+import { configFromFiles, loadStrictFromFiles, type ModelFiles } from './model_files.js';
 import { Conv2d } from './layers/conv2d.js';
 import { GroupNorm } from './layers/group_norm.js';
 import { DownEncoderBlock2D, UNetMidBlock2D, UpDecoderBlock2D } from './unet_blocks.js';
@@ -170,6 +171,7 @@ export class DeprecatedAttentionNames implements WeightSource {
 
   get(path: string, shape: readonly number[], backend: Backend): Tensor { return this.ws.get(this.resolve(path), shape, backend); }
   has(path: string): boolean { return this.ws.has(this.resolve(path)); }
+  skip(path: string, shape: readonly number[]): void { this.ws.skip?.(this.resolve(path), shape); }
   sub(prefix: string): WeightSource { return new DeprecatedAttentionNames(this.ws, this.prefix ? `${this.prefix}.${prefix}` : prefix); }
 }
 
@@ -225,6 +227,13 @@ export class AutoencoderKL extends Module {
     const { raw, path } = readConfigJson(dir, 'AutoencoderKL.fromFolder');
     const config = parseVaeConfig(raw, path);
     return loadStrict(dir, opts, (store) => new AutoencoderKL(config, store, backend));
+  }
+
+  /** The same from a folder's files in memory ('config.json' + weights; model_files.ts). */
+  static fromFiles(files: ModelFiles, backend: Backend, opts: WeightStoreOptions = {}): AutoencoderKL {
+    const { raw, path } = configFromFiles(files, 'AutoencoderKL.fromFiles');
+    const config = parseVaeConfig(raw, path);
+    return loadStrictFromFiles(files, opts, 'AutoencoderKL.fromFiles', (store) => new AutoencoderKL(config, store, backend));
   }
 
   /** The latent scale the pipelines apply (latents = sample * scaling_factor; decode(latents / scaling_factor)). */

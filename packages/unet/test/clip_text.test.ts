@@ -1,6 +1,9 @@
 // CLIPTextModel pooling rule (transformers 4.57 CLIPTextTransformer.forward): eos_token_id == 2 ->
 // argmax(input_ids); otherwise the first position holding eos_token_id. And hidden states / causality.
-import { CpuBackend, RandomWeights } from '@cnx/tensor';
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CpuBackend, RandomWeights, SafetensorsFile, writeSafetensors, type SafetensorsEntry } from '@cnx/tensor';
 import { CLIPTextModel } from '@cnx/unet';
 import { describe, expect, it } from 'vitest';
 
@@ -51,5 +54,39 @@ describe('CLIPTextModel', () => {
     const m = new CLIPTextModel(config(2), new RandomWeights(), backend);
     expect(() => m.forward([[1, 50]])).toThrow(/index 50 out of range \[0, 50\)/);
     m.dispose();
+  });
+});
+
+describe('CLIPTextModel.fromFolder', () => {
+  // Older transformers checkpoints (SD1.5's text_encoder) hold the int64 buffer
+  // text_model.embeddings.position_ids [1, max_positions]. Integer tensors are refused as parameters
+  // (issue 17), so the model acknowledges it without reading it; a wrong shape is still reported.
+  it('accepts the int64 position_ids buffer of older checkpoints, and reports it mis-shaped', () => {
+    const golden = '/work/shared/golden/clip_text/text_encoder';
+    const src = SafetensorsFile.open(join(golden, 'model.safetensors'));
+    const entries: Record<string, SafetensorsEntry> = {};
+    for (const k of src.keys()) {
+      const { shape, data } = src.readFloat32(k);
+      entries[k] = { dtype: 'F32', shape, data };
+    }
+    src.close();
+    const root = mkdtempSync(join(tmpdir(), 'clip-posids-'));
+    const backend = new CpuBackend();
+    try {
+      for (const [name, n] of [['ok', 77], ['bad', 76]] as const) {
+        const dir = join(root, name);
+        mkdirSync(dir);
+        writeSafetensors(join(dir, 'model.safetensors'), {
+          ...entries,
+          'text_model.embeddings.position_ids': { dtype: 'I64', shape: [1, n], data: BigInt64Array.from({ length: n }, (_, i) => BigInt(i)) },
+        });
+        copyFileSync(join(golden, 'config.json'), join(dir, 'config.json'));
+      }
+      CLIPTextModel.fromFolder(join(root, 'ok'), backend).dispose();
+      expect(() => CLIPTextModel.fromFolder(join(root, 'bad'), backend))
+        .toThrow(/mis-shaped keys \(1\):\n {2}text_model\.embeddings\.position_ids: expected \[1, 77\], found \[1, 76\]/);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 });

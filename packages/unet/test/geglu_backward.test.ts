@@ -1,6 +1,6 @@
 // CPU reference of the GEGLU backward (cpu/geglu_backward.ts):
 //  - its float64 forward agrees with CpuBackend.geglu;
-//  - dh against central finite differences of the float64 forward (error model in finite_differences.ts;
+//  - dh against central finite differences of the float64 forward (error model in finite_difference.ts;
 //    tolerance 1e-6 relative to the gradient's scale) on odd F, several leading dims, gates out to |x| ~ 6
 //    (GELU's tails) and exactly 0;
 //  - the derivative gelu'(x) = Phi(x) + x phi(x) against a float64 central difference of gelu itself;
@@ -13,7 +13,7 @@ import { describe, expect, it } from 'vitest';
 import { CpuBackend, SafetensorsFile } from '@cnx/tensor';
 import { geglu, gegluBackward, gegluBackwardF64, gegluForwardF64, geluErfDerivative } from '@cnx/unet';
 import { randomArray } from '../../../test/harness/allclose.js';
-import { finiteDifferenceVjp, worstRatio } from '../../../test/harness/finite_difference_vjp.js';
+import { finiteDifferenceVjp, worstRatio } from '../../../test/harness/finite_difference.js';
 
 const golden = resolve(process.env.CNX_GOLDEN_DIR ?? join(import.meta.dirname, '../../../../shared/golden'));
 const numel = (s: readonly number[]) => s.reduce((p, d) => p * d, 1);

@@ -1,6 +1,6 @@
 // Module: the parameter walk gives torch state-dict names; setParameter replaces and disposes.
-import { CpuBackend, RandomWeights, ShapeRecorder } from '@cnx/tensor';
-import { Downsample2D, ResnetBlock2D, TimestepEmbedding } from '@cnx/unet';
+import { CpuBackend, RandomWeights, ShapeRecorder, fromFloat32, type WeightSource } from '@cnx/tensor';
+import { Downsample2D, ResnetBlock2D, TimestepEmbedding, loadParameter } from '@cnx/unet';
 import { describe, expect, it } from 'vitest';
 
 describe('Module', () => {
@@ -17,6 +17,21 @@ describe('Module', () => {
     expect(block.numParameters()).toBe(rec.parameterCount());
     // 8 + 8 (norm1) + 16*8*9 + 16 (conv1) + 16*12 + 16 (temb) + 16 + 16 (norm2) + 16*16*9 + 16 + 16*8 + 16
     expect(block.numParameters()).toBe(16 + 1168 + 208 + 32 + 2320 + 144);
+  });
+
+  it('loadParameter widens f16/bf16 to f32 and refuses any other dtype', async () => {
+    const source = (dtype: 'f16' | 'bf16' | 'i32'): WeightSource => ({
+      get: (_path, shape, be) => be.fromRaw(fromFloat32(new Float32Array([1.5, -2]), dtype), shape, dtype),
+      has: () => true,
+      sub() { return this; },
+    });
+    for (const dtype of ['f16', 'bf16'] as const) {
+      const p = loadParameter(source(dtype), 'w', [2], backend);
+      expect(p.dtype).toBe('f32');
+      expect(Array.from(await p.data())).toEqual([1.5, -2]);
+    }
+    expect(() => loadParameter(source('i32'), 'conv.weight', [2], backend))
+      .toThrow(`loadParameter: 'conv.weight' has dtype i32, expected f32 (or f16/bf16, widened to f32)`);
   });
 
   it('indexes arrays like nn.ModuleList and replaces parameters in place', () => {

@@ -47,16 +47,13 @@ describeEachBackend('UNet2DConditionModel forward options', (test) => {
     const hooked = unet.forward(sample, t, ctx, {
       downBlockAdditionalResiduals: zeros,
       midBlockAdditionalResidual: midZero,
-      featureHooks: {
-        afterConvIn: id('conv_in'),
-        afterDownBlock: (i, x) => id(`down_blocks.${i}`)(x),
-        afterMidBlock: id('mid_block'),
-      },
+      hooks: Object.fromEntries(unet.sites.map((site) => [site, id(site)])),
     });
-    expect(calls).toEqual(['conv_in', ...unet.down_blocks.map((_, i) => `down_blocks.${i}`), 'mid_block']);
+    expect(calls).toEqual(['conv_in', ...unet.down_blocks.map((_, i) => `down_blocks.${i}`), 'mid_block:before', 'mid_block', ...unet.up_blocks.map((_, i) => `up_blocks.${i}`)]);
+    expect(calls).toEqual(unet.sites);
     expect(await maxAbsDiff(hooked, base)).toBe(0);
     // A hook that changes the features changes the output.
-    const shifted = unet.forward(sample, t, ctx, { featureHooks: { afterMidBlock: (x) => ops.affine(x, 1, 0.5) } });
+    const shifted = unet.forward(sample, t, ctx, { hooks: { mid_block: (x) => ops.affine(x, 1, 0.5) } });
     expect(await maxAbsDiff(shifted, base)).toBeGreaterThan(1e-3);
     expect(() => unet.forward(sample, t, ctx, { downBlockAdditionalResiduals: zeros.slice(1) }))
       .toThrow(new RegExp(`expected ${nSkips} down block residuals, found ${nSkips - 1}`));

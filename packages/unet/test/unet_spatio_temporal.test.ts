@@ -50,7 +50,7 @@ describe('UNetSpatioTemporalConditionModel', () => {
 
   it('names bad inputs', () => {
     const { sample, t, ctx, ids } = inputs();
-    expect(() => unet.forward(sample, t, ctx, ids, { hooks: { 'mid_block:after': (x) => x } })).toThrow(/no hook site 'mid_block:after'/);
+    expect(() => unet.forward(sample, t, ctx, ids, { hooks: { 'mid_block:after': (x) => x } })).toThrow(/hook 'mid_block:after': no module at 'mid_block:after'/);
     const odd = backend.zeros([1, 2, 8, 3, 6]);
     expect(() => unet.forward(odd, t, backend.zeros([1, 1, 16]), ids)).toThrow(/multiple of 2/);
     expect(() => unet.forward(sample, t, ctx, backend.zeros([2, 2]))).toThrow(/added_time_ids \[2, 3\]/);

@@ -5,9 +5,11 @@ import { existsSync, statSync } from 'node:fs';
 import { dirname, extname, resolve } from 'node:path';
 import { createBackend } from '@cnx/kernels';
 import type { Backend, Tensor } from '@cnx/tensor';
-import { findControlType, type ControlTypeOptions } from '../control_types/control_type.js';
-import { imageToTensor, readImage, resizeImage, tensorToImages, toRgbImage, writePng } from '../images.js';
-import { loadPipeline } from '../pipelines/pipeline_loading.js';
+import type { ControlTypeOptions } from '../control_types/control_type.js';
+import { imageToTensor, resizeImage, tensorToImages, toRgbImage } from '../images.js';
+import { readImage, writePng } from '../node/image_files.js';
+import { controlTypeRegistry } from '../node/control_type_plugins.js';
+import { loadPipeline } from '../node/pipeline_loading.js';
 import type { ControllableDiffusionPipeline } from '../pipelines/pipeline.js';
 import { createProgress } from './progress.js';
 import { SCHEDULER_NAMES, isSchedulerClassName } from '@cnx/unet';
@@ -20,6 +22,7 @@ export const GENERATE_OPTIONS: readonly OptionSpec[] = [
   { name: 'negative-prompt', type: 'string', metavar: 'TEXT', description: 'what to avoid (the ControlNeXt examples use "PBH")', default: '' },
   { name: 'control-image', type: 'string', metavar: 'FILE', description: 'control image (PNG or JPEG); resized to the output size' },
   { name: 'control-type', type: 'string', metavar: 'NAME', description: 'how the control image becomes the control map (see `cnx control-types`)', default: 'passthrough' },
+  { name: 'control-type-dir', type: 'list', metavar: 'DIR', description: 'a plug-in folder of control types (.js files exporting controlType), added to the built-in ones (repeatable)' },
   { name: 'control-option', type: 'list', metavar: 'KEY=VALUE', description: 'an option of the control type (repeatable), e.g. low=100' },
   { name: 'control-scale', type: 'number', metavar: 'S', description: 'control strength', default: 1, min: 0, max: 10 },
   { name: 'controlnext', type: 'string', metavar: 'FILE', description: 'ControlNeXt control module (controlnet.safetensors or its folder)' },
@@ -36,7 +39,7 @@ export const GENERATE_OPTIONS: readonly OptionSpec[] = [
   { name: 'strength', type: 'number', metavar: 'S', description: 'image-to-image: how much to repaint', default: 0.8, min: 0.01, max: 1 },
   { name: 'lora', type: 'list', metavar: 'FILE[:SCALE]', description: 'LoRA file (kohya or diffusers/PEFT) with its scale, default 1 (repeatable)' },
   { name: 'output', type: 'string', metavar: 'FILE', description: 'output PNG (several images: FILE-1.png, FILE-2.png, ...)', default: 'output.png' },
-  { name: 'backend', type: 'string', metavar: 'NAME', description: 'where to compute', default: 'cpu', choices: ['cpu', 'webgpu'] },
+  { name: 'backend', type: 'string', metavar: 'NAME', description: 'where to compute (wasm: the fast CPU path; cpu: the float64 reference)', default: 'cpu', choices: ['cpu', 'wasm', 'webgpu'] },
   { name: 'adapter', type: 'string', metavar: 'NAME', description: 'WebGPU adapter preference: gpu, swiftshader, llvmpipe' },
   { name: 'fp16', type: 'boolean', description: 'load .fp16 weight files where both exist (computation stays f32)' },
   { name: 'help', type: 'boolean', description: 'show this help' },
@@ -128,7 +131,11 @@ export async function runGenerate(argv: readonly string[], io: CommandIO): Promi
   const outDir = dirname(resolve(outputs[0]!));
   if (!existsSync(outDir) || !statSync(outDir).isDirectory()) throw new UsageError(`--output: folder ${outDir} does not exist`);
   const controlOpts = parseControlOptions(v['control-option'] as string[] | undefined);
-  const controlType = await findControlType(str('control-type')!).catch((e: Error) => { throw new UsageError(`--control-type: ${e.message}`); });
+  const registry = await controlTypeRegistry((v['control-type-dir'] as string[] | undefined) ?? [])
+    .catch((e: Error) => { throw new UsageError(`--control-type-dir: ${e.message}`); });
+  const controlType = (() => {
+    try { return registry.get(str('control-type')!); } catch (e) { throw new UsageError(`--control-type: ${(e as Error).message}`); }
+  })();
   // Images are decoded before the (slow) model load, so a bad file fails fast.
   const controlImage = controlImagePath ? readImage(controlImagePath) : undefined;
   const initImagePath = str('init-image');

@@ -2,10 +2,10 @@
 // Usage errors exit with status 2, runtime errors (bad image file, missing model file, ...) with 1;
 // both print one "cnx <command>: error: ..." line naming the option or file.
 
-import { listControlTypes } from '../control_types/control_type.js';
+import { controlTypeRegistry } from '../node/control_type_plugins.js';
 import { GENERATE_USAGE, generateHelp, runGenerate, type CommandIO } from './generate_command.js';
 import { VIDEO_USAGE, videoHelp, runVideo } from './video_command.js';
-import { UsageError } from './options.js';
+import { parseOptions, UsageError, type OptionSpec } from './options.js';
 import { SCHEDULER_NAMES } from '@cnx/unet';
 
 const HELP = `usage: cnx <command> [options]
@@ -23,8 +23,16 @@ async function listSchedulers(io: CommandIO): Promise<number> {
   return 0;
 }
 
-async function listTypes(io: CommandIO): Promise<number> {
-  for (const t of await listControlTypes()) {
+const CONTROL_TYPES_OPTIONS: readonly OptionSpec[] = [
+  { name: 'control-type-dir', type: 'list', metavar: 'DIR', description: 'a plug-in folder of control types (repeatable)' },
+];
+
+async function listTypes(argv: readonly string[], io: CommandIO): Promise<number> {
+  const { values, positional } = parseOptions(argv, CONTROL_TYPES_OPTIONS);
+  if (positional.length > 0) throw new UsageError(`unexpected argument '${positional[0]}'`);
+  const dirs = (values['control-type-dir'] as string[] | undefined) ?? [];
+  const registry = await controlTypeRegistry(dirs).catch((e: Error) => { throw new UsageError(`--control-type-dir: ${e.message}`); });
+  for (const t of registry.list()) {
     io.stdout.write(`${t.name.padEnd(14)}${t.description}\n`);
     for (const o of t.options) io.stdout.write(`${''.padEnd(16)}${o.name}: ${o.description} (default: ${o.default})\n`);
   }
@@ -36,9 +44,9 @@ const COMMANDS: Readonly<Record<string, { usage: string; help: () => string; run
   video: { usage: VIDEO_USAGE, help: videoHelp, run: runVideo },
   schedulers: { usage: 'usage: cnx schedulers', help: () => 'usage: cnx schedulers\n\nList the sampler names --scheduler accepts.', run: (_a, io) => listSchedulers(io) },
   'control-types': {
-    usage: 'usage: cnx control-types',
-    help: () => 'usage: cnx control-types\n\nList the control types --control-type accepts, with their options (--control-option KEY=VALUE).',
-    run: (_a, io) => listTypes(io),
+    usage: 'usage: cnx control-types [--control-type-dir DIR ...]',
+    help: () => 'usage: cnx control-types [--control-type-dir DIR ...]\n\nList the control types --control-type accepts (the built-in ones and those of each plug-in folder), with their options (--control-option KEY=VALUE).',
+    run: (a, io) => listTypes(a, io),
   },
 };
 

@@ -2,12 +2,10 @@
 // image's resolution (the caller resizes to the output size first; the ControlNeXt pipelines feed the
 // control image at exactly the output pixel size, spec 3.3 / 5.3).
 //
-// Plug-ins: every file in control_types/builtin/ exports `controlType: ControlType`. They are found by listing
-// that directory (listControlTypes), so adding a type is one new file; there is no hand-kept list.
+// A control type is one object (one file exporting `controlType: ControlType`). The library's own are in
+// control_types/builtin/; user types are registered on a ControlTypeRegistry (registry.ts) from code, or
+// loaded from a plug-in folder in Node (node/control_type_plugins.ts, `cnx --control-type-dir DIR`).
 
-import { readdirSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Backend, Tensor } from '@cnx/tensor';
 
 /** A decoded image: interleaved RGB rows, [H, W, 3], values in [0, 1]. */
@@ -76,33 +74,13 @@ export function booleanOption(opts: ControlTypeOptions | undefined, name: string
   throw new Error(`control option '${name}': expected true/false, found ${JSON.stringify(v)}`);
 }
 
-/** The folder that holds the built-in plug-ins (the built control_types/builtin/ next to this module). */
-export function controlTypesDir(): string {
-  return join(dirname(fileURLToPath(import.meta.url)), 'builtin');
-}
-
-/** Every plug-in file in control_types/builtin/, imported; a file without a valid `controlType` export is an error. */
-export async function listControlTypes(dir = controlTypesDir()): Promise<ControlType[]> {
-  const files = readdirSync(dir).filter((f) => f.endsWith('.js')).sort();
-  const types: ControlType[] = [];
-  for (const f of files) {
-    const mod = (await import(pathToFileURL(join(dir, f)).href)) as { controlType?: ControlType };
-    const t = mod.controlType;
-    if (!t || typeof t.name !== 'string' || typeof t.prepare !== 'function') {
-      throw new Error(`${join(dir, f)}: expected an export 'controlType' with a name and prepare(), found ${t === undefined ? 'none' : typeof t}`);
-    }
-    types.push(t);
+/** Checks that `t` is a usable control type (a plug-in file's export, a registered object); `source` names where it came from. */
+export function assertControlType(t: unknown, source: string): asserts t is ControlType {
+  const c = t as Partial<ControlType> | undefined;
+  if (!c || typeof c !== 'object' || typeof c.name !== 'string' || !/^[a-z0-9][a-z0-9_-]*$/.test(c.name) || typeof c.prepare !== 'function') {
+    throw new Error(`${source}: expected a control type { name (lower-case, [a-z0-9_-]), description, options, prepare() }, found ${c === undefined ? 'none' : typeof c === 'object' ? `an object with name ${JSON.stringify(c.name)}` : typeof c}`);
   }
-  const names = types.map((t) => t.name);
-  const dup = names.find((n, i) => names.indexOf(n) !== i);
-  if (dup) throw new Error(`${dir}: two control types are named '${dup}'`);
-  return types;
-}
-
-/** The plug-in named `name`; errors list the known names. */
-export async function findControlType(name: string, dir = controlTypesDir()): Promise<ControlType> {
-  const types = await listControlTypes(dir);
-  const t = types.find((x) => x.name === name);
-  if (!t) throw new Error(`unknown control type '${name}' (known: ${types.map((x) => x.name).join(', ')})`);
-  return t;
+  if (typeof c.description !== 'string' || !Array.isArray(c.options)) {
+    throw new Error(`${source}: control type '${c.name}' needs a description string and an options list`);
+  }
 }

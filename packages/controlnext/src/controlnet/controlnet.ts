@@ -15,8 +15,9 @@
 
 import { ops, subTrace, type Backend, type Tensor, type Trace, type WeightSource } from '@cnx/tensor';
 import {
-  Conv2d, CrossAttnDownBlock2D, DownBlock2D, Module, TimestepEmbedding, Timesteps, UNetMidBlock2DCrossAttn, loadStrict, parseUNetConfig,
-  readConfigJson,
+  Conv2d, Module, TimestepEmbedding, Timesteps, blockBuilder, downBlockTypes, loadStrict, midBlockTypes, parseUNetConfig,
+  type UNetDownBlock, type UNetMidBlock,
+  readConfigJson, configFromFiles, loadStrictFromFiles, type ModelFiles,
   type UNet2DConditionConfig,
 } from '@cnx/unet';
 
@@ -112,9 +113,9 @@ export class ControlNetModel extends Module {
   time_proj: Timesteps;
   time_embedding: TimestepEmbedding;
   controlnet_cond_embedding: ControlNetConditioningEmbedding;
-  down_blocks: (CrossAttnDownBlock2D | DownBlock2D)[];
+  down_blocks: UNetDownBlock[];
   controlnet_down_blocks: Conv2d[];
-  mid_block: UNetMidBlock2DCrossAttn;
+  mid_block: UNetMidBlock;
   controlnet_mid_block: Conv2d;
 
   constructor(readonly config: ControlNetConfig, ws: WeightSource, readonly backend: Backend) {
@@ -137,21 +138,21 @@ export class ControlNetModel extends Module {
     const zero: Conv2d[] = [new Conv2d(ws.sub('controlnet_down_blocks.0'), backend, { inC: boc[0]!, outC: boc[0]!, k: 1 })];
     this.down_blocks = c.down_block_types.map((type, i) => {
       const last = i === n - 1;
-      const common = {
+      // The UNet's block table (diffusers get_down_block), so the ControlNet copies exactly its encoder.
+      const block = blockBuilder(downBlockTypes, type, 'down_block_types')({
+        ws: ws.sub(`down_blocks.${i}`), backend,
         inC: i === 0 ? boc[0]! : boc[i - 1]!, outC: boc[i]!, tembC, numLayers: layers[i]!, groups, eps,
         addDownsample: !last, downsamplePadding: c.downsample_padding,
-      };
-      const bws = ws.sub(`down_blocks.${i}`);
-      const block = type === 'CrossAttnDownBlock2D'
-        ? new CrossAttnDownBlock2D(bws, backend, { ...common, heads: heads[i]!, crossAttentionDim: ctxDim[i]!, transformerLayers: tl[i]!, useLinearProjection: c.use_linear_projection })
-        : new DownBlock2D(bws, backend, common);
+        heads: heads[i]!, crossAttentionDim: ctxDim[i]!, transformerLayers: tl[i]!, useLinearProjection: c.use_linear_projection,
+      });
       for (let j = 0; j < layers[i]! + (last ? 0 : 1); j++) {
         zero.push(new Conv2d(ws.sub(`controlnet_down_blocks.${zero.length}`), backend, { inC: boc[i]!, outC: boc[i]!, k: 1 }));
       }
       return block;
     });
     this.controlnet_down_blocks = zero;
-    this.mid_block = new UNetMidBlock2DCrossAttn(ws.sub('mid_block'), backend, {
+    this.mid_block = blockBuilder(midBlockTypes, c.mid_block_type, 'mid_block_type')({
+      ws: ws.sub('mid_block'), backend,
       channels: boc[n - 1]!, tembC, groups, eps, outputScaleFactor: c.mid_block_scale_factor,
       heads: heads[n - 1]!, crossAttentionDim: ctxDim[n - 1]!, transformerLayers: tl[n - 1]!, useLinearProjection: c.use_linear_projection,
     });
@@ -163,6 +164,13 @@ export class ControlNetModel extends Module {
     const { raw, path } = readConfigJson(dir, 'ControlNetModel.fromFolder');
     const config = parseControlNetConfig(raw, path);
     return loadStrict(dir, {}, (store) => new ControlNetModel(config, store, backend));
+  }
+
+  /** The same from the folder's files in memory (config.json + weights). */
+  static fromFiles(files: ModelFiles, backend: Backend): ControlNetModel {
+    const { raw, path } = configFromFiles(files, 'ControlNetModel.fromFiles');
+    const config = parseControlNetConfig(raw, path);
+    return loadStrictFromFiles(files, {}, 'ControlNetModel.fromFiles', (store) => new ControlNetModel(config, store, backend));
   }
 
   /**

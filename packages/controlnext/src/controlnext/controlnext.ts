@@ -2,27 +2,36 @@
 //
 //   const prepared = cnx.prepare(image);                 // image [1, 3, H, W]: stem / first-conv cache
 //   each step t:  const ctrl = cnx.control(prepared, t); // [1, F, h', w'], batch 1 even under CFG
-//                 unet.forward(x, t, ctx, { featureHooks: cnx.hooks(ctrl, x.shape[0], { cfg: true }) })
+//                 const h = cnx.hooks(ctrl, x.shape[0], { cfg: true, strength });
+//                 unet.forward(x, t, ctx, { hooks: h.hooks }); h.dispose();
 //
 // Batch 1 under CFG is exact: the module's output depends only on the control image and the timestep
 // (the repo runs it on [img, img] at the UNet's batch, spec 3.3); crossNorm broadcasts the [1, ...] map
 // and keeps per-sample statistics of the UNet feature. Where the variant turns control off on the
 // unconditional half, the scale becomes a per-sample [N] tensor (variants.ts sampleMultipliers).
+// The user strength is a per-call setting (hooks(..., { strength })); the constructor's is only the
+// default, and nothing here changes between calls.
 
 import { ops, type Backend, type Tensor, type Trace } from '@cnx/tensor';
 import type { ControlModule, ControlOutput, PreparedControl } from './control_module.js';
-import { injectionHooks, type FeatureHooks } from './injection.js';
-import { loadControlModule, type LoadControlModuleOptions } from './load_control_module.js';
+import type { Hooks } from '@cnx/unet';
+import { injectionHooks } from './injection.js';
+import { loadControlModule, loadControlModuleFromFiles, type LoadControlModuleOptions } from './load_control_module.js';
+import type { ModelFiles } from '@cnx/unet';
 import { getVariant, sampleMultipliers, type ControlNeXtVariant, type VariantName } from './variants.js';
 
 export interface ControlNeXtOptions {
-  /** User strength multiplying the module's scale (--controlnet_scale / --controlnext_scale). Default 1. */
+  /**
+   * Default user strength multiplying the module's scale (--controlnet_scale / --controlnext_scale),
+   * for calls that do not give one. Default 1.
+   */
   strength?: number;
 }
 
 export class ControlNeXt {
   readonly variant: ControlNeXtVariant;
-  strength: number;
+  /** The default strength (calls pass their own). */
+  readonly strength: number;
 
   constructor(variant: VariantName | ControlNeXtVariant, readonly module: ControlModule, private readonly backend: Backend, opts: ControlNeXtOptions = {}) {
     this.variant = typeof variant === 'string' ? getVariant(variant) : variant;
@@ -37,6 +46,11 @@ export class ControlNeXt {
     return new ControlNeXt(opts.variant, loadControlModule(fileOrFolder, backend, opts), backend, opts);
   }
 
+  /** The same from the module folder's files in memory (browsers). */
+  static fromFiles(files: ModelFiles, backend: Backend, opts: LoadControlModuleOptions & ControlNeXtOptions): ControlNeXt {
+    return new ControlNeXt(opts.variant, loadControlModuleFromFiles(files, backend, opts), backend, opts);
+  }
+
   /** The timestep-independent prefix for a control image [B, 3, H, W] (use B = 1 under CFG). */
   prepare(image: Tensor, opts: { trace?: Trace } = {}): PreparedControl {
     return this.module.prepare(image, opts);
@@ -49,10 +63,11 @@ export class ControlNeXt {
 
   /**
    * The scale for a UNet batch of N: a number, or a [N] tensor (learned scale, or a per-sample CFG
-   * policy). `cfg`: the batch is [uncond; cond].
+   * policy). `cfg`: the batch is [uncond; cond]; `strength`: this call's user strength (default: the
+   * constructor's).
    */
-  injectionScale(moduleScale: Tensor | number, batch: number, opts: { cfg?: boolean } = {}): number | Tensor {
-    const mult = sampleMultipliers(this.variant, batch, { cfg: opts.cfg ?? false, strength: this.strength });
+  injectionScale(moduleScale: Tensor | number, batch: number, opts: { cfg?: boolean; strength?: number } = {}): number | Tensor {
+    const mult = sampleMultipliers(this.variant, batch, { cfg: opts.cfg ?? false, strength: opts.strength ?? this.strength });
     if (typeof moduleScale === 'number') {
       if (typeof mult === 'number') return moduleScale * mult;
       return this.backend.fromRaw(Float32Array.from(mult, (m) => m * moduleScale), [batch]);
@@ -73,15 +88,16 @@ export class ControlNeXt {
   }
 
   /**
-   * Feature hooks for one UNet forward of batch N with this step's control output (its map may be
-   * batch 1 or N). Returns the hooks and a dispose() for the scale tensor they hold (call after the forward).
+   * UNet hooks (at the variant's site) for one UNet forward of batch N with this step's control output
+   * (its map may be batch 1 or N). Returns the hooks and a dispose() for the scale tensor they hold
+   * (call after the forward).
    */
-  hooks(ctrl: ControlOutput, batch: number, opts: { cfg?: boolean; trace?: Trace } = {}): { featureHooks: FeatureHooks; dispose(): void } {
+  hooks(ctrl: ControlOutput, batch: number, opts: { cfg?: boolean; trace?: Trace; strength?: number } = {}): { hooks: Hooks; dispose(): void } {
     const cb = ctrl.out.shape[0]!;
     if (cb !== 1 && cb !== batch) throw new Error(`ControlNeXt ${this.variant.name}: control map batch ${cb} fits neither 1 nor the UNet batch ${batch}`);
-    const scale = this.injectionScale(ctrl.scale, batch, { cfg: opts.cfg });
+    const scale = this.injectionScale(ctrl.scale, batch, { cfg: opts.cfg, strength: opts.strength });
     return {
-      featureHooks: injectionHooks(this.variant, ctrl.out, scale, { trace: opts.trace }),
+      hooks: injectionHooks(this.variant, ctrl.out, scale, { trace: opts.trace }),
       dispose() { if (typeof scale !== 'number') scale.dispose(); },
     };
   }

@@ -17,25 +17,15 @@
 // `strength` (ours, default 1 = the release behaviour) multiplies both halves' strengths.
 
 import { ops, WeightStore, type Backend, type Tensor, type Trace } from '@cnx/tensor';
-import type { UNetSiteHook } from '@cnx/unet';
+import type { FeatureHook } from '@cnx/unet';
 import type { ControlOutput, PreparedControl } from './control_module.js';
 import { inferLightStructure } from './controlnext_light.js';
 import { crossNorm } from './cross_norm.js';
 import { crossNormalizeUnfused } from './injection.js';
-import { getVariant, type ControlNeXtVariant, type InjectionPoint } from './variants.js';
+import { getVariant, type ControlNeXtVariant } from './variants.js';
 import { ControlNeXtSVDv1Module, ControlNeXtSVDv2Module, type SvdControlModule } from './controlnext_svd_modules.js';
 
 export type SvdVariantName = 'svd' | 'svd_v2';
-
-/** The spatio-temporal UNet's site for an injection point (the UNet-sites seam names). */
-export function siteOfInjection(p: InjectionPoint): string {
-  switch (p.kind) {
-    case 'after_conv_in': return 'conv_in';
-    case 'after_down_block': return `down_blocks.${p.index}`;
-    case 'before_mid_block': return 'mid_block:before';
-    case 'after_mid_block': return 'mid_block';
-  }
-}
 
 /** v1's class hard-codes groups [4, 8, 8] (its constructor arguments are ignored); v2's default is [4, 8]. */
 const V1_GROUPS = [4, 8, 8] as const;
@@ -118,8 +108,15 @@ export class ControlNeXtSVD {
     return new ControlNeXtSVD(variant, module, backend, { strength: opts.strength });
   }
 
+  /** The cross-normalisation order (both SVD variants: normalise at the control's size, then pool). */
+  private get order(): 'pool_then_norm' | 'norm_then_pool' {
+    const m = this.variant.method;
+    if (typeof m !== 'string') throw new Error(`ControlNeXt-SVD ${this.variant.name}: a user injection method is not supported by the video injection (controlnext_svd.ts)`);
+    return m;
+  }
+
   /** The UNet site the control enters at. */
-  get site(): string { return siteOfInjection(this.variant.injection); }
+  get site(): string { return this.variant.site; }
 
   /** The timestep-independent prefix of frames [F, 3, H, W] in [0, 1] (once per window per generation). */
   prepare(frames: Tensor, opts: { trace?: Trace } = {}): PreparedControl {
@@ -172,17 +169,17 @@ export class ControlNeXtSVD {
    * The hooks that inject `ctrl` (the module's output for the window's F frames) into ONE UNet forward
    * of batch 2F (cfg) or F. dispose() frees what the hooks hold (per-sample scale tensors).
    */
-  hooks(ctrl: ControlOutput, opts: SvdHookOptions): { hooks: Record<string, UNetSiteHook>; dispose(): void } {
+  hooks(ctrl: ControlOutput, opts: SvdHookOptions): { hooks: Record<string, FeatureHook>; dispose(): void } {
     const F = opts.frames;
     const control = ctrl.out;
     if (control.shape[0] !== F) throw new Error(`ControlNeXt-SVD: the control map ${control.toString()} must have one row per frame (${F})`);
     const hs = this.halfScales(ctrl.scale);
     const held: Tensor[] = typeof hs.cond === 'number' ? [] : [hs.cond];
     const eps = this.variant.eps;
-    const order = this.variant.order;
+    const order = this.order;
     const uncondOff = this.variant.cfg === 'uncond_zero' && hs.uncond === 0;
     let fired = false;
-    const inject: UNetSiteHook = (x) => {
+    const inject: FeatureHook = (x) => {
       if (fired) throw new Error(`ControlNeXt-SVD: the injection at ${this.site} fired twice in one forward`);
       fired = true;
       const N = opts.cfg ? 2 * F : F;
@@ -239,7 +236,7 @@ export class ControlNeXtSVD {
    * CFG-doubled frames: [2F, ...] or [F, ...] rows): one crossNorm with a per-sample strength [N]
    * (zero / sigmoid(0) x 1.3 on the unconditional half). The reference the benchmark compares against.
    */
-  referenceHooks(ctrl: ControlOutput, opts: { frames: number; cfg: boolean }): { hooks: Record<string, UNetSiteHook>; dispose(): void } {
+  referenceHooks(ctrl: ControlOutput, opts: { frames: number; cfg: boolean }): { hooks: Record<string, FeatureHook>; dispose(): void } {
     const F = opts.frames, N = opts.cfg ? 2 * F : F;
     if (ctrl.out.shape[0] !== N) throw new Error(`ControlNeXt-SVD: the reference control map ${ctrl.out.toString()} must have ${N} rows`);
     const hs = this.halfScales(ctrl.scale);
@@ -258,7 +255,7 @@ export class ControlNeXtSVD {
       [u, cond].forEach((t) => t.dispose());
     }
     if (typeof hs.cond !== 'number') hs.cond.dispose();
-    const inject: UNetSiteHook = (x) => crossNorm(x, ctrl.out, { eps: this.variant.eps, order: this.variant.order, scale });
+    const inject: FeatureHook = (x) => crossNorm(x, ctrl.out, { eps: this.variant.eps, order: this.order, scale });
     return { hooks: { [this.site]: inject }, dispose: () => scale.dispose() };
   }
 

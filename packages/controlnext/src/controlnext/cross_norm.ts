@@ -26,10 +26,15 @@
 // the full-resolution control is read once for 'pool_then_norm' (SD1.5's [2, 1280, 64, 64] map pooled to
 // 8x8: 42 MB once instead of three times), three times for 'norm_then_pool' (statistics at its own
 // resolution, then pooling in apply).
+// The chunk moments and the Chan merge are the WGSL helpers of @cnx/kernels wgsl_moments.ts, shared with
+// the group/layer norm kernels (norm.ts).
 // Limits: f32 tensors (ops.crossNorm guarantees contiguous f32 inputs); C*h*w and C*h'*w' < 2^32.
+// Backward: controlnext.cross_norm_backward (cross_norm_backward_op.ts), one fused op for the gradients of
+// x, the control and a per-sample scale tensor, from the saved inputs.
 
-import { gridFor, packUniforms, wgslMath, type GpuContext } from '@cnx/kernels';
-import { defineOp, expectF32, expectRank, f32, formatShape, poolBins, runOp1, type Tensor } from '@cnx/tensor';
+import { gridFor, packUniforms, wgslMath, wgslMoments, type GpuContext } from '@cnx/kernels';
+import { defineOp, expectF32, expectRank, f32, formatShape, poolBins, runOp, runOp1, type OpDefinition, type Tensor } from '@cnx/tensor';
+import { crossNormBackwardOp } from './cross_norm_backward_op.js';
 
 export interface CrossNormOptions {
   /** Added to sigma of the control (not inside a sqrt): ControlNeXt's code, spec section 2.7. */
@@ -145,17 +150,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let end = min(start + chunk, len);
   var pilot: f32;
   if (isX) { pilot = X[si * u.lenX]; } else { pilot = ${poolFirst ? 'pooled(si - u.n, 0u)' : 'Ctl[(si - u.n) * u.lenC]'}; }
-  var acc = 0.0;
-  // each thread reads back in pass 2 exactly the elements it stored in pass 1
-  for (var e = start + tid; e < end; e += WG) { acc += firstValue(si, e) - pilot; }
-  let count = f32(end - start);
-  let dmean = workgroupSum(acc, tid) / max(count, 1.0);
-  acc = 0.0;
-  for (var e = start + tid; e < end; e += WG) {
-    let d = (value(si, e) - pilot) - dmean;
-    acc = fma(d, d, acc);
-  }
-  let m2 = workgroupSum(acc, tid);
+  // each thread reads back in pass 2 exactly the elements it stored in pass 1${wgslMoments.chunkMomentsWgsl({ first: 'firstValue(si, e)', again: 'value(si, e)' })}
   if (tid == 0u) { Parts[si * u.parts + part] = vec4<f32>(count, dmean, m2, pilot); }
 }
 `;
@@ -178,14 +173,7 @@ const PER_THREAD = ${PER_THREAD}u;
 // Partials (count, mean of d, M2) of x and of the control being merged.
 var<workgroup> redX: array<vec3<f32>, ${MAX_PARTIALS}>;
 var<workgroup> redC: array<vec3<f32>, ${MAX_PARTIALS}>;
-
-// Chan et al. pairwise merge of (count, mean, M2).
-fn merge(a: vec3<f32>, b: vec3<f32>) -> vec3<f32> {
-  let n = a.x + b.x;
-  if (n == 0.0) { return a; }
-  let delta = b.y - a.y;
-  return vec3<f32>(n, a.y + delta * (b.x / n), a.z + b.z + delta * delta * (a.x * b.x / n));
-}
+${wgslMoments.CHAN_MERGE}
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -196,27 +184,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let tile = flat % u.tiles;
   let ncIdx = select(n, 0u, u.nc == 1u);
   let setC = u.n + ncIdx;
-
-  if (tid < ${MAX_PARTIALS}u) {
-    var px = vec3<f32>(0.0);
-    var pc = vec3<f32>(0.0);
-    if (tid < u.parts) {
-      px = Parts[n * u.parts + tid].xyz;
-      pc = Parts[setC * u.parts + tid].xyz;
-    }
-    redX[tid] = px;
-    redC[tid] = pc;
-  }
-  workgroupBarrier();
-  for (var stride = ${MAX_PARTIALS / 2}u; stride > 0u; stride = stride / 2u) {
-    if (tid < stride) {
-      redX[tid] = merge(redX[tid], redX[tid + stride]);
-      redC[tid] = merge(redC[tid], redC[tid + stride]);
-    }
-    workgroupBarrier();
-  }
-  let sx = redX[0];
-  let sc = redC[0];
+${wgslMoments.mergePartialsWgsl([
+    { red: 'redX', partial: 'Parts[n * u.parts + tid]', out: 'sx' },
+    { red: 'redC', partial: 'Parts[setC * u.parts + tid]', out: 'sc' },
+  ], 'u.parts', MAX_PARTIALS)}
   let pilotX = Parts[n * u.parts].w;
   let pilotC = Parts[setC * u.parts].w;
   // unbiased std (torch.std), eps on sigma (ControlNeXt)
@@ -330,7 +301,7 @@ function poolControl(c: Float32Array, Nc: number, C: number, hc: number, wc: num
 }
 
 /** Inputs [x, control, scale?]: see the header; the output has x's shape. */
-export const crossNormOp = defineOp<CrossNormParams>({
+export const crossNormOp: OpDefinition<CrossNormParams> = defineOp<CrossNormParams>({
   name: 'controlnext.cross_norm',
   outputs([x, control, scale], p) {
     expectF32('crossNorm', [x, control, scale], ['feature', 'control', 'scale']);
@@ -369,6 +340,11 @@ export const crossNormOp = defineOp<CrossNormParams>({
     return [out];
   },
   kernels: { webgpu: (ctx: GpuContext, [x, control, scale], p) => [crossNormWebgpu(ctx, x!, control!, scale, p)] },
+  saves: () => ({ outputs: [] }),
+  backward({ inputs: [x, control, scale], params, needsGrad }, [g]) {
+    const [dx, dcontrol, dscale] = runOp(crossNormBackwardOp, [x, control, scale, g], params);
+    return [needsGrad[0] ? dx : undefined, needsGrad[1] ? dcontrol : undefined, needsGrad[2] ? dscale : undefined];
+  },
 });
 
 /**

@@ -10,6 +10,7 @@
 //     store's report (nearest key for each missing one).
 
 import { WeightStore, type Backend } from '@cnx/tensor';
+import { configFromFiles, weightStoreFromFiles, type ModelFiles } from '@cnx/unet';
 import type { ControlModule } from './control_module.js';
 import { ControlNeXtLightModule, inferLightStructure } from './controlnext_light.js';
 import { ControlNeXtSD15Module, inferReleaseStructure } from './controlnext_sd15.js';
@@ -44,10 +45,22 @@ export function detectModuleArch(w: KeyShapes, source = 'the weights'): { arch: 
  */
 export function detectVariant(fileOrFolder: string): { variant: VariantName; evidence: string } {
   const store = WeightStore.open(fileOrFolder);
+  return detectStoreVariant(store, store.config);
+}
+
+/** detectVariant for a module folder's files in memory (the weights file, and config.json when there). */
+export function detectVariantFromFiles(files: ModelFiles): { variant: VariantName; evidence: string } {
+  return detectStoreVariant(weightStoreFromFiles(files, {}, 'detectVariantFromFiles'), filesConfig(files));
+}
+
+function filesConfig(files: ModelFiles): Record<string, unknown> | undefined {
+  return Object.hasOwn(files, 'config.json') ? configFromFiles(files, 'ControlNeXt module').raw : undefined;
+}
+
+function detectStoreVariant(store: WeightStore, cfg: Record<string, unknown> | undefined): { variant: VariantName; evidence: string } {
   try {
     const { arch, evidence } = detectModuleArch(store, store.source);
     if (arch === 'release') return { variant: 'sd15', evidence };
-    const cfg = store.config;
     const cls = cfg?._class_name;
     if (cls === 'ControlNeXtModel' || typeof cfg?.controlnext_scale === 'number') {
       return { variant: 'sd15_training', evidence: `${evidence}; config.json _class_name ${JSON.stringify(cls)} (ControlNeXt-SD1.5-Training)` };
@@ -77,8 +90,17 @@ function numberArray(v: unknown): number[] | undefined {
 
 /** Load and strictly check a control module (see the header). */
 export function loadControlModule(fileOrFolder: string, backend: Backend, opts: LoadControlModuleOptions): ControlModule {
-  const variant = typeof opts.variant === 'string' ? getVariant(opts.variant) : opts.variant;
   const store = WeightStore.open(fileOrFolder);
+  return loadFromStore(store, store.config, backend, opts);
+}
+
+/** The same from the module folder's files in memory (the weights file, and config.json when there). */
+export function loadControlModuleFromFiles(files: ModelFiles, backend: Backend, opts: LoadControlModuleOptions): ControlModule {
+  return loadFromStore(weightStoreFromFiles(files, {}, 'loadControlModuleFromFiles'), filesConfig(files), backend, opts);
+}
+
+function loadFromStore(store: WeightStore, config: Record<string, unknown> | undefined, backend: Backend, opts: LoadControlModuleOptions): ControlModule {
+  const variant = typeof opts.variant === 'string' ? getVariant(opts.variant) : opts.variant;
   let module: ControlModule | undefined;
   try {
     const { arch, evidence } = detectModuleArch(store, store.source);
@@ -88,7 +110,7 @@ export function loadControlModule(fileOrFolder: string, backend: Backend, opts: 
         `control module (${evidence}), but variant '${variant.name}' needs the ${wanted} module (${variant.moduleSource})`);
     }
     const shapeOf = (p: string) => store.shapeOf(p);
-    const cfg = store.config ?? {};
+    const cfg = config ?? {};
     if (arch === 'release') {
       // config.json of the release is ignored by its class (spec 3.1): only explicit groups count.
       module = new ControlNeXtSD15Module(store, backend, inferReleaseStructure(shapeOf, opts.groups));

@@ -12,7 +12,6 @@
 // anything changes; keys the base does not have (or SGM-named keys) and shape mismatches are refused
 // with one report naming each key (and the nearest base key).
 
-import { basename } from 'node:path';
 import { SafetensorsFile, editDistance, formatShape, ops, type Backend } from '@cnx/tensor';
 import type { Module } from '@cnx/unet';
 import { getVariant, type VariantName } from './variants.js';
@@ -51,7 +50,7 @@ export function detectMergeMode(file: SafetensorsFile, opts: PartialUnetOptions 
     }
     throw new Error(`variant ${v.name}: its UNet is released as a full model (${v.unetMerge}), not as a partial file; load it as a UNet folder`);
   }
-  const name = basename(file.source);
+  const name = file.source.split(/[\\/]/).pop() ?? file.source;
   if (/increasement/i.test(name)) return { mode: 'add', reason: `file name '${name}' (the repo's *_weight_increasements files are deltas)` };
   const keys = file.keys();
   if (keys.length > 0 && keys.every((k) => SDXL_SELECTION.test(k))) {
@@ -70,9 +69,13 @@ function nearest(path: string, names: readonly string[]): string | undefined {
   return best;
 }
 
-/** Merge a partial UNet file into `unet` (see the header); returns what was done. */
-export function applyPartialUnet(unet: Module, path: string, backend: Backend, opts: PartialUnetOptions = {}): PartialUnetReport {
-  const file = SafetensorsFile.open(path);
+/**
+ * Merge a partial UNet file into `unet` (see the header); returns what was done. A path is read in Node;
+ * in a browser pass SafetensorsFile.fromBytes(bytes, name) (closed here either way).
+ */
+export function applyPartialUnet(unet: Module, pathOrFile: string | SafetensorsFile, backend: Backend, opts: PartialUnetOptions = {}): PartialUnetReport {
+  const file = typeof pathOrFile === 'string' ? SafetensorsFile.open(pathOrFile) : pathOrFile;
+  const path = file.source;
   try {
     const { mode, reason } = detectMergeMode(file, opts);
     const names = unet.namedParameters().map(([n]) => n);

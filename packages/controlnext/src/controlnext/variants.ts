@@ -1,18 +1,19 @@
 // The released ControlNeXt variants as data: which control module, where its output enters the
-// denoiser, in which pool/normalise order, with which eps, scale rule and classifier-free-guidance
-// policy. Source: ../shared/reference/controlnext-spec.md, table 1 (section 1) and table 9 (section 9);
-// the file named with each entry is the ControlNeXt repository file that defines the behaviour.
+// denoiser (a hook site of the UNet), by which injection method (cross normalisation pool-then-norm or
+// norm-then-pool, or a user function), with which eps, scale rule and classifier-free-guidance policy.
+// Source: ../shared/reference/controlnext-spec.md, table 1 (section 1) and table 9 (section 9); the file
+// named with each entry is the ControlNeXt repository file that defines the behaviour.
+// A research variant is a new object of this type (see examples/), not an edit here.
 
-/** Where the (single) injection happens in the denoiser's forward. */
-export type InjectionPoint =
-  /** Right after `conv_in` (and after the first skip was recorded). */
-  | { kind: 'after_conv_in' }
-  /** Right after `down_blocks[index]` returned (its skips already recorded, so they keep their value). */
-  | { kind: 'after_down_block'; index: number }
-  /** After the last down block, before the mid block (SVD v1). */
-  | { kind: 'before_mid_block' }
-  /** After the mid block, before up_blocks[0]. */
-  | { kind: 'after_mid_block' };
+import type { InjectionMethod, InjectionMethodName } from './injection_methods.js';
+
+/**
+ * Where the (single) injection happens: a hook site of the denoiser's forward (@cnx/unet hooks.ts):
+ * 'conv_in' (SDXL; the first skip keeps the raw conv_in output), 'down_blocks.<i>' (SD1.5-Training,
+ * SVD-v2; the block's skips keep their values), 'mid_block:before' (SVD v1), 'mid_block' (SD1.5
+ * release), 'up_blocks.<i>', or any module path of the UNet.
+ */
+export type InjectionSite = string;
 
 /**
  * How the effective strength s of `x + s * c_hat` is formed from the module's own scale (the learned
@@ -43,16 +44,22 @@ export type ModuleArch = 'release' | 'light' | 'svd_v1';
 export type UnetMerge = 'replace' | 'add' | 'full';
 
 export interface ControlNeXtVariant {
-  readonly name: VariantName;
+  /** A released variant's VariantName, or any name of a user variant (used in messages). */
+  readonly name: string;
   readonly description: string;
   readonly moduleArch: ModuleArch;
   /** Repository file of the module class. */
   readonly moduleSource: string;
-  readonly injection: InjectionPoint;
+  /** The UNet hook site the control enters at. */
+  readonly site: InjectionSite;
   /** Repository file of the injection. */
   readonly injectionSource: string;
-  readonly order: 'pool_then_norm' | 'norm_then_pool';
-  /** Added to the control's std (not inside a sqrt). */
+  /**
+   * How the control map enters the feature: 'pool_then_norm' / 'norm_then_pool' (the fused cross
+   * normalisation in that order, injection_methods.ts) or a user InjectionMethod.
+   */
+  readonly method: InjectionMethodName | InjectionMethod;
+  /** Added to the control's std (not inside a sqrt); read by the cross-normalisation methods. */
   readonly eps: number;
   readonly scale: ScaleRule;
   readonly cfg: CfgPolicy;
@@ -65,15 +72,15 @@ export interface ControlNeXtVariant {
 
 export type VariantName = 'sd15' | 'sd15_training' | 'sdxl' | 'svd' | 'svd_v2';
 
-export const variants: Readonly<Record<VariantName, ControlNeXtVariant>> = {
+export const variants: Readonly<Record<VariantName, ControlNeXtVariant & { readonly name: VariantName }>> = {
   sd15: {
     name: 'sd15',
     description: 'ControlNeXt-SD1.5 release (the hub weights): full-resolution module, injected after the mid block',
     moduleArch: 'release',
     moduleSource: 'ControlNeXt-SD1.5/models/controlnet.py:ControlNetModel',
-    injection: { kind: 'after_mid_block' },
+    site: 'mid_block',
     injectionSource: 'ControlNeXt-SD1.5/models/unet.py (mid_block_additional_residual)',
-    order: 'pool_then_norm',
+    method: 'pool_then_norm',
     eps: 1e-12,
     scale: { kind: 'module' },
     cfg: 'both',
@@ -86,9 +93,9 @@ export const variants: Readonly<Record<VariantName, ControlNeXtVariant>> = {
     description: 'ControlNeXt-SD1.5-Training: light module, injected after down_blocks[0]',
     moduleArch: 'light',
     moduleSource: 'ControlNeXt-SD1.5-Training/models/controlnext.py:ControlNeXtModel',
-    injection: { kind: 'after_down_block', index: 0 },
+    site: 'down_blocks.0',
     injectionSource: 'ControlNeXt-SD1.5-Training/models/unet.py (conditional_controls)',
-    order: 'pool_then_norm',
+    method: 'pool_then_norm',
     eps: 1e-12,
     // The module float is controlnext_scale (config.json; class default 1.0, 0.35 in the example).
     scale: { kind: 'module' },
@@ -102,9 +109,9 @@ export const variants: Readonly<Record<VariantName, ControlNeXtVariant>> = {
     description: 'ControlNeXt-SDXL: light module, normalise-then-pool injection right after conv_in',
     moduleArch: 'light',
     moduleSource: 'ControlNeXt-SDXL/models/controlnet.py:ControlNetModel',
-    injection: { kind: 'after_conv_in' },
+    site: 'conv_in',
     injectionSource: 'ControlNeXt-SDXL/models/unet.py (controls)',
-    order: 'norm_then_pool',
+    method: 'norm_then_pool',
     eps: 1e-12,
     // The module float 1.0 times --controlnet_scale (default 1.0).
     scale: { kind: 'module' },
@@ -118,9 +125,9 @@ export const variants: Readonly<Record<VariantName, ControlNeXtVariant>> = {
     description: 'ControlNeXt-SVD (v1): deeper module to 1280 channels, injected before the mid block (controlnext_svd.ts)',
     moduleArch: 'svd_v1',
     moduleSource: 'ControlNeXt-SVD/models/controlnext_vid_svd.py:ControlNeXtSDVModel',
-    injection: { kind: 'before_mid_block' },
+    site: 'mid_block:before',
     injectionSource: 'ControlNeXt-SVD/models/unet_spatio_temporal_condition_controlnext.py',
-    order: 'norm_then_pool',
+    method: 'norm_then_pool',
     eps: 1e-5,
     scale: { kind: 'sigmoid_module', multiplier: 1.3 },
     cfg: 'uncond_param_zero',
@@ -133,9 +140,9 @@ export const variants: Readonly<Record<VariantName, ControlNeXtVariant>> = {
     description: 'ControlNeXt-SVD-v2: light module (unpadded stem convs), injected after down_blocks[0] (controlnext_svd.ts)',
     moduleArch: 'light',
     moduleSource: 'ControlNeXt-SVD-v2/models/controlnext_vid_svd.py:ControlNeXtSDVModel',
-    injection: { kind: 'after_down_block', index: 0 },
+    site: 'down_blocks.0',
     injectionSource: 'ControlNeXt-SVD-v2/models/unet_spatio_temporal_condition_controlnext.py',
-    order: 'norm_then_pool',
+    method: 'norm_then_pool',
     eps: 1e-5,
     scale: { kind: 'module_times', factor: 0.2 },
     cfg: 'uncond_zero',

@@ -14,9 +14,17 @@
 //
 // Each step runs in its own memory scope: only the new latents (and the scheduler's own history) live
 // on, so memory does not grow with the number of steps.
+//
+// Research seams per call (nothing is stored on the pipeline or its modules): `hooks` (UNet hooks by site
+// or module path, after the control's own), `trace` (every named intermediate: 'unet.*', 'controlnext.*',
+// 'inject.*'), and `onStepEnd` with `stepTensors` (diffusers' callback_on_step_end and its tensor-inputs
+// list): the named tensors of each step, including the feature at the injection site
+// ('inject.sample_before') and the control map ('control').
 
-import { ops, scopeAsync, type Backend, type Tensor } from '@cnx/tensor';
-import { type AutoencoderKL, type UNet2DConditionModel, clamp, type Scheduler, RandomGenerator, type NoiseSource } from '@cnx/unet';
+import { ops, scope, scopeAsync, subTrace, type Backend, type Tensor, type Trace } from '@cnx/tensor';
+import {
+  type AutoencoderKL, type UNet2DConditionModel, clamp, composeHooks, type Hooks, type Scheduler, RandomGenerator, type NoiseSource,
+} from '@cnx/unet';
 import type { ControlOutput } from '../controlnext/control_module.js';
 import type { ActiveControl, PipelineControl } from './pipeline_control.js';
 
@@ -51,6 +59,18 @@ export interface StepState {
   latents: Tensor;
   /** ControlNeXt's module output for this step (map at the control image's batch, module scale). */
   control?: ControlOutput;
+  /** The tensors named in GenerateOptions.stepTensors, by name. */
+  tensors: Readonly<Record<string, Tensor>>;
+}
+
+/** Names every step can give (GenerateOptions.stepTensors), besides the traced 'unet.*', 'controlnext.*', 'inject.*'. */
+export const STEP_TENSOR_NAMES = ['latents', 'noise_pred', 'unet_output', 'model_input', 'control'] as const;
+/** Prefixes of traced names: the UNet's state-dict paths, the control module's, the injection's (sample_before = the feature at the site). */
+export const STEP_TRACE_PREFIXES = ['unet.', 'controlnext.', 'inject.'] as const;
+
+/** What onStepEnd may return: replacement latents for the next step (the pipeline takes ownership). */
+export interface StepEndResult {
+  latents?: Tensor;
 }
 
 export interface DecodeState {
@@ -84,8 +104,22 @@ export interface GenerateOptions {
   guidanceScale?: number;
   /** Control image [1 or B, 3, H, W] in [0, 1]; required when the pipeline holds a control. */
   controlImage?: Tensor;
-  /** Control strength (ControlNeXt: multiplies the module scale; ControlNet: conditioning scale). Default 1. */
+  /** Control strength of this call (ControlNeXt: multiplies the module scale; ControlNet: conditioning scale). Default 1. */
   controlScale?: number;
+  /** UNet hooks (@cnx/unet hooks.ts) for every step of this call; at the control's site they run after the injection. */
+  hooks?: Hooks;
+  /**
+   * Every named intermediate of every step: 'unet.<path>' (UNet), 'controlnext.<path>' (control module),
+   * 'inject.<name>' (injection). Values are valid during the call only.
+   */
+  trace?: Trace;
+  /**
+   * Called after each step with the step state and the tensors named in stepTensors (valid until it
+   * returns or its promise settles); may return { latents } to replace the latents of the next step.
+   */
+  onStepEnd?(state: StepState, tensors: Readonly<Record<string, Tensor>>): void | StepEndResult | Promise<void | StepEndResult>;
+  /** Names for onStepEnd: STEP_TENSOR_NAMES or a traced name ('inject.sample_before', 'unet.mid_block', ...). */
+  stepTensors?: readonly string[];
   /** Seed of the project's RandomGenerator (initial latents, stochastic schedulers, VAE posterior sample). */
   seed?: number;
   /** A noise source instead of a seed. */
@@ -187,19 +221,30 @@ export class ControllableDiffusionPipeline {
     if (control && !o.controlImage) throw new Error(`generate: this pipeline holds a ${control.kind}; pass controlImage`);
     if (!control && o.controlImage) throw new Error('generate: controlImage given but the pipeline has no ControlNeXt / ControlNet');
     const generator = o.generator ?? new RandomGenerator(o.seed ?? Math.floor(Math.random() * 2 ** 32));
+    const wanted = new Set(o.stepTensors ?? []);
+    for (const n of wanted) {
+      if (!(STEP_TENSOR_NAMES as readonly string[]).includes(n) && !STEP_TRACE_PREFIXES.some((p) => n.startsWith(p) && n.length > p.length)) {
+        throw new Error(`generate: unknown step tensor '${n}' (known: ${STEP_TENSOR_NAMES.join(', ')}, or a traced name ${STEP_TRACE_PREFIXES.map((p) => `${p}*`).join(', ')})`);
+      }
+    }
+    if (wanted.has('control') && control?.kind !== 'controlnext') throw new Error(`generate: step tensor 'control' needs a ControlNeXt pipeline`);
 
     const result = await scopeAsync(async () => {
       const { pos, neg } = this.encodePrompts(o, perPrompt, cfg);
       const B = pos.shape[0]!;
       const ctx = neg ? ops.concat([neg, pos], 0) : pos;
 
-      // Output size: explicit, else the control image's, else the init image's, else the UNet default.
+      // Output size: explicit, else the control image's, else the init image's, else the UNet's
+      // sample_size * vae_scale_factor (diffusers: height or unet.config.sample_size * vae_scale_factor).
       const f = this.vaeScaleFactor;
       const ref = o.controlImage ?? o.initImage;
-      // parseUNetConfig does not keep sample_size; diffusers' SD1.5 default is 64 latents (512 px).
-      const sampleSize = (unet.config as { sample_size?: number }).sample_size ?? 64;
-      const height = o.height ?? ref?.shape[2] ?? sampleSize * f;
-      const width = o.width ?? ref?.shape[3] ?? sampleSize * f;
+      const defaultSize = (i: 0 | 1, name: string): number => {
+        const s = unet.defaultSampleSize;
+        if (!s) throw new Error(`generate: give ${name}: the UNet config has no sample_size to take the default from`);
+        return s[i] * f;
+      };
+      const height = o.height ?? ref?.shape[2] ?? defaultSize(0, 'height');
+      const width = o.width ?? ref?.shape[3] ?? defaultSize(1, 'width');
       for (const [n, v] of [['height', height], ['width', width]] as const) {
         if (!Number.isInteger(v) || v < f || v % f !== 0) throw new Error(`generate: ${n} must be a positive multiple of ${f}, found ${v}`);
       }
@@ -238,20 +283,52 @@ export class ControllableDiffusionPipeline {
         // The denoising loop.
         for (const [i, t] of timesteps.entries()) {
           const next = await scopeAsync(async () => {
+            // Named intermediates of this step: views kept until the step's scope ends (after onStepEnd).
+            const captured: Record<string, Tensor> = {};
+            const capture: Trace | undefined = wanted.size > 0
+              ? (name, v) => { if (wanted.has(name) && !(name in captured)) captured[name] = v.contiguous(); }
+              : undefined;
+            const traceFor = (prefix: string): Trace | undefined => {
+              const want = capture && [...wanted].some((n) => n.startsWith(`${prefix}.`));
+              if (!o.trace && !want) return undefined;
+              const all: Trace = (name, v) => { o.trace?.(name, v); if (want) capture!(name, v); };
+              return subTrace(all, prefix);
+            };
             const doubled = cfg ? ops.concat([latents, latents], 0) : latents;
             const modelInput = scheduler.scaleModelInput(doubled, t);
             const timestep = backend.fromRaw(Float32Array.of(t), [1]);
-            const stepControl = active?.step(t, timestep, modelInput, ctx);
-            const unetOutput = unet.forward(modelInput, timestep, ctx, stepControl?.unetOptions);
+            const stepControl = active?.step(t, timestep, modelInput, ctx, { moduleTrace: traceFor('controlnext'), injectionTrace: traceFor('inject') });
+            const unetOptions = stepControl?.unetOptions ?? {};
+            const unetOutput = unet.forward(modelInput, timestep, ctx, {
+              ...unetOptions, hooks: composeHooks(unetOptions.hooks, o.hooks), trace: traceFor('unet'),
+            });
             // Classifier-free guidance: eps = u + g (c - u) = (1 - g) u + g c.
             const noisePred = cfg
               ? ops.linearCombination([[unetOutput.slice(0, 0, B), 1 - g], [unetOutput.slice(0, B, 2 * B), g]])
               : unetOutput;
-            const { prevSample } = scheduler.step(noisePred, t, latents, { eta: o.eta, generator });
-            await o.observer?.onStep?.({
+            let { prevSample } = scheduler.step(noisePred, t, latents, { eta: o.eta, generator });
+            if (wanted.size > 0) {
+              const fixed: Record<string, Tensor | undefined> = {
+                latents: prevSample, noise_pred: noisePred, unet_output: unetOutput, model_input: modelInput, control: stepControl?.controlnext?.out,
+              };
+              for (const n of wanted) if (fixed[n]) captured[n] = fixed[n];
+              const missing = [...wanted].filter((n) => !(n in captured));
+              if (missing.length > 0) {
+                throw new Error(`generate: step ${i} produced no ${missing.map((n) => `'${n}'`).join(', ')} (a traced name must be a path the model reports)`);
+              }
+            }
+            const state: StepState = {
               index: i, total: timesteps.length, timestep: t, modelInput, unetOutput, noisePred, latents: prevSample,
-              control: stepControl?.controlnext,
-            });
+              control: stepControl?.controlnext, tensors: captured,
+            };
+            await o.observer?.onStep?.(state);
+            const r = await o.onStepEnd?.(state, captured);
+            if (r && r.latents) {
+              if (r.latents.shape.join() !== prevSample.shape.join()) {
+                throw new Error(`generate: onStepEnd returned latents ${r.latents.toString()}, expected [${prevSample.shape.join(', ')}]`);
+              }
+              prevSample = r.latents;
+            }
             return prevSample;
           });
           latents.dispose();
@@ -283,18 +360,14 @@ export class ControllableDiffusionPipeline {
     if (image.rank !== 4 || image.shape[1] !== 3 || (b !== 1 && b !== batch) || image.shape[2] !== size[0] || image.shape[3] !== size[1]) {
       throw new Error(`generate: init image must be [1 or ${batch}, 3, ${size[0]}, ${size[1]}] in [0, 1], found ${image.toString()}`);
     }
-    const full = b === batch ? image : image.expand([batch, ...image.shape.slice(1)]);
-    const x = ops.affine(full, 2, -1);
-    const post = this.vae.encode(x);
-    const eps = this.backend.fromRaw(generator.normal(post.mean.size), post.mean.shape);
-    const s = ops.mul(post.std, eps);
-    const z = ops.add(post.mean, s);
-    const init = ops.scale(z, this.vae.scalingFactor);
-    const noise = this.backend.fromRaw(generator.normal(init.size), init.shape);
-    const out = scheduler.addNoise(init, noise, t0);
-    [x, post.mean, post.logvar, post.std, eps, s, z, init, noise].forEach((v) => v.dispose());
-    if (full !== image) full.dispose();
-    return out;
+    return scope(() => {
+      const full = b === batch ? image : image.expand([batch, ...image.shape.slice(1)]);
+      const post = this.vae.encode(ops.affine(full, 2, -1));
+      const eps = this.backend.fromRaw(generator.normal(post.mean.size), post.mean.shape);
+      const init = ops.scale(ops.add(post.mean, ops.mul(post.std, eps)), this.vae.scalingFactor);
+      const noise = this.backend.fromRaw(generator.normal(init.size), init.shape);
+      return scheduler.addNoise(init, noise, t0);
+    });
   }
 
   dispose(): void {

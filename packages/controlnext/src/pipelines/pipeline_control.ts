@@ -10,7 +10,7 @@
 // (cond image duplicated under CFG) and its residuals, multiplied by controlnet_conditioning_scale, are
 // added to the UNet's skips and mid block output.
 
-import { ops, type Tensor } from '@cnx/tensor';
+import { ops, type Tensor, type Trace } from '@cnx/tensor';
 import type { UNetForwardOptions } from '@cnx/unet';
 import type { ControlOutput, PreparedControl } from '../controlnext/control_module.js';
 import type { ControlNeXt } from '../controlnext/controlnext.js';
@@ -24,13 +24,21 @@ export interface StepControl {
   dispose(): void;
 }
 
+/** Traces for one step's control (names relative to each). */
+export interface StepTraces {
+  /** The control model's intermediates (ControlNeXt: its module's state-dict paths). */
+  moduleTrace?: Trace;
+  /** ControlNeXt: the injection's (sample_before, control_pooled, control_normed, sample_after). */
+  injectionTrace?: Trace;
+}
+
 /** A control bound to one generation's control image. */
 export interface ActiveControl {
   /**
    * Control for the step at timestep t: sample is the UNet input [N, 4, h, w] (N = B, or 2B under CFG
    * as [uncond; cond]), timestep the [1] tensor of t, ctx the text states [N, L, D].
    */
-  step(t: number, timestep: Tensor, sample: Tensor, ctx: Tensor): StepControl;
+  step(t: number, timestep: Tensor, sample: Tensor, ctx: Tensor, traces?: StepTraces): StepControl;
   dispose(): void;
 }
 
@@ -65,17 +73,16 @@ export class ControlNeXtControl implements PipelineControl {
   begin(image: Tensor, batch: number, cfg: boolean, scale: number): ActiveControl {
     checkImageBatch('ControlNeXt', image, batch);
     const cnx = this.controlnext;
-    cnx.strength = scale;
     const prepared: PreparedControl = cnx.prepare(image);
     return {
-      step(_t, timestep, sample) {
-        const ctrl = cnx.control(prepared, timestep);
+      step(_t, timestep, sample, _ctx, traces = {}) {
+        const ctrl = cnx.control(prepared, timestep, { trace: traces.moduleTrace });
         const N = sample.shape[0]!;
         // A per-sample map [B, ...] is repeated for the two CFG halves; a [1, ...] map is broadcast.
         const map = ctrl.out.shape[0] !== 1 && ctrl.out.shape[0] !== N ? ops.concat([ctrl.out, ctrl.out], 0) : ctrl.out;
-        const hooks = cnx.hooks({ out: map, scale: ctrl.scale }, N, { cfg });
+        const hooks = cnx.hooks({ out: map, scale: ctrl.scale }, N, { cfg, strength: scale, trace: traces.injectionTrace });
         return {
-          unetOptions: { featureHooks: hooks.featureHooks },
+          unetOptions: { hooks: hooks.hooks },
           controlnext: ctrl,
           dispose() {
             hooks.dispose();

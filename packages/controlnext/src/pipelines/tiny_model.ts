@@ -11,7 +11,7 @@ import { RandomWeights, type Backend } from '@cnx/tensor';
 import { AutoencoderKL, CLIPTextModel, CLIPTokenizer, UNet2DConditionModel, bytesToUnicode, createScheduler } from '@cnx/unet';
 import { ControlNeXt } from '../controlnext/controlnext.js';
 import { ControlNeXtSD15Module } from '../controlnext/controlnext_sd15.js';
-import { ClipPromptEncoder } from './pipeline_loading.js';
+import { ClipPromptEncoder } from './prompt_encoder.js';
 import { ControllableDiffusionPipeline } from './pipeline.js';
 import { ControlNeXtControl } from './pipeline_control.js';
 

@@ -3,10 +3,14 @@
 //   sched = <class>.from_config(scheduler_config.json); sched.set_timesteps(N); x = x_T * init_noise_sigma
 //   for i, t: xin = scale_model_input(x, t); mo = model_output_gain * xin + c[i]; x = step(mo, t, x)
 // plus add_noise on a freshly set schedule. The class comes from case.json `models.scheduler.class`;
-// noise drawn inside steps (Euler ancestral, DDIM eta > 0) is replayed from the case's `noise` tensor.
+// noise drawn inside steps (Euler ancestral, DDIM eta > 0) is replayed from the case's `noise` tensor
+// ([steps, ...sample]: torch's generator is not reproduced). That tensor is an input here, so it is
+// not compared with itself: the runner checks that the scheduler drew it exactly as the reference did
+// (one draw of one sample's worth per step, every value used) and reports it as replayed; what the
+// noise did to the samples is checked through `latents` and `pred_original_samples`.
 
 import { join } from 'node:path';
-import { ops, scope, type Backend, type Tensor } from '@cnx/tensor';
+import { numel, ops, scope, type Backend, type Tensor } from '@cnx/tensor';
 import { createScheduler, readSchedulerConfigFile, RecordedNoise, type NoiseSource, type Scheduler } from '@cnx/unet';
 import type { GoldenCase, Produced, Runner } from '../golden_case.js';
 
@@ -38,11 +42,11 @@ export const schedulerRunner: Runner = async (c, backend: Backend) => {
   const gain = Number(c.args['model_output_gain'] ?? c.config['model_output_gain']);
   const eta = Number(c.args['eta'] ?? 0);
   const wanted = new Set(c.checkedNames());
-  // Replay the case's per-step noise, and record what the scheduler actually drew (checked as `noise`).
+  // Replay the case's per-step noise, and count what the scheduler draws (checked after the loop).
   const replay = c.io.has('noise') ? new RecordedNoise(c.expected('noise').data, `${c.name} noise`) : undefined;
-  const drawn: Float32Array[] = [];
+  const draws: number[] = [];
   const recorded: NoiseSource | undefined = replay && {
-    normal: (count: number) => { const v = replay.normal(count); drawn.push(v); return v; },
+    normal: (count: number) => { draws.push(count); return replay.normal(count); },
   };
 
   const sched: Scheduler = createScheduler(cls, config);
@@ -92,7 +96,15 @@ export const schedulerRunner: Runner = async (c, backend: Backend) => {
   out.set('scaled_inputs', concatRows(scaled));
   out.set('model_outputs', concatRows(outputs));
   if (wanted.has('pred_original_samples')) out.set('pred_original_samples', concatRows(x0s));
-  if (wanted.has('noise')) out.set('noise', concatRows(drawn));
+  if (replay) {
+    const shape = c.io.info('noise').shape;
+    const steps = shape[0] ?? 0, per = numel(shape.slice(1));
+    if (draws.length !== steps || draws.some((d) => d !== per) || replay.remaining !== 0) {
+      throw new Error(`${c.name}: the reference drew noise ${steps} times, ${per} values each (noise ${JSON.stringify(shape)}); ` +
+        `${cls} drew ${draws.length} times (${[...new Set(draws)].join(', ') || 'no'} values), leaving ${replay.remaining} unused`);
+    }
+    if (wanted.has('noise')) c.replayed.set('noise', `${steps} draws of ${per} values, drawn step by step as the reference did and all used`);
+  }
 
   // add_noise on a freshly set schedule (image-to-image use: no step taken yet).
   const fresh = createScheduler(cls, config);

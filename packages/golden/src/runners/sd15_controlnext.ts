@@ -55,7 +55,7 @@ export async function runControlNeXtCase(c: GoldenCase, backend: Backend, spec: 
       const hooks = cnx.hooks(ctrl, B, { trace: collectingTrace(c, p('inject', ''), out) });
       try {
         const y = unet.forward(sample, timestep, ctx, {
-          addedCond, featureHooks: hooks.featureHooks, trace: infix ? undefined : collectingTrace(c, 'unet', out),
+          addedCond, hooks: hooks.hooks, trace: infix ? undefined : collectingTrace(c, 'unet', out),
         });
         out.set(p('out', 'sample'), y);
       } finally {

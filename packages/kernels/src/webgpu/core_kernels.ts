@@ -6,6 +6,7 @@ import type { CoreOpName, CoreOpParams, Tensor } from '@cnx/tensor';
 import { attention, attentionWithLse, softmax } from '../attention.js';
 import { conv2d } from '../conv2d.js';
 import { matmul } from '../matmul.js';
+import { mseLoss } from '../mse_loss.js';
 import { groupNorm, groupNormWithStats, layerNorm, layerNormWithStats } from '../norm.js';
 import { adaptiveAvgPool2d, upsampleNearest } from '../resample.js';
 import { adamwStep, clipGradNorm } from '../adamw.js';
@@ -54,4 +55,5 @@ export const coreKernels: { readonly [K in CoreOpName]: WebgpuKernel<CoreOpParam
     return [param!.contiguous(), expAvg!.contiguous(), expAvgSq!.contiguous()];
   },
   clip_grad_norm: (ctx, grads, p) => [clipGradNorm(ctx, grads as Tensor[], p.maxNorm), ...grads.map((g) => g!.contiguous())],
+  mse_loss: (ctx, [pred, target]) => [mseLoss(ctx, pred!, target!)],
 };

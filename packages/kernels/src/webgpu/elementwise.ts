@@ -9,6 +9,7 @@
 //  - gelu_tanh is evaluated as x * sigmoid(2z) (identical to 0.5 x (1 + tanh z), no cancellation).
 //  - tanh is wgsl_math.ts's overflow-safe tanh_f32 (some drivers compute tanh as
 //    (e^2x - 1)/(e^2x + 1) and return NaN for large |x|).
+//  - compare (autograd's masks for max/min gradients): 1.0 where a == b / a > b / a < b, else 0.0.
 //  - max/min propagate NaN like the CPU (`a > b || isNaN(a) ? a : b`), tested on bits so that
 //    fast-math compilers cannot drop the check.
 
@@ -61,14 +62,23 @@ function binaryExpr(op: BinaryOp, a: string, b: string): string {
   }
 }
 
+/** Comparisons of the autograd's compare op (@cnx/tensor grad_ops/elementwise_backward.ts): 1.0 or 0.0. */
+export type CompareOp = 'eq' | 'gt' | 'lt';
+
+function compareExpr(op: CompareOp, a: string, b: string): string {
+  const cmp = op === 'eq' ? '==' : op === 'gt' ? '>' : '<';
+  return `select(0.0, 1.0, ${a} ${cmp} ${b})`;
+}
+
 export type ElementwiseParams =
   | { kind: 'unary'; op: UnaryOp; rank: number }
   | { kind: 'affine'; rank: number }
-  | { kind: 'binary'; op: BinaryOp; rank: number };
+  | { kind: 'binary'; op: BinaryOp; rank: number }
+  | { kind: 'compare'; op: CompareOp; rank: number };
 
 export function wgsl(p: ElementwiseParams): string {
-  const K = p.kind === 'binary' ? 2 : 1;
-  const inputs = p.kind === 'binary'
+  const K = p.kind === 'binary' || p.kind === 'compare' ? 2 : 1;
+  const inputs = K === 2
     ? `@group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> b: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;`
@@ -76,6 +86,7 @@ export function wgsl(p: ElementwiseParams): string {
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;`;
   const value = p.kind === 'unary' ? unaryExpr(p.op, 'x')
     : p.kind === 'affine' ? 'x * u.f.x + u.f.y'
+    : p.kind === 'compare' ? compareExpr(p.op, 'x', 'y')
     : binaryExpr(p.op, 'x', 'y');
   return `// elementwise ${p.kind}${'op' in p ? ` ${p.op}` : ''}, strided rank ${p.rank}
 ${stridedUniformWgsl(K).replace('BINDING_U', String(K + 1))}
@@ -135,4 +146,12 @@ export function binary(ctx: GpuContext, op: BinaryOp, a: Tensor, b: Tensor): Ten
     throw new Error(`webgpu binary ${op}: inputs must have the output's shape (expand first), got ${a.toString()} and ${b.toString()}`);
   }
   return run(ctx, { kind: 'binary', op }, [a, b]);
+}
+
+/** 1.0 where `a op b`, else 0.0; a and b have the output's shape (broadcast dims with stride 0). */
+export function compare(ctx: GpuContext, op: CompareOp, a: Tensor, b: Tensor): Tensor {
+  if (a.rank !== b.rank || a.shape.some((d, i) => d !== b.shape[i])) {
+    throw new Error(`webgpu compare ${op}: inputs must have one shape, got ${a.toString()} and ${b.toString()}`);
+  }
+  return run(ctx, { kind: 'compare', op }, [a, b]);
 }

@@ -26,13 +26,14 @@
 // (with the kernel label) and thrown from the next read()/sync().
 
 import {
-  DTYPE_BYTES, coreOps, formatShape, isContiguousLayout, numel, toFloat32, Tensor,
+  DTYPE_BYTES, coreOps, formatShape, gradOps, isContiguousLayout, numel, toFloat32, Tensor,
   type Backend, type DType, type MemoryStats, type OpDefinition, type RawArray, type Shape, type Storage, type TensorMeta,
 } from '@cnx/tensor';
 import { BufferPool, sizeClass } from './buffer_pool.js';
 import type { DispatchSpec, GpuContext } from './context.js';
 import { formatAdapterReport, type AcquiredDevice, type AdapterReport } from './device.js';
 import { coreKernels, type WebgpuKernel } from './core_kernels.js';
+import { gradKernels } from './grad_kernels.js';
 import { GpuTimer } from './gpu_timer.js';
 import * as layout from './layout.js';
 import { PipelineCache, type CachedPipeline } from './pipeline_cache.js';
@@ -119,6 +120,7 @@ export class WebgpuBackend implements Backend, GpuContext {
   private timing: GpuTimer | undefined;
   /** Between startGpuTimer() and the end of stopGpuTimer() (in call order). */
   private timerState: 'off' | 'on' | 'stopping' = 'off';
+  private timedPasses: number | undefined;
 
   /** maxPooledBytes: cap of released buffers kept for reuse (buffer_pool.ts DEFAULT_MAX_POOLED_BYTES). */
   constructor(acquired: AcquiredDevice, maxPooledBytes?: number) {
@@ -498,12 +500,18 @@ export class WebgpuBackend implements Backend, GpuContext {
       const timer = this.timer!;
       if (timer.unresolved) timer.resolve(this.copyEncoder());
       this.flush();
-      const { ms } = await timer.total();
+      const { ms, passes } = await timer.total();
+      this.timedPasses = passes;
       this.throwErrors();
       return ms;
     } finally {
       this.timerState = 'off';
     }
+  }
+
+  /** How many compute passes the last completed measurement timed (undefined before the first). */
+  get gpuTimerPasses(): number | undefined {
+    return this.timedPasses;
   }
 
   /** Destroy pooled (unused) buffers, e.g. between benchmark configurations. */
@@ -524,6 +532,11 @@ export class WebgpuBackend implements Backend, GpuContext {
     this.arena.destroy();
     this.bindGroups.clear();
     this.device.destroy(); // a live device keeps the Node process alive
+    // Dawn's Node binding holds a device strongly while it has an uncaptured-error handler, and the
+    // handler (a closure over this backend) kept the whole backend reachable: its pipeline cache,
+    // bind groups and SwiftShader's compiled code, ~30-60 MB per create/destroy cycle
+    // (test/webgpu_lifecycle.test.ts). Dropping the handler lets the GC free all of it.
+    this.device.onuncapturederror = null;
   }
 
   // ------------------------------------------------------------------ layout, type and ops
@@ -531,11 +544,15 @@ export class WebgpuBackend implements Backend, GpuContext {
   contiguous(x: Tensor): Tensor { return layout.contiguous(this, x); }
   cast(x: Tensor, dtype: DType): Tensor { return layout.cast(this, x, dtype); }
 
-  /** A core op runs its entry of core_kernels.ts; any other op its definition's `kernels.webgpu`. */
+  /**
+   * A core op runs its entry of core_kernels.ts, a gradient op its entry of grad_kernels.ts; any other op
+   * its definition's `kernels.webgpu`.
+   */
   run<P>(op: OpDefinition<P>, inputs: readonly (Tensor | undefined)[], params: P, _outputs: readonly TensorMeta[]): Tensor[] {
-    const core = (coreOps as Readonly<Record<string, OpDefinition<unknown>>>)[op.name] === (op as OpDefinition<unknown>)
-      ? (coreKernels as Readonly<Record<string, WebgpuKernel<P>>>)[op.name] : undefined;
-    const kernel = core ?? op.kernels?.webgpu;
+    const def = op as OpDefinition<unknown>;
+    const table = (coreOps as Readonly<Record<string, OpDefinition<unknown>>>)[op.name] === def ? coreKernels
+      : (gradOps as Readonly<Record<string, OpDefinition<unknown>>>)[op.name] === def ? gradKernels : undefined;
+    const kernel = (table as Readonly<Record<string, WebgpuKernel<P>>> | undefined)?.[op.name] ?? op.kernels?.webgpu;
     if (!kernel) throw new Error(`webgpu: op '${op.name}' has no WebGPU kernel (its definition has no kernels.webgpu entry)`);
     return kernel(this, inputs, params);
   }

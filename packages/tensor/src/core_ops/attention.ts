@@ -3,8 +3,12 @@
 // out = softmax(scale * q.k^T [+ causal mask]) @ v. With `stats`, also the logsumexp of each row of the
 // scaled (masked) scores, lse [B, Lq, H] (natural log): what a flash-attention backward recomputes the
 // probabilities from (p = exp(scale * q.k - lse)) without keeping the [Lq, Lk] matrix.
+// Backward: recorded with `stats` on (the caller sees only `out`), the tape keeps q, k, v, out and lse,
+// and attention_backward (grad_ops/attention_backward.ts) gives dq, dk, dv. A gradient wrt the logsumexp
+// itself is not supported.
 
-import { defineOp, expectF32, expectRank, f32 } from '../op_definition.js';
+import { attentionBackwardOp } from '../grad_ops/attention_backward.js';
+import { defineOp, expectF32, expectRank, f32, runOp } from '../op_definition.js';
 import { formatShape } from '../shape.js';
 
 export interface AttentionParams {
@@ -61,5 +65,11 @@ export const attentionOp = defineOp<AttentionParams>({
       }
     }
     return lse ? [out, lse] : [out];
+  },
+  recordParams: (p) => (p.stats ? p : { ...p, stats: true }),
+  backward({ inputs: [q, k, v], outputs: [o, lse], params }, [g, glse]) {
+    if (glse) throw new Error('attention backward: a gradient wrt the logsumexp output is not supported');
+    if (!g) return [];
+    return runOp(attentionBackwardOp, [q, k, v, o, g, lse], { scale: params.scale, causal: params.causal });
   },
 });

@@ -1,4 +1,5 @@
 // Concatenation of tensors of one dtype and rank along an axis (any dtype: a copy).
+// Backward: each input's gradient is its slice of the output's gradient (a view, no copy).
 
 import { rawArrayFor } from '../dtype.js';
 import { defineOp } from '../op_definition.js';
@@ -38,5 +39,14 @@ export const concatOp = defineOp<ConcatParams>({
       col += len;
     }
     return [out];
+  },
+  saves: () => ({ inputs: [], outputs: [] }),
+  backward({ params: { axis }, inputShapes, needsGrad }, [g]) {
+    let start = 0;
+    return inputShapes.map((s, i) => {
+      const len = s![axis]!;
+      start += len;
+      return needsGrad[i] ? g!.slice(axis, start - len, start) : undefined;
+    });
   },
 });

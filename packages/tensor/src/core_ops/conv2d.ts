@@ -3,10 +3,15 @@
 // Inputs [x, w, bias?, residual?]: x [N, C, H, W], w [O, C/groups, kh, kw], bias [O], residual
 // [N, O, Ho, Wo]. Ho = floor((H + top + bottom - kh) / sh) + 1 (likewise Wo). Asymmetric zero padding
 // [top, bottom, left, right] covers the VAE's F.pad(0, 1, 0, 1) + stride-2 conv.
+// Backward: gz = g * act'(z) (z = conv + bias recomputed from the saved x and w when there is an
+// activation), then the gradient ops conv2d_backward_input / _weight / _bias (grad_ops/conv2d_backward.ts);
+// the residual's gradient is g.
 
 import type { Activation } from '../backend.js';
 import { gemm } from '../cpu/gemm.js';
-import { defineOp, expectF32, expectRank, expectVector, f32 } from '../op_definition.js';
+import { conv2dBackwardBiasOp, conv2dBackwardInputOp, conv2dBackwardWeightOp } from '../grad_ops/conv2d_backward.js';
+import { unaryBackwardOp } from '../grad_ops/elementwise_backward.js';
+import { defineOp, expectF32, expectRank, expectVector, f32, runOp1, type OpDefinition } from '../op_definition.js';
 import { formatShape, shapesEqual } from '../shape.js';
 import { applyUnary } from './elementwise.js';
 
@@ -27,7 +32,7 @@ export function conv2dOutputSize(H: number, W: number, kh: number, kw: number, p
   return [Ho, Wo];
 }
 
-export const conv2dOp = defineOp<Conv2dParams>({
+export const conv2dOp: OpDefinition<Conv2dParams> = defineOp<Conv2dParams>({
   name: 'conv2d',
   outputs([x, w, bias, residual], p) {
     expectF32('conv2d', [x, w, bias, residual], ['input', 'weight', 'bias', 'residual']);
@@ -114,5 +119,24 @@ export const conv2dOp = defineOp<Conv2dParams>({
       }
     }
     return [out];
+  },
+  saves(needs, p) {
+    const act = (p.activation ?? 'none') !== 'none';
+    return { inputs: [...(needs[1] || act ? [0] : []), ...(needs[0] || act ? [1] : []), ...(act ? [2] : [])], outputs: [] };
+  },
+  backward({ inputs: [x, w, bias], params: p, needsGrad, inputShapes }, [g]) {
+    const act = p.activation ?? 'none';
+    const geometry = { stride: p.stride, padding: p.padding, groups: p.groups };
+    let gz = g!;
+    if (act !== 'none') {
+      const z = runOp1(conv2dOp, [x, w, bias], geometry);
+      gz = runOp1(unaryBackwardOp, [z, g], { op: act });
+    }
+    return [
+      needsGrad[0] ? runOp1(conv2dBackwardInputOp, [gz, w], { ...geometry, inputShape: inputShapes[0]! }) : undefined,
+      needsGrad[1] ? runOp1(conv2dBackwardWeightOp, [x, gz], { ...geometry, weightShape: inputShapes[1]! }) : undefined,
+      needsGrad[2] ? runOp1(conv2dBackwardBiasOp, [gz], {}) : undefined,
+      needsGrad[3] ? g : undefined,
+    ];
   },
 });

@@ -4,10 +4,19 @@
 // with transB: a torch Linear weight read as is), where Ba and Bb are each B or 1 (a batch of 1 is
 // shared); bias [N]; residual [B, M, N]. Output [B, M, N]. ops.matmul / ops.linear reach this layout
 // without copies (transposed views become flags).
+//
+// Backward (z = alpha * A@B + bias, y = act(z) + residual, A/B the logical operands): gz = g * act'(z)
+// with z recomputed from the saved operands when there is an activation (nothing extra is kept), then
+// dA = alpha * gz @ B^T, dB = alpha * A^T @ gz, dbias = sum of gz over batch and rows, dresidual = g. The
+// products run as matmuls with transpose flags on the stored operands (no transposed copies); an operand
+// shared across the batch (batch 1) gets the sum over the batch.
 
 import type { Activation } from '../backend.js';
 import { gemm } from '../cpu/gemm.js';
-import { defineOp, expectF32, expectRank, expectVector, f32, type TensorMeta } from '../op_definition.js';
+import { unaryBackwardOp } from '../grad_ops/elementwise_backward.js';
+import { defineOp, expectF32, expectRank, expectVector, f32, runOp1, type TensorMeta, type OpDefinition } from '../op_definition.js';
+import type { Tensor } from '../tensor.js';
+import { reduceOp } from './reduce.js';
 import { formatShape } from '../shape.js';
 import { applyUnary } from './elementwise.js';
 
@@ -31,7 +40,7 @@ export function matmulDims(a: TensorMeta, b: TensorMeta, p: MatmulParams): { B: 
   return { B: Math.max(Ba, Bb), M, K, N };
 }
 
-export const matmulOp = defineOp<MatmulParams>({
+export const matmulOp: OpDefinition<MatmulParams> = defineOp<MatmulParams>({
   name: 'matmul',
   outputs([a, b, bias, residual], p) {
     expectF32('matmul', [a, b, bias, residual], ['a', 'b', 'bias', 'residual']);
@@ -63,5 +72,37 @@ export const matmulOp = defineOp<MatmulParams>({
       }
     }
     return [out];
+  },
+  saves(needs, p) {
+    const act = (p.activation ?? 'none') !== 'none';
+    return { inputs: [...(needs[1] || act ? [0] : []), ...(needs[0] || act ? [1] : []), ...(act ? [2] : [])], outputs: [] };
+  },
+  backward({ inputs: [a, b, bias], params: p, needsGrad, inputShapes }, [g]) {
+    const act = p.activation ?? 'none';
+    const alpha = p.alpha ?? 1;
+    let gz = g!;
+    if (act !== 'none') {
+      const z = runOp1(matmulOp, [a, b, bias], { transA: p.transA, transB: p.transB, alpha });
+      gz = runOp1(unaryBackwardOp, [z, g], { op: act });
+    }
+    const B = g!.shape[0]!;
+    const mm = (x: Tensor, y: Tensor, transA: boolean, transB: boolean, batch: number): Tensor => {
+      const r = runOp1(matmulOp, [x, y], { transA, transB, alpha });
+      return batch === 1 && B > 1 ? runOp1(reduceOp, [r], { op: 'sum', axes: [0] }) : r;
+    };
+    const Ba = inputShapes[0]![0]!, Bb = inputShapes[1]![0]!;
+    // A [M, K] is a (or a^T when transA), B [K, N] is b (or b^T when transB).
+    const da = !needsGrad[0] ? undefined
+      : p.transA ? mm(b!, gz, p.transB ?? false, true, Ba)   // dA^T = B @ gz^T
+      : mm(gz, b!, false, !p.transB, Ba);                     // dA = gz @ B^T
+    const db = !needsGrad[1] ? undefined
+      : p.transB ? mm(gz, a!, true, p.transA ?? false, Bb)    // dB^T = gz^T @ A
+      : mm(a!, gz, !p.transA, false, Bb);                     // dB = A^T @ gz
+    let dbias: Tensor | undefined;
+    if (needsGrad[2]) {
+      const s = runOp1(reduceOp, [gz], { op: 'sum', axes: [0, 1] });
+      dbias = s.reshape([s.shape[2]!]);
+    }
+    return [da, db, dbias, needsGrad[3] ? g : undefined];
   },
 });

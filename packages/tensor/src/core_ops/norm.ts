@@ -5,8 +5,14 @@
 //  - group norm: x [N, C, ...spatial], weight / bias [C]; segment (n, g) = channels g*C/G .. (g+1)*C/G of
 //    sample n; optional SiLU after the affine map (diffusers' norm -> act). Stats [N, G].
 //  - layer norm: x [..., D], weight / bias [D]; segment = one row. Stats [...] (x's shape without D).
+// Backward: recorded with `stats` on (the caller sees only y), the tape keeps x, weight, bias, mean and
+// rstd (not y), and group_norm_backward / layer_norm_backward (grad_ops/norm_backward.ts) give dx,
+// dweight, dbias in one op (with SiLU's derivative when fused). Gradients wrt the statistics outputs
+// themselves are not supported.
 
-import { defineOp, expectF32, expectVector, f32 } from '../op_definition.js';
+import { groupNormBackwardOp, layerNormBackwardOp } from '../grad_ops/norm_backward.js';
+import { defineOp, expectF32, expectVector, f32, runOp, type BackwardFn } from '../op_definition.js';
+import type { Tensor } from '../tensor.js';
 import { groupNormForward, layerNormForward } from '../cpu/norm.js';
 import { formatShape } from '../shape.js';
 
@@ -20,6 +26,17 @@ export interface GroupNormParams {
 export interface LayerNormParams {
   eps: number;
   stats?: boolean;
+}
+
+/** The backward of a norm definition: dx, dweight, dbias from the saved statistics in one op. */
+function normBackward<P extends { stats?: boolean }>(run: (ins: (Tensor | undefined)[], p: P) => Tensor[]): BackwardFn<P> {
+  return ({ inputs: [x, weight, bias], outputs: [, mean, rstd], params }, [g, gm, gr]) => {
+    if (gm || gr) throw new Error('norm backward: gradients wrt the mean / rstd outputs are not supported');
+    if (!g) return [];
+    const r = run([x, g, mean, rstd, weight, bias], params);
+    let i = 1;
+    return [r[0], weight ? r[i++] : undefined, bias ? r[i++] : undefined];
+  };
 }
 
 export const groupNormOp = defineOp<GroupNormParams>({
@@ -39,6 +56,9 @@ export const groupNormOp = defineOp<GroupNormParams>({
     const r = groupNormForward(x!.data as Float32Array, x!.shape, weight?.data as Float32Array | undefined, bias?.data as Float32Array | undefined, p);
     return p.stats ? [r.y, r.mean, r.rstd] : [r.y];
   },
+  recordParams: (p) => (p.stats ? p : { ...p, stats: true }),
+  saves: () => ({ outputs: [1, 2] }),
+  backward: normBackward((ins, p: GroupNormParams) => runOp(groupNormBackwardOp, ins, { groups: p.groups, silu: p.silu })),
 });
 
 export const layerNormOp = defineOp<LayerNormParams>({
@@ -57,4 +77,7 @@ export const layerNormOp = defineOp<LayerNormParams>({
     const r = layerNormForward(x!.data as Float32Array, x!.shape, weight?.data as Float32Array | undefined, bias?.data as Float32Array | undefined, p.eps);
     return p.stats ? [r.y, r.mean, r.rstd] : [r.y];
   },
+  recordParams: (p) => (p.stats ? p : { ...p, stats: true }),
+  saves: () => ({ outputs: [1, 2] }),
+  backward: normBackward((ins) => runOp(layerNormBackwardOp, ins, {})),
 });

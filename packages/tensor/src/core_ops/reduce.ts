@@ -1,8 +1,13 @@
 // Reductions: sum / mean / max / min over a set of axes (kept as size-1 dims), and the row softmax.
+// Backward: sum -> the gradient broadcast back (a stride-0 view, no copy); mean -> the same divided by the
+// reduced count; max / min -> the gradient to the elements equal to the result, split evenly among ties
+// (torch.amax / amin); softmax -> softmax_backward from the saved output.
 
 import type { ReduceOp } from '../backend.js';
-import { defineOp, expectF32, f32 } from '../op_definition.js';
+import { compareOp, softmaxBackwardOp } from '../grad_ops/elementwise_backward.js';
+import { defineOp, expectF32, f32, runOp1, type OpDefinition } from '../op_definition.js';
 import { formatShape, numel } from '../shape.js';
+import { affineOp, binaryOp } from './elementwise.js';
 
 export interface ReduceParams {
   op: ReduceOp;
@@ -11,7 +16,7 @@ export interface ReduceParams {
 }
 
 /** Reduce over `axes`, keeping them as size-1 dims; max/min propagate NaN (torch.amax). */
-export const reduceOp = defineOp<ReduceParams>({
+export const reduceOp: OpDefinition<ReduceParams> = defineOp<ReduceParams>({
   name: 'reduce',
   inputLayout: 'strided',
   outputs([x], p) {
@@ -51,10 +56,23 @@ export const reduceOp = defineOp<ReduceParams>({
     const len = numel(axes.map((a) => shape[a]!));
     return [Float32Array.from(acc, (a) => (op === 'mean' ? a / len : a))];
   },
+  saves: (_, p) => (p.op === 'max' || p.op === 'min' ? {} : { inputs: [], outputs: [] }),
+  backward({ inputs: [x], outputs: [y], params: { op, axes }, inputShapes }, [g]) {
+    const shape = inputShapes[0]!;
+    if (op === 'sum') return [g!.expand(shape)];
+    if (op === 'mean') {
+      const n = numel(axes.map((a) => shape[a]!));
+      return [runOp1(affineOp, [g!], { mul: 1 / n, add: 0 }).expand(shape)];
+    }
+    const mask = runOp1(compareOp, [x!, y!.expand(shape)], { op: 'eq' });
+    const count = runOp1(reduceOp, [mask], { op: 'sum', axes });
+    const share = runOp1(binaryOp, [g!, count], { op: 'div' });
+    return [runOp1(binaryOp, [mask, share.expand(shape)], { op: 'mul' })];
+  },
 });
 
 /** Softmax over the last dim, numerically stable (the row max subtracted). */
-export const softmaxOp = defineOp<Record<string, never>>({
+export const softmaxOp: OpDefinition<Record<string, never>> = defineOp<Record<string, never>>({
   name: 'softmax',
   outputs([x]) {
     expectF32('softmax', [x]);
@@ -74,5 +92,9 @@ export const softmaxOp = defineOp<Record<string, never>>({
       for (let j = 0; j < D; j++) out[r * D + j] = e[j]! / s;
     }
     return [out];
+  },
+  saves: () => ({ inputs: [] }),
+  backward({ outputs: [y] }, [g]) {
+    return [runOp1(softmaxBackwardOp, [y, g], {})];
   },
 });

@@ -1,6 +1,8 @@
 // Resampling of [N, C, H, W] maps: torch's 'nearest' upsampling and adaptive average pooling.
+// Backward: the gather-form gradient ops of grad_ops/resample_backward.ts (nothing saved but the shape).
 
-import { defineOp, expectF32, expectRank, f32 } from '../op_definition.js';
+import { adaptiveAvgPool2dBackwardOp, upsampleNearestBackwardOp } from '../grad_ops/resample_backward.js';
+import { defineOp, expectF32, expectRank, f32, runOp1 } from '../op_definition.js';
 
 export interface ResizeParams {
   /** Output [Ho, Wo]. */
@@ -43,6 +45,11 @@ export const upsampleNearestOp = defineOp<ResizeParams>({
     }
     return [out];
   },
+  saves: () => ({ inputs: [], outputs: [] }),
+  backward({ inputShapes }, [g]) {
+    const s = inputShapes[0]!;
+    return [runOp1(upsampleNearestBackwardOp, [g], { inputSize: [s[2]!, s[3]!] })];
+  },
 });
 
 /** x [N, C, H, W] -> [N, C, Ho, Wo], the mean of each poolBins() cell. */
@@ -69,5 +76,10 @@ export const adaptiveAvgPool2dOp = defineOp<ResizeParams>({
       }
     }
     return [out];
+  },
+  saves: () => ({ inputs: [], outputs: [] }),
+  backward({ inputShapes }, [g]) {
+    const s = inputShapes[0]!;
+    return [runOp1(adaptiveAvgPool2dBackwardOp, [g], { inputSize: [s[2]!, s[3]!] })];
   },
 });

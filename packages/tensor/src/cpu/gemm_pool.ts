@@ -82,8 +82,10 @@ export function parallelGemm(
   if (pool === null) return undefined;
   const aExtent = (M - 1) * aStrides[0] + (K - 1) * aStrides[1] + 1;
   const bExtent = (K - 1) * bStrides[0] + (N - 1) * bStrides[1] + 1;
-  const As = A.buffer instanceof SharedArrayBuffer && aOff === 0 ? A.buffer : toShared(A, aOff, aExtent);
-  const Bs = B.buffer instanceof SharedArrayBuffer && bOff === 0 ? B.buffer : toShared(B, bOff, bExtent);
+  // A shared operand is passed as is only when the view starts its buffer (the worker indexes the whole
+  // buffer from 0); views into a larger SharedArrayBuffer (e.g. a WebAssembly memory) are copied.
+  const As = A.buffer instanceof SharedArrayBuffer && A.byteOffset === 0 && aOff === 0 ? A.buffer : toShared(A, aOff, aExtent);
+  const Bs = B.buffer instanceof SharedArrayBuffer && B.byteOffset === 0 && bOff === 0 ? B.buffer : toShared(B, bOff, bExtent);
   const Cs = new SharedArrayBuffer(M * N * 8);
   // The worker takes the bottom rows; split on a multiple of 4 (the micro-kernel height).
   const split = Math.min(M, Math.max(4, Math.round(M / 2 / 4) * 4));

@@ -25,6 +25,7 @@
 
 import type { Backend } from '../backend.js';
 import { adamwStepOp, clipGradNormOp, concatOp } from '../core_ops/index.js';
+import { noGrad } from '../autograd.js';
 import { runOp, runOp1 } from '../op_definition.js';
 import { persist } from '../scope.js';
 import { SafetensorsFile } from '../safetensors.js';
@@ -105,7 +106,8 @@ export class AdamW {
     if (specs.length === 0 || specs.every((g) => g.params.length === 0)) throw new Error('AdamW: no parameters to optimize');
     const seen = new Set<Tensor>();
     let backend: Backend | undefined;
-    this.paramGroups = specs.map((spec, g) => {
+    // The optimizer's own tensor work (flat storages, views) is never recorded for backward.
+    this.paramGroups = noGrad(() => specs.map((spec, g) => {
       const named: NamedParameter[] = spec.params.map((p, i) => (p instanceof Tensor ? [`${g}.${i}`, p] as const : p));
       for (const [name, t] of named) {
         if (this.byName.has(name) || named.filter(([n]) => n === name).length > 1) throw new Error(`AdamW: parameter name '${name}' appears twice`);
@@ -127,7 +129,7 @@ export class AdamW {
       if (opts.place && !byTensor) this.addFusedUnit(g, named, opts.place);
       else for (const p of named) this.addOwnUnit(g, p);
       return group;
-    });
+    }));
     this.backend = backend!;
   }
 
@@ -151,6 +153,10 @@ export class AdamW {
    * adamw_step per fused group (or per parameter). Parameters without a gradient are skipped.
    */
   step(): void {
+    noGrad(() => this.stepUnits());
+  }
+
+  private stepUnits(): void {
     for (const unit of this.units) {
       const grad = this.flatGrad(unit);
       if (!grad) continue;
@@ -170,6 +176,10 @@ export class AdamW {
    */
   clipGradNorm(maxNorm: number): Tensor {
     if (!(maxNorm > 0)) throw new Error(`clipGradNorm: expected max_norm > 0, found ${maxNorm}`);
+    return noGrad(() => this.clipUnits(maxNorm));
+  }
+
+  private clipUnits(maxNorm: number): Tensor {
     const grads = this.units.map((u) => this.flatGrad(u)).filter((g): g is Tensor => g !== undefined);
     if (grads.length === 0) return this.backend.zeros([1]);
     const [out, ...scaled] = runOp(clipGradNormOp, grads, { maxNorm });
@@ -185,6 +195,10 @@ export class AdamW {
    * flat gradient storage of its update unit.
    */
   zeroGrad({ setToNone = true }: { setToNone?: boolean } = {}): void {
+    noGrad(() => this.zeroUnits(setToNone));
+  }
+
+  private zeroUnits(setToNone: boolean): void {
     for (const unit of this.units) {
       const had = unit.members.some((m) => m.tensor.grad !== undefined);
       for (const m of unit.members) {

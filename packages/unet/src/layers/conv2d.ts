@@ -2,6 +2,7 @@
 
 import { ops, type Activation, type Backend, type Tensor, type WeightSource } from '@cnx/tensor';
 import { asComputeWeight, loadParameter, Module } from '../module.js';
+import type { HookEpilogue } from '../hooks.js';
 
 export interface Conv2dOptions {
   inC: number;
@@ -53,5 +54,22 @@ export class Conv2d extends Module {
     } finally {
       if (w !== this.weight) w.dispose();
     }
+  }
+
+  /** A hook sees conv(x) + bias; the fused activation and residual (act(conv) + residual) follow it. */
+  override hookEpilogue(args: readonly unknown[]): HookEpilogue | undefined {
+    const f = (args[1] ?? {}) as Conv2dForwardOptions;
+    const act = f.activation && f.activation !== 'none' ? f.activation : undefined;
+    if (!act && !f.residual) return undefined;
+    return {
+      args: [args[0], { padding: f.padding }],
+      epilogue: (y) => {
+        const a = act ? ops.unary(act, y) : y;
+        if (!f.residual) return a;
+        const r = ops.add(a, f.residual);
+        if (a !== y) a.dispose();
+        return r;
+      },
+    };
   }
 }

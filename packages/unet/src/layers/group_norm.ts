@@ -2,6 +2,7 @@
 
 import { ops, type Backend, type Tensor, type WeightSource } from '@cnx/tensor';
 import { loadParameter, Module } from '../module.js';
+import type { HookEpilogue } from '../hooks.js';
 
 export interface GroupNormOptions {
   groups: number;
@@ -38,5 +39,10 @@ export class GroupNorm extends Module {
     const y = ops.silu(n);
     n.dispose();
     return y;
+  }
+
+  /** A hook sees the norm's output; the fused SiLU follows it. */
+  override hookEpilogue(args: readonly unknown[]): HookEpilogue | undefined {
+    return args[1] === true ? { args: [args[0]], epilogue: (y) => ops.silu(y) } : undefined;
   }
 }

@@ -2,6 +2,7 @@
 
 import { ops, type Activation, type Backend, type Tensor, type WeightSource } from '@cnx/tensor';
 import { asComputeWeight, loadParameter, Module } from '../module.js';
+import type { HookEpilogue } from '../hooks.js';
 
 export interface LinearOptions {
   inF: number;
@@ -28,5 +29,12 @@ export class Linear extends Module {
     } finally {
       if (w !== this.weight) w.dispose();
     }
+  }
+
+  /** A hook sees x W^T + b; the fused activation follows it. */
+  override hookEpilogue(args: readonly unknown[]): HookEpilogue | undefined {
+    const act = args[1] as Activation | undefined;
+    if (!act || act === 'none') return undefined;
+    return { args: [args[0]], epilogue: (y) => ops.unary(act, y) };
   }
 }

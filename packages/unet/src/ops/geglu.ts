@@ -1,10 +1,13 @@
 // GEGLU, an extension op of @cnx/unet: h [..., 2F] -> [..., F], out = h[..., :F] * gelu(h[..., F:]) with
 // the exact erf GELU (diffusers GEGLU, src/diffusers/models/activations.py, v0.29.2), fused so the gate
 // half is never written out. WebGPU: one thread per 4 outputs with vec4 loads when F % 4 == 0, else per
-// output; the flat grid folds into y past maxComputeWorkgroupsPerDimension.
+// output; the flat grid folds into y past maxComputeWorkgroupsPerDimension. The wasm backend: f32x4
+// lanes with a polynomial erf (WasmBackend.geglu).
+// Backward: unet.geglu_backward (geglu_backward_op.ts) from the saved input h.
 
-import { gridFor, packUniforms, wgslMath, type GpuContext } from '@cnx/kernels';
+import { gridFor, packUniforms, wgslMath, type GpuContext, type WasmBackend } from '@cnx/kernels';
 import { applyUnary, defineOp, expectF32, f32, formatShape, runOp1, type Tensor } from '@cnx/tensor';
+import { gegluBackwardOp } from './geglu_backward_op.js';
 
 export interface GegluParams {
   /** F % 4 === 0: four outputs per thread through vec4 loads and stores. */
@@ -73,7 +76,13 @@ export const gegluOp = defineOp<Record<string, never>>({
     }
     return [out];
   },
-  kernels: { webgpu: (ctx: GpuContext, [h]) => [gegluWebgpu(ctx, h!)] },
+  kernels: {
+    webgpu: (ctx: GpuContext, [h]) => [gegluWebgpu(ctx, h!)],
+    // the fast CPU backend's vectorised kernel (packages/kernels/src/wasm/elementwise_kernels.ts)
+    wasm: (be: WasmBackend, [h]) => [be.geglu(h!)],
+  },
+  saves: () => ({ outputs: [] }),
+  backward: ({ inputs: [h] }, [g]) => [runOp1(gegluBackwardOp, [h, g], {})],
 });
 
 /** h [..., 2F] -> [..., F] (see the header). */

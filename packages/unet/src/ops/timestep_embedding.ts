@@ -11,6 +11,8 @@
 // to 2^-11 on [-pi, pi], and arguments reach ~1000 rad). One thread per (sample, frequency) writes both
 // halves. Limit: the frequency table is a uniform block (16 bytes per 4 frequencies; 16380 frequencies
 // at the 64 KiB default maxUniformBufferBindingSize).
+// No backward: the timesteps are not differentiable (integers in diffusers, never trained); the MLP
+// after the embedding (TimestepEmbedding) is, through its ops.
 
 import { gridFor, packUniforms, wgslMath, type GpuContext } from '@cnx/kernels';
 import { defineOp, expectF32, expectRank, f32, runOp1, type Tensor } from '@cnx/tensor';

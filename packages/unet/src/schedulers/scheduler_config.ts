@@ -5,7 +5,7 @@
 // class's own default. A present key with a wrong type or value is an error naming the class, the
 // key, what is allowed and what was found.
 
-import { readFileSync } from 'node:fs';
+import { nodeFs } from '@cnx/tensor';
 
 /** A parsed scheduler_config.json. */
 export type SchedulerConfigJson = Readonly<Record<string, unknown>>;
@@ -42,19 +42,25 @@ export function parsePythonJson(text: string, source: string): unknown {
   }
 }
 
-/** Read and parse a scheduler_config.json file; errors name the file. */
+/** Parse the text of a scheduler_config.json (Python's non-finite tokens allowed); errors name `source`. */
+export function parseSchedulerConfig(text: string, source = 'scheduler_config.json'): SchedulerConfigJson {
+  const json = parsePythonJson(text, source);
+  if (json === null || typeof json !== 'object' || Array.isArray(json)) {
+    throw new Error(`${source}: expected a JSON object of scheduler settings`);
+  }
+  return json as SchedulerConfigJson;
+}
+
+/** Read and parse a scheduler_config.json file (Node; node:fs looked up lazily); errors name the file. */
 export function readSchedulerConfigFile(path: string): SchedulerConfigJson {
+  const { readFileSync } = nodeFs('readSchedulerConfigFile', 'parse the text with parseSchedulerConfig');
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch (e) {
     throw new Error(`cannot read scheduler config ${path}: ${(e as Error).message}`);
   }
-  const json = parsePythonJson(text, path);
-  if (json === null || typeof json !== 'object' || Array.isArray(json)) {
-    throw new Error(`${path}: expected a JSON object of scheduler settings`);
-  }
-  return json as SchedulerConfigJson;
+  return parseSchedulerConfig(text, path);
 }
 
 function describe(v: unknown): string {

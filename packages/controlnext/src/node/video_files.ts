@@ -13,8 +13,9 @@ import { basename, dirname, extname, join } from 'node:path';
 import ndarray from 'ndarray';
 import * as gifencModule from 'gifenc';
 import { GifReader } from 'omggif';
-import { decodeImage, encodePng, writeFileAtomic, type ImageArray } from '../images.js';
-import { parseOpenPoseDocument, type PoseFrame } from './pose_keypoints.js';
+import type { ImageArray } from '../images.js';
+import { parseOpenPoseDocument, type PoseFrame } from '../video/pose_keypoints.js';
+import { decodeImage, encodePng, writeFileAtomic } from './image_files.js';
 
 const IMAGE_EXT = new Set(['.png', '.jpg', '.jpeg']);
 

@@ -1,3 +1,6 @@
+// Node only (the package's Node entry, src/node.ts). Browsers build the same pipeline from bytes with
+// pipelineFromFiles (pipelines/pipeline_from_files.ts).
+//
 // Building a pipeline from files on disk: a Stable Diffusion folder in the Hugging Face diffusers layout
 //   model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/   (fp32 or .fp16 weights)
 // plus, optionally, ControlNeXt's files (the control module `controlnet.safetensors` and the partial
@@ -6,29 +9,17 @@
 
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Backend, Tensor } from '@cnx/tensor';
+import type { Backend } from '@cnx/tensor';
 import { AutoencoderKL, CLIPTextModel, CLIPTokenizer, UNet2DConditionModel, createScheduler, readSchedulerConfigFile } from '@cnx/unet';
 import { ControlNeXt } from '../controlnext/controlnext.js';
 import { ControlNetModel } from '../controlnet/controlnet.js';
-import { mergeLora, readLoraFile, type MergedLora } from '../lora.js';
+import { mergeLora, readLoraFile } from '../lora.js';
+import type { LoadedPipeline } from '../pipelines/pipeline_from_files.js';
 import { applyPartialUnet, type PartialUnetReport } from '../controlnext/partial_unet.js';
-import { ControllableDiffusionPipeline, type PromptEncoder } from './pipeline.js';
-import { ControlNetControl, ControlNeXtControl, type PipelineControl } from './pipeline_control.js';
+import { ControllableDiffusionPipeline } from '../pipelines/pipeline.js';
+import { ClipPromptEncoder } from '../pipelines/prompt_encoder.js';
+import { ControlNetControl, ControlNeXtControl, type PipelineControl } from '../pipelines/pipeline_control.js';
 import type { VariantName } from '../controlnext/variants.js';
-
-/** CLIP tokenizer + CLIPTextModel: last_hidden_state of the padded 77-token prompt (SD 1.x). */
-export class ClipPromptEncoder implements PromptEncoder {
-  constructor(readonly tokenizer: CLIPTokenizer, readonly model: CLIPTextModel) {}
-
-  encode(prompts: readonly string[]): Tensor {
-    const out = this.model.forward(this.tokenizer.encodeBatch(prompts));
-    out.pooledOutput.dispose();
-    out.textEmbeds?.dispose();
-    return out.lastHiddenState;
-  }
-
-  dispose(): void { this.model.dispose(); }
-}
 
 export const SD_FOLDER_LAYOUT = 'a Stable Diffusion diffusers folder holds model_index.json, unet/, vae/, text_encoder/, tokenizer/ and scheduler/ ' +
   '(each model folder: config.json + diffusion_pytorch_model[.fp16].safetensors, text_encoder/: config.json + model[.fp16].safetensors, ' +
@@ -62,11 +53,6 @@ export interface LoadPipelineOptions {
   loras?: { path: string; scale: number }[];
 }
 
-export interface LoadedPipeline {
-  pipeline: ControllableDiffusionPipeline;
-  partialUnet?: PartialUnetReport;
-  loras: MergedLora[];
-}
 
 /** Load a diffusers Stable Diffusion folder (+ ControlNeXt / ControlNet, + LoRAs) onto a backend. */
 export function loadPipeline(dir: string, backend: Backend, opts: LoadPipelineOptions = {}): LoadedPipeline {

@@ -11,7 +11,7 @@ import { extname, join } from 'node:path';
 import type { Backend } from '@cnx/tensor';
 import { AutoencoderKLTemporalDecoder, CLIPVisionModelWithProjection, readSchedulerConfigFile, UNetSpatioTemporalConditionModel } from '@cnx/unet';
 import { ControlNeXtSVD, type SvdVariantName } from '../controlnext/controlnext_svd.js';
-import { SvdControlNeXtPipeline } from './svd_pipeline.js';
+import { SvdControlNeXtPipeline } from '../pipelines/svd_pipeline.js';
 
 export interface LoadSvdPipelineOptions {
   /** ControlNeXt-SVD control module file or folder (safetensors). */
