@@ -63,7 +63,7 @@ export {
   UpBlockSpatioTemporal, type SpatioTemporalAttnOptions, type SpatioTemporalBlockOptions, type UpBlockSpatioTemporalOptions,
 } from './unet_spatio_temporal_blocks.js';
 export {
-  UNetSpatioTemporalConditionModel, parseSpatioTemporalUNetConfig, type UNetSiteHook, type UNetSpatioTemporalConfig,
+  UNetSpatioTemporalConditionModel, parseSpatioTemporalUNetConfig, type UNetSpatioTemporalConfig,
   type UNetSpatioTemporalForwardOptions,
 } from './unet_spatio_temporal.js';
 export { gegluOp, geglu, gegluWebgpu, gegluWgsl, type GegluParams } from './ops/geglu.js';

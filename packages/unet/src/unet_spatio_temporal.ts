@@ -10,12 +10,14 @@
 // image_only_indicator is all zeros (every SVD pipeline passes zeros), so every AlphaBlender mixes with
 // sigmoid(mix_factor). `num_attention_heads` is the number of heads (head size = channels / heads).
 //
-// Hook sites (the UNet-sites seam shared with UNet2DConditionModel): `conv_in`, `down_blocks.<i>`,
-// `mid_block:before`, `mid_block`, `up_blocks.<i>`: the value after that module (`:before` = its input),
-// replaced by what the hook returns. Skips keep the values the down path recorded (a hook at conv_in or
-// after a down block changes only the hidden state that goes on), as in the ControlNeXt-SVD UNets.
+// Hooks (hooks.ts, the seam shared with UNet2DConditionModel): the sites `conv_in`, `down_blocks.<i>`,
+// `mid_block:before`, `mid_block`, `up_blocks.<i>` (the hidden stream after that module; `:before` = its
+// input) are applied here; skips keep the values the down path recorded (a hook at conv_in or after a down
+// block changes only the hidden state that goes on), as in the ControlNeXt-SVD UNets. Every other key is a
+// module path (`down_blocks.0.resnets.0.temporal_res_block`, `...:before`) applied by withModuleHooks.
 
 import { ops, subTrace, type Backend, type Tensor, type Trace, type WeightSource, type WeightStoreOptions } from '@cnx/tensor';
+import { applySiteHook, splitSiteHooks, withModuleHooks, type Hooks } from './hooks.js';
 import { HalfPrecisionWeights, Module } from './module.js';
 import { loadStrict, readConfigJson, type WeightStorageOptions } from './load_model.js';
 import { Conv2d } from './layers/conv2d.js';
@@ -83,12 +85,9 @@ export function parseSpatioTemporalUNetConfig(raw: Record<string, unknown>, sour
 
 const perBlock = <T>(v: T | T[], n: number): T[] => (Array.isArray(v) ? v : Array.from({ length: n }, () => v));
 
-/** A site's replacement value: `(x) => x'`, returning x itself or a new tensor the UNet then owns. */
-export type UNetSiteHook = (x: Tensor) => Tensor;
-
 export interface UNetSpatioTemporalForwardOptions {
-  /** Hooks by site name (see the header): conv_in, down_blocks.<i>, mid_block:before, mid_block, up_blocks.<i>. */
-  hooks?: Readonly<Record<string, UNetSiteHook>>;
+  /** Hooks by site (conv_in, down_blocks.<i>, mid_block:before, mid_block, up_blocks.<i>) or module path (hooks.ts). */
+  hooks?: Hooks;
   /** Named intermediates by state-dict path (packages/tensor/src/trace.ts). */
   trace?: Trace;
 }
@@ -216,11 +215,12 @@ export class UNetSpatioTemporalConditionModel extends Module {
    * opts.trace under their state-dict paths ('down_blocks.0.1.0' = the first skip of down block 0).
    */
   forward(sample: Tensor, timestep: Tensor, encoderHiddenStates: Tensor, addedTimeIds: Tensor, opts: UNetSpatioTemporalForwardOptions = {}): Tensor {
-    const { trace } = opts;
-    const hooks = opts.hooks ?? {};
-    for (const site of Object.keys(hooks)) {
-      if (!this.siteNames.includes(site)) throw new Error(`UNetSpatioTemporalConditionModel: no hook site '${site}' (sites: ${this.siteNames.join(', ')})`);
-    }
+    const sites = this.siteNames;
+    const split = splitSiteHooks(opts.hooks, new Set(sites));
+    return withModuleHooks(this, split.modules, () => this.run(sample, timestep, encoderHiddenStates, addedTimeIds, opts.trace, split.sites), sites);
+  }
+
+  private run(sample: Tensor, timestep: Tensor, encoderHiddenStates: Tensor, addedTimeIds: Tensor, trace: Trace | undefined, hooks: Hooks | undefined): Tensor {
     if (sample.rank !== 5 || sample.shape[2] !== this.config.in_channels) {
       throw new Error(`UNetSpatioTemporalConditionModel: expected sample [B, F, ${this.config.in_channels}, h, w], found ${sample.toString()}`);
     }
@@ -233,12 +233,7 @@ export class UNetSpatioTemporalConditionModel extends Module {
     if (encoderHiddenStates.rank !== 3 || encoderHiddenStates.shape[0] !== B) {
       throw new Error(`UNetSpatioTemporalConditionModel: expected encoder_hidden_states [${B}, L, D], found ${encoderHiddenStates.toString()}`);
     }
-    const site = (name: string, x: Tensor): Tensor => {
-      const f = hooks[name];
-      if (!f) return x;
-      const y = f(x);
-      return y;
-    };
+    const site = (name: string, x: Tensor): Tensor => applySiteHook(hooks, name, x);
 
     const emb0 = this.timeEmbedding(timestep, addedTimeIds, B, trace);
     // repeat_interleave over frames: [B, T] -> [B*F, T]; the context likewise.

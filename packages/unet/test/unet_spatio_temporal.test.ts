@@ -109,3 +109,18 @@ describe('feed-forward chunking under a storage-binding limit', () => {
     expect(await run(capped)).toEqual(await run(plain));
   });
 });
+
+describe('module-path hooks on the spatio-temporal UNet (hooks.ts)', () => {
+  it('reach a temporal ResNet inside a down block, and must fire', async () => {
+    const backend = new CpuBackend();
+    const unet = new UNetSpatioTemporalConditionModel(config, new RandomWeights({ seed: 1 }), backend);
+    const sample = backend.fromRaw(Float32Array.from({ length: 2 * 3 * 8 * 4 * 6 }, (_, i) => Math.sin(i * 0.7)), [2, 3, 8, 4, 6]);
+    const t = backend.fromRaw(Float32Array.of(0.4), [1]);
+    const ctx = backend.fromRaw(Float32Array.from({ length: 2 * 16 }, (_, i) => Math.cos(i)), [2, 1, 16]);
+    const ids = backend.fromRaw(Float32Array.of(6, 127, 0.02), [1, 3]);
+    const seen: number[][] = [];
+    const y = unet.forward(sample, t, ctx, ids, { hooks: { 'down_blocks.0.resnets.0.temporal_res_block': (x) => { seen.push([...x.shape]); return x; } } });
+    expect(seen).toEqual([[2, 32, 3, 24]]); // [B, C, F, H*W]
+    y.dispose();
+  });
+});
