@@ -14,14 +14,10 @@ import { GOLDEN_ROOT } from '../harness/golden_root.js';
 const PENDING: Readonly<Record<string, string>> = {
   train_controlnext_step: 'issue 12 (training)',
   train_zero_conv_step: 'issue 12 (training)',
-  clip_vision: 'issue 13 (video)',
-  sched_euler_svd: 'issue 13 (video)',
-  svd_unet: 'issue 13 (video)',
-  svd_vae: 'issue 13 (video)',
-  svd_controlnext: 'issue 13 (video)',
-  svd_controlnext_v2: 'issue 13 (video)',
-  svd_pipeline_controlnext: 'issue 13 (video)',
 };
+
+/** Cases slower than the default 10 minutes on a software adapter (SwiftShader: ~5-14 min on a busy 2-core box). */
+const TIMEOUT_MS: Readonly<Record<string, number>> = { svd_pipeline_controlnext: 1_800_000 };
 
 const root = GOLDEN_ROOT;
 const cases = existsSync(root)
@@ -46,6 +42,6 @@ describeEachBackend('golden', (test) => {
       expect(r.error ?? '', `${name} errored`).toBe('');
       expect(bad, `${name} mismatches`).toEqual([]);
       expect(r.ok).toBe(true);
-    }, 600_000);
+    }, TIMEOUT_MS[name] ?? 600_000);
   }
 });

@@ -188,6 +188,27 @@ export interface DiagonalGaussian {
   std: Tensor;
 }
 
+/**
+ * diffusers DiagonalGaussianDistribution(moments): moments [B, 2L, h, w] = (mean, logvar) on channels;
+ * logvar clamped to [-30, 20]; std = exp(0.5 logvar). `moments` stays the caller's.
+ */
+export function diagonalGaussian(moments: Tensor, latentChannels: number): DiagonalGaussian {
+  const L = latentChannels;
+  if (moments.rank !== 4 || moments.shape[1] !== 2 * L) {
+    throw new Error(`diagonalGaussian: expected moments [B, ${2 * L}, h, w], found ${moments.toString()}`);
+  }
+  const meanView = moments.slice(1, 0, L), logvarView = moments.slice(1, L, 2 * L);
+  const mean = meanView.contiguous();
+  const lo = moments.backend.fromRaw(Float32Array.of(-30), [1]);
+  const hi = moments.backend.fromRaw(Float32Array.of(20), [1]);
+  const a = ops.binary('max', logvarView, lo);
+  const logvar = ops.binary('min', a, hi);
+  const half = ops.scale(logvar, 0.5);
+  const std = ops.exp(half);
+  [meanView, logvarView, lo, hi, a, half].forEach((t) => t.dispose());
+  return { mean, logvar, std };
+}
+
 export class AutoencoderKL extends Module {
   encoder: Encoder;
   decoder: Decoder;
@@ -230,17 +251,9 @@ export class AutoencoderKL extends Module {
       moments = replace(moments, this.quant_conv.forward(moments));
       trace?.('quant_conv', moments);
     }
-    const L = this.config.latent_channels;
-    const meanView = moments.slice(1, 0, L), logvarView = moments.slice(1, L, 2 * L);
-    const mean = meanView.contiguous();
-    const lo = this.backend.fromRaw(Float32Array.of(-30), [1]);
-    const hi = this.backend.fromRaw(Float32Array.of(20), [1]);
-    const a = ops.binary('max', logvarView, lo);
-    const logvar = ops.binary('min', a, hi);
-    const half = ops.scale(logvar, 0.5);
-    const std = ops.exp(half);
-    [meanView, logvarView, moments, lo, hi, a, half].forEach((t) => t.dispose());
-    return { mean, logvar, std };
+    const p = diagonalGaussian(moments, this.config.latent_channels);
+    moments.dispose();
+    return p;
   }
 
   /** latents [B, latent_channels, h, w] (already divided by scaling_factor) -> image [B, out_channels, H, W]. */
