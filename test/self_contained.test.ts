@@ -8,16 +8,17 @@ import { join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { REPO_ROOT } from './harness/golden_root.js';
 
-const SKIP_DIRS = new Set(['node_modules', 'dist', '.git', 'golden', 'runs', '.device', '.gl', '.whl', '.venv', 'tmp']);
+const SKIP_DIRS = new Set(['node_modules', 'dist', '.git', 'runs', '.device', '.gl', '.whl', '.venv', 'tmp']);
 const TEXT = /\.(ts|mts|js|mjs|cjs|json|md|sh|html|css|yml|yaml)$|^run$/;
 /** Files allowed to name ../shared/golden: the refresh command's default source and documents about it. */
-const MAY_NAME_SHARED = new Set(['packages/golden/src/refresh_cli.ts', 'README.md', 'packages/golden/README.md', 'test/self_contained.test.ts']);
+const MAY_NAME_SHARED = new Set(['packages/golden/src/refresh_cli.ts', 'packages/golden/src/refresh.ts', 'README.md', 'packages/golden/README.md', 'test/self_contained.test.ts']);
 
 function textFiles(dir: string, out: string[] = []): string[] {
   for (const e of readdirSync(dir)) {
     const p = join(dir, e);
     const s = statSync(p);
-    if (s.isDirectory()) { if (!SKIP_DIRS.has(e)) textFiles(p, out); }
+    // The repository's golden/ copy is data; test/golden/ (the golden tests) is code and is checked.
+    if (s.isDirectory()) { if (!SKIP_DIRS.has(e) && !(e === 'golden' && dir === REPO_ROOT)) textFiles(p, out); }
     else if (TEXT.test(e) && e !== 'package-lock.json' && s.size < 2_000_000) out.push(p);
   }
   return out;

@@ -13,6 +13,7 @@
 //    in a subset of the operations whose u32 response the case's fp32_vs_fp64 figures measure.
 // Each run prints, per case, the worst ratio of error to tolerance (the margin the model leaves).
 
+import { GOLDEN_ROOT } from '../harness/golden_root.js';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createBackend, type WebgpuBackend } from '@cnx/kernels';
@@ -20,7 +21,7 @@ import { runCase, type CaseResult } from '@cnx/golden';
 import type { Backend } from '@cnx/tensor';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-const root = resolve(process.env.CNX_GOLDEN_DIR ?? join(import.meta.dirname, '../../../shared/golden'));
+const root = GOLDEN_ROOT;
 
 /** Cases whose models read weights through matmul / conv2d / norms (everything f16 storage changes). */
 const CPU_CASES = [

@@ -1,4 +1,4 @@
-// A golden case folder: case.json + io.safetensors + model folders (see ../shared/golden/README.md).
+// A golden case folder: case.json + io.safetensors + model folders (see golden/README.md).
 
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
