@@ -85,3 +85,34 @@ describe('decoding limits (before decoding)', () => {
     expect(img.get(6, 8, 0)).toBeCloseTo(180 / 255, 6);
   });
 });
+
+describe('cnx generate: the output size taken from an image is capped like --width / --height', () => {
+  it('an 8200x4000 control image (within the decoding limit) without --width/--height is a usage error, before decoding', async () => {
+    const p = join(dir, 'wide.png');
+    writeFileSync(p, pngBytes({ width: 8200, height: 4000 })); // header only: decoding it would fail differently
+    const t0 = performance.now();
+    const r = await run('generate', '--control-image', p, '--steps', '1', '--output', join(dir, 'o.png'));
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/--control-image .*wide\.png is 8200x4000: the output width would be taken from it \(8200\), over the 4096 limit of --width; pass --width and --height/);
+    expect(performance.now() - t0).toBeLessThan(2000);
+  });
+  it('the same for --init-image; with --width and --height given the image is only decoded (here: refused as truncated)', async () => {
+    const p = join(dir, 'tall.png');
+    writeFileSync(p, pngBytes({ width: 64, height: 5000 }));
+    const r = await run('generate', '--init-image', p, '--steps', '2', '--output', join(dir, 'o.png'));
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/--init-image .*tall\.png is 64x5000: the output height would be taken from it \(5000\)/);
+    const r2 = await run('generate', '--init-image', p, '--steps', '2', '--width', '64', '--height', '64', '--output', join(dir, 'o.png'));
+    expect(r2.code).toBe(1);
+    expect(r2.err).toMatch(/tall\.png: cannot decode PNG image/);
+  });
+  it('the 16384x16384 PNG of the report is refused from its header in well under a second', async () => {
+    const p = join(dir, 'huge.png');
+    writeFileSync(p, pngBytes({ width: 16384, height: 16384 }));
+    const t0 = performance.now();
+    const r = await run('generate', '--control-image', p, '--width', '64', '--height', '64', '--steps', '1', '--output', join(dir, 'o.png'));
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/huge\.png: image declares 16384x16384 pixels \(268\.4 MP\)/);
+    expect(performance.now() - t0).toBeLessThan(2000);
+  });
+});

@@ -8,4 +8,4 @@ export { EulerAncestralDiscreteScheduler, type EulerAncestralConfig } from './eu
 export { DPMSolverMultistepScheduler, type DPMSolverConfig, type DpmAlgorithm } from './dpm_solver_multistep.js';
 export { PNDMScheduler, type PNDMConfig } from './pndm.js';
 export { UniPCMultistepScheduler, type UniPCConfig } from './unipc_multistep.js';
-export { createScheduler, schedulerFromConfig, isSchedulerClassName, SCHEDULER_NAMES } from './create_scheduler.js';
+export { createScheduler, schedulerFromConfig, isSchedulerClassName, isSchedulerName, SCHEDULER_NAMES } from './create_scheduler.js';
