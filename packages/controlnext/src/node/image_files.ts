@@ -71,7 +71,7 @@ export function decodeImage(bytes: Uint8Array, name = '<buffer>'): ImageArray {
     throw new Error(`${name}: ${(e as Error).message}`);
   }
   try {
-    if (kind === 'png') {
+    if (header.format === 'png') {
       if (header.interlaced) checkInterlacedPng(bytes, header);
       // 16-bit PNGs are reduced to 8 bits per channel by pngjs (skipRescale false).
       const png = PNG.sync.read(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
@@ -80,7 +80,7 @@ export function decodeImage(bytes: Uint8Array, name = '<buffer>'): ImageArray {
     const img = jpeg.decode(bytes, { useTArray: true, formatAsRGBA: true, maxResolutionInMP: MAX_IMAGE_PIXELS / 1e6 });
     return rgbaToImage(img.data, img.width, img.height);
   } catch (e) {
-    throw new Error(`${name}: cannot decode ${kind.toUpperCase()} image: ${(e as Error).message}`);
+    throw new Error(`${name}: cannot decode ${header.format.toUpperCase()} image: ${(e as Error).message}`);
   }
 }
 
