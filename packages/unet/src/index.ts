@@ -1,5 +1,6 @@
 export { Module, loadParameter } from './module.js';
 export { loadStrict, readConfigJson, readFolderText } from './load_model.js';
+export * from './config_values.js';
 export {
   buildStrict, configFromFiles, fileBytes, fileText, loadStrictFromFiles, parseConfigText, subFiles, weightStoreFromFiles, type ModelFiles,
 } from './model_files.js';
