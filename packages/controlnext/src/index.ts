@@ -25,6 +25,7 @@ export * from './control_types/canny_edges.js';
 export * from './controlnext/partial_unet.js';
 export * from './controlnet/controlnet.js';
 export * from './pipelines/pipeline.js';
+export * from './pipelines/call_queue.js';
 export * from './pipelines/pipeline_control.js';
 export * from './pipelines/prompt_encoder.js';
 export * from './pipelines/pipeline_from_files.js';

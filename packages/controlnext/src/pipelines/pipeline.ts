@@ -27,6 +27,7 @@ import {
 } from '@cnx/unet';
 import type { ControlOutput } from '../controlnext/control_module.js';
 import type { ActiveControl, PipelineControl } from './pipeline_control.js';
+import { CallQueue } from './call_queue.js';
 
 /** Turns prompts into the text states the UNet attends to. */
 export interface PromptEncoder {
@@ -155,6 +156,8 @@ function asList(v: string | readonly string[] | undefined): string[] | undefined
 
 export class ControllableDiffusionPipeline {
   readonly backend: Backend;
+  /** generate() calls run one at a time, in call order (call_queue.ts): they share the scheduler's state. */
+  private readonly calls = new CallQueue();
 
   constructor(readonly components: PipelineComponents) {
     this.backend = components.unet.backend;
@@ -205,8 +208,15 @@ export class ControllableDiffusionPipeline {
     return { pos, neg };
   }
 
-  /** Run the pipeline. The caller owns the returned tensors. */
-  async generate(o: GenerateOptions = {}): Promise<GenerateResult> {
+  /**
+   * Run the pipeline. The caller owns the returned tensors. Calls made while one runs (Promise.all of
+   * several generate() calls) wait their turn and each returns what it would alone.
+   */
+  generate(o: GenerateOptions = {}): Promise<GenerateResult> {
+    return this.calls.run('generate', () => this.generateNow(o));
+  }
+
+  private async generateNow(o: GenerateOptions): Promise<GenerateResult> {
     const { unet, vae, scheduler, control } = this.components;
     const backend = this.backend;
     const steps = o.numInferenceSteps ?? 20;
@@ -321,8 +331,8 @@ export class ControllableDiffusionPipeline {
               index: i, total: timesteps.length, timestep: t, modelInput, unetOutput, noisePred, latents: prevSample,
               control: stepControl?.controlnext, tensors: captured,
             };
-            await o.observer?.onStep?.(state);
-            const r = await o.onStepEnd?.(state, captured);
+            await this.calls.callback(() => o.observer?.onStep?.(state));
+            const r = await this.calls.callback(() => o.onStepEnd?.(state, captured));
             if (r && r.latents) {
               if (r.latents.shape.join() !== prevSample.shape.join()) {
                 throw new Error(`generate: onStepEnd returned latents ${r.latents.toString()}, expected [${prevSample.shape.join(', ')}]`);
@@ -343,7 +353,7 @@ export class ControllableDiffusionPipeline {
       const decoded = vae.decode(input);
       const half = ops.affine(decoded, 0.5, 0.5);
       const images = clamp(half, 0, 1);
-      await o.observer?.onDecode?.({ input, decoded });
+      await this.calls.callback(() => o.observer?.onDecode?.({ input, decoded }));
       return { images, latents, timesteps };
     });
     // The returned tensors survive the scope (and belong to the caller's scope, if any).
@@ -370,7 +380,15 @@ export class ControllableDiffusionPipeline {
     });
   }
 
+  /**
+   * Free the models. generate() calls made after this are refused; calls made before (running or
+   * waiting their turn) still complete, and the models are freed when the last has returned.
+   */
   dispose(): void {
+    this.calls.close('the pipeline was disposed', () => this.disposeModels());
+  }
+
+  private disposeModels(): void {
     const { unet, vae, scheduler, textEncoder, control } = this.components;
     control?.dispose();
     unet.dispose();
