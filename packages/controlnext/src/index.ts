@@ -26,6 +26,7 @@ export * from './controlnext/partial_unet.js';
 export * from './controlnet/controlnet.js';
 export * from './pipelines/pipeline.js';
 export * from './pipelines/call_queue.js';
+export * from './pipelines/finite_guard.js';
 export * from './pipelines/pipeline_control.js';
 export * from './pipelines/prompt_encoder.js';
 export * from './pipelines/pipeline_from_files.js';

@@ -12,6 +12,7 @@ import { decodeImage, imageFormatOfPath, readImageBytes, writeImage } from '../n
 import { controlTypeRegistry } from '../node/control_type_plugins.js';
 import { loadPipeline } from '../node/pipeline_loading.js';
 import type { ControllableDiffusionPipeline } from '../pipelines/pipeline.js';
+import { NON_FINITE_CONSEQUENCE, NonFiniteError } from '../pipelines/finite_guard.js';
 import { createProgress } from './progress.js';
 import { SCHEDULER_NAMES, isSchedulerName } from '@cnx/unet';
 import { TINY_IMAGE_SIZE, tinyPipeline } from '../pipelines/tiny_model.js';
@@ -43,6 +44,7 @@ export const GENERATE_OPTIONS: readonly OptionSpec[] = [
   { name: 'backend', type: 'string', metavar: 'NAME', description: 'where to compute (wasm: the fast CPU path; cpu: the float64 reference)', default: 'cpu', choices: ['cpu', 'wasm', 'webgpu'] },
   { name: 'adapter', type: 'string', metavar: 'NAME', description: 'WebGPU adapter (with --backend webgpu; default: the first that works, in this order)', choices: ['gpu', 'swiftshader', 'llvmpipe'] },
   { name: 'fp16', type: 'boolean', description: 'load .fp16 weight files where both exist (computation stays f32)' },
+  { name: 'check-finite', type: 'boolean', description: 'stop with an error naming the step when the latents (or the decoded image) hold NaN or infinities; --no-check-finite skips the check', default: true },
   { name: 'help', type: 'boolean', description: 'show this help' },
 ];
 
@@ -309,7 +311,12 @@ export async function runGenerate(argv: readonly string[], io: CommandIO): Promi
       prompt: str('prompt')!, negativePrompt: str('negative-prompt'), numImagesPerPrompt: num('num-images'),
       height, width, numInferenceSteps: num('steps'), guidanceScale: num('guidance'), seed,
       controlImage: controlTensor, controlScale: num('control-scale'), initImage: initTensor, strength: num('strength'),
-      observer: { onStep: (s) => progress.update(s.index + 1, s.total) },
+      observer: { onStep: (s) => progress.update(s.index + 1, s.total) }, checkFinite: v['check-finite'] as boolean,
+    }).catch((e: unknown) => {
+      progress.finish();
+      // The library's hint names its option; the CLI names its flag.
+      if (e instanceof NonFiniteError) throw new Error(`${e.subject} ${NON_FINITE_CONSEQUENCE} (--no-check-finite skips this check)`);
+      throw e;
     });
     const seconds = progress.finish();
     const images = await tensorToImages(result.images);

@@ -28,6 +28,7 @@ import {
 import type { ControlOutput } from '../controlnext/control_module.js';
 import type { ActiveControl, PipelineControl } from './pipeline_control.js';
 import { CallQueue } from './call_queue.js';
+import { FiniteGuard } from './finite_guard.js';
 
 /** Turns prompts into the text states the UNet attends to. */
 export interface PromptEncoder {
@@ -133,6 +134,12 @@ export interface GenerateOptions {
   /** DDIM eta. */
   eta?: number;
   observer?: PipelineObserver;
+  /**
+   * Stop with an error naming the step when the latents after a step (or the starting latents, or the
+   * decoded image) hold NaN or infinite values (finite_guard.ts: one tiny reduction per step, read one
+   * step late). Default true.
+   */
+  checkFinite?: boolean;
 }
 
 export interface GenerateResult {
@@ -288,6 +295,8 @@ export class ControllableDiffusionPipeline {
         z.dispose();
       }
 
+      const guard = new FiniteGuard(o.checkFinite ?? true, 'generate option checkFinite: false turns this check off');
+      await guard.watch(latents, o.initImage ? 'the starting latents (the encoded, noised init image)' : o.latents ? 'the starting latents (the latents given)' : 'the starting latents');
       const active: ActiveControl | undefined = control?.begin(o.controlImage!, B, cfg, controlScale);
       try {
         // The denoising loop.
@@ -343,7 +352,12 @@ export class ControllableDiffusionPipeline {
           });
           latents.dispose();
           latents = next;
+          await guard.watch(latents, `the latents after step ${i + 1} of ${timesteps.length} (timestep ${t})`);
         }
+        // The last step's probe is read once the decoder below has been queued.
+      } catch (e) {
+        guard.discard();
+        throw e;
       } finally {
         active?.dispose();
       }
@@ -351,6 +365,8 @@ export class ControllableDiffusionPipeline {
       // Decode: latents / scaling_factor -> VAE -> [0, 1].
       const input = ops.scale(latents, 1 / vae.scalingFactor);
       const decoded = vae.decode(input);
+      await guard.watch(decoded, 'the decoded image (the VAE output of finite latents)');
+      await guard.settle();
       const half = ops.affine(decoded, 0.5, 0.5);
       const images = clamp(half, 0, 1);
       await this.calls.callback(() => o.observer?.onDecode?.({ input, decoded }));
