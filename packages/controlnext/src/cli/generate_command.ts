@@ -11,7 +11,7 @@ import { imageToTensor, readImageHeader, resizeImage, tensorToImages, toRgbImage
 import { decodeImage, imageFormatOfPath, readImageBytes, writeImage } from '../node/image_files.js';
 import { controlTypeRegistry } from '../node/control_type_plugins.js';
 import { loadPipeline } from '../node/pipeline_loading.js';
-import type { ControllableDiffusionPipeline } from '../pipelines/pipeline.js';
+import { MAX_OUTPUT_SIDE, type ControllableDiffusionPipeline } from '../pipelines/pipeline.js';
 import { NON_FINITE_CONSEQUENCE, NonFiniteError } from '../pipelines/finite_guard.js';
 import { createProgress } from './progress.js';
 import { SCHEDULER_NAMES, isSchedulerName } from '@cnx/unet';
@@ -34,8 +34,8 @@ export const GENERATE_OPTIONS: readonly OptionSpec[] = [
   { name: 'steps', type: 'integer', metavar: 'N', description: 'denoising steps', default: 20, min: 1, max: 1000 },
   { name: 'guidance', type: 'number', metavar: 'G', description: 'classifier-free guidance scale (<= 1: off)', default: 7.5, min: 0, max: 30 },
   { name: 'seed', type: 'integer', metavar: 'N', description: 'random seed (default: a random one, printed)', min: 0, max: 4294967295 },
-  { name: 'width', type: 'integer', metavar: 'PX', description: 'output width, a multiple of 8 (default: the control / init image\'s, else the model\'s)', min: 8, max: 4096 },
-  { name: 'height', type: 'integer', metavar: 'PX', description: 'output height, a multiple of 8', min: 8, max: 4096 },
+  { name: 'width', type: 'integer', metavar: 'PX', description: 'output width, a multiple of 8 (default: the control / init image\'s, else the model\'s; the same cap applies to a size taken from an image)', min: 8, max: MAX_OUTPUT_SIDE },
+  { name: 'height', type: 'integer', metavar: 'PX', description: 'output height, a multiple of 8', min: 8, max: MAX_OUTPUT_SIDE },
   { name: 'num-images', type: 'integer', metavar: 'N', description: 'images to generate', default: 1, min: 1, max: 16 },
   { name: 'init-image', type: 'string', metavar: 'FILE', description: 'image-to-image: start from this image' },
   { name: 'strength', type: 'number', metavar: 'S', description: 'image-to-image: how much to repaint', default: 0.8, min: 0.01, max: 1 },
@@ -159,7 +159,7 @@ function checkControlOptions(type: ControlType, opts: Record<string, string>): v
 }
 
 /** The largest output side, as --width / --height allow; the size taken from an image obeys it too. */
-const MAX_SIDE = 4096;
+const MAX_SIDE = MAX_OUTPUT_SIDE;
 
 /**
  * Read an image file given by `flag`, refusing it from its header (before decoding) when it is over the

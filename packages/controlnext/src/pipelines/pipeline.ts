@@ -151,6 +151,13 @@ export interface GenerateResult {
   timesteps: number[];
 }
 
+/**
+ * The largest output side generate() accepts, in pixels (the CLI's --width / --height allow the same).
+ * The latents, the VAE activations (about 128 channels at full size) and the attention sequences grow
+ * with the square of it; 4096 x 4096 is already 4x SDXL's trained size on each side.
+ */
+export const MAX_OUTPUT_SIDE = 4096;
+
 function checkRange(name: string, v: number, lo: number, hi: number, integer = false): void {
   if (!Number.isFinite(v) || v < lo || v > hi || (integer && !Number.isInteger(v))) {
     throw new Error(`${name} must be ${integer ? 'an integer' : 'a number'} in [${lo}, ${hi}], found ${v}`);
@@ -264,6 +271,8 @@ export class ControllableDiffusionPipeline {
       const width = o.width ?? ref?.shape[3] ?? defaultSize(1, 'width');
       for (const [n, v] of [['height', height], ['width', width]] as const) {
         if (!Number.isInteger(v) || v < f || v % f !== 0) throw new Error(`generate: ${n} must be a positive multiple of ${f}, found ${v}`);
+        // The same cap whether the size was given, taken from an image or from the UNet's sample_size.
+        if (v > MAX_OUTPUT_SIDE) throw new Error(`generate: ${n} must be at most ${MAX_OUTPUT_SIDE}, found ${v}${o[n] === undefined ? ' (taken from the control / init image or the UNet\'s sample_size: give it explicitly)' : ''}`);
       }
       if (o.controlImage && (o.controlImage.shape[2] !== height || o.controlImage.shape[3] !== width)) {
         throw new Error(`generate: control image ${o.controlImage.toString()} must be ${height}x${width} (the output size); resize it first`);
