@@ -17,7 +17,11 @@ export interface BenchOptions {
   /** Images per prompt: the UNet runs on 2 * batch under CFG. */
   batch: number;
   variants: VariantId[];
-  dtype: 'f32';
+  /**
+   * 'f32', or 'f16': weights stored in f16 (any adapter; halves weight memory) plus f16 compute (f16
+   * operands, f32 accumulation) where the WebGPU device has shader-f16 (the record says which ran).
+   */
+  dtype: 'f32' | 'f16';
   /** Output folder for the JSON record, the SVG chart and latest.md. */
   out: string;
   seed: number;
@@ -44,7 +48,8 @@ Options:
   --warmup N               untimed warm-up steps (default 1)
   --batch N                images per prompt; the UNet runs on 2N samples (default 1)
   --variants a,b,...       subset of: ${VARIANT_IDS.join(', ')} (default: all; 'base' is always run)
-  --dtype f32              compute dtype; only f32 is implemented for now (f16 needs shader-f16 kernels)
+  --dtype f32|f16          f16: weights stored in f16 (halves weight memory, any adapter) and, on a WebGPU
+                           device with shader-f16, f16 compute with f32 accumulation (default f32)
   --out DIR                results folder (default bench/results)
   --seed N                 random weights / inputs seed (default 0)
   --force                  run even when the pre-flight estimate exceeds 15 minutes per configuration
@@ -80,7 +85,7 @@ export function parseBenchOptions(argv: string[]): BenchOptions | 'help' {
     throw new Error(`--resolution: SD1.5 needs multiples of 64 pixels (the latent is /8 and the UNet halves it 3 times), found ${resolution.join('x')}`);
   }
   const dtype = values.dtype ?? 'f32';
-  if (dtype !== 'f32') throw new Error(`--dtype: only f32 is implemented for now, found '${dtype}' (f16 compute needs the adapter's shader-f16 kernels, not written yet)`);
+  if (dtype !== 'f32' && dtype !== 'f16') throw new Error(`--dtype: expected f32 or f16, found '${dtype}'`);
   let variants: VariantId[] = [...VARIANT_IDS];
   if (values.variants !== undefined) {
     const asked = values.variants.split(',').map((s) => s.trim()).filter((s) => s !== '');
@@ -95,7 +100,7 @@ export function parseBenchOptions(argv: string[]): BenchOptions | 'help' {
     warmup: positiveInt('warmup', values.warmup, 1, 0),
     batch: positiveInt('batch', values.batch, 1),
     variants,
-    dtype: 'f32',
+    dtype,
     out: values.out ?? 'bench/results',
     seed: positiveInt('seed', values.seed, 0, 0),
     force: values.force ?? false,

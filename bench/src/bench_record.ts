@@ -63,6 +63,12 @@ export interface BenchRecord {
   steps: number;
   warmup: number;
   dtype: string;
+  /**
+   * What --dtype gave (absent in records before issue 16): the weight storage dtype, the compute in
+   * effect ('f16' only on a WebGPU device with shader-f16; the CPU reference computes in float64), why
+   * f16 compute did not run, and the device's features.
+   */
+  precision?: { weightDtype: string; compute: string; note?: string; features?: string[]; adapterFeatures?: string[]; instanceOptions?: string[] };
   seed: number;
   /** UNet build time (random weights), s. */
   buildSeconds: number;

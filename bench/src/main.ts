@@ -6,7 +6,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createBackend } from '@cnx/kernels';
+import { createBackend, WebgpuBackend } from '@cnx/kernels';
 import type { Backend } from '@cnx/tensor';
 import { HELP, parseBenchOptions, type BenchOptions } from './bench_options.js';
 import type { BenchRecord, VariantResult } from './bench_record.js';
@@ -47,7 +47,14 @@ async function main(): Promise<void> {
   const notes: string[] = [];
 
   progress.update(`creating the ${o.backend} backend`);
-  const backend = await createBackend(o.backend, o.adapter !== undefined ? { adapter: o.adapter } : {});
+  const backend = await createBackend(o.backend, {
+    ...(o.adapter !== undefined ? { adapter: o.adapter } : {}),
+    ...(o.dtype === 'f16' ? { weightDtype: 'f16' as const, compute: 'f16' as const } : {}),
+  });
+  if (o.dtype === 'f16' && backend.weightDtype !== 'f16') {
+    notes.push(`--dtype f16: the ${backend.name} backend does not take the weightDtype option; its weights are f32`);
+  }
+  if (backend instanceof WebgpuBackend && backend.computeNote) notes.push(backend.computeNote);
   try {
     progress.log(`backend: ${backend.description.split('\n')[0]}`);
     const ids: VariantId[] = [];
@@ -180,6 +187,7 @@ async function main(): Promise<void> {
       steps: o.steps,
       warmup: o.warmup,
       dtype: o.dtype,
+      precision: precisionOf(backend),
       seed: o.seed,
       buildSeconds,
       variants: results,
@@ -187,7 +195,7 @@ async function main(): Promise<void> {
     };
     const out = o.out === 'bench/results' ? RESULTS_DIR : resolve(o.out);
     mkdirSync(out, { recursive: true });
-    const stem = `${o.backend}-${o.resolution[0] === o.resolution[1] ? o.resolution[0] : o.resolution.join('x')}`;
+    const stem = `${o.backend}-${o.resolution[0] === o.resolution[1] ? o.resolution[0] : o.resolution.join('x')}${o.dtype === 'f32' ? '' : `-${o.dtype}`}`;
     writeFileSync(join(out, `${stem}.json`), JSON.stringify(record, null, 2) + '\n');
     writeFileSync(join(out, `${stem}.svg`), overheadChartSvg(record));
     const md = `# Latest benchmark run\n\n${describeRun(record).split('\n').map((l) => `${l}  `).join('\n')}\n\n${markdownTable(record)}\n\n` +
@@ -208,3 +216,15 @@ main().catch((e: unknown) => {
   process.stderr.write(`\nbench: ${e instanceof Error ? e.message : String(e)}\n`);
   process.exit(1);
 });
+
+/** The record's precision entry: weight storage, the compute in effect and the device's features. */
+function precisionOf(backend: Backend): NonNullable<BenchRecord['precision']> {
+  if (!(backend instanceof WebgpuBackend)) {
+    return { weightDtype: backend.weightDtype ?? 'f32', compute: backend.name === 'cpu' ? 'f64 reference' : 'f32' };
+  }
+  const r = backend.adapterInfo;
+  return {
+    weightDtype: backend.weightDtype, compute: backend.computeDtype, ...(backend.computeNote ? { note: backend.computeNote } : {}),
+    features: r.features, adapterFeatures: r.adapterFeatures, instanceOptions: r.instanceOptions,
+  };
+}

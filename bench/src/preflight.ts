@@ -9,7 +9,7 @@ import { stepCost, type Geometry, type VariantId } from './variants.js';
 export interface PreflightReport {
   largestTensorBytes: number;
   largestTensorName: string;
-  /** f32 bytes of every model held at once (UNet + the largest control network). */
+  /** Weight bytes of every model held at once (UNet + the largest control network), in the backend's weight dtype. */
   weightBytes: number;
   /** Measured matmul GFLOP/s of this backend on a small product (CPU only). */
   calibrationGflops?: number;
@@ -48,10 +48,12 @@ async function calibrate(backend: Backend): Promise<number> {
 }
 
 export async function preflight(backend: Backend, g: Geometry, ids: readonly VariantId[], steps: number, warmup: number, force: boolean): Promise<PreflightReport> {
+  // f16 weight storage keeps (nearly) every parameter in 2 bytes; biases stay f32 (~0.1 % of them).
+  const bytesPerWeight = backend.weightDtype === 'f16' ? 2 : 4;
   const costs = ids.map((id) => stepCost(id, g));
   const largest = costs.reduce((a, b) => (b.largestTensorBytes > a.largestTensorBytes ? b : a));
   const unetParams = 859_520_964; // checked against the config in bench/test/flops.test.ts
-  const weightBytes = 4 * (unetParams + Math.max(0, ...costs.map((c) => c.addedParams)));
+  const weightBytes = bytesPerWeight * (unetParams + Math.max(0, ...costs.map((c) => c.addedParams)));
   const warnings: string[] = [];
   const res = `${g.resolution[0]}x${g.resolution[1]} with ${2 * g.images} samples`;
 
@@ -69,7 +71,7 @@ export async function preflight(backend: Backend, g: Geometry, ids: readonly Var
   // CPU: weights and activations are host memory. WebGPU: weights are uploaded from host buffers.
   const hostNeed = backend.name !== 'webgpu' ? weightBytes * 1.15 : (4 * 1.3e8);
   if (hostNeed > totalmem()) {
-    throw new Error(`bench: the models need about ${fmt(hostNeed)} of host memory (f32 SD1.5 UNet${ids.includes('controlnet') ? ' + ControlNet' : ''}), ` +
+    throw new Error(`bench: the models need about ${fmt(hostNeed)} of host memory (${bytesPerWeight === 2 ? 'f16' : 'f32'} SD1.5 UNet${ids.includes('controlnet') ? ' + ControlNet' : ''}), ` +
       `this machine has ${fmt(totalmem())}; drop --variants controlnet or use a machine with more memory`);
   }
   if (hostNeed > freemem()) warnings.push(`only ${fmt(freemem())} of host memory is free, the models need about ${fmt(hostNeed)}`);

@@ -32,7 +32,8 @@ describe('parseBenchOptions', () => {
   });
   it('names the offending option and value', () => {
     expect(() => parseBenchOptions(['--resolution', '100'])).toThrow(/--resolution.*multiples of 64.*100x100/);
-    expect(() => parseBenchOptions(['--dtype', 'f16'])).toThrow(/--dtype: only f32.*'f16'/);
+    expect(parseBenchOptions(['--dtype', 'f16'])).toMatchObject({ dtype: 'f16' });
+    expect(() => parseBenchOptions(['--dtype', 'bf16'])).toThrow(/--dtype: expected f32 or f16, found 'bf16'/);
     expect(() => parseBenchOptions(['--variants', 'bogus'])).toThrow(/unknown 'bogus'/);
     expect(() => parseBenchOptions(['--backend', 'cuda'])).toThrow(/cpu, wasm or webgpu, found 'cuda'/);
     expect(parseBenchOptions(['--help'])).toBe('help');

@@ -52,11 +52,18 @@ export function markdownTable(r: BenchRecord): string {
   ].join('\n');
 }
 
+/** '--dtype' and what it gave: 'f32', or 'f16 (f16 weights, f16 compute)' / '(..., f32 compute: no shader-f16)'. */
+function precisionText(r: BenchRecord): string {
+  const p = r.precision;
+  if (!p || r.dtype === 'f32') return r.dtype;
+  return `${r.dtype} (${p.weightDtype} weights, ${p.compute} compute${p.note ? ': no shader-f16' : ''})`;
+}
+
 export function describeRun(r: BenchRecord): string {
   const e = r.environment;
   return [
     `SD1.5 ${r.model}, ${r.resolution[0]}x${r.resolution[1]} px (latent ${r.latent[0]}x${r.latent[1]}), ` +
-      `${r.images} image(s), CFG: UNet batch ${r.unetBatch}, ${r.dtype}, ${r.steps} timed step(s) after ${r.warmup} warm-up`,
+      `${r.images} image(s), CFG: UNet batch ${r.unetBatch}, ${precisionText(r)}, ${r.steps} timed step(s) after ${r.warmup} warm-up`,
     `backend: ${r.backend.description.startsWith(r.backend.name) ? '' : `${r.backend.name}: `}${r.backend.description}; timing: ${r.backend.timing}`,
     `${e.date}, commit ${e.gitCommit.slice(0, 12)}${e.gitDirty ? ' (dirty)' : ''}, node ${e.node}, ${e.platform}, ${e.cpu} x${e.cpuCores}`,
   ].join('\n');

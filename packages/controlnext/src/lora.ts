@@ -181,10 +181,11 @@ function loraDelta(layer: LoraLayer, shape: readonly number[], backend: Backend,
 }
 
 function applyDelta(model: LoraModel, parameter: string, layer: LoraLayer, weight: number, where: string): void {
-  const w = model.getParameter(parameter);
+  // A 16-bit weight (f16 weight storage) is merged in f32; setParameter rounds the result back.
+  const w = ops.cast(model.getParameter(parameter), 'f32');
   const delta = loraDelta(layer, w.shape, w.backend, where);
   const next = ops.linearCombination([[w, 1], [delta, weight]]);
-  delta.dispose();
+  [delta, w].forEach((t) => t.dispose());
   model.setParameter(parameter, next);
 }
 

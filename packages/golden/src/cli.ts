@@ -1,7 +1,9 @@
 #!/usr/bin/env node
-// npm run golden -- <case-dir> [<case-dir> ...] [--backend cpu|wasm|webgpu|all] [--adapter NAME]
+// npm run golden -- <case-dir> [<case-dir> ...] [--backend cpu|wasm|webgpu|all] [--adapter NAME] [--weight-dtype f32|f16] [--compute f32|f16]
 // Runs every case on every chosen backend, prints per-tensor errors and tolerances, ends with
-// "N passed, N failed" and exits non-zero on any failure or unknown runner kind.
+// "N passed, N failed" and exits non-zero on any failure or unknown runner kind. --weight-dtype f16 stores
+// the models' weights in f16 (tolerances then include the f16 weight-rounding allowance, run_case.ts);
+// --compute f16 runs the f16-operand kernels where the WebGPU device has shader-f16.
 
 import { existsSync, statSync } from 'node:fs';
 import { backendNames, createBackend } from '@cnx/kernels';
@@ -10,7 +12,7 @@ import { runCase, type CaseResult } from './run_case.js';
 
 function usage(msg?: string): never {
   if (msg) console.error(`golden: ${msg}`);
-  console.error('usage: npm run golden -- <case-dir> [<case-dir> ...] [--backend cpu|wasm|webgpu|all] [--adapter NAME] [--quiet]');
+  console.error('usage: npm run golden -- <case-dir> [<case-dir> ...] [--backend cpu|wasm|webgpu|all] [--adapter NAME] [--weight-dtype f32|f16] [--compute f32|f16] [--quiet]');
   process.exit(2);
 }
 
@@ -36,12 +38,18 @@ async function main(): Promise<void> {
   let which = 'cpu';
   let adapter: string | undefined;
   let quiet = false;
+  let weightDtype: 'f32' | 'f16' = 'f32';
+  let compute: 'f32' | 'f16' = 'f32';
+  const precision = (flag: string, v: string | undefined): 'f32' | 'f16' =>
+    v === 'f32' || v === 'f16' ? v : usage(`${flag} must be f32 or f16, found '${v ?? ''}'`);
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--backend') which = argv[++i] ?? usage('--backend needs a value');
     else if (a.startsWith('--backend=')) which = a.slice(10);
     else if (a === '--adapter') adapter = argv[++i] ?? usage('--adapter needs a value');
     else if (a === '--quiet') quiet = true;
+    else if (a === '--weight-dtype') weightDtype = precision(a, argv[++i]);
+    else if (a === '--compute') compute = precision(a, argv[++i]);
     else if (a === '--help' || a === '-h') usage();
     else if (a.startsWith('--')) usage(`unknown option ${a}`);
     else if (existsSync(a) && !statSync(a).isDirectory()) console.log(`# skipping ${a}: a file, not a case folder`);
@@ -54,7 +62,7 @@ async function main(): Promise<void> {
   for (const name of names) {
     let backend: Backend;
     try {
-      backend = await createBackend(name, { adapter });
+      backend = await createBackend(name, { adapter, weightDtype, compute });
     } catch (e) {
       console.log(`FAIL backend ${name}: ${e instanceof Error ? e.message : e}`);
       failed += dirs.length;

@@ -1,7 +1,7 @@
 // Runs one golden case on one backend and checks every output and intermediate it lists.
 
 import type { Backend, Tensor } from '@cnx/tensor';
-import { formatShape, shapesEqual } from '@cnx/tensor';
+import { f16WeightTolerance, formatShape, shapesEqual } from '@cnx/tensor';
 import { compareArrays, unravel } from './compare.js';
 import { GoldenCase, type DerivedCheck, type ToleranceSpec } from './golden_case.js';
 import { runners } from './registry.js';
@@ -27,12 +27,16 @@ export interface CaseResult {
   seconds: number;
 }
 
-/** Tolerance for a name: the case's suggestion, else a default that rel_l2 1e-4 of a well-conditioned f32 result meets. */
-function toleranceFor(c: GoldenCase, name: string, ref: Float32Array): ToleranceSpec {
+/**
+ * Tolerance for a name: the case's suggestion, else a default that rel_l2 1e-4 of a well-conditioned f32
+ * result meets. On a backend that stores weights in f16 the case's suggestion gets the allowance of the
+ * f16 weight-rounding error model (@cnx/tensor f16WeightTolerance).
+ */
+function toleranceFor(c: GoldenCase, name: string, ref: Float32Array, backend: Backend): ToleranceSpec {
   const t = c.json.tolerance?.[name];
-  if (t) return t;
   let m = 0;
   for (const v of ref) m = Math.max(m, Math.abs(v));
+  if (t) return backend.weightDtype === 'f16' ? { ...t, ...f16WeightTolerance(t, m) } : t;
   return { max_abs: 1e-4 * Math.max(m, 1), rel_l2: 1e-4 };
 }
 
@@ -57,7 +61,7 @@ export async function runCase(dir: string, backend: Backend): Promise<CaseResult
         continue;
       }
       const ref = c.expected(name);
-      const tol = toleranceFor(c, name, ref.data);
+      const tol = toleranceFor(c, name, ref.data, backend);
       const value = produced.get(name);
       if (value === undefined) {
         result.checks.push({ name, ok: false, maxAbs: NaN, relL2: NaN, tol, message: 'not produced by the runner' });

@@ -23,6 +23,9 @@
 // Saved statistic (for the backward, attention_backward.ts): with `lse` the kernel also writes the
 // per-(b, query, head) logsumexp of the SCALED scores, lse [B, Lq, H] = m + log(l) of the online softmax
 // (natural log), from the row's first thread: one store per row; without it the WGSL is unchanged.
+// f16 compute (AttentionParams.half, f16_compute.ts): the Q, K and V stages hold vec4<H> (H = f16 on a
+// shader-f16 device: q, k, v rounded to f16, half the stage bytes, so chooseTiles fits larger tiles) and
+// are widened for the f32 dot products and P @ V; chosen when the context's computeDtype is 'f16'.
 // Numerics: f32 scores and accumulation; masked scores never enter exp() (they become p = 0), the
 // running max starts at -3e38 (WGSL has no infinity literal), so logits of any finite magnitude are safe.
 //
@@ -33,6 +36,7 @@
 import { formatShape, type AttentionOptions, type Tensor } from '@cnx/tensor';
 import type { GpuContext } from './webgpu/context.js';
 import { gridFor, packUniforms } from './webgpu/context.js';
+import { halfOperandsFor, halfPreamble, stagedBytes, type HalfOperands } from './f16_compute.js';
 
 export type { AttentionOptions } from '@cnx/tensor';
 
@@ -59,15 +63,17 @@ export interface AttentionParams {
   vecV: boolean;
   /** Also write the logsumexp lse [B, Lq, H] (binding 4; the uniforms move to binding 5). */
   lse: boolean;
+  /** f16 compute: q, k, v staged as H (f16_compute.ts); absent: f32. */
+  half?: HalfOperands;
 }
 
 const ceil4 = (n: number) => Math.ceil(n / 4);
 
-/** Workgroup memory of a tile configuration, in bytes. */
-export function attentionStageBytes(p: Pick<AttentionParams, 'D' | 'Dv' | 'BQ' | 'BK' | 'G' | 'qShared' | 'separateKV'>): number {
+/** Workgroup memory of a tile configuration, in bytes; `elemBytes`: bytes of a staged q/k/v element (2 for f16 operands). */
+export function attentionStageBytes(p: Pick<AttentionParams, 'D' | 'Dv' | 'BQ' | 'BK' | 'G' | 'qShared' | 'separateKV'>, elemBytes = 4): number {
   const D4 = ceil4(p.D), Dv4 = ceil4(p.Dv);
   const vec4s = (p.qShared ? p.BQ * D4 : 0) + (p.separateKV ? p.BK * (D4 + Dv4) : p.BK * Math.max(D4, Dv4));
-  return 16 * vec4s + 4 * (p.BQ * (p.BK + 1) + p.BQ * p.G);
+  return 4 * elemBytes * vec4s + 4 * (p.BQ * (p.BK + 1) + p.BQ * p.G);
 }
 
 /** WGSL of `fn <name>(b, row, h, d4) -> vec4<f32>`: 4 channels of one (batch, position, head) row. */
@@ -87,16 +93,21 @@ export function wgsl(p: AttentionParams): string {
   const D4 = ceil4(D), Dv4 = ceil4(Dv), T = BQ * G, NACC = Math.ceil(Dv4 / G);
   const PS = BK + 1; // Ps row stride, padded so the rows of a warp fall in different banks
   const kStage = p.separateKV ? 'Ks' : 'KV', vStage = p.separateKV ? 'Vs' : 'KV';
+  // f16 operands: staged as vec4<H>, widened where read (exact), so all arithmetic stays f32.
+  const sv = p.half ? 'vec4<H>' : 'vec4<f32>';
+  const narrow = p.half ? 'vec4<H>(v)' : 'v';
+  const widen = (e: string) => (p.half ? `vec4<f32>(${e})` : e);
   const stages = p.separateKV
-    ? `var<workgroup> Ks: array<vec4<f32>, ${BK * D4}>;\nvar<workgroup> Vs: array<vec4<f32>, ${BK * Dv4}>;`
-    : `var<workgroup> KV: array<vec4<f32>, ${BK * Math.max(D4, Dv4)}>;`;
+    ? `var<workgroup> Ks: array<${sv}, ${BK * D4}>;\nvar<workgroup> Vs: array<${sv}, ${BK * Dv4}>;`
+    : `var<workgroup> KV: array<${sv}, ${BK * Math.max(D4, Dv4)}>;`;
   const stageRows = (stage: string, loader: string, n4: number) => `    for (var s = lid; s < ${BK * n4}u; s += ${T}u) {
       let c = s / ${n4}u; let d4 = s % ${n4}u;
       var v = vec4<f32>(0.0);
       if (k0 + c < u.Lk) { v = ${loader}(b, k0 + c, h, d4); }
-      ${stage}[s] = v;
+      ${stage}[s] = ${narrow};
     }`;
-  const qVec = p.qShared ? `Qs[r * ${D4}u + d4]` : `loadQ(b, qrow, h, d4)`;
+  // A q read from global memory is rounded like a staged one.
+  const qVec = p.qShared ? widen(`Qs[r * ${D4}u + d4]`) : p.half ? `vec4<f32>(vec4<H>(loadQ(b, qrow, h, d4)))` : `loadQ(b, qrow, h, d4)`;
 
   // Unrolled per-thread state: SJ scores (s_j) with validity flags, NACC vec4 accumulators. Key c_j =
   // j*G + g of the tile; when G does not divide BK the last j is partly outside the tile.
@@ -109,7 +120,7 @@ export function wgsl(p: AttentionParams): string {
     scoreDecl.push(`    let c${j} = ${j * G}u + g;\n    var dot${j} = 0.0;`);
     // Clamp the stage row of out-of-tile keys (their score is discarded) instead of branching.
     const row = inTile(j) ? `min(c${j}, ${BK - 1}u)` : `c${j}`;
-    dotBody.push(`dot${j} += dot(qv, ${kStage}[${row} * ${D4}u + d4]);`);
+    dotBody.push(`dot${j} += dot(qv, ${widen(`${kStage}[${row} * ${D4}u + d4]`)});`);
     const conds = [inTile(j), `k0 + c${j} < u.Lk`, p.causal ? `k0 + c${j} <= i` : ''].filter((x) => x !== '');
     scores.push(`    let ok${j} = ${conds.join(' && ')};
     let s${j} = dot${j} * u.scale;
@@ -134,7 +145,7 @@ export function wgsl(p: AttentionParams): string {
   const accScale = Array.from({ length: NACC }, (_, t) => `acc${t} *= alpha;`).join(' ');
   const accUpdate = Array.from({ length: NACC }, (_, t) => {
     const cond = accValid(t);
-    const stmt = `acc${t} += pc * ${vStage}[c * ${Dv4}u + g + ${G * t}u];`;
+    const stmt = `acc${t} += pc * ${widen(`${vStage}[c * ${Dv4}u + g + ${G * t}u]`)};`;
     return cond ? `if (${cond}) { ${stmt} }` : stmt;
   }).join('\n      ');
   const outStore = Array.from({ length: NACC }, (_, t) => {
@@ -146,7 +157,7 @@ export function wgsl(p: AttentionParams): string {
     return cond ? `if (${cond}) { ${stmt} }` : stmt;
   }).join('\n    ');
 
-  return /* wgsl */ `// attention: D=${D} Dv=${Dv}, ${BQ} queries x ${BK} keys per tile, ${G} threads per row${p.causal ? ', causal' : ''}${p.qShared ? '' : ', Q from global'}
+  return /* wgsl */ `${halfPreamble(p.half)}// attention: D=${D} Dv=${Dv}, ${BQ} queries x ${BK} keys per tile, ${G} threads per row${p.causal ? ', causal' : ''}${p.qShared ? '' : ', Q from global'}
 struct Uniforms { Lq: u32, Lk: u32, H: u32, scale: f32 }
 @group(0) @binding(0) var<storage, read> Q: array<${p.vecQK ? 'vec4<f32>' : 'f32'}>;
 @group(0) @binding(1) var<storage, read> K: array<${p.vecQK ? 'vec4<f32>' : 'f32'}>;
@@ -154,7 +165,7 @@ struct Uniforms { Lq: u32, Lk: u32, H: u32, scale: f32 }
 @group(0) @binding(3) var<storage, read_write> O: array<${p.vecV ? 'vec4<f32>' : 'f32'}>;
 ${p.lse ? '@group(0) @binding(4) var<storage, read_write> LSE: array<f32>;\n' : ''}@group(0) @binding(${p.lse ? 5 : 4}) var<uniform> u: Uniforms;
 
-${p.qShared ? `var<workgroup> Qs: array<vec4<f32>, ${BQ * D4}>;` : ''}
+${p.qShared ? `var<workgroup> Qs: array<${sv}, ${BQ * D4}>;` : ''}
 ${stages}
 var<workgroup> Ps: array<f32, ${BQ * PS}>;
 var<workgroup> red: array<f32, ${T}>;
@@ -176,7 +187,7 @@ ${p.qShared ? `  for (var s = lid; s < ${BQ * D4}u; s += ${T}u) {
     let rr = s / ${D4}u; let d4 = s % ${D4}u;
     var v = vec4<f32>(0.0);
     if (q0 + rr < u.Lq) { v = loadQ(b, q0 + rr, h, d4); }
-    Qs[s] = v;
+    Qs[s] = ${narrow};
   }` : ''}
   var mRun = ${NEG};
   var lRun = 0.0;
@@ -231,7 +242,7 @@ export interface AttentionPlan {
  * (each staged key tile is reused by more queries), then the largest key tile (fewer barriers), Q staged
  * in workgroup memory when it fits, else read from global memory.
  */
-export function chooseTiles(D: number, Dv: number, storageBytes: number, maxThreads: number): AttentionTiles {
+export function chooseTiles(D: number, Dv: number, storageBytes: number, maxThreads: number, elemBytes = 4): AttentionTiles {
   // Enough threads per row that each holds at most 16 vec4 accumulators (64 output columns).
   let G = 4;
   while (Math.ceil(ceil4(Dv) / G) > 16 && G < 64) G *= 2;
@@ -244,7 +255,7 @@ export function chooseTiles(D: number, Dv: number, storageBytes: number, maxThre
   for (const BQ of [64, 32]) for (const BK of [32, 16, 8]) add(BQ, BK, false);
   for (const BQ of [16, 8]) for (const BK of [16, 8, 4]) add(BQ, BK, true);
   for (const BQ of [16, 8, 4, 2, 1]) for (const BK of [16, 8, 4, 2, 1]) add(BQ, BK, false);
-  const fit = tries.find((t) => attentionStageBytes(t) <= storageBytes);
+  const fit = tries.find((t) => attentionStageBytes(t, elemBytes) <= storageBytes);
   if (!fit) {
     throw new Error(`attention: no tile shape for D=${D}, Dv=${Dv} fits maxComputeWorkgroupStorageSize=${storageBytes} bytes`);
   }
@@ -257,7 +268,10 @@ export type AttentionTiles = Omit<AttentionParams, 'causal' | 'vecQK' | 'vecV' |
  * Plan an attention call; `tiles` overrides chooseTiles (benchmarks compare tile shapes); `lse` adds the
  * logsumexp output.
  */
-export function plan(ctx: GpuContext, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions, tiles?: AttentionTiles, lse = false): AttentionPlan {
+export function plan(
+  ctx: GpuContext, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions, tiles?: AttentionTiles, lse = false,
+  half: HalfOperands | undefined = halfOperandsFor(ctx),
+): AttentionPlan {
   if (q.rank !== 4 || k.rank !== 4 || v.rank !== 4) {
     throw new Error(`attention: expected q [B, Lq, H, D], k [B, Lk, H, D], v [B, Lk, H, Dv], found ` +
       `${formatShape(q.shape)}, ${formatShape(k.shape)}, ${formatShape(v.shape)}`);
@@ -274,11 +288,12 @@ export function plan(ctx: GpuContext, q: Tensor, k: Tensor, v: Tensor, opts: Att
   }
   if (opts.causal && Lq !== Lk) throw new Error(`attention: causal masking needs Lq === Lk, found Lq=${Lq}, Lk=${Lk}`);
   if (Lq === 0 || Lk === 0) throw new Error(`attention: empty sequence (Lq=${Lq}, Lk=${Lk})`);
-  const t = tiles ?? chooseTiles(D, Dv, ctx.limits.maxComputeWorkgroupStorageSize, ctx.limits.maxComputeInvocationsPerWorkgroup);
-  if (t.D !== D || t.Dv !== Dv || attentionStageBytes(t) > ctx.limits.maxComputeWorkgroupStorageSize || t.BQ * t.G > ctx.limits.maxComputeInvocationsPerWorkgroup) {
+  const eb = stagedBytes(half);
+  const t = tiles ?? chooseTiles(D, Dv, ctx.limits.maxComputeWorkgroupStorageSize, ctx.limits.maxComputeInvocationsPerWorkgroup, eb);
+  if (t.D !== D || t.Dv !== Dv || attentionStageBytes(t, eb) > ctx.limits.maxComputeWorkgroupStorageSize || t.BQ * t.G > ctx.limits.maxComputeInvocationsPerWorkgroup) {
     throw new Error(`attention: tiles ${JSON.stringify(t)} do not fit D=${D}, Dv=${Dv} on this device`);
   }
-  const params: AttentionParams = { ...t, causal: opts.causal ?? false, vecQK: D % 4 === 0, vecV: Dv % 4 === 0, lse };
+  const params: AttentionParams = { ...t, causal: opts.causal ?? false, vecQK: D % 4 === 0, vecV: Dv % 4 === 0, lse, ...(half ? { half } : {}) };
   const workgroups: [number, number, number] = [Math.ceil(Lq / params.BQ), H, B];
   const maxDim = ctx.limits.maxComputeWorkgroupsPerDimension;
   if (workgroups.some((w) => w > maxDim)) {
@@ -293,9 +308,14 @@ export function attention(ctx: GpuContext, q: Tensor, k: Tensor, v: Tensor, opts
   return attentionWithTiles(ctx, q, k, v, opts);
 }
 
-/** attention with explicit tiles (benchmarks and tests of every variant). */
-export function attentionWithTiles(ctx: GpuContext, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions, tiles?: AttentionTiles): Tensor {
-  const p = plan(ctx, q, k, v, opts, tiles);
+/**
+ * attention with explicit tiles (benchmarks and tests of every variant) and operand precision (`half`;
+ * default: f16 where the context computes in f16; null forces f32).
+ */
+export function attentionWithTiles(
+  ctx: GpuContext, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions, tiles?: AttentionTiles, half?: HalfOperands | null,
+): Tensor {
+  const p = plan(ctx, q, k, v, opts, tiles, false, half === null ? undefined : half ?? halfOperandsFor(ctx));
   const [B, Lq, H] = q.shape as [number, number, number, number];
   const out = ctx.empty([B, Lq, H, v.shape[3]!]);
   ctx.dispatch({ label: 'attention', code: wgsl(p.params), bindings: [q, k, v, out], uniforms: p.uniforms, workgroups: p.workgroups });

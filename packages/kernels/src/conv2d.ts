@@ -27,11 +27,19 @@
 // K-slices and stores its raw partial sums to a scratch [S, N, O, Ho, Wo]; a second dispatch
 // ('conv2d_splitk_reduce', one thread per output) adds the S partials and applies the epilogue.
 // Workgroup memory stays under WebGPU's default 16 KiB for every tile.
-// Limits: f32 tensors (ops.conv2d guarantees it); workgroups: column tiles over x/y (split past 65535),
+// Weight storage (Conv2dParams.wDtype): f32, or f16/bf16 (16-bit weight storage, @cnx/tensor weight_dtype.ts)
+// bound as array<u32> and widened to f32 when staged (unpack2x16float / shift: no shader-f16 needed); every
+// other tensor is f32 and the arithmetic is f32 either way.
+// f16 compute (Conv2dParams.half, f16_compute.ts): the A (weight) and B (gathered input) tiles are staged
+// as H (f16 on a shader-f16 device: operands rounded to f16, half the workgroup memory) and widened for
+// the f32 FMAs; chosen when the context's computeDtype is 'f16'.
+// Limits: f32 activations (ops.conv2d guarantees it); workgroups: column tiles over x/y (split past 65535),
 // (row tiles * groups * K slices) over z, which must stay <= maxComputeWorkgroupsPerDimension (the plan
 // lowers the K split to fit, and throws when row tiles * groups alone exceed it).
 
 import type { Activation, Conv2dOptions, Tensor } from '@cnx/tensor';
+import { halfOperandsFor, halfPreamble, type HalfOperands } from './f16_compute.js';
+import { widen16Wgsl } from './matmul.js';
 import { gridFor, packUniforms, type GpuContext } from './webgpu/context.js';
 import { activationWgsl } from './wgsl_math.js';
 
@@ -70,6 +78,10 @@ export interface Conv2dParams {
   activation: Activation;
   /** K slices (1: no split; else the GEMM stores partials and wgslSplitKReduce finishes). */
   splitK: number;
+  /** Storage dtype of the weight (16-bit: widened on load). Absent: f32. */
+  wDtype?: 'f32' | 'f16' | 'bf16';
+  /** f16 compute: operands staged as H (f16_compute.ts); absent: f32 staging. */
+  half?: HalfOperands;
 }
 
 /** Shared uniform block of the GEMM and the split-K reduction. */
@@ -85,6 +97,7 @@ export function wgsl(p: Conv2dParams): string {
   }
   const aSteps = Math.ceil((bm * bk) / wg);
   const split = p.splitK > 1;
+  const w16 = p.wDtype === 'f16' || p.wDtype === 'bf16';
   let b = 2;
   const biasBinding = p.hasBias && !split ? b++ : -1;
   const resBinding = p.hasResidual && !split ? b++ : -1;
@@ -111,9 +124,12 @@ export function wgsl(p: Conv2dParams): string {
     : `var y = acc[i][j]${p.hasBias ? ' + Bias[o]' : ''};
       y = act(y)${p.hasResidual ? ' + R[idx]' : ''};
       Y[idx] = y;`;
-  return /* wgsl */ `${UNIFORMS}
+  const staged = p.half ? 'H' : 'f32';
+  const narrow = p.half ? 'H(v)' : 'v';
+  const widen = (e: string) => (p.half ? `f32(${e})` : e);
+  return /* wgsl */ `${halfPreamble(p.half)}${UNIFORMS}
 @group(0) @binding(0) var<storage, read> X: array<f32>;
-@group(0) @binding(1) var<storage, read> Wt: array<f32>;
+@group(0) @binding(1) var<storage, read> Wt: array<${w16 ? 'u32' : 'f32'}>;
 ${biasBinding >= 0 ? `@group(0) @binding(${biasBinding}) var<storage, read> Bias: array<f32>;` : ''}
 ${resBinding >= 0 ? `@group(0) @binding(${resBinding}) var<storage, read> R: array<f32>;` : ''}
 @group(0) @binding(${outBinding}) var<storage, read_write> Y: array<f32>;
@@ -124,8 +140,9 @@ const TX = ${tx}u; const TY = ${ty}u; const WG = ${wg}u; const ASTR = ${astr}u;
 const KW = ${p.kw}u; const KHW = ${p.kh * p.kw}u;
 const SH = ${p.sh}u; const SW = ${p.sw}u; const PT = ${p.pt}; const PL = ${p.pl};
 
-var<workgroup> As: array<f32, ${bk * astr}>;
-var<workgroup> Bs: array<f32, ${bk * bn}>;
+var<workgroup> As: array<${staged}, ${bk * astr}>;
+var<workgroup> Bs: array<${staged}, ${bk * bn}>;
+${w16 ? widen16Wgsl(p.wDtype as 'f16' | 'bf16', 'loadW', 'Wt') : 'fn loadW(i: u32) -> f32 { return Wt[i]; }'}
 
 ${split ? '' : activationWgsl(p.activation, 'act')}
 const SPLITK = ${p.splitK}u;
@@ -168,8 +185,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       if (m < BM) {
         let k = k0 + ak;
         var v = 0.0;
-        if (m0 + m < u.og && k < kEnd) { v = Wt[wBase + (m0 + m) * u.kdim + k]; }
-        As[ak * ASTR + m] = v;
+        if (m0 + m < u.og && k < kEnd) { v = loadW(wBase + (m0 + m) * u.kdim + k); }
+        As[ak * ASTR + m] = ${narrow};
       }
     }
     for (var r = 0u; r < BN * BK / WG; r++) {
@@ -177,14 +194,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       let k = k0 + kk;
       var v = 0.0;
       ${gather}
-      Bs[kk * BN + bn] = v;
+      Bs[kk * BN + bn] = ${narrow};
     }
     workgroupBarrier();
     for (var kk = 0u; kk < BK; kk++) {
       var a: array<f32, TM>;
       var bv: array<f32, TN>;
-      for (var i = 0u; i < TM; i++) { a[i] = As[kk * ASTR + ty + i * TY]; }
-      for (var j = 0u; j < TN; j++) { bv[j] = Bs[kk * BN + tx + j * TX]; }
+      for (var i = 0u; i < TM; i++) { a[i] = ${widen('As[kk * ASTR + ty + i * TY]')}; }
+      for (var j = 0u; j < TN; j++) { bv[j] = ${widen('Bs[kk * BN + tx + j * TX]')}; }
       for (var i = 0u; i < TM; i++) {
         for (var j = 0u; j < TN; j++) { acc[i][j] = fma(a[i], bv[j], acc[i][j]); }
       }
@@ -281,8 +298,14 @@ export function chooseConv2dTile(og: number, cols: number): Conv2dTile {
   return CONV2D_TILES.wide;
 }
 
+/** A conv2d weight's storage dtype, checked. */
+function weightStorage(w: Tensor): 'f32' | 'f16' | 'bf16' {
+  if (w.dtype === 'f32' || w.dtype === 'f16' || w.dtype === 'bf16') return w.dtype;
+  throw new Error(`conv2d: expected a weight of dtype f32, f16 or bf16, found ${w.dtype} [${w.shape.join(', ')}]`);
+}
+
 export function planConv2d(
-  x: Tensor, w: Tensor, hasBias: boolean, opts: Conv2dOptions, maxPerDim = 65535, tile?: Conv2dTile, splitK?: number,
+  x: Tensor, w: Tensor, hasBias: boolean, opts: Conv2dOptions, maxPerDim = 65535, tile?: Conv2dTile, splitK?: number, half?: HalfOperands,
 ): Conv2dPlan {
   const [N, C, H, W] = x.shape as [number, number, number, number];
   const [O, Cg, KH, KW] = w.shape as [number, number, number, number];
@@ -313,6 +336,8 @@ export function planConv2d(
     kh: pointwise ? 1 : KH, kw: pointwise ? 1 : KW, sh: pointwise ? 1 : sh, sw: pointwise ? 1 : sw,
     pt: pointwise ? 0 : pt, pl: pointwise ? 0 : pl,
     hasBias, hasResidual: opts.residual !== undefined, activation: opts.activation ?? 'none', splitK: S,
+    ...(w.dtype !== 'f32' ? { wDtype: weightStorage(w) } : {}),
+    ...(half ? { half } : {}),
   };
   const uniforms = packUniforms([
     ['u32', N], ['u32', C], ['u32', H], ['u32', W], ['u32', O], ['u32', Ho], ['u32', Wo], ['u32', Cg],
@@ -324,11 +349,15 @@ export function planConv2d(
   };
 }
 
-/** Run conv2d with an explicit tile and K split (tests exercise each); `conv2d` picks both. */
+/**
+ * Run conv2d with an explicit tile and K split (tests exercise each); `conv2d` picks both. `half`: the
+ * operand precision (default: f16 where the context computes in f16; null forces f32).
+ */
 export function conv2dWithTile(
-  ctx: GpuContext, x: Tensor, w: Tensor, bias: Tensor | undefined, opts: Conv2dOptions, tile?: Conv2dTile, splitK?: number,
+  ctx: GpuContext, x: Tensor, w: Tensor, bias: Tensor | undefined, opts: Conv2dOptions, tile?: Conv2dTile, splitK?: number, half?: HalfOperands | null,
 ): Tensor {
-  const plan = planConv2d(x, w, bias !== undefined, opts, ctx.limits.maxComputeWorkgroupsPerDimension, tile, splitK);
+  const plan = planConv2d(x, w, bias !== undefined, opts, ctx.limits.maxComputeWorkgroupsPerDimension, tile, splitK,
+    half === null ? undefined : half ?? halfOperandsFor(ctx));
   if (opts.residual && opts.residual.shape.join(',') !== plan.outShape.join(',')) {
     throw new Error(`conv2d: expected residual [${plan.outShape.join(', ')}], found [${opts.residual.shape.join(', ')}]`);
   }

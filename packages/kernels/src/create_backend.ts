@@ -2,12 +2,23 @@
 // one module under backends/ exporting `create(opts)`, listed in the typed table below; user code adds
 // its own with registerBackend(). Nothing registers itself on import.
 
-import type { Backend } from '@cnx/tensor';
+import type { Backend, WeightDtype } from '@cnx/tensor';
 import type { AcquireOptions } from './webgpu/device.js';
 
 export interface CreateBackendOptions extends AcquireOptions {
   /** WebGPU: cap of released buffers kept for reuse (buffer_pool.ts DEFAULT_MAX_POOLED_BYTES). */
   maxPooledBytes?: number;
+  /**
+   * Storage dtype of model weights (@cnx/tensor weight_dtype.ts): 'f16' keeps matmul / conv2d / norm
+   * weights in 16 bits, widened in the kernels (any adapter; the CPU reference decodes them). Default f32.
+   */
+  weightDtype?: WeightDtype;
+  /**
+   * WebGPU: 'f16' runs the hot kernels (matmul, conv2d, attention) with f16 operands and f32 accumulation
+   * where the device has `shader-f16` (f16_compute.ts); elsewhere the backend computes in f32 and its
+   * description says why. Default f32. The CPU reference always computes in float64.
+   */
+  compute?: 'f32' | 'f16';
 }
 
 /** What a backend module exports. */

@@ -1,7 +1,7 @@
 // The main entry: browser-safe (no Node module reachable). Node code gets src/node.ts through the
 // package's "node" export condition, which adds Dawn's adapters.
 export { backendNames, createBackend, registerBackend, type BackendModule, type CreateBackendOptions } from './create_backend.js';
-export { WebgpuBackend } from './webgpu/webgpu_backend.js';
+export { WebgpuBackend, type WebgpuBackendOptions } from './webgpu/webgpu_backend.js';
 export { compileProgressPrinter, watchCompiles, type CompileProgress } from './webgpu/compile_progress.js';
 export type { CompileStatus } from './webgpu/pipeline_cache.js';
 export { coreKernels, type WebgpuKernel } from './webgpu/core_kernels.js';
@@ -22,6 +22,8 @@ export * as matmulNaiveKernel from './matmul_naive.js';
 export * as attentionKernel from './attention.js';
 export * as wgslMath from './wgsl_math.js';
 export * as wgslMoments from './wgsl_moments.js';
+// f16 compute with f32 accumulation (issue 16): shared by the f16 variants of matmul, conv2d, attention.
+export * as f16Compute from './f16_compute.js';
 // Backward kernel families and the optimizer (autograd issue, bwd-a).
 export * as normBackwardKernels from './norm_backward.js';
 export * as conv2dBackwardKernel from './conv2d_backward.js';

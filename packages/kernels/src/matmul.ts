@@ -26,12 +26,16 @@
 // 16- and 32-row tiles for thin products. Limits: TM, TN multiples of the micro-tile, TK of 4, at most
 // 256 threads; staging uses 4*TK*(TM+TN) bytes of workgroup memory (8 KiB for 64x64x16, 12 KiB for
 // 128x64x16: inside WebGPU's 16 KiB default limit).
+// f16 compute (MatmulParams.half, f16_compute.ts): the A and B tiles are staged as vec4<H> (H = f16 on a
+// shader-f16 device: operands rounded to f16, half the workgroup memory traffic) and widened to f32 for
+// the FMAs: exact products, f32 accumulation. Chosen when the context's computeDtype is 'f16'.
 // Measured (H100, Dawn/Vulkan, f32): 10-27 TFLOP/s at SD1.5 512x512 linear shapes, 11-21x the naive
 // one-thread-per-output kernel (matmul_naive.ts).
 
 import { formatShape, type Activation, type MatmulOptions, type Tensor } from '@cnx/tensor';
 import type { GpuContext } from './webgpu/context.js';
 import { packUniforms } from './webgpu/context.js';
+import { halfOperandsFor, halfPreamble, type HalfOperands } from './f16_compute.js';
 import { activationWgsl } from './wgsl_math.js';
 
 export type { MatmulOptions } from '@cnx/tensor';
@@ -57,6 +61,8 @@ export interface MatmulParams {
   /** Output rows / columns per thread: 4 or 8 (two vec4 blocks, half a tile apart). */
   microM: 4 | 8;
   microN: 4 | 8;
+  /** f16 compute: operands staged as H (f16_compute.ts); absent: f32 staging. */
+  half?: HalfOperands;
 }
 
 /** WGSL that widens element `i` of a 16-bit array bound as array<u32> (two elements per word). */
@@ -83,8 +89,12 @@ export function wgsl(p: MatmulParams): string {
   for (let rb = 0; rb < RB; rb++) for (let i = 0; i < 4; i++) for (let cb = 0; cb < CB; cb++) accs.push(`acc_${rb}_${i}_${cb}`);
   const comp = ['x', 'y', 'z', 'w'];
   const inner: string[] = [];
-  for (let rb = 0; rb < RB; rb++) inner.push(`let a${rb} = As[k * ${WY}u + ${rb * TY}u + ty];`);
-  for (let cb = 0; cb < CB; cb++) inner.push(`let b${cb} = Bs[k * ${WX}u + ${cb * TX}u + tx];`);
+  // f16 operands are widened once per k step: exact products, f32 FMAs.
+  const widen = (e: string) => (p.half ? `vec4<f32>(${e})` : e);
+  const narrow = p.half ? 'vec4<H>(v)' : 'v';
+  const staged = p.half ? 'vec4<H>' : 'vec4<f32>';
+  for (let rb = 0; rb < RB; rb++) inner.push(`let a${rb} = ${widen(`As[k * ${WY}u + ${rb * TY}u + ty]`)};`);
+  for (let cb = 0; cb < CB; cb++) inner.push(`let b${cb} = ${widen(`Bs[k * ${WX}u + ${cb * TX}u + tx]`)};`);
   for (let rb = 0; rb < RB; rb++) for (let i = 0; i < 4; i++) for (let cb = 0; cb < CB; cb++) {
     inner.push(`acc_${rb}_${i}_${cb} += a${rb}.${comp[i]} * b${cb};`);
   }
@@ -116,7 +126,7 @@ export function wgsl(p: MatmulParams): string {
     ${p.vecA
       ? `if (gk < u.K && gm < u.M) { v = A[(aOff + gk * u.M + gm) / 4u]; }`
       : `if (gk < u.K) { for (var i = 0u; i < 4u; i++) { if (gm + i < u.M) { v[i] = A[aOff + gk * u.M + gm + i]; } } }`}
-    As[k * ${WY}u + m4] = v;
+    As[k * ${WY}u + m4] = ${narrow};
   }`
     : `  // a stored [M, K]: K contiguous, consecutive slots read consecutive k of four rows.
   for (var s = lid; s < ${TK * WY}u; s += ${THREADS}u) {
@@ -124,7 +134,7 @@ export function wgsl(p: MatmulParams): string {
     let gk = k0 + k; let gm = m0 + m4 * 4u;
     var v = vec4<f32>(0.0);
     if (gk < u.K) { for (var i = 0u; i < 4u; i++) { if (gm + i < u.M) { v[i] = A[aOff + (gm + i) * u.K + gk]; } } }
-    As[k * ${WY}u + m4] = v;
+    As[k * ${WY}u + m4] = ${narrow};
   }`;
 
   const stageB = p.transB
@@ -134,7 +144,7 @@ export function wgsl(p: MatmulParams): string {
     let gk = k0 + k; let gn = n0 + n4 * 4u;
     var v = vec4<f32>(0.0);
     if (gk < u.K) { for (var i = 0u; i < 4u; i++) { if (gn + i < u.N) { v[i] = ${bElem}(bOff + (gn + i) * u.K + gk); } } }
-    Bs[k * ${WX}u + n4] = v;
+    Bs[k * ${WX}u + n4] = ${narrow};
   }`
     : `  // b stored [K, N]: N contiguous, one vec4 of 4 consecutive n per slot.
   for (var s = lid; s < ${TK * WX}u; s += ${THREADS}u) {
@@ -144,7 +154,7 @@ export function wgsl(p: MatmulParams): string {
     ${p.vecB && !b16
       ? `if (gk < u.K && gn < u.N) { v = B[(bOff + gk * u.N + gn) / 4u]; }`
       : `if (gk < u.K) { for (var i = 0u; i < 4u; i++) { if (gn + i < u.N) { v[i] = ${bElem}(bOff + gk * u.N + gn + i); } } }`}
-    Bs[k * ${WX}u + n4] = v;
+    Bs[k * ${WX}u + n4] = ${narrow};
   }`;
 
   // Epilogue for output row `row` (vec4 `acc` holds columns n..n+3).
@@ -163,7 +173,7 @@ export function wgsl(p: MatmulParams): string {
       }
     }`;
 
-  return /* wgsl */ `// matmul: ${p.transA ? 'A^T' : 'A'} x ${p.transB ? 'B^T' : 'B'} (b ${p.bDtype}), tile ${TM}x${TN}x${TK}, ${RM}x${RN} per thread, epilogue: alpha${p.bias ? ', bias' : ''}, ${p.activation}${p.residual ? ', residual' : ''}
+  return /* wgsl */ `${halfPreamble(p.half)}// matmul: ${p.transA ? 'A^T' : 'A'} x ${p.transB ? 'B^T' : 'B'} (b ${p.bDtype}${p.half ? `, ${p.half.type} operands` : ''}), tile ${TM}x${TN}x${TK}, ${RM}x${RN} per thread, epilogue: alpha${p.bias ? ', bias' : ''}, ${p.activation}${p.residual ? ', residual' : ''}
 struct Uniforms {
   M: u32, N: u32, K: u32,
   aBatchStride: u32,  // elements between batches of a (0: shared)
@@ -173,8 +183,8 @@ struct Uniforms {
 }
 ${decl.join('\n')}
 
-var<workgroup> As: array<vec4<f32>, ${TK * WY}>;
-var<workgroup> Bs: array<vec4<f32>, ${TK * WX}>;
+var<workgroup> As: array<${staged}, ${TK * WY}>;
+var<workgroup> Bs: array<${staged}, ${TK * WX}>;
 
 ${bHelpers}
 ${activationWgsl(p.activation)}
@@ -269,8 +279,11 @@ export function tileFor(M: number, N: number, K: number): MatmulTile {
   return { tileM: 64, tileN: 64, tileK: 16, microM: 4, microN: 4 };
 }
 
-/** Plan a matmul; `tile` overrides the tile shape (benchmarks compare shapes). */
-export function plan(ctx: GpuContext, a: Tensor, b: Tensor, opts: MatmulOptions, tile?: MatmulTile): MatmulPlan {
+/**
+ * Plan a matmul; `tile` overrides the tile shape (benchmarks compare shapes), `half` the operand precision
+ * (default: f16 operands where the context computes in f16, f16_compute.ts).
+ */
+export function plan(ctx: GpuContext, a: Tensor, b: Tensor, opts: MatmulOptions, tile?: MatmulTile, half: HalfOperands | undefined = halfOperandsFor(ctx)): MatmulPlan {
   const s = matmulShape('matmul', a, b, opts);
   const transA = opts.transA ?? false, transB = opts.transB ?? false;
   const params: MatmulParams = {
@@ -283,6 +296,7 @@ export function plan(ctx: GpuContext, a: Tensor, b: Tensor, opts: MatmulOptions,
     residual: opts.residual !== undefined,
     activation: opts.activation ?? 'none',
     ...(tile ?? tileFor(s.M, s.N, s.K)),
+    ...(half ? { half } : {}),
   };
   const maxDim = ctx.limits.maxComputeWorkgroupsPerDimension;
   const gx = Math.ceil(s.N / params.tileN), gy = Math.ceil(s.M / params.tileM);
@@ -311,9 +325,9 @@ export function matmul(ctx: GpuContext, a: Tensor, b: Tensor, opts: MatmulOption
   return matmulWithTile(ctx, a, b, opts);
 }
 
-/** matmul with an explicit tile shape (for benchmarks and tests of every shape). */
-export function matmulWithTile(ctx: GpuContext, a: Tensor, b: Tensor, opts: MatmulOptions = {}, tile?: MatmulTile): Tensor {
-  const p = plan(ctx, a, b, opts, tile);
+/** matmul with an explicit tile shape (for benchmarks and tests of every shape) and operand precision. */
+export function matmulWithTile(ctx: GpuContext, a: Tensor, b: Tensor, opts: MatmulOptions = {}, tile?: MatmulTile, half?: HalfOperands | null): Tensor {
+  const p = plan(ctx, a, b, opts, tile, half === null ? undefined : half ?? halfOperandsFor(ctx));
   const { B, M, N } = matmulShape('matmul', a, b, opts);
   const out = ctx.empty([B, M, N]);
   const code = wgsl(p.params);

@@ -31,9 +31,12 @@
 // 'apply' variants also write each segment's mean (= pilot + dmean) and rstd = 1/sqrt(var + eps) to
 // Mean / Rstd ([N, G] for group norm, [rows] for layer norm: what the backward in norm_backward.ts
 // reads), one store per segment by thread 0 (of tile 0 in 'apply'). Without stats the WGSL is unchanged.
-// Limits: f32 tensors (ops.ts guarantees contiguous f32 inputs).
+// Weight and bias may be stored as f16/bf16 (16-bit weight storage, @cnx/tensor weight_dtype.ts): bound as
+// array<u32> and widened on load (NormParams.weightDtype / biasDtype); x, y and the statistics are f32.
+// Limits: f32 activations (ops.ts guarantees contiguous inputs).
 
 import type { GroupNormOptions, Tensor } from '@cnx/tensor';
+import { widen16Wgsl } from './matmul.js';
 import { gridFor, packUniforms, type GpuContext } from './webgpu/context.js';
 import { WORKGROUP_SUM } from './wgsl_math.js';
 import { CHAN_MERGE, chunkMomentsWgsl, mergePartialsWgsl } from './wgsl_moments.js';
@@ -65,6 +68,9 @@ export interface NormParams {
   silu: boolean;
   /** Also write each segment's mean and rstd ('single' and 'apply' stages). */
   stats?: boolean;
+  /** 16-bit storage of the weight / bias (widened on load); absent: f32. */
+  weightDtype?: 'f16' | 'bf16';
+  biasDtype?: 'f16' | 'bf16';
 }
 
 const UNIFORMS = /* wgsl */ `
@@ -105,14 +111,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   // Index of the affine parameter for element i of segment seg.
   const param = p.kind === 'group' ? '(seg % u.groups) * u.cg + i / u.s' : 'i';
   let y = '((X[base + i] - pilot) - dmean) * rstd';
-  if (p.hasWeight) y = `${y} * Wt[${param}]`;
-  if (p.hasBias) y = `${y} + Bias[${param}]`;
+  if (p.hasWeight) y = `${y} * ${p.weightDtype ? `loadWt(${param})` : `Wt[${param}]`}`;
+  if (p.hasBias) y = `${y} + ${p.biasDtype ? `loadBias(${param})` : `Bias[${param}]`}`;
   const write = `let y = ${y};
     Y[base + i] = ${p.silu ? 'y / (1.0 + exp(-y))' : 'y'};`;
   const bindings = `@group(0) @binding(0) var<storage, read> X: array<f32>;
 ${split ? '@group(0) @binding(1) var<storage, read> Parts: array<vec4<f32>>;' : ''}
-${p.hasWeight ? `@group(0) @binding(${wBinding}) var<storage, read> Wt: array<f32>;` : ''}
-${p.hasBias ? `@group(0) @binding(${bBinding}) var<storage, read> Bias: array<f32>;` : ''}
+${p.hasWeight ? `@group(0) @binding(${wBinding}) var<storage, read> Wt: array<${p.weightDtype ? 'u32' : 'f32'}>;` : ''}
+${p.hasBias ? `@group(0) @binding(${bBinding}) var<storage, read> Bias: array<${p.biasDtype ? 'u32' : 'f32'}>;` : ''}
+${p.hasWeight && p.weightDtype ? widen16Wgsl(p.weightDtype, 'loadWt', 'Wt') : ''}${p.hasBias && p.biasDtype ? widen16Wgsl(p.biasDtype, 'loadBias', 'Bias') : ''}
 @group(0) @binding(${yBinding}) var<storage, read_write> Y: array<f32>;${p.stats ? `
 @group(0) @binding(${meanBinding}) var<storage, read_write> Mean: array<f32>;
 @group(0) @binding(${rstdBinding}) var<storage, read_write> Rstd: array<f32>;` : ''}
@@ -198,7 +205,7 @@ function layerNormWorkgroup(d: number): number {
 
 export function planNorm(
   kind: 'group' | 'layer', segments: number, len: number, s: number, cg: number, groups: number, eps: number,
-  flags: { hasWeight: boolean; hasBias: boolean; silu: boolean; stats?: boolean }, maxPerDim = 65535,
+  flags: Pick<NormParams, 'hasWeight' | 'hasBias' | 'silu' | 'stats' | 'weightDtype' | 'biasDtype'>, maxPerDim = 65535,
 ): NormPlan {
   const split = kind === 'group' && segments <= maxPerDim &&
     (len >= SPLIT_MIN_LEN || (segments < SPLIT_BELOW_SEGMENTS && len >= 2 * MIN_CHUNK));
@@ -253,6 +260,17 @@ export interface NormWithStats {
   rstd: Tensor;
 }
 
+/** The 16-bit storage flags of the affine parameters (absent for f32: the f32 WGSL is unchanged). */
+function affineDtypes(weight: Tensor | undefined, bias: Tensor | undefined): Pick<NormParams, 'weightDtype' | 'biasDtype'> {
+  const half = (t: Tensor | undefined, name: string): 'f16' | 'bf16' | undefined => {
+    if (!t || t.dtype === 'f32') return undefined;
+    if (t.dtype === 'f16' || t.dtype === 'bf16') return t.dtype;
+    throw new Error(`norm: expected ${name} of dtype f32, f16 or bf16, found ${t.dtype} [${t.shape.join(', ')}]`);
+  };
+  const w = half(weight, 'weight'), b = half(bias, 'bias');
+  return { ...(w ? { weightDtype: w } : {}), ...(b ? { biasDtype: b } : {}) };
+}
+
 /** x: [N, C, ...spatial]; weight, bias: [C]. */
 export function groupNorm(ctx: GpuContext, x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, opts: GroupNormOptions): Tensor {
   return groupNormRun(ctx, x, weight, bias, opts, false).y;
@@ -278,7 +296,7 @@ function groupNormRun(
   const S = x.shape.slice(2).reduce((a, d) => a * d, 1);
   const cg = C / opts.groups;
   const plan = planNorm('group', N * opts.groups, cg * S, S, cg, opts.groups, opts.eps,
-    { hasWeight: weight !== undefined, hasBias: bias !== undefined, silu: opts.silu ?? false, ...(stats ? { stats } : {}) },
+    { hasWeight: weight !== undefined, hasBias: bias !== undefined, silu: opts.silu ?? false, ...(stats ? { stats } : {}), ...affineDtypes(weight, bias) },
     ctx.limits.maxComputeWorkgroupsPerDimension);
   return run(ctx, 'group_norm', x, weight, bias, plan, stats ? [N, opts.groups] : undefined);
 }
@@ -300,7 +318,7 @@ function layerNormRun(ctx: GpuContext, x: Tensor, weight: Tensor | undefined, bi
     if (t && t.size !== D) throw new Error(`layerNorm: expected ${name} [${D}], found [${t.shape.join(', ')}]`);
   }
   const plan = planNorm('layer', x.size / D, D, 1, 1, 1, eps,
-    { hasWeight: weight !== undefined, hasBias: bias !== undefined, silu: false, ...(stats ? { stats } : {}) },
+    { hasWeight: weight !== undefined, hasBias: bias !== undefined, silu: false, ...(stats ? { stats } : {}), ...affineDtypes(weight, bias) },
     ctx.limits.maxComputeWorkgroupsPerDimension);
   return run(ctx, 'layer_norm', x, weight, bias, plan, stats ? [x.size / D] : undefined);
 }

@@ -13,6 +13,7 @@ import type { DType, RawArray } from './dtype.js';
 import type { OpDefinition, TensorMeta } from './op_definition.js';
 import type { Shape } from './shape.js';
 import type { Tensor } from './tensor.js';
+import type { WeightDtype } from './weight_dtype.js';
 
 /** Backend-owned memory behind one or more tensor views; reference-counted by Tensor. */
 export interface Storage {
@@ -47,6 +48,13 @@ export interface Backend {
   readonly name: string;
   /** Human-readable description of what runs the ops (adapter name and backend for WebGPU). */
   readonly description: string;
+  /**
+   * Storage dtype of model weights loaded onto this backend (weight_dtype.ts): 'f16' keeps the weights
+   * of matmul, conv2d and the norms in 16 bits (the ops widen them on load); absent or 'f32': every
+   * parameter is f32. Set when the backend is created; a backend whose ops cannot read 16-bit weights
+   * leaves it unset.
+   */
+  readonly weightDtype?: WeightDtype;
 
   // ---- memory ----
   /** A new zero-filled contiguous tensor. */

@@ -73,13 +73,28 @@ export function numberToBf16Bits(x: number): number {
   return (rounded >>> 16) & 0xffff;
 }
 
+/** Every f16 bit pattern decoded (256 KiB, built on first use): decoding is a table lookup. */
+let f16Table: Float32Array | undefined;
+function f16DecodeTable(): Float32Array {
+  if (!f16Table) {
+    f16Table = new Float32Array(65536);
+    for (let h = 0; h < 65536; h++) f16Table[h] = f16BitsToNumber(h);
+  }
+  return f16Table;
+}
+
 /** Decode raw elements of any dtype into f32 values. */
 export function toFloat32(raw: RawArray, dtype: DType): Float32Array {
   if (dtype === 'f32') return raw as Float32Array;
   const out = new Float32Array(raw.length);
-  if (dtype === 'f16') for (let i = 0; i < raw.length; i++) out[i] = f16BitsToNumber(raw[i]!);
-  else if (dtype === 'bf16') for (let i = 0; i < raw.length; i++) out[i] = bf16BitsToNumber(raw[i]!);
-  else for (let i = 0; i < raw.length; i++) out[i] = raw[i]!;
+  if (dtype === 'f16') {
+    // The CPU references decode 16-bit weights on every call (f16 weight storage): keep it cheap.
+    const table = f16DecodeTable();
+    for (let i = 0; i < raw.length; i++) out[i] = table[raw[i]!]!;
+  } else if (dtype === 'bf16') {
+    const bits = new Uint32Array(out.buffer); // bf16 is the top half of an f32
+    for (let i = 0; i < raw.length; i++) bits[i] = (raw[i]! & 0xffff) << 16;
+  } else for (let i = 0; i < raw.length; i++) out[i] = raw[i]!;
   return out;
 }
 

@@ -73,16 +73,25 @@ export function parseClipTextConfig(raw: Record<string, unknown>, source = 'conf
   return cfg;
 }
 
+/** t as f32 (a 16-bit embedding table's rows are widened after the gather); consumes t. */
+function widen(t: Tensor): Tensor {
+  if (t.dtype === 'f32') return t;
+  const f = ops.cast(t, 'f32');
+  t.dispose();
+  return f;
+}
+
 /** torch nn.Embedding: weight [num, dim]; rows are gathered with host-known indices. */
 export class Embedding extends Module {
   weight: Tensor;
 
   constructor(ws: WeightSource, backend: Backend, opts: { num: number; dim: number }) {
     super();
-    this.weight = loadParameter(ws, 'weight', [opts.num, opts.dim], backend);
+    // A gather (concat of row views) copies any dtype, so the table may stay 16-bit (f16 weight storage).
+    this.weight = loadParameter(ws, 'weight', [opts.num, opts.dim], backend, { half: true });
   }
 
-  /** ids (host integers, each < num) -> [ids.length, dim], by row views and one concat. */
+  /** ids (host integers, each < num) -> f32 [ids.length, dim], by row views and one concat. */
   rows(ids: readonly number[]): Tensor {
     const n = this.weight.shape[0]!;
     const bad = ids.find((id) => !Number.isInteger(id) || id < 0 || id >= n);
@@ -90,7 +99,12 @@ export class Embedding extends Module {
     const views = ids.map((id) => this.weight.slice(0, id, id + 1));
     const out = ops.concat(views, 0);
     views.forEach((v) => v.dispose());
-    return out;
+    return widen(out);
+  }
+
+  /** Rows start .. end - 1 as f32 [end - start, dim]. */
+  range(start: number, end: number): Tensor {
+    return widen(this.weight.slice(0, start, end));
   }
 }
 
@@ -117,7 +131,7 @@ export class CLIPTextEmbeddings extends Module {
     }
     const tok = this.token_embedding.rows(ids.flat());
     const tok3 = tok.reshape([B, L, -1]);
-    const pos = this.position_embedding.weight.slice(0, 0, L); // [L, D]: positions 0..L-1, broadcast over B
+    const pos = this.position_embedding.range(0, L); // [L, D]: positions 0..L-1, broadcast over B
     const out = ops.add(tok3, pos);
     [tok, tok3, pos].forEach((t) => t.dispose());
     return out;

@@ -1,4 +1,4 @@
-export { Module, loadParameter } from './module.js';
+export { Module, loadParameter, type LoadParameterOptions } from './module.js';
 export { loadStrict, readConfigJson, readFolderText } from './load_model.js';
 export * from './config_values.js';
 export {

@@ -26,7 +26,8 @@ export abstract class Module {
   /**
    * Replace the parameter at `path` and dispose the old tensor (LoRA merge, ControlNeXt partial UNet
    * weights). The new tensor must have the old one's shape: a checkpoint for another configuration is
-   * an error, not a silent reshape.
+   * an error, not a silent reshape. An f32 tensor replacing a 16-bit parameter is rounded to the
+   * parameter's dtype (the model's weight storage, @cnx/tensor weight_dtype.ts).
    */
   setParameter(path: string, t: Tensor): void {
     const { owner, field } = this.resolve(path);
@@ -35,8 +36,13 @@ export abstract class Module {
     if (old.shape.length !== t.shape.length || old.shape.some((d, i) => d !== t.shape[i])) {
       throw new Error(`setParameter: '${path}' has shape [${old.shape.join(', ')}], the new tensor has [${t.shape.join(', ')}]`);
     }
-    if (old !== t) old.dispose();
-    owner[field] = t;
+    if (old === t) return;
+    // A parameter keeps its storage dtype (16-bit weights stay 16-bit after a LoRA merge or a partial
+    // UNet replacement computed in f32).
+    const stored = t.dtype !== old.dtype && (old.dtype === 'f16' || old.dtype === 'bf16') && t.dtype === 'f32' ? t.backend.cast(t, old.dtype) : t;
+    if (stored !== t) t.dispose();
+    old.dispose();
+    owner[field] = stored;
   }
 
   /**
@@ -115,20 +121,34 @@ function describe(v: unknown): string {
   return typeof v;
 }
 
+/** How loadParameter may store a parameter. */
+export interface LoadParameterOptions {
+  /**
+   * The op that reads this parameter widens 16-bit storage on load (matmul's b, conv2d's weight, the
+   * norms' weight and bias: @cnx/tensor weight_dtype.ts). Then, on a backend whose weightDtype is 'f16',
+   * the parameter is stored in 16 bits: an f16/bf16 checkpoint tensor as it is, an f32 one rounded to
+   * f16 once. Without it (or with weightDtype 'f32') the parameter is f32.
+   */
+  half?: boolean;
+}
+
 /**
- * A parameter from a weight source as f32 (compute dtype, DESIGN.md "Tensor core"): the ops take f32,
- * so f16/bf16 checkpoint tensors are widened once at load time; that is the only conversion. Any
- * other dtype (i32 from a source that does not check) is refused: integers are never weights.
- * (WeightStore already refuses I64/I32/U8/BOOL file tensors, naming the file.)
+ * A parameter from a weight source in its storage dtype: f32 (the compute dtype, DESIGN.md "Tensor
+ * core"; f16/bf16 checkpoint tensors are widened once at load), or 16-bit where `opts.half` allows it and
+ * the backend stores weights in f16 (see LoadParameterOptions). Any other dtype (i32 from a source that
+ * does not check) is refused: integers are never weights. (WeightStore already refuses I64/I32/U8/BOOL
+ * file tensors, naming the file.)
  */
-export function loadParameter(ws: WeightSource, name: string, shape: readonly number[], backend: Backend): Tensor {
+export function loadParameter(ws: WeightSource, name: string, shape: readonly number[], backend: Backend, opts: LoadParameterOptions = {}): Tensor {
   const t = ws.get(name, shape, backend);
-  if (t.dtype === 'f32') return t;
-  if (t.dtype !== 'f16' && t.dtype !== 'bf16') {
+  if (t.dtype !== 'f32' && t.dtype !== 'f16' && t.dtype !== 'bf16') {
     t.dispose();
     throw new Error(`loadParameter: '${name}' has dtype ${t.dtype}, expected f32 (or f16/bf16, widened to f32)`);
   }
-  const f = backend.cast(t, 'f32');
+  const keep16 = opts.half === true && backend.weightDtype === 'f16';
+  const want = keep16 ? (t.dtype === 'f16' || t.dtype === 'bf16' ? t.dtype : 'f16') : 'f32';
+  if (t.dtype === want) return t;
+  const f = backend.cast(t, want);
   t.dispose();
   return f;
 }

@@ -117,8 +117,10 @@ export function applyPartialUnet(unet: Module, pathOrFile: string | SafetensorsF
       elements += t.size;
       if (mode === 'replace') unet.setParameter(k, t);
       else {
-        const sum = ops.add(unet.getParameter(k), t);
-        t.dispose();
+        // A 16-bit base (f16 weight storage) is widened for the sum; setParameter rounds it back.
+        const base = ops.cast(unet.getParameter(k), 'f32');
+        const sum = ops.add(base, t);
+        [base, t].forEach((x) => x.dispose());
         unet.setParameter(k, sum);
       }
     }

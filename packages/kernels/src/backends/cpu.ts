@@ -2,6 +2,6 @@
 import { CpuBackend, type Backend } from '@cnx/tensor';
 import type { CreateBackendOptions } from '../create_backend.js';
 
-export function create(_opts: CreateBackendOptions): Backend {
-  return new CpuBackend();
+export function create(opts: CreateBackendOptions): Backend {
+  return new CpuBackend(opts.weightDtype ? { weightDtype: opts.weightDtype } : {});
 }

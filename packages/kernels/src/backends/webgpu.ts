@@ -6,5 +6,9 @@ import { acquireDevice } from '../webgpu/device.js';
 import { WebgpuBackend } from '../webgpu/webgpu_backend.js';
 
 export async function create(opts: CreateBackendOptions): Promise<Backend> {
-  return new WebgpuBackend(await acquireDevice(opts), opts.maxPooledBytes);
+  return new WebgpuBackend(await acquireDevice(opts), {
+    ...(opts.maxPooledBytes !== undefined ? { maxPooledBytes: opts.maxPooledBytes } : {}),
+    ...(opts.weightDtype ? { weightDtype: opts.weightDtype } : {}),
+    ...(opts.compute ? { compute: opts.compute } : {}),
+  });
 }

@@ -26,6 +26,11 @@ export interface GpuContext {
   readonly device: GPUDevice;
   readonly limits: GPUSupportedLimits;
   readonly features: ReadonlySet<string>;
+  /**
+   * 'f16' where the backend was created with compute 'f16' and the device has `shader-f16`: the hot
+   * kernels then use their f16-operand, f32-accumulation variants (f16_compute.ts). Absent: f32.
+   */
+  readonly computeDtype?: 'f32' | 'f16';
   /** A new contiguous tensor on the GPU (contents undefined). */
   empty(shape: Shape, dtype?: DType): Tensor;
   /** The storage buffer of a tensor of this backend. */

@@ -21,7 +21,12 @@ export interface AdapterReport {
   description: string;
   isFallbackAdapter: boolean;
   featureLevel: 'core' | 'compatibility';
+  /** Features of the device (what the kernels may use). */
   features: string[];
+  /** Features the adapter offers (a superset of `features`; shows what was not requested). */
+  adapterFeatures: string[];
+  /** Options the provider created its instance with (Dawn toggles such as vulkan_enable_f16_on_nvidia). */
+  instanceOptions: string[];
   limits: Record<string, number>;
   /** Adapters tried before this one and why each was not used. */
   skipped: string[];
@@ -42,6 +47,8 @@ export interface AdapterCandidate {
   backend: string;
   featureLevel: 'core' | 'compatibility';
   kind: AdapterKind | 'browser';
+  /** Options the provider created the instance with (reported; Dawn's `create` options in Node). */
+  instanceOptions?: readonly string[];
 }
 
 /**
@@ -124,7 +131,8 @@ export async function acquireDevice(opts: AcquireOptions = {}): Promise<Acquired
   const report: AdapterReport = {
     kind: chosen.kind, backend: chosen.backend, vendor: info.vendor, architecture: info.architecture,
     device: info.device, description: info.description, isFallbackAdapter: info.isFallbackAdapter,
-    featureLevel: chosen.featureLevel, features: [...device.features].sort(), limits, skipped,
+    featureLevel: chosen.featureLevel, features: [...device.features].sort(), adapterFeatures: [...adapter.features].sort(),
+    instanceOptions: [...(chosen.instanceOptions ?? [])], limits, skipped,
   };
   const fallback = skipped.length ? ` (fell back: ${skipped.join('; ')})` : '';
   const description = `webgpu: ${describeAdapter(info)} [${chosen.backend}, ${chosen.kind}${chosen.featureLevel === 'compatibility' ? ', compatibility' : ''}]${fallback}`;
@@ -137,7 +145,8 @@ export function formatAdapterReport(r: AdapterReport): string {
   return [
     `adapter: ${r.vendor || '?'} | ${r.architecture || '?'} | ${r.device || '?'} | ${r.description || '?'}${r.isFallbackAdapter ? ' (fallback adapter)' : ''}`,
     `backend: ${r.backend} (${r.kind}, ${r.featureLevel})`,
-    `features: ${r.features.join(', ') || 'none'}`,
+    `features: ${r.features.join(', ') || 'none'}${r.features.includes('shader-f16') ? '' : ' (no shader-f16)'}`,
+    ...(r.instanceOptions.length ? [`instance options: ${r.instanceOptions.join(' ')}`] : []),
     `limits: storage binding ${mib(r.limits.maxStorageBufferBindingSize)}, buffer ${mib(r.limits.maxBufferSize)}, ` +
       `workgroup storage ${r.limits.maxComputeWorkgroupStorageSize} B, invocations ${r.limits.maxComputeInvocationsPerWorkgroup}, ` +
       `storage buffers/stage ${r.limits.maxStorageBuffersPerShaderStage}, workgroups/dim ${r.limits.maxComputeWorkgroupsPerDimension}`,

@@ -13,6 +13,11 @@
 //                    requestAdapter({ featureLevel: 'compatibility' }); LIBGL_ALWAYS_SOFTWARE=1 and glvnd
 //                    pointed at Mesa's EGL where unset, so that a GPU vendor's EGL is not picked instead.
 // Each kind checks that the adapter it got is what it claims (a swiftshader/llvmpipe name).
+// Vulkan instances ('gpu' on Linux/Windows, 'swiftshader') enable the Dawn adapter toggle
+// vulkan_enable_f16_on_nvidia: Dawn hides `shader-f16` on NVIDIA's Vulkan driver unless it is asked for
+// (a guard for conformance failures of f16 on some NVIDIA drivers, crbug.com/42251215); the f16 kernels
+// are checked against the CPU reference by their tests on the adapter in use. It does nothing on other
+// drivers. The report lists the instance options and the features the device got.
 // Dawn reads the environment when `create()` runs, so env vars are set before each create that needs them.
 //
 // Probed on the development machine (Debian 12, no GPU, 2026-11): 'gpu' finds no adapter (Debian 12's
@@ -30,6 +35,8 @@ const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
 const CONTAINER_GPU_ICDS = ['/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json'];
 /** Mesa's glvnd EGL vendor file (Debian libegl-mesa0). */
 const MESA_EGL_VENDOR = '/usr/share/glvnd/egl_vendor.d/50_mesa.json';
+/** Dawn options of every Vulkan instance (see the header). */
+export const VULKAN_INSTANCE_OPTIONS: readonly string[] = ['enable-dawn-features=vulkan_enable_f16_on_nvidia'];
 
 function defaultDawnBackend(): string {
   return process.platform === 'darwin' ? 'metal' : process.platform === 'win32' ? 'd3d12' : 'vulkan';
@@ -75,22 +82,24 @@ async function tryNodeAdapter(kind: AdapterKind): Promise<Candidate | string> {
       const found = CONTAINER_GPU_ICDS.filter((f) => existsSync(f));
       if (found.length) env.VK_ADD_DRIVER_FILES = found.join(':');
     }
-    const adapter = await create([]).requestAdapter({ powerPreference: 'high-performance' });
+    const instanceOptions = defaultDawnBackend() === 'vulkan' ? [...VULKAN_INSTANCE_OPTIONS] : [];
+    const adapter = await create(instanceOptions).requestAdapter({ powerPreference: 'high-performance' });
     if (!adapter) return `gpu: no adapter from Dawn's default backend (${defaultDawnBackend()})`;
     if (isSoftware(adapter.info)) return `gpu: the default backend found only a software adapter (${describeAdapter(adapter.info)})`;
-    return { adapter, backend: defaultDawnBackend(), featureLevel: 'core' };
+    return { adapter, backend: defaultDawnBackend(), featureLevel: 'core', instanceOptions };
   }
   if (kind === 'swiftshader') {
     if (!process.env.VK_ICD_FILENAMES) {
       if (!existsSync(SWIFTSHADER_ICD)) return `swiftshader: ${SWIFTSHADER_ICD} not found (Debian package chromium-common) and VK_ICD_FILENAMES unset`;
       process.env.VK_ICD_FILENAMES = SWIFTSHADER_ICD;
     }
-    const adapter = await create(['backend=vulkan']).requestAdapter();
+    const instanceOptions = ['backend=vulkan', ...VULKAN_INSTANCE_OPTIONS];
+    const adapter = await create(instanceOptions).requestAdapter();
     if (!adapter) return `swiftshader: no Vulkan adapter with VK_ICD_FILENAMES=${process.env.VK_ICD_FILENAMES}`;
     if (!/swiftshader/i.test(adapterText(adapter.info))) {
       return `swiftshader: VK_ICD_FILENAMES=${process.env.VK_ICD_FILENAMES} gives ${describeAdapter(adapter.info)}, not SwiftShader`;
     }
-    return { adapter, backend: 'vulkan', featureLevel: 'core' };
+    return { adapter, backend: 'vulkan', featureLevel: 'core', instanceOptions };
   }
   // Mesa's EGL, software rasteriser, no display. On machines whose glvnd would pick a vendor driver
   // (NVIDIA), point it at Mesa's EGL; all only where not configured already.
@@ -100,7 +109,7 @@ async function tryNodeAdapter(kind: AdapterKind): Promise<Candidate | string> {
   const adapter = await create(['backend=opengles']).requestAdapter({ featureLevel: 'compatibility' });
   if (!adapter) return 'llvmpipe: no OpenGL ES adapter (needs libegl1 libgles2 libegl-mesa0 libgl1-mesa-dri)';
   if (!/llvmpipe/i.test(adapterText(adapter.info))) return `llvmpipe: the OpenGL ES adapter is ${describeAdapter(adapter.info)}, not llvmpipe`;
-  return { adapter, backend: 'opengles', featureLevel: 'compatibility' };
+  return { adapter, backend: 'opengles', featureLevel: 'compatibility', instanceOptions: ['backend=opengles'] };
 }
 
 

@@ -28,6 +28,7 @@
 import {
   DTYPE_BYTES, coreOps, formatShape, gradOps, isContiguousLayout, numel, toFloat32, Tensor,
   type Backend, type DType, type MemoryStats, type OpDefinition, type RawArray, type Shape, type Storage, type TensorMeta,
+  type WeightDtype,
 } from '@cnx/tensor';
 import { BufferPool, sizeClass } from './buffer_pool.js';
 import type { DispatchSpec, GpuContext } from './context.js';
@@ -88,6 +89,15 @@ interface GpuStorage extends Storage {
   buffer: GPUBuffer;
 }
 
+export interface WebgpuBackendOptions {
+  /** Cap of released buffers kept for reuse (buffer_pool.ts DEFAULT_MAX_POOLED_BYTES). */
+  maxPooledBytes?: number;
+  /** Storage dtype of model weights (@cnx/tensor weight_dtype.ts); default f32. */
+  weightDtype?: WeightDtype;
+  /** 'f16': f16-operand kernels with f32 accumulation where the device has shader-f16; default f32. */
+  compute?: 'f32' | 'f16';
+}
+
 export class WebgpuBackend implements Backend, GpuContext {
   readonly name = 'webgpu';
   readonly description: string;
@@ -95,6 +105,11 @@ export class WebgpuBackend implements Backend, GpuContext {
   readonly device: GPUDevice;
   readonly limits: GPUSupportedLimits;
   readonly features: ReadonlySet<string>;
+  readonly weightDtype: WeightDtype;
+  /** The compute dtype in effect: 'f16' only when asked for and the device has shader-f16. */
+  readonly computeDtype: 'f32' | 'f16';
+  /** Why f16 compute was asked for but is not in effect (no shader-f16), else undefined. */
+  readonly computeNote: string | undefined;
 
   private readonly pool: BufferPool;
   private readonly pipelines: PipelineCache;
@@ -122,13 +137,25 @@ export class WebgpuBackend implements Backend, GpuContext {
   private timerState: 'off' | 'on' | 'stopping' = 'off';
   private timedPasses: number | undefined;
 
-  /** maxPooledBytes: cap of released buffers kept for reuse (buffer_pool.ts DEFAULT_MAX_POOLED_BYTES). */
-  constructor(acquired: AcquiredDevice, maxPooledBytes?: number) {
+  /** opts: a number is maxPooledBytes (the former signature). */
+  constructor(acquired: AcquiredDevice, opts: WebgpuBackendOptions | number = {}) {
+    const o: WebgpuBackendOptions = typeof opts === 'number' ? { maxPooledBytes: opts } : opts;
+    const maxPooledBytes = o.maxPooledBytes;
     this.device = acquired.device;
-    this.description = acquired.description;
     this.adapterInfo = acquired.report;
     this.limits = this.device.limits;
     this.features = new Set(this.device.features);
+    this.weightDtype = o.weightDtype ?? 'f32';
+    const f16 = o.compute === 'f16' && this.features.has('shader-f16');
+    this.computeDtype = f16 ? 'f16' : 'f32';
+    this.computeNote = o.compute === 'f16' && !f16
+      ? `f16 compute unavailable: the device has no shader-f16 (features: ${[...this.features].sort().join(', ') || 'none'}); computing in f32`
+      : undefined;
+    const precision = [
+      ...(this.weightDtype !== 'f32' ? [`${this.weightDtype} weights`] : []),
+      ...(o.compute === 'f16' ? [f16 ? 'f16 compute (f32 accumulation)' : 'f32 compute (no shader-f16)'] : []),
+    ];
+    this.description = precision.length ? `${acquired.description} {${precision.join(', ')}}` : acquired.description;
     this.pool = new BufferPool(this.device, {
       maxBufferSize: this.limits.maxBufferSize,
       maxStorageBufferBindingSize: this.limits.maxStorageBufferBindingSize,

@@ -2,7 +2,8 @@
 //
 // Inputs [x, w, bias?, residual?]: x [N, C, H, W], w [O, C/groups, kh, kw], bias [O], residual
 // [N, O, Ho, Wo]. Ho = floor((H + top + bottom - kh) / sh) + 1 (likewise Wo). Asymmetric zero padding
-// [top, bottom, left, right] covers the VAE's F.pad(0, 1, 0, 1) + stride-2 conv.
+// [top, bottom, left, right] covers the VAE's F.pad(0, 1, 0, 1) + stride-2 conv. The weight may be stored
+// as f16/bf16 (weight_dtype.ts): kernels widen it on load, the reference decodes it.
 // Backward: gz = g * act'(z) (z = conv + bias recomputed from the saved x and w when there is an
 // activation), then the gradient ops conv2d_backward_input / _weight / _bias (grad_ops/conv2d_backward.ts);
 // the residual's gradient is g.
@@ -13,6 +14,7 @@ import { conv2dBackwardBiasOp, conv2dBackwardInputOp, conv2dBackwardWeightOp } f
 import { unaryBackwardOp } from '../grad_ops/elementwise_backward.js';
 import { defineOp, expectF32, expectRank, expectVector, f32, runOp1, type OpDefinition } from '../op_definition.js';
 import { formatShape, shapesEqual } from '../shape.js';
+import { expectWeightDtype, hostF32 } from '../weight_dtype.js';
 import { applyUnary } from './elementwise.js';
 
 export interface Conv2dParams {
@@ -35,7 +37,8 @@ export function conv2dOutputSize(H: number, W: number, kh: number, kw: number, p
 export const conv2dOp: OpDefinition<Conv2dParams> = defineOp<Conv2dParams>({
   name: 'conv2d',
   outputs([x, w, bias, residual], p) {
-    expectF32('conv2d', [x, w, bias, residual], ['input', 'weight', 'bias', 'residual']);
+    expectF32('conv2d', [x, undefined, bias, residual], ['input', 'weight', 'bias', 'residual']);
+    expectWeightDtype('conv2d', w, 'weight');
     const [N, C, H, W] = expectRank('conv2d', x, 4, 'input [N, C, H, W]').shape as [number, number, number, number];
     const [O, Cg, kh, kw] = expectRank('conv2d', w, 4, 'weight [O, C/groups, kh, kw]').shape as [number, number, number, number];
     const G = p.groups;
@@ -57,7 +60,7 @@ export const conv2dOp: OpDefinition<Conv2dParams> = defineOp<Conv2dParams>({
     const [pt, , pl] = p.padding;
     const G = p.groups, Og = O / G;
     const [Ho, Wo] = conv2dOutputSize(H, W, KH, KW, p);
-    const X = x!.data as Float32Array, Wt = w!.data as Float32Array;
+    const X = x!.data as Float32Array, Wt = hostF32(w!);
     const bv = bias?.data as Float32Array | undefined, res = residual?.data as Float32Array | undefined;
     const act = p.activation ?? 'none';
     const out = new Float32Array(N * O * Ho * Wo);

@@ -3,7 +3,8 @@
 // Inputs [a, b, bias?, residual?]: a [Ba, M, K] (or [Ba, K, M] with transA), b [Bb, K, N] (or [Bb, N, K]
 // with transB: a torch Linear weight read as is), where Ba and Bb are each B or 1 (a batch of 1 is
 // shared); bias [N]; residual [B, M, N]. Output [B, M, N]. ops.matmul / ops.linear reach this layout
-// without copies (transposed views become flags).
+// without copies (transposed views become flags). b may be stored as f16/bf16 (a weight, weight_dtype.ts):
+// kernels widen it on load, the reference decodes it; everything else is f32.
 //
 // Backward (z = alpha * A@B + bias, y = act(z) + residual, A/B the logical operands): gz = g * act'(z)
 // with z recomputed from the saved operands when there is an activation (nothing extra is kept), then
@@ -18,6 +19,7 @@ import { defineOp, expectF32, expectRank, expectVector, f32, runOp1, type Tensor
 import type { Tensor } from '../tensor.js';
 import { reduceOp } from './reduce.js';
 import { formatShape } from '../shape.js';
+import { expectWeightDtype, hostF32 } from '../weight_dtype.js';
 import { applyUnary } from './elementwise.js';
 
 export interface MatmulParams {
@@ -43,7 +45,8 @@ export function matmulDims(a: TensorMeta, b: TensorMeta, p: MatmulParams): { B: 
 export const matmulOp: OpDefinition<MatmulParams> = defineOp<MatmulParams>({
   name: 'matmul',
   outputs([a, b, bias, residual], p) {
-    expectF32('matmul', [a, b, bias, residual], ['a', 'b', 'bias', 'residual']);
+    expectF32('matmul', [a, undefined, bias, residual], ['a', 'b', 'bias', 'residual']);
+    expectWeightDtype('matmul', b, 'b');
     expectRank('matmul', a, 3, 'a [B, M, K]');
     expectRank('matmul', b, 3, 'b [B, K, N]');
     const { B, M, N } = matmulDims(a!, b!, p);
@@ -55,7 +58,7 @@ export const matmulOp: OpDefinition<MatmulParams> = defineOp<MatmulParams>({
   },
   cpu([a, b, bias, residual], p) {
     const { B, M, K, N } = matmulDims(a!, b!, p);
-    const A = a!.data as Float32Array, Bm = b!.data as Float32Array;
+    const A = a!.data as Float32Array, Bm = hostF32(b!);
     const Ba = a!.shape[0]!, Bb = b!.shape[0]!;
     const bv = bias?.data as Float32Array | undefined, res = residual?.data as Float32Array | undefined;
     const alpha = p.alpha ?? 1, act = p.activation ?? 'none';

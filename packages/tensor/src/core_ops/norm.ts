@@ -5,6 +5,7 @@
 //  - group norm: x [N, C, ...spatial], weight / bias [C]; segment (n, g) = channels g*C/G .. (g+1)*C/G of
 //    sample n; optional SiLU after the affine map (diffusers' norm -> act). Stats [N, G].
 //  - layer norm: x [..., D], weight / bias [D]; segment = one row. Stats [...] (x's shape without D).
+// weight and bias may be stored as f16/bf16 (weight_dtype.ts): kernels widen them on load.
 // Backward: recorded with `stats` on (the caller sees only y), the tape keeps x, weight, bias, mean and
 // rstd (not y), and group_norm_backward / layer_norm_backward (grad_ops/norm_backward.ts) give dx,
 // dweight, dbias in one op (with SiLU's derivative when fused). Gradients wrt the statistics outputs
@@ -15,6 +16,7 @@ import { defineOp, expectF32, expectVector, f32, runOp, type BackwardFn } from '
 import type { Tensor } from '../tensor.js';
 import { groupNormForward, layerNormForward } from '../cpu/norm.js';
 import { formatShape } from '../shape.js';
+import { expectWeightDtype, hostF32 } from '../weight_dtype.js';
 
 export interface GroupNormParams {
   groups: number;
@@ -42,7 +44,9 @@ function normBackward<P extends { stats?: boolean }>(run: (ins: (Tensor | undefi
 export const groupNormOp = defineOp<GroupNormParams>({
   name: 'group_norm',
   outputs([x, weight, bias], p) {
-    expectF32('groupNorm', [x, weight, bias], ['input', 'weight', 'bias']);
+    expectF32('groupNorm', [x], ['input']);
+    expectWeightDtype('groupNorm', weight, 'weight');
+    expectWeightDtype('groupNorm', bias, 'bias');
     const shape = x!.shape;
     const C = shape[1]!;
     if (shape.length < 2 || !Number.isInteger(p.groups) || p.groups < 1 || C % p.groups !== 0) {
@@ -53,7 +57,7 @@ export const groupNormOp = defineOp<GroupNormParams>({
     return p.stats ? f32(shape, [shape[0]!, p.groups], [shape[0]!, p.groups]) : f32(shape);
   },
   cpu([x, weight, bias], p) {
-    const r = groupNormForward(x!.data as Float32Array, x!.shape, weight?.data as Float32Array | undefined, bias?.data as Float32Array | undefined, p);
+    const r = groupNormForward(x!.data as Float32Array, x!.shape, hostF32(weight), hostF32(bias), p);
     return p.stats ? [r.y, r.mean, r.rstd] : [r.y];
   },
   recordParams: (p) => (p.stats ? p : { ...p, stats: true }),
@@ -64,7 +68,9 @@ export const groupNormOp = defineOp<GroupNormParams>({
 export const layerNormOp = defineOp<LayerNormParams>({
   name: 'layer_norm',
   outputs([x, weight, bias], p) {
-    expectF32('layerNorm', [x, weight, bias], ['input', 'weight', 'bias']);
+    expectF32('layerNorm', [x], ['input']);
+    expectWeightDtype('layerNorm', weight, 'weight');
+    expectWeightDtype('layerNorm', bias, 'bias');
     const shape = x!.shape;
     if (shape.length === 0) throw new Error('layerNorm: expected rank >= 1, found a scalar');
     const D = shape[shape.length - 1]!;
@@ -74,7 +80,7 @@ export const layerNormOp = defineOp<LayerNormParams>({
     return p.stats ? f32(shape, rows, rows) : f32(shape);
   },
   cpu([x, weight, bias], p) {
-    const r = layerNormForward(x!.data as Float32Array, x!.shape, weight?.data as Float32Array | undefined, bias?.data as Float32Array | undefined, p.eps);
+    const r = layerNormForward(x!.data as Float32Array, x!.shape, hostF32(weight), hostF32(bias), p.eps);
     return p.stats ? [r.y, r.mean, r.rstd] : [r.y];
   },
   recordParams: (p) => (p.stats ? p : { ...p, stats: true }),

@@ -7,6 +7,7 @@ import { DTYPE_BYTES, fromFloat32, rawArrayFor, toFloat32, type DType, type RawA
 import type { HostTensor, OpDefinition, TensorMeta } from '../op_definition.js';
 import { numel, type Shape } from '../shape.js';
 import { Tensor } from '../tensor.js';
+import type { WeightDtype } from '../weight_dtype.js';
 
 export interface CpuStorage extends Storage {
   data: RawArray;
@@ -32,11 +33,22 @@ export function stridedOffsets(shape: Shape, strides: readonly number[], offset:
   return out;
 }
 
+export interface CpuBackendOptions {
+  /** Storage dtype of model weights (weight_dtype.ts); the references decode 16-bit weights exactly. */
+  weightDtype?: WeightDtype;
+}
+
 export class CpuBackend implements Backend {
   readonly name: string = 'cpu';
-  readonly description: string = 'CPU reference (float64 accumulation)';
+  readonly description: string;
+  readonly weightDtype: WeightDtype;
   private live = 0;
   private peak = 0;
+
+  constructor(opts: CpuBackendOptions = {}) {
+    this.weightDtype = opts.weightDtype ?? 'f32';
+    this.description = `CPU reference (float64 accumulation)${this.weightDtype === 'f32' ? '' : `, ${this.weightDtype} weights`}`;
+  }
 
   // ------------------------------------------------------------------ memory
   /** A tensor owning `data` (no copy). */

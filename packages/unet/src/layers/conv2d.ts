@@ -35,7 +35,7 @@ export class Conv2d extends Module {
     if (opts.inC % groups !== 0 || opts.outC % groups !== 0) {
       throw new Error(`Conv2d: ${opts.inC} -> ${opts.outC} channels do not split into groups=${groups}`);
     }
-    this.weight = loadParameter(ws, 'weight', [opts.outC, opts.inC / groups, opts.k, opts.k], backend);
+    this.weight = loadParameter(ws, 'weight', [opts.outC, opts.inC / groups, opts.k, opts.k], backend, { half: true });
     if (opts.bias ?? true) this.bias = loadParameter(ws, 'bias', [opts.outC], backend);
   }
 

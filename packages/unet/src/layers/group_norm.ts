@@ -19,8 +19,8 @@ export class GroupNorm extends Module {
     if (opts.channels % opts.groups !== 0) {
       throw new Error(`GroupNorm: ${opts.channels} channels do not split into ${opts.groups} groups`);
     }
-    this.weight = loadParameter(ws, 'weight', [opts.channels], backend);
-    this.bias = loadParameter(ws, 'bias', [opts.channels], backend);
+    this.weight = loadParameter(ws, 'weight', [opts.channels], backend, { half: true });
+    this.bias = loadParameter(ws, 'bias', [opts.channels], backend, { half: true });
   }
 
   /** x [N, C, ...spatial]; `silu` fuses diffusers' norm -> SiLU pattern into one op. */

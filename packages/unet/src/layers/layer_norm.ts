@@ -14,8 +14,8 @@ export class LayerNorm extends Module {
 
   constructor(ws: WeightSource, backend: Backend, readonly opts: LayerNormOptions) {
     super();
-    this.weight = loadParameter(ws, 'weight', [opts.dim], backend);
-    this.bias = loadParameter(ws, 'bias', [opts.dim], backend);
+    this.weight = loadParameter(ws, 'weight', [opts.dim], backend, { half: true });
+    this.bias = loadParameter(ws, 'bias', [opts.dim], backend, { half: true });
   }
 
   /** x [..., D] -> [..., D]. */

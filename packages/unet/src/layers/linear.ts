@@ -17,7 +17,7 @@ export class Linear extends Module {
 
   constructor(ws: WeightSource, backend: Backend, readonly opts: LinearOptions) {
     super();
-    this.weight = loadParameter(ws, 'weight', [opts.outF, opts.inF], backend);
+    this.weight = loadParameter(ws, 'weight', [opts.outF, opts.inF], backend, { half: true });
     if (opts.bias ?? true) this.bias = loadParameter(ws, 'bias', [opts.outF], backend);
   }
 
