@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { accessSync, closeSync, constants, existsSync, openSync, rmSync, statSync } from 'node:fs';
 import { dirname, extname, join, resolve } from 'node:path';
-import { createBackend } from '@cnx/kernels';
+import { compileProgressPrinter, createBackend, watchCompiles } from '@cnx/kernels';
 import type { Backend, Tensor } from '@cnx/tensor';
 import type { ControlType } from '../control_types/control_type.js';
 import { imageToTensor, readImageHeader, resizeImage, tensorToImages, toRgbImage, type ImageArray, type ImageHeader } from '../images.js';
@@ -257,6 +257,8 @@ export async function runGenerate(argv: readonly string[], io: CommandIO): Promi
 
   const backend: Backend = await createBackend(backendName, { adapter: str('adapter') });
   io.stderr.write(`backend: ${backend.description}\n`);
+  // Slow adapters compile the first step's shaders for minutes: say so instead of sitting silent.
+  const stopCompileProgress = watchCompiles(backend, compileProgressPrinter(io.stderr));
   let pipe: ControllableDiffusionPipeline | undefined;
   const owned: Tensor[] = [];
   try {
@@ -329,6 +331,7 @@ export async function runGenerate(argv: readonly string[], io: CommandIO): Promi
     });
     return 0;
   } finally {
+    stopCompileProgress();
     owned.forEach((t) => t.dispose());
     pipe?.dispose();
     backend.destroy();
