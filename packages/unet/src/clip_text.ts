@@ -11,7 +11,7 @@
 
 import { ops, subTrace, type Activation, type Backend, type Tensor, type Trace, type WeightSource, type WeightStoreOptions } from '@cnx/tensor';
 import { loadParameter, Module } from './module.js';
-import { ConfigChecker, MAX_CONFIG_CHANNELS, MAX_CONFIG_HEADS } from './config_values.js';
+import { ConfigChecker, MAX_CONFIG_CHANNELS, MAX_CONFIG_HEADS, showValue } from './config_values.js';
 import { loadStrict, readConfigJson } from './load_model.js';
 import { configFromFiles, loadStrictFromFiles, type ModelFiles } from './model_files.js';
 import { LayerNorm } from './layers/layer_norm.js';
@@ -52,10 +52,10 @@ export function parseClipTextConfig(raw: Record<string, unknown>, source = 'conf
   const int = (key: string, dflt: number, min: number, max: number): number => k.int(key, get(key, dflt), min, max);
   const act = get('hidden_act', 'quick_gelu') as string;
   if (typeof act !== 'string' || !Object.hasOwn(ACTIVATIONS, act)) {
-    throw new Error(`${source}: CLIPTextConfig hidden_act=${JSON.stringify(act)} is not supported (${Object.keys(ACTIVATIONS).join(', ')})`);
+    throw new Error(`${source}: CLIPTextConfig hidden_act=${showValue(act)} is not supported (${Object.keys(ACTIVATIONS).join(', ')})`);
   }
   if (c.model_type !== undefined && c.model_type !== 'clip_text_model') {
-    throw new Error(`${source}: model_type=${JSON.stringify(c.model_type)}: expected "clip_text_model"`);
+    throw new Error(`${source}: model_type=${showValue(c.model_type)}: expected "clip_text_model"`);
   }
   // transformers CLIPTextConfig defaults.
   const vocab = int('vocab_size', 49408, 1, 1_000_000);

@@ -86,13 +86,13 @@ export class CLIPTokenizer {
   constructor(private readonly vocab: ReadonlyMap<string, number>, merges: readonly string[], opts: CLIPTokenizerOptions = {}) {
     merges.forEach((m, i) => {
       const parts = m.trim().split(/\s+/);
-      if (parts.length !== 2) throw new Error(`CLIPTokenizer: merge ${i + 1} '${m}' is not two symbols`);
+      if (parts.length !== 2) throw new Error(`CLIPTokenizer: merge ${i + 1} ${JSON.stringify(m.length > 60 ? `${m.slice(0, 57)}...` : m)} is not two symbols`);
       const key = `${parts[0]} ${parts[1]}`;
       if (!this.ranks.has(key)) this.ranks.set(key, i);
     });
     const id = (what: string, tok: string): number => {
       const v = vocab.get(tok);
-      if (v === undefined) throw new Error(`CLIPTokenizer: ${what} '${tok}' is not in the vocabulary`);
+      if (v === undefined) throw new Error(`CLIPTokenizer: ${what} ${JSON.stringify(tok.length > 60 ? `${tok.slice(0, 57)}...` : tok)} is not in the vocabulary`);
       return v;
     };
     this.maxLength = opts.maxLength ?? 77;
@@ -149,7 +149,13 @@ export class CLIPTokenizer {
       // Some configs store a huge sentinel (1e30) for "no limit"; CLIP's position table is the real bound.
       if (typeof cfg.model_max_length === 'number' && cfg.model_max_length < 1e6) opts.maxLength = cfg.model_max_length;
     }
-    return new CLIPTokenizer(vocab, merges, opts);
+    try {
+      return new CLIPTokenizer(vocab, merges, opts);
+    } catch (e) {
+      // Name the file the bad merge or special token came from.
+      const m = (e as Error).message;
+      throw new Error(`${where}${m.includes(' merge ') ? 'merges.txt' : 'vocab.json (special tokens)'}: ${m}`);
+    }
   }
 
   /** BPE of one pre-token (already byte-mapped): the symbols after every applicable merge, lowest rank first. */

@@ -57,7 +57,7 @@ describe('the reproductions of issue 17 end in a precise error at once', () => {
     const file = join(tmp, 'scheduler_config.json');
     writeFileSync(file, JSON.stringify({ ...SCHED, num_train_timesteps: 1e8 }));
     refusesFast(() => createScheduler('unipc', readSchedulerConfigFile(file)),
-      /UniPCMultistepScheduler config: "num_train_timesteps" must be an integer >= 1 and <= 100000, found 100000000/);
+      /UniPCMultistepScheduler config: "num_train_timesteps" must be an integer >= 2 and <= 100000, found 100000000/);
   });
   it('cross_attention_dim: 1e12 (a bare RangeError naming no file)', () => {
     const dir = folderWithConfig(unetDir, 'xattn', JSON.stringify({ ...UNET, cross_attention_dim: 1e12 }));

@@ -17,7 +17,7 @@ import { ops, subTrace, type Backend, type Tensor, type Trace, type WeightSource
 import {
   Conv2d, Module, TimestepEmbedding, Timesteps, blockBuilder, downBlockTypes, loadStrict, midBlockTypes, parseUNetConfig,
   type UNetDownBlock, type UNetMidBlock,
-  readConfigJson, configFromFiles, loadStrictFromFiles, type ModelFiles, ConfigChecker, MAX_CONFIG_BLOCKS, MAX_CONFIG_CHANNELS,
+  readConfigJson, configFromFiles, loadStrictFromFiles, type ModelFiles, ConfigChecker, MAX_CONFIG_BLOCKS, MAX_CONFIG_CHANNELS, showValue,
   type UNet2DConditionConfig,
 } from '@cnx/unet';
 
@@ -51,7 +51,7 @@ export function parseControlNetConfig(raw: Record<string, unknown>, source = 'co
   }
   const e = extra as unknown as ControlNetExtraConfig;
   if (e.controlnet_conditioning_channel_order !== 'rgb' && e.controlnet_conditioning_channel_order !== 'bgr') {
-    throw new Error(`${source}: controlnet_conditioning_channel_order must be "rgb" or "bgr", found ${JSON.stringify(e.controlnet_conditioning_channel_order)}`);
+    throw new Error(`${source}: controlnet_conditioning_channel_order must be "rgb" or "bgr", found ${showValue(e.controlnet_conditioning_channel_order)}`);
   }
   const check = new ConfigChecker(source, 'ControlNetModel');
   check.int('conditioning_channels', e.conditioning_channels, 1, 64);
@@ -60,7 +60,7 @@ export function parseControlNetConfig(raw: Record<string, unknown>, source = 'co
   check.bool('global_pool_conditions', e.global_pool_conditions);
   const downs = Array.isArray(rest.down_block_types) ? (rest.down_block_types as string[]) : undefined;
   if (rest.addition_embed_type !== undefined && rest.addition_embed_type !== null) {
-    throw new Error(`${source}: ControlNetModel addition_embed_type=${JSON.stringify(rest.addition_embed_type)} (SDXL ControlNet) is not supported yet`);
+    throw new Error(`${source}: ControlNetModel addition_embed_type=${showValue(rest.addition_embed_type)} (SDXL ControlNet) is not supported yet`);
   }
   // The encoder copy has no up path; the UNet validation wants one, so mirror the down blocks.
   if (downs) rest.up_block_types = [...downs].reverse().map((t) => (t === 'CrossAttnDownBlock2D' ? 'CrossAttnUpBlock2D' : 'UpBlock2D'));

@@ -80,7 +80,9 @@ export function decodeImage(bytes: Uint8Array, name = '<buffer>'): ImageArray {
     const img = jpeg.decode(bytes, { useTArray: true, formatAsRGBA: true, maxResolutionInMP: MAX_IMAGE_PIXELS / 1e6 });
     return rgbaToImage(img.data, img.width, img.height);
   } catch (e) {
-    throw new Error(`${name}: cannot decode ${header.format.toUpperCase()} image: ${(e as Error).message}`);
+    // jpeg-js throws strings in places; a stack overflow or allocation failure is reported the same way.
+    const why = e instanceof Error ? e.message : String(e);
+    throw new Error(`${name}: cannot decode ${header.format.toUpperCase()} image: ${why.length > 300 ? `${why.slice(0, 297)}...` : why}`);
   }
 }
 

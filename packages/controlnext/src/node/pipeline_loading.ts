@@ -62,8 +62,14 @@ export function loadPipeline(dir: string, backend: Backend, opts: LoadPipelineOp
     if (p !== undefined && !existsSync(p)) throw new Error(`${what} ${p} does not exist`);
   }
   const store = { prefer: opts.prefer ?? 'fp32' } as const;
-  const schedulerConfig = readSchedulerConfigFile(join(dir, 'scheduler', 'scheduler_config.json'));
-  const scheduler = opts.scheduler ? createScheduler(opts.scheduler, schedulerConfig) : createScheduler('unipc', schedulerConfig);
+  const schedulerPath = join(dir, 'scheduler', 'scheduler_config.json');
+  const schedulerConfig = readSchedulerConfigFile(schedulerPath);
+  let scheduler: ReturnType<typeof createScheduler>;
+  try {
+    scheduler = createScheduler(opts.scheduler ?? 'unipc', schedulerConfig);
+  } catch (e) {
+    throw new Error(`${schedulerPath}: ${(e as Error).message}`); // the scheduler class names the key, not the file
+  }
   const unet = UNet2DConditionModel.fromFolder(join(dir, 'unet'), backend, store);
   const disposeAll: { dispose(): void }[] = [unet];
   try {

@@ -72,7 +72,7 @@ export function createScheduler(name: string, config: SchedulerConfigJson = {}):
 export function schedulerFromConfig(config: SchedulerConfigJson, source = 'scheduler config'): Scheduler {
   const cls = config['_class_name'];
   if (typeof cls !== 'string' || !isSchedulerClassName(cls)) {
-    throw new Error(`${source}: "_class_name" must be one of ${Object.keys(constructors).join(', ')}, found ${JSON.stringify(cls)}`);
+    throw new Error(`${source}: "_class_name" must be one of ${Object.keys(constructors).join(', ')}, found ${JSON.stringify(cls)?.slice(0, 80)}`);
   }
   return new constructors[cls](config);
 }

@@ -23,7 +23,7 @@ export interface NoiseScheduleConfig {
 
 export function readNoiseScheduleConfig(r: ConfigReader, opts: { rescale: boolean }): NoiseScheduleConfig {
   return {
-    numTrainTimesteps: r.int('num_train_timesteps', 1000, 1, MAX_SCHEDULER_TIMESTEPS),
+    numTrainTimesteps: r.int('num_train_timesteps', 1000, 2, MAX_SCHEDULER_TIMESTEPS), // 1 gave NaN Karras sigmas
     // Betas are variances of a step's noise: in [0, 1) (a beta of 1 makes alphas_cumprod 0 and sigma infinite).
     betaStart: r.number('beta_start', 0.0001, { min: 0, max: 0.999 }),
     betaEnd: r.number('beta_end', 0.02, { min: 0, max: 0.999 }),

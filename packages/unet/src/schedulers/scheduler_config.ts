@@ -6,6 +6,7 @@
 // key, what is allowed and what was found.
 
 import { nodeFs, readRegularTextFile } from '@cnx/tensor';
+import { checkJsonNesting } from '../model_files.js';
 
 /** A parsed scheduler_config.json. */
 export type SchedulerConfigJson = Readonly<Record<string, unknown>>;
@@ -17,6 +18,7 @@ export type SchedulerConfigJson = Readonly<Record<string, unknown>>;
 const SENTINEL = '@@python-non-finite@@';
 
 export function parsePythonJson(text: string, source: string): unknown {
+  checkJsonNesting(text, source);
   let out = '';
   let inString = false;
   for (let i = 0; i < text.length; i++) {
