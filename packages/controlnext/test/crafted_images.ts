@@ -58,3 +58,37 @@ export function jpegHeaderBytes(width: number, height: number, secondFrame?: { w
   const app0 = Uint8Array.of(0xff, 0xe0, 0, 16, 0x4a, 0x46, 0x49, 0x46, 0, 1, 1, 0, 0, 1, 0, 1, 0, 0);
   return concat([Uint8Array.of(0xff, 0xd8), app0, sof(width, height), ...(secondFrame ? [sof(secondFrame.width, secondFrame.height)] : []), Uint8Array.of(0xff, 0xd9)]);
 }
+
+/** Adam7 passes: x0, y0, dx, dy (PNG 8.2). */
+const ADAM7 = [[0, 0, 8, 8], [4, 0, 8, 8], [0, 4, 4, 8], [2, 0, 4, 4], [0, 2, 2, 4], [1, 0, 2, 2], [0, 1, 1, 2]] as const;
+
+/**
+ * A valid 8-bit PNG (colour type 0 grey, 2 RGB, 4 grey+alpha or 6 RGBA), optionally Adam7-interlaced,
+ * with filter type (y % 5) on row y (None, Sub, Up, Average, Paeth all occur), from sample(x, y, channel).
+ */
+export function encodePngBytes(width: number, height: number, colourType: 0 | 2 | 4 | 6, sample: (x: number, y: number, c: number) => number, interlace: 0 | 1 = 0): Uint8Array {
+  const ch = { 0: 1, 2: 3, 4: 2, 6: 4 }[colourType];
+  const rows: Uint8Array[] = [];
+  const passes = interlace ? ADAM7 : [[0, 0, 1, 1]] as const;
+  for (const [x0, y0, dx, dy] of passes) {
+    const w = Math.ceil(Math.max(width - x0, 0) / dx), h = Math.ceil(Math.max(height - y0, 0) / dy);
+    if (w === 0 || h === 0) continue;
+    let prev = new Uint8Array(w * ch);
+    for (let r = 0; r < h; r++) {
+      const raw = new Uint8Array(w * ch);
+      for (let i = 0; i < w; i++) for (let c = 0; c < ch; c++) raw[i * ch + c] = sample(x0 + i * dx, y0 + r * dy, c) & 255;
+      const filter = r % 5;
+      const out = new Uint8Array(1 + raw.length);
+      out[0] = filter;
+      for (let i = 0; i < raw.length; i++) {
+        const a = i >= ch ? raw[i - ch]! : 0, b = prev[i]!, cc = i >= ch ? prev[i - ch]! : 0;
+        const p = a + b - cc, pa = Math.abs(p - a), pb = Math.abs(p - b), pc = Math.abs(p - cc);
+        const pred = [0, a, b, (a + b) >> 1, pa <= pb && pa <= pc ? a : pb <= pc ? b : cc][filter]!;
+        out[1 + i] = (raw[i]! - pred) & 255;
+      }
+      rows.push(out);
+      prev = raw;
+    }
+  }
+  return pngBytes({ width, height, colourType, bitDepth: 8, interlace, idat: deflateSync(concat(rows)) });
+}
