@@ -86,13 +86,13 @@ export class CLIPTokenizer {
   constructor(private readonly vocab: ReadonlyMap<string, number>, merges: readonly string[], opts: CLIPTokenizerOptions = {}) {
     merges.forEach((m, i) => {
       const parts = m.trim().split(/\s+/);
-      if (parts.length !== 2) throw new Error(`CLIPTokenizer: merge ${i + 1} ${JSON.stringify(m.length > 60 ? `${m.slice(0, 57)}...` : m)} is not two symbols`);
+      if (parts.length !== 2) throw new Error(`CLIPTokenizer: merge ${i + 1} '${m.length > 60 ? `${m.slice(0, 57)}...` : m}' is not two symbols`);
       const key = `${parts[0]} ${parts[1]}`;
       if (!this.ranks.has(key)) this.ranks.set(key, i);
     });
     const id = (what: string, tok: string): number => {
       const v = vocab.get(tok);
-      if (v === undefined) throw new Error(`CLIPTokenizer: ${what} ${JSON.stringify(tok.length > 60 ? `${tok.slice(0, 57)}...` : tok)} is not in the vocabulary`);
+      if (v === undefined) throw new Error(`CLIPTokenizer: ${what} '${tok.length > 60 ? `${tok.slice(0, 57)}...` : tok}' is not in the vocabulary`);
       return v;
     };
     this.maxLength = opts.maxLength ?? 77;
