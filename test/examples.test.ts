@@ -60,7 +60,7 @@ describe('example 1: the scribble control type', () => {
     const ndarray = (await import('ndarray')).default;
     writePng(join(dir, 'in.png'), ndarray(Float32Array.from({ length: 16 * 16 * 3 }, (_, i) => (i % 5) / 4), [16, 16, 3]));
     out.length = 0;
-    const code = await main(['generate', '--prompt', 'x', '--steps', '1', '--control-image', join(dir, 'in.png'), '--control-type-dir', pluginDir,
+    const code = await main(['generate', '--prompt', 'x', '--steps', '1', '--width', '16', '--height', '16', '--control-image', join(dir, 'in.png'), '--control-type-dir', pluginDir,
       '--control-type', 'scribble', '--control-option', 'threshold=0.2', '--output', png], io);
     expect(code).toBe(0);
     expect(out.join('')).toMatch(/^wrote .*scribble\.png 16x16/m);

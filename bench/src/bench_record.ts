@@ -1,11 +1,12 @@
 // The machine-readable record of one `npm run bench` run (bench/results/<backend>-<res>.json).
 
 import type { RunEnvironment } from './environment.js';
+import type { MachineLoad } from './machine_load.js';
 import type { SampleStats } from './stats.js';
-import type { VariantId } from './variants.js';
 
 export interface VariantResult {
-  id: VariantId;
+  /** A configuration id of the model (variants.ts for SD1.5, sdxl_variants.ts for SDXL). */
+  id: string;
   label: string;
   /** Per-step wall time in ms (after backend.sync()), over the timed steps. */
   latencyMs: SampleStats;
@@ -56,6 +57,8 @@ export interface BenchRecord {
   environment: RunEnvironment;
   backend: { name: string; description: string; adapter?: string; timing: string };
   model: string;
+  /** The architecture (--model): 'SD1.5' or 'SDXL'; absent in records before --model (SD1.5). */
+  architecture?: string;
   resolution: [number, number];
   latent: [number, number];
   images: number;
@@ -74,4 +77,8 @@ export interface BenchRecord {
   buildSeconds: number;
   variants: VariantResult[];
   notes: string[];
+  /** CPU model, core count, load averages before and after the run (machine_load.ts). */
+  machine?: MachineLoad;
+  /** Why some numbers should not be trusted: samples spread over the overhead, a busy machine (spread_warnings.ts, machine_load.ts). */
+  warnings?: string[];
 }

@@ -181,6 +181,10 @@ export interface UNetLikeConfig {
   transformer_layers_per_block?: number | readonly number[];
   norm_num_groups?: number;
   downsample_padding?: number;
+  /** SDXL: "text_time" adds add_embedding(concat(pooled text, add_time_proj(time ids))) to the time embedding. */
+  addition_embed_type?: string | null;
+  addition_time_embed_dim?: number | null;
+  projection_class_embeddings_input_dim?: number | null;
   /** ControlNetModel only. */
   conditioning_embedding_out_channels?: readonly number[];
   conditioning_channels?: number;
@@ -208,6 +212,16 @@ function unetEncoder(L: CostLedger, cfg: UNetLikeConfig, latent: readonly [numbe
   const groups = cfg.norm_num_groups ?? 32;
   const tlayers = cfg.transformer_layers_per_block ?? 1;
   timeEmbedding(L, 'time_embedding', c0, tembDim);
+  if (cfg.addition_embed_type === 'text_time') {
+    // SDXL (unet_2d_condition.py get_aug_embed): add_time_proj on every time id (6 x 256 for SDXL), then
+    // add_embedding (linear_1 [2816 -> 1280], SiLU, linear_2), added to the time embedding.
+    const inDim = cfg.projection_class_embeddings_input_dim!;
+    L.elementwise('add_time_proj', L.batch * 6 * (cfg.addition_time_embed_dim ?? 256), 4); // 6 micro-conditioning ids
+    L.linear('add_embedding.linear_1', L.batch, inDim, tembDim);
+    L.elementwise('add_embedding.act', L.batch * tembDim, 4);
+    L.linear('add_embedding.linear_2', L.batch, tembDim, tembDim);
+    L.elementwise('add_embedding.add', L.batch * tembDim, 1);
+  }
   let x = L.conv2d('conv_in', [cfg.in_channels, latent[0], latent[1]], c0, 3, { padding: 1 });
   afterConvIn?.(x);
   const skips: FeatureShape[] = [x];
@@ -350,6 +364,8 @@ export interface ControlNeXtCostOptions {
   image: readonly [number, number];
   /** [C, h, w] of the UNet feature at the injection point. */
   feature: FeatureShape;
+  /** Ledger path of the injection (default: the light module's SD1.5-Training site, after down_blocks[0]). */
+  injectionPath?: string;
 }
 
 /** Diffusers Downsample2D(use_conv, padding 1): a 3x3 stride-2 conv (key `<path>.conv`). */
@@ -419,9 +435,10 @@ export const SD15_TRAINING_STRUCTURE: ControlNeXtTrainingStructure = {
 };
 
 /**
- * ControlNeXt-SD1.5-Training `ControlNeXtModel` (models/controlnext.py; same layout as SDXL, spec §5.1):
- * a timestep-independent embedding stem at half resolution, ResNet/downsample pairs, a residual mid
- * conv pair, a 1x1 projection; injected after down_blocks[0].
+ * ControlNeXt-SD1.5-Training `ControlNeXtModel` (models/controlnext.py; same layout as ControlNeXt-SDXL's
+ * ControlNetModel, spec §5.1): a timestep-independent embedding stem at half resolution, ResNet/downsample
+ * pairs, a residual mid conv pair, a 1x1 projection; injected after down_blocks[0] (SD1.5-Training) or
+ * after conv_in (SDXL: opts.injectionPath; normalise-then-pool costs what pool-then-normalise does).
  */
 export function controlnextTrainingCost(s: ControlNeXtTrainingStructure, opts: ControlNeXtCostOptions): CostLedger {
   const L = new CostLedger(opts.batch);
@@ -453,7 +470,7 @@ export function controlnextTrainingCost(s: ControlNeXtTrainingStructure, opts: C
   x = L.conv2d('mid_convs.1', x, s.mid_out_channels, 1);
   if (x[0] !== opts.feature[0]) throw new Error(`controlnextTrainingCost: module gives ${x[0]} channels, the injection point has ${opts.feature[0]}`);
   const F = new CostLedger(opts.featureBatch);
-  crossNormCost(F, 'unet.down_blocks.0_injection', x, opts.feature, opts.batch);
+  crossNormCost(F, opts.injectionPath ?? 'unet.down_blocks.0_injection', x, opts.feature, opts.batch);
   L.entries.push(...F.entries);
   return L;
 }

@@ -1,29 +1,33 @@
 // `npm run bench`: the measured version of ControlNeXt's efficiency claim. For each configuration
 // (bench/src/variants.ts) one CFG denoising step of SD1.5 with random weights is timed over several
 // steps after warm-up; the table goes to stdout, progress to stderr, and a JSON record, an SVG chart of
-// the overheads and latest.md to the results folder. Run `node bench/dist/main.js --help`.
+// the overheads and latest.md to a new run folder under bench/runs/ (or --out DIR: bench/results is the
+// committed one). The record holds the machine's load before and after; warnings say when an overhead is
+// within the samples' spread or the machine was busy. Run `node bench/dist/main.js --help`.
 
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import { createBackend, WebgpuBackend } from '@cnx/kernels';
 import type { Backend } from '@cnx/tensor';
-import { HELP, parseBenchOptions, type BenchOptions } from './bench_options.js';
+import { BenchUsageError, HELP, parseBenchOptions, type BenchOptions } from './bench_options.js';
 import type { BenchRecord, VariantResult } from './bench_record.js';
 import { runEnvironment } from './environment.js';
+import { loadSnapshot, loadWarnings, machineCpu, type MachineLoad } from './machine_load.js';
+import { compactTable } from './report/compact_table.js';
+import { resolveOutFolder } from './run_folder.js';
+import { spreadWarnings } from './spread_warnings.js';
 import { preflight } from './preflight.js';
 import { Progress } from './progress.js';
 import { overheadChartSvg } from './report/overhead_chart.js';
 import { describeRun, markdownTable, terminalTable } from './report/table.js';
-import { buildRunner, buildUnet, disposeInputs, makeInputs, unavailableReason, type StepRunner } from './sd15_step.js';
+import { BENCH_MODELS } from './bench_model.js';
+import type { StepRunner } from './sd15_step.js';
 import { sampleStats } from './stats.js';
 import { latencyFigures, timeRoundRobin, type Timed } from './step_timing.js';
-import { latentOf, stepCost, VARIANTS, type Geometry, type VariantId } from './variants.js';
-
-const RESULTS_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'results');
+import { latentOf, type Geometry } from './variants.js';
 
 /** Run one step of each configuration until one throws; its id, or undefined if none does. */
-async function firstFailing(runners: Map<VariantId, StepRunner>, backend: Backend): Promise<VariantId | undefined> {
+async function firstFailing(runners: Map<string, StepRunner>, backend: Backend): Promise<string | undefined> {
   for (const [id, r] of runners) {
     try {
       r.step(999);
@@ -42,6 +46,8 @@ async function main(): Promise<void> {
     return;
   }
   const o = parsed;
+  const model = BENCH_MODELS[o.model];
+  const loadBefore = loadSnapshot();
   const g: Geometry = { resolution: o.resolution, images: o.batch };
   const progress = new Progress();
   const notes: string[] = [];
@@ -57,38 +63,37 @@ async function main(): Promise<void> {
   if (backend instanceof WebgpuBackend && backend.computeNote) notes.push(backend.computeNote);
   try {
     progress.log(`backend: ${backend.description.split('\n')[0]}`);
-    const ids: VariantId[] = [];
+    const ids: string[] = [];
     for (const id of o.variants) {
-      const why = await unavailableReason(id);
+      const why = await model.unavailableReason(id);
       if (why) {
         notes.push(`${id} skipped: ${why}`);
         progress.log(`skipping ${id}: ${why}`);
       } else ids.push(id);
     }
-    const pre = await preflight(backend, g, ids, o.steps, o.warmup, o.force);
+    const pre = await preflight(backend, g, ids, o.steps, o.warmup, o.force, model);
     pre.warnings.forEach((w) => progress.log(`warning: ${w}`));
     progress.log(`pre-flight: largest tensor ${(pre.largestTensorBytes / 2 ** 20).toFixed(0)} MiB (${pre.largestTensorName}), ` +
       `weights up to ${(pre.weightBytes / 2 ** 30).toFixed(2)} GiB` +
       (pre.estimatedSeconds !== undefined ? `, ~${pre.calibrationGflops!.toFixed(2)} GFLOP/s measured, estimated ${(pre.estimatedSeconds / 60).toFixed(1)} min` : ''));
 
-    progress.update('building the SD1.5 UNet (random weights)');
+    progress.update(`building the ${model.title} UNet (random weights)`);
     const tb = performance.now();
-    const unet = buildUnet(backend, o.seed);
-    const inputs = makeInputs(backend, g, o.seed);
+    const setUp = model.setUp(backend, g, o.seed);
     await backend.sync();
     const buildSeconds = (performance.now() - tb) / 1000;
-    progress.log(`UNet built: ${(unet.numParameters() / 1e6).toFixed(1)} M parameters in ${buildSeconds.toFixed(1)} s`);
+    progress.log(`UNet built: ${(setUp.unetParams() / 1e6).toFixed(1)} M parameters in ${buildSeconds.toFixed(1)} s`);
 
     // Build every configuration first (all stay in memory: UNet + ControlNet ~4.8 GB f32), then time
     // them round-robin. A configuration that fails to build or run is recorded and left out.
     const unetBytes = backend.memory().liveBytes;
-    const runners = new Map<VariantId, StepRunner>();
-    const controlBytes = new Map<VariantId, number>();
+    const runners = new Map<string, StepRunner>();
+    const controlBytes = new Map<string, number>();
     for (const [k, id] of ids.entries()) {
       progress.update(`[${k + 1}/${ids.length}] ${id}: building`);
       const before = backend.memory().liveBytes;
       try {
-        const r = await buildRunner(id, backend, unet, inputs, g, o.seed);
+        const r = await setUp.runner(id);
         await backend.sync();
         runners.set(id, r);
         controlBytes.set(id, backend.memory().liveBytes - before);
@@ -99,13 +104,13 @@ async function main(): Promise<void> {
         progress.log(msg);
       }
     }
-    let timedAll: Map<VariantId, Timed>;
+    let timedAll: Map<string, Timed>;
     for (;;) {
       try {
-        timedAll = await timeRoundRobin(runners, backend, { warmup: o.warmup, steps: o.steps, onProgress: (m) => progress.update(m) }) as Map<VariantId, Timed>;
+        timedAll = await timeRoundRobin(runners, backend, { warmup: o.warmup, steps: o.steps, onProgress: (m) => progress.update(m) });
         for (const [id, t] of timedAll) {
           const gpu = t.gpuSamples.length ? `, GPU ${(sampleStats(t.gpuSamples).median / 1000).toFixed(3)} s/step` : '';
-          progress.log(`${VARIANTS[id].label}: median ${(sampleStats(t.samples).median / 1000).toFixed(3)} s/step${gpu}`);
+          progress.log(`${model.label(id)}: median ${(sampleStats(t.samples).median / 1000).toFixed(3)} s/step${gpu}`);
         }
         break;
       } catch (e) {
@@ -119,19 +124,19 @@ async function main(): Promise<void> {
         runners.delete(bad);
       }
     }
-    const base = stepCost('base', g);
+    const base = model.stepCost('base', g);
     const baseTimed = timedAll.get('base')!;
     const results: VariantResult[] = [];
     let gpuTimed = false;
     for (const [id, runner] of runners) {
       const timed = timedAll.get(id)!;
-      const cost = stepCost(id, g);
+      const cost = model.stepCost(id, g);
       const fig = latencyFigures(timed, baseTimed, cost.stepFlops);
       if (id === 'base') gpuTimed = fig.gpuMs !== undefined;
       const controlWeightBytes = controlBytes.get(id) ?? 0;
       results.push({
         id,
-        label: VARIANTS[id].label,
+        label: model.label(id),
         latencyMs: fig.latencyMs,
         samplesMs: timed.samples,
         ...(timed.prefixMs !== undefined ? { prefixMs: timed.prefixMs } : {}),
@@ -164,8 +169,7 @@ async function main(): Promise<void> {
       }
     }
     for (const r of runners.values()) r.dispose();
-    disposeInputs(inputs);
-    unet.dispose();
+    setUp.dispose();
     progress.done();
 
     if (o.backend !== 'webgpu') notes.push(`${o.backend === 'wasm' ? 'CPU fast path (wasm)' : 'CPU'}: wall time per step; ops are synchronous, so no extra sync is needed.`);
@@ -174,12 +178,19 @@ async function main(): Promise<void> {
         'the step\'s compute passes from timestamp queries (copies, clears, uploads and gaps between passes are not in it); ' +
         '"overhead" is from wall time, "GPU overhead" from GPU time.');
     } else notes.push(`WebGPU: wall time per step up to backend.sync() (queue drained); no GPU time: the device lacks 'timestamp-query'.`);
+    const machine: MachineLoad = { ...machineCpu(), before: loadBefore, after: loadSnapshot() };
+    const baseResult = results.find((r) => r.id === 'base')!;
+    const warnings = [
+      ...spreadWarnings(baseResult, results.filter((r) => r.id !== 'base')),
+      ...loadWarnings(machine, o.backend === 'webgpu' ? 1 : machine.cores),
+    ];
     const record: BenchRecord = {
       tool: 'controlnext-ts bench',
       environment: runEnvironment(),
       backend: { name: backend.name, description: backend.description, ...(o.adapter ? { adapter: o.adapter } : {}),
         timing: o.backend !== 'webgpu' ? 'wall clock' : gpuTimed ? 'wall clock with queue sync; GPU time from timestamp queries' : 'wall clock with queue sync' },
-      model: 'UNet2DConditionModel (runwayml/stable-diffusion-v1-5 config), random weights',
+      model: model.description,
+      architecture: model.title,
       resolution: o.resolution,
       latent: latentOf(g),
       images: o.batch,
@@ -192,20 +203,23 @@ async function main(): Promise<void> {
       buildSeconds,
       variants: results,
       notes,
+      machine,
+      warnings,
     };
-    const out = o.out === 'bench/results' ? RESULTS_DIR : resolve(o.out);
+    const stem = `${model.filePrefix}${o.backend}-${o.resolution[0] === o.resolution[1] ? o.resolution[0] : o.resolution.join('x')}${o.dtype === 'f32' ? '' : `-${o.dtype}`}`;
+    const out = resolveOutFolder(o.out, stem);
     mkdirSync(out, { recursive: true });
-    const stem = `${o.backend}-${o.resolution[0] === o.resolution[1] ? o.resolution[0] : o.resolution.join('x')}${o.dtype === 'f32' ? '' : `-${o.dtype}`}`;
     writeFileSync(join(out, `${stem}.json`), JSON.stringify(record, null, 2) + '\n');
     writeFileSync(join(out, `${stem}.svg`), overheadChartSvg(record));
     const md = `# Latest benchmark run\n\n${describeRun(record).split('\n').map((l) => `${l}  `).join('\n')}\n\n${markdownTable(record)}\n\n` +
-      `![overheads](${stem}.svg)\n\n${notes.map((n) => `- ${n}`).join('\n')}\n`;
+      `![overheads](${stem}.svg)\n\n${[...warnings.map((w) => `**warning:** ${w}`), ...notes].map((n) => `- ${n}`).join('\n')}\n`;
     writeFileSync(join(out, 'latest.md'), md);
 
     console.log(describeRun(record));
     console.log('');
-    console.log(terminalTable(record));
+    console.log(o.wide ? terminalTable(record) : compactTable(record));
     if (notes.length) console.log(`\n${notes.map((n) => `note: ${n}`).join('\n')}`);
+    if (warnings.length) process.stderr.write(`\n${warnings.map((w) => `WARNING: ${w}`).join('\n')}\n`);
     console.log(`\nwrote ${join(out, `${stem}.json`)}, ${stem}.svg, latest.md`);
   } finally {
     backend.destroy();
@@ -213,6 +227,10 @@ async function main(): Promise<void> {
 }
 
 main().catch((e: unknown) => {
+  if (e instanceof BenchUsageError) {
+    process.stderr.write(`bench: error: ${e.message}\n(see npm run bench -- --help)\n`);
+    process.exit(2);
+  }
   process.stderr.write(`\nbench: ${e instanceof Error ? e.message : String(e)}\n`);
   process.exit(1);
 });

@@ -4,7 +4,8 @@
 
 import { freemem, totalmem } from 'node:os';
 import { ops, type Backend } from '@cnx/tensor';
-import { stepCost, type Geometry, type VariantId } from './variants.js';
+import type { BenchModel } from './bench_model.js';
+import { stepCost, type Geometry, type StepCost } from './variants.js';
 
 export interface PreflightReport {
   largestTensorBytes: number;
@@ -47,12 +48,15 @@ async function calibrate(backend: Backend): Promise<number> {
   return (2 * n ** 3) / (best * 1e6);
 }
 
-export async function preflight(backend: Backend, g: Geometry, ids: readonly VariantId[], steps: number, warmup: number, force: boolean): Promise<PreflightReport> {
+export async function preflight(
+  backend: Backend, g: Geometry, ids: readonly string[], steps: number, warmup: number, force: boolean,
+  model: Pick<BenchModel, 'stepCost' | 'unetParams' | 'title'> = { stepCost: (id, geo) => stepCost(id as Parameters<typeof stepCost>[0], geo), unetParams: 859_520_964, title: 'SD1.5' },
+): Promise<PreflightReport> {
   // f16 weight storage keeps (nearly) every parameter in 2 bytes; biases stay f32 (~0.1 % of them).
   const bytesPerWeight = backend.weightDtype === 'f16' ? 2 : 4;
-  const costs = ids.map((id) => stepCost(id, g));
+  const costs: StepCost[] = ids.map((id) => model.stepCost(id, g));
   const largest = costs.reduce((a, b) => (b.largestTensorBytes > a.largestTensorBytes ? b : a));
-  const unetParams = 859_520_964; // checked against the config in bench/test/flops.test.ts
+  const unetParams = model.unetParams; // checked against the config in bench/test/flops.test.ts
   const weightBytes = bytesPerWeight * (unetParams + Math.max(0, ...costs.map((c) => c.addedParams)));
   const warnings: string[] = [];
   const res = `${g.resolution[0]}x${g.resolution[1]} with ${2 * g.images} samples`;
@@ -71,7 +75,7 @@ export async function preflight(backend: Backend, g: Geometry, ids: readonly Var
   // CPU: weights and activations are host memory. WebGPU: weights are uploaded from host buffers.
   const hostNeed = backend.name !== 'webgpu' ? weightBytes * 1.15 : (4 * 1.3e8);
   if (hostNeed > totalmem()) {
-    throw new Error(`bench: the models need about ${fmt(hostNeed)} of host memory (${bytesPerWeight === 2 ? 'f16' : 'f32'} SD1.5 UNet${ids.includes('controlnet') ? ' + ControlNet' : ''}), ` +
+    throw new Error(`bench: the models need about ${fmt(hostNeed)} of host memory (${bytesPerWeight === 2 ? 'f16' : 'f32'} ${model.title} UNet${ids.includes('controlnet') ? ' + ControlNet' : ''}), ` +
       `this machine has ${fmt(totalmem())}; drop --variants controlnet or use a machine with more memory`);
   }
   if (hostNeed > freemem()) warnings.push(`only ${fmt(freemem())} of host memory is free, the models need about ${fmt(hostNeed)}`);

@@ -73,6 +73,13 @@ async function timedStep(runner: StepRunner, backend: Backend, t: number, into: 
   }
 }
 
+/** Seconds as "1m05s" / "12s". */
+export function formatSeconds(s: number): string {
+  if (!Number.isFinite(s)) return '?';
+  const r = Math.round(s);
+  return r >= 60 ? `${Math.floor(r / 60)}m${String(r % 60).padStart(2, '0')}s` : `${r}s`;
+}
+
 /** Timesteps of the timed steps: spread over the schedule like a 20-step sampler (values do not change the cost). */
 export function timestepAt(round: number): number {
   return Math.max(1, 999 - 50 * (round % 20));
@@ -108,11 +115,18 @@ export async function timeRoundRobin(runners: ReadonlyMap<string, StepRunner>, b
     out.set(id, timed);
   }
   const rounds = o.warmup + o.steps;
+  // ETA: the mean time of the steps so far times the steps left (warm-up steps are slower, so early
+  // estimates run high and then settle).
+  const total = rounds * runners.size;
+  const tRounds = clock();
+  let done = 0;
   for (let round = 0; round < rounds; round++) {
     const warm = round < o.warmup;
     for (const [id, r] of runners) {
-      progress(`round ${round + 1}/${rounds}${warm ? ' (warm-up)' : ''}: ${id}`);
+      const eta = done > 0 ? `, ETA ${formatSeconds(((clock() - tRounds) / done) * (total - done) / 1000)}` : '';
+      progress(`round ${round + 1}/${rounds}${warm ? ' (warm-up)' : ''}: ${id} (step ${done + 1}/${total}${eta})`);
       await timedStep(r, backend, timestepAt(round), warm ? undefined : out.get(id)!, clock);
+      done++;
     }
   }
   return out;

@@ -36,7 +36,8 @@ export const VARIANTS: Record<VariantId, VariantInfo> = {
 };
 
 export interface StepCost {
-  id: VariantId;
+  /** A configuration id of the model benchmarked (this file's VariantId for SD1.5, sdxl_variants.ts for SDXL). */
+  id: string;
   /** Matmul-class FLOPs (conv + linear + attention) per denoising step, UNet + control. */
   stepFlops: number;
   /** Norm/softmax/elementwise FLOPs per step. */

@@ -10,8 +10,14 @@ import {
 } from '../src/flops.js';
 import { SD15_UNET_CONFIG } from '../src/sd15_configs.js';
 import { stepCost } from '../src/variants.js';
+import { CpuBackend, ShapeRecorder } from '@cnx/tensor';
+import { UNet2DConditionModel } from '@cnx/unet';
+import { SDXL_CONTROLNEXT_STRUCTURE, SDXL_UNET_CONFIG } from '../src/sdxl_configs.js';
+import { sdxlStepCost } from '../src/sdxl_variants.js';
+import { BENCH_MODELS } from '../src/bench_model.js';
+import { GOLDEN_ROOT } from '../../test/harness/golden_root.js';
 
-const GOLDEN = '/work/shared/golden';
+const GOLDEN = GOLDEN_ROOT;
 
 /** Total element count of every tensor in a safetensors file (header only). */
 function safetensorsParams(file: string): number {
@@ -96,5 +102,40 @@ describe('golden weight files: counted parameters = stored parameters', () => {
     const t = controlnextTrainingCost({ ...m.constructor, mid_out_channels: m.structure.mid_out_channels },
       { batch: 1, featureBatch: 1, image: [48, 48], feature: [m.structure.mid_out_channels, 3, 3] });
     expect(summarize(t).params).toBe(safetensorsParams(join(GOLDEN, 'sd15_controlnext_training/controlnext/controlnext.safetensors')));
+  });
+});
+
+describe('SDXL (--model sdxl)', () => {
+  it('UNet2DConditionModel (SDXL base config): the counted parameters are the built model\'s, 2,567,463,684', () => {
+    const L = unetCost(SDXL_UNET_CONFIG, { batch: 1, latent: [128, 128], seqLen: 77 });
+    const recorder = new ShapeRecorder();
+    new UNet2DConditionModel(SDXL_UNET_CONFIG as unknown as Record<string, unknown>, recorder, new CpuBackend());
+    expect(summarize(L).params).toBe(recorder.parameterCount());
+    expect(summarize(L).params).toBe(2_567_463_684);
+    expect(BENCH_MODELS.sdxl.unetParams).toBe(2_567_463_684);
+    expect(BENCH_MODELS.sd15.unetParams).toBe(summarize(unetCost(SD15_UNET_CONFIG, { batch: 1, latent: [64, 64], seqLen: 77 })).params);
+  });
+  it('sdxl_unet tiny UNet (text_time, transformer_layers_per_block): counted parameters = stored parameters', () => {
+    const cfg = readJson(join(GOLDEN, 'sdxl_unet/unet/config.json')) as unknown as UNetLikeConfig;
+    const L = unetCost(cfg, { batch: 1, latent: [8, 8], seqLen: 77 });
+    expect(summarize(L).params).toBe(safetensorsParams(join(GOLDEN, 'sdxl_unet/unet/diffusion_pytorch_model.safetensors')));
+  });
+  it('ControlNeXt-SDXL: 3,526,400 module parameters, 102,483,200 attn2.to_out UNet parameters trained (spec §5.1, §5.4)', () => {
+    const c = sdxlStepCost('sdxl-ref', { resolution: [1024, 1024], images: 1 });
+    expect(c.addedParams).toBe(3_526_400);
+    expect(c.trainableParams).toBe(3_526_400 + 102_483_200);
+    expect(SDXL_CONTROLNEXT_STRUCTURE.mid_out_channels).toBe(SDXL_UNET_CONFIG.block_out_channels[0]);
+  });
+  it('at 1024x1024: the module is ~207 GMAC per image per step (spec §5.1), ~6 % of the UNet as the reference runs it; ours is half the module minus its prefix', () => {
+    const g = { resolution: [1024, 1024] as const, images: 1 };
+    const base = sdxlStepCost('base', g), ref = sdxlStepCost('sdxl-ref', g), opt = sdxlStepCost('sdxl-opt', g);
+    const perImageMacs = ref.controlFlops / 2 / 2;
+    expect(perImageMacs / 1e9).toBeGreaterThan(200);
+    expect(perImageMacs / 1e9).toBeLessThan(215);
+    expect(ref.controlFlops / base.stepFlops).toBeGreaterThan(0.055);
+    expect(ref.controlFlops / base.stepFlops).toBeLessThan(0.07);
+    expect((opt.controlFlops + opt.prefixFlops) / (ref.controlFlops / 2)).toBeCloseTo(1, 12);
+    expect(opt.prefixFlops).toBeGreaterThan(0);
+    expect(opt.stepFlops).toBeLessThan(ref.stepFlops);
   });
 });

@@ -21,7 +21,7 @@ describe('parseBenchOptions', () => {
   it('defaults: CPU, 64 px, every configuration, f32', () => {
     const o = parseBenchOptions([]);
     if (o === 'help') throw new Error('unexpected help');
-    expect(o).toMatchObject({ backend: 'wasm', resolution: [64, 64], steps: 2, warmup: 1, batch: 1, dtype: 'f32' });
+    expect(o).toMatchObject({ backend: 'wasm', resolution: [64, 64], steps: 3, warmup: 1, batch: 1, dtype: 'f32', out: undefined, wide: false });
     expect(o.variants).toEqual([...VARIANT_IDS]);
   });
   it('keeps the base in any variant subset, parses HxW', () => {
@@ -37,6 +37,18 @@ describe('parseBenchOptions', () => {
     expect(() => parseBenchOptions(['--variants', 'bogus'])).toThrow(/unknown 'bogus'/);
     expect(() => parseBenchOptions(['--backend', 'cuda'])).toThrow(/cpu, wasm or webgpu, found 'cuda'/);
     expect(parseBenchOptions(['--help'])).toBe('help');
+  });
+  it('--model sdxl: its own configurations, multiples of 32 px, unknown models and foreign ids named', () => {
+    const o = parseBenchOptions(['--model', 'sdxl', '--resolution', '1024']);
+    if (o === 'help') throw new Error('unexpected help');
+    expect(o).toMatchObject({ model: 'sdxl', resolution: [1024, 1024], variants: ['base', 'sdxl-ref', 'sdxl-opt'] });
+    const sub = parseBenchOptions(['--model', 'sdxl', '--variants', 'sdxl-opt', '--resolution', '96x64']);
+    if (sub === 'help') throw new Error('unexpected help');
+    expect(sub).toMatchObject({ variants: ['base', 'sdxl-opt'], resolution: [96, 64] });
+    expect(() => parseBenchOptions(['--model', 'sdxl', '--resolution', '48'])).toThrow(/--resolution: SDXL needs multiples of 32 pixels .*halves it 2 times.*48x48/);
+    expect(() => parseBenchOptions(['--model', 'sdxl', '--variants', 'light-opt'])).toThrow(/unknown 'light-opt' for --model sdxl; expected some of base, sdxl-ref, sdxl-opt/);
+    expect(() => parseBenchOptions(['--model', 'sd3'])).toThrow(/--model: expected sd15 or sdxl, found 'sd3'/);
+    expect((parseBenchOptions([]) as { model: string }).model).toBe('sd15');
   });
 });
 

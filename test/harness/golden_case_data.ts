@@ -1,13 +1,14 @@
-// Reading a golden case folder (../shared/golden/<case>: case.json + io.safetensors) from unit tests,
+// Reading a golden case folder (golden/<case>, located by golden_root.ts: case.json + io.safetensors) from unit tests,
 // and the golden runner's acceptance rule: max abs error <= tolerance.max_abs and relative L2 error
 // <= tolerance.rel_l2 (packages/golden/src/run_case.ts), NaN never passing.
 
 import { readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { SafetensorsFile } from '@cnx/tensor';
 import { expect } from 'vitest';
+import { GOLDEN_ROOT } from './golden_root.js';
 
-export const GOLDEN_ROOT = resolve(process.env.CNX_GOLDEN_DIR ?? join(import.meta.dirname, '../../../shared/golden'));
+export { GOLDEN_ROOT };
 
 export interface GoldenTolerance { max_abs: number; rel_l2: number }
 

@@ -1,4 +1,4 @@
-// The optim_adamw golden case (../shared/golden/optim_adamw) as data for optimizer tests: every variant's
+// The optim_adamw golden case (golden/optim_adamw) as data for optimizer tests: every variant's
 // hyperparameters, parameter groups, initial parameters and per-step gradients, read from case.json and
 // io.safetensors (nothing hard-coded), and a checker that compares a produced trajectory with the
 // case's outputs step by step with the case's tolerances.

@@ -8,18 +8,17 @@
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createBackend, matmulNaiveKernel, WebgpuBackend } from '@cnx/kernels';
 import type { Backend, Tensor } from '@cnx/tensor';
 import { runEnvironment } from '../environment.js';
+import { resolveOutFolder } from '../run_folder.js';
 import { Progress } from '../progress.js';
 import { gpuJsMatmul } from './gpujs_matmul.js';
 import { fullCases, smallCases, type KernelCase, type KernelFamily } from './kernel_cases.js';
 
 const require = createRequire(import.meta.url);
-const RESULTS_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'results');
 
 interface Deferred { resolve(): void }
 interface BenchmarkInstance {
@@ -41,7 +40,8 @@ const HELP = `Usage: npm run bench:kernels -- [options]   (or: node bench/dist/k
                              cross_norm, geglu, elementwise, upsample (CPU default: matmul,conv2d at
                              the SD1.5 shapes up to 20 GFLOP per call)
   --max-time S               seconds benchmark.js may spend sampling one case (default 1)
-  --out DIR                  results folder (default bench/results)
+  --out DIR                  results folder (default: a new bench/runs/<date>-kernels/; bench/results is the
+                             committed one)
 `;
 
 interface Timing { meanMs: number; rmePct: number; samples: number }
@@ -161,7 +161,7 @@ async function main(): Promise<void> {
   if (!(maxTime > 0)) throw new Error(`--max-time: expected seconds > 0, found '${values['max-time']}'`);
   const families = values.families?.split(',').map((s) => s.trim()) as KernelFamily[] | undefined;
   const progress = new Progress();
-  const outDir = values.out ? resolve(values.out) : RESULTS_DIR;
+  const outDir = resolveOutFolder(values.out, 'kernels');
   mkdirSync(outDir, { recursive: true });
 
   const names: ('cpu' | 'wasm' | 'webgpu')[] = which === 'all' ? ['webgpu', 'wasm', 'cpu'] : [which as 'cpu' | 'wasm' | 'webgpu'];

@@ -29,7 +29,7 @@ export function overheadChartSvg(r: BenchRecord): string {
   const parts: string[] = [];
   parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`);
   parts.push(`<rect width="100%" height="100%" fill="white"/>`);
-  parts.push(`<text x="${left}" y="20" font-size="15" font-weight="bold">${esc(`Per-step overhead over the base UNet: SD1.5 ${r.resolution[0]}x${r.resolution[1]}, CFG batch ${r.unetBatch}`)}</text>`);
+  parts.push(`<text x="${left}" y="20" font-size="15" font-weight="bold">${esc(`Per-step overhead over the base UNet: ${r.architecture ?? 'SD1.5'} ${r.resolution[0]}x${r.resolution[1]}, CFG batch ${r.unetBatch}`)}</text>`);
   parts.push(`<text x="${left}" y="38" fill="#555">${esc(`${r.backend.description.startsWith(r.backend.name) ? '' : `${r.backend.name}: `}${r.backend.description} | ${r.environment.date.slice(0, 10)} ${r.environment.gitCommit.slice(0, 10)}`)}</text>`);
   // Grid lines every 10 % (or 20 % when the range is wide).
   const stepPct = span > 120 ? 20 : 10;

@@ -62,7 +62,7 @@ function precisionText(r: BenchRecord): string {
 export function describeRun(r: BenchRecord): string {
   const e = r.environment;
   return [
-    `SD1.5 ${r.model}, ${r.resolution[0]}x${r.resolution[1]} px (latent ${r.latent[0]}x${r.latent[1]}), ` +
+    `${r.architecture ?? 'SD1.5'} ${r.model}, ${r.resolution[0]}x${r.resolution[1]} px (latent ${r.latent[0]}x${r.latent[1]}), ` +
       `${r.images} image(s), CFG: UNet batch ${r.unetBatch}, ${precisionText(r)}, ${r.steps} timed step(s) after ${r.warmup} warm-up`,
     `backend: ${r.backend.description.startsWith(r.backend.name) ? '' : `${r.backend.name}: `}${r.backend.description}; timing: ${r.backend.timing}`,
     `${e.date}, commit ${e.gitCommit.slice(0, 12)}${e.gitDirty ? ' (dirty)' : ''}, node ${e.node}, ${e.platform}, ${e.cpu} x${e.cpuCores}`,

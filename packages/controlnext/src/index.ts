@@ -1,6 +1,7 @@
 // @cnx/controlnext, the main (browser-safe) entry: ControlNeXt control modules and injection
 // (controlnext/), the diffusers ControlNet baseline (controlnet/), control types (control_types/), the
-// pipelines (pipelines/), LoRA and images as arrays and tensors. Nothing here imports a Node module (a
+// pipelines (pipelines/: images, and video with Stable Video Diffusion + ControlNeXt-SVD), pose keypoints
+// and their renderer (video/), LoRA and images as arrays and tensors. Nothing here imports a Node module (a
 // test bundles it with esbuild for the browser). The Node entry (node.ts: exports condition "node") adds
 // PNG/JPEG files, loading a pipeline from a folder, control-type plug-in folders and the CLI (node/, cli/).
 // Schedulers live in @cnx/unet beside the models.
@@ -29,7 +30,19 @@ export * from './pipelines/call_queue.js';
 export * from './pipelines/finite_guard.js';
 export * from './pipelines/pipeline_control.js';
 export * from './pipelines/prompt_encoder.js';
+export * from './pipelines/sdxl_prompt_encoder.js';
+export * from './pipelines/sdxl_pipeline.js';
 export * from './pipelines/pipeline_from_files.js';
+export * from './pipelines/pipeline_assembly.js';
+export * from './pipelines/model_index.js';
 export * from './lora.js';
 export * from './images.js';
 export * from './pipelines/tiny_model.js';
+export * from './pipelines/tiny_model_files.js';
+export * from './controlnext/controlnext_svd_modules.js';
+export * from './controlnext/controlnext_svd.js';
+export * from './pipelines/svd_pipeline.js';
+export * from './pipelines/svd_preflight.js';
+export * from './pipelines/tiny_svd_model.js';
+export * from './video/pose_keypoints.js';
+export * from './video/pose_render.js';

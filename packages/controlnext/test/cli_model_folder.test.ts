@@ -7,14 +7,15 @@
 
 import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import ndarray from 'ndarray';
 import { bytesToUnicode } from '@cnx/unet';
 import { CpuBackend } from '@cnx/tensor';
 import { loadPipeline, main, readImage, writePng } from '@cnx/controlnext';
+import { GOLDEN_ROOT } from '../../../test/harness/golden_root.js';
 
-const golden = resolve(process.env.CNX_GOLDEN_DIR ?? join(import.meta.dirname, '../../../../shared/golden'));
+const golden = GOLDEN_ROOT;
 const pipeCase = join(golden, 'sd15_pipeline_controlnext');
 if (!existsSync(pipeCase)) throw new Error(`golden case folder ${pipeCase} not found (set CNX_GOLDEN_DIR)`);
 
@@ -59,11 +60,12 @@ describe('cnx generate --model', () => {
     const r = await run('generate', '--model', model, '--controlnext', join(pipeCase, 'controlnext'),
       '--controlnext-unet', join(golden, 'sd15_controlnext_unet_merge', 'sd15_controlnext_unet', 'unet.safetensors'),
       '--control-image', ctrlPath, '--control-type', 'passthrough', '--lora', `${join(golden, 'sd15_lora', 'lora.safetensors')}:0.5`,
-      '--prompt', 'a test', '--steps', '1', '--seed', '1', '--output', outPath);
+      '--prompt', 'a test', '--steps', '1', '--seed', '1', '--width', '64', '--height', '64', '--output', outPath);
     expect(r.code, r.err).toBe(0);
     expect(r.err).toMatch(/lora: .*lora\.safetensors merged into 13 weights \(scale 0\.5\)/);
     expect(r.err).toMatch(/controlnext unet: replaced \d+ tensors from .*unet\.safetensors/);
     expect(r.err).not.toMatch(/RANDOM/);
+    expect(r.err).toMatch(/controlnext: variant sd15 \(detected: 'down_res\.0\.norm1\.weight' is \[3\]/);
     expect(r.out).toMatch(/^wrote .*out\.png 64x64 seed=1 steps=1 scheduler=unipc/);
     expect(readImage(outPath).shape).toEqual([64, 64, 3]);
   }, 300_000);
@@ -87,7 +89,7 @@ describe('cnx generate --model', () => {
     expect(zero).toEqual(plain);
     expect(full).not.toEqual(plain);
     const r = await run('generate', '--model', model, '--controlnet', controlnet, '--control-image', join(dir, 'control.png'),
-      '--prompt', 'x', '--steps', '1', '--output', join(dir, 'cn.png'));
+      '--prompt', 'x', '--steps', '1', '--width', '64', '--height', '64', '--output', join(dir, 'cn.png'));
     expect(r.code, r.err).toBe(0);
   }, 300_000);
 

@@ -80,7 +80,7 @@ describe('cnx as a process: exit codes and output', () => {
     const model = writeModelFolder(join(dir, 'sd-fp16'), { fp16: true, brokenFp32: ['unet', 'vae', 'text_encoder'] });
     const ctrl = join(dir, 'ctrl.png');
     writePng(ctrl, picture(64, 64));
-    const args = ['generate', '--model', model, '--controlnext', goldenControlNeXt, '--control-image', ctrl, '--steps', '2', '--seed', '1', '--output', join(dir, 'fp16.png')];
+    const args = ['generate', '--model', model, '--controlnext', goldenControlNeXt, '--control-image', ctrl, '--steps', '2', '--seed', '1', '--width', '64', '--height', '64', '--output', join(dir, 'fp16.png')];
     const r = cnx([...args, '--fp16']);
     expect(r.code, r.err).toBe(0);
     expect(r.out).toMatch(/wrote .*fp16\.png 64x64/);
@@ -94,7 +94,7 @@ describe('cnx as a process: exit codes and output', () => {
     const model = writeModelFolder(join(dir, 'sd-overflow'), { edit: { unet: { 'conv_out.weight': (w) => w.map(() => 3e38) } } });
     const ctrl = join(dir, 'ctrl2.png');
     writePng(ctrl, picture(64, 64));
-    const args = ['generate', '--model', model, '--controlnext', goldenControlNeXt, '--control-image', ctrl, '--steps', '3', '--seed', '1', '--output', join(dir, 'nan.png')];
+    const args = ['generate', '--model', model, '--controlnext', goldenControlNeXt, '--control-image', ctrl, '--steps', '3', '--seed', '1', '--width', '64', '--height', '64', '--output', join(dir, 'nan.png')];
     const r = cnx(args);
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/cnx generate: error: the latents after step 1 of 3 \(timestep \d+\) holds NaN or infinite values, so the image would come out black or as noise \(--no-check-finite skips this check\)/);

@@ -103,8 +103,8 @@ describe('flags that depend on other flags', () => {
     mkdirSync(model);
     const file = out('cnx.safetensors');
     writeFileSync(file, '');
-    await usage(['--model', model, '--controlnext', file], /--controlnext needs --control-image FILE/);
-    await usage(['--model', model, '--controlnet', model], /--controlnet needs --control-image FILE/);
+    await usage(['--model', model, '--controlnext', file], /--controlnext needs a control image: --control-image FILE/);
+    await usage(['--model', model, '--controlnet', model], /--controlnet needs a control image: --control-image FILE/);
     await usage(['--model', model, '--controlnext', file, '--controlnet', model, '--control-image', ctrl], /give --controlnext FILE \(ControlNeXt\) or --controlnet DIR \(ControlNet\), not both/);
     await usage(['--model', model, '--controlnext', out('missing.safetensors'), '--control-image', ctrl], /--controlnext: .*missing\.safetensors does not exist/);
     await usage(['--model', file], /--model: folder .*cnx\.safetensors is a file, not a folder/);
@@ -121,7 +121,7 @@ describe('flags that depend on other flags', () => {
   });
   it('a valid run still works (the checks do not refuse good usage)', async () => {
     const r = await run('generate', '--control-image', ctrl, '--control-type', 'canny', '--control-option', 'low=auto', '--control-option', 'sigma=0.5',
-      '--steps', '1', '--seed', '3', '--output', out('ok.png'));
+      '--steps', '1', '--seed', '3', '--width', '16', '--height', '16', '--output', out('ok.png'));
     expect(r.code, r.err).toBe(0);
     expect(r.out).toMatch(/wrote .*ok\.png 16x16 seed=3 steps=1/);
     expect(existsSync(out('ok.png'))).toBe(true);

@@ -7,7 +7,7 @@
 //    input shared by several cells), eps 1e-12 and 1e-5;
 //  - the f32 entry points against golden grad_cross_norm (torch autograd of the ControlNeXt-SD1.5-Training
 //    injection), with the case's tolerances (max_abs, rel_l2).
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import {
@@ -16,8 +16,9 @@ import {
 import { CpuBackend, SafetensorsFile } from '@cnx/tensor';
 import { randomArray } from '../../../test/harness/allclose.js';
 import { finiteDifferenceVjp, worstRatio } from '../../../test/harness/finite_difference.js';
+import { GOLDEN_ROOT } from '../../../test/harness/golden_root.js';
 
-const golden = resolve(process.env.CNX_GOLDEN_DIR ?? join(import.meta.dirname, '../../../../shared/golden'));
+const golden = GOLDEN_ROOT;
 const numel = (s: readonly number[]) => s.reduce((p, d) => p * d, 1);
 
 interface Case { x: number[]; control: number[]; order: CrossNormReferenceParams['order']; eps: number; scaleTensor: boolean; residual?: boolean }

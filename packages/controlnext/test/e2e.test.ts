@@ -1,4 +1,4 @@
-// End to end on the golden cases' tiny models (../shared/golden/sd15_pipeline_controlnext: UNet, VAE,
+// End to end on the golden cases' tiny models (golden/sd15_pipeline_controlnext: UNet, VAE,
 // ControlNeXt-SD1.5 module and scheduler config; clip_text: the text encoder), with a byte-level
 // tokenizer: a picture drawn here -> the project's Canny control type -> a few sampling steps -> a PNG
 // written and read back. The same seed gives the same image on the same backend, and the control
@@ -6,7 +6,7 @@
 
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, expect } from 'vitest';
 import type { Backend, Tensor } from '@cnx/tensor';
 import { AutoencoderKL, CLIPTextModel, UNet2DConditionModel, createScheduler, readSchedulerConfigFile } from '@cnx/unet';
@@ -15,8 +15,9 @@ import {
   readImage, tensorToImages, tinyTokenizer, writePng,
 } from '@cnx/controlnext';
 import { describeEachBackend } from '../../../test/harness/backends.js';
+import { GOLDEN_ROOT } from '../../../test/harness/golden_root.js';
 
-const golden = resolve(process.env.CNX_GOLDEN_DIR ?? join(import.meta.dirname, '../../../../shared/golden'));
+const golden = GOLDEN_ROOT;
 const caseDir = join(golden, 'sd15_pipeline_controlnext');
 if (!existsSync(join(caseDir, 'case.json'))) throw new Error(`e2e: golden case folder ${caseDir} not found (set CNX_GOLDEN_DIR)`);
 const caseJson = JSON.parse(readFileSync(join(caseDir, 'case.json'), 'utf8')) as { models: Record<string, { path: string; structure?: { groups?: number[] } }> };

@@ -6,13 +6,14 @@
 
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CpuBackend, type Tensor } from '@cnx/tensor';
 import { bytesToUnicode, UNet2DConditionModel, type ModelFiles } from '@cnx/unet';
 import { builtinControlTypes, ControlTypeRegistry, listControlTypes, loadPipeline, pipelineFromFiles, type ControlType } from '@cnx/controlnext';
+import { GOLDEN_ROOT } from '../../../test/harness/golden_root.js';
 
-const golden = resolve(process.env.CNX_GOLDEN_DIR ?? join(import.meta.dirname, '../../../../shared/golden'));
+const golden = GOLDEN_ROOT;
 const pipeCase = join(golden, 'sd15_pipeline_controlnext');
 const dir = mkdtempSync(join(tmpdir(), 'cnx-files-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -65,7 +66,7 @@ describe('models from bytes', () => {
     const unetOnly: ModelFiles = { 'config.json': files['unet/config.json']! };
     expect(() => UNet2DConditionModel.fromFiles(unetOnly, backend)).toThrow(/UNet2DConditionModel.fromFiles: no weights file it can choose: .*found config.json/);
     const { 'scheduler/scheduler_config.json': _s, ...noScheduler } = files;
-    expect(() => pipelineFromFiles(noScheduler, backend)).toThrow(/pipelineFromFiles: no scheduler\/scheduler_config.json among the files/);
+    expect(() => pipelineFromFiles(noScheduler, backend)).toThrow(/model folder pipelineFromFiles is missing scheduler\/scheduler_config\.json \(a Stable Diffusion diffusers folder holds/);
     backend.destroy();
   }, 300_000);
 });

@@ -83,7 +83,7 @@ describeEachBackend('pipeline seams', (test) => {
     expect(live[2]).toBe(live[1]);
     [r.images, r.latents].forEach((t) => t.dispose());
     await expect(pipe.generate({ prompt: 'x', controlImage: ctrl, numInferenceSteps: 1, stepTensors: ['feature'] }))
-      .rejects.toThrow(/unknown step tensor 'feature' \(known: latents, noise_pred, unet_output, model_input, control, or a traced name unet\.\*/);
+      .rejects.toThrow(/unknown step tensor 'feature' \(known: latents, noise_pred, noise_cfg, unet_output, model_input, control, or a traced name unet\.\*/);
     await expect(pipe.generate({ prompt: 'x', controlImage: ctrl, numInferenceSteps: 1, stepTensors: ['unet.no_such_module'], onStepEnd: () => {} }))
       .rejects.toThrow(/step 0 produced no 'unet.no_such_module'/);
     ctrl.dispose();

@@ -3,7 +3,7 @@
 // here), as copies, optionally with .fp16 weight files next to the fp32 ones and with a tensor changed,
 // for tests that run `cnx generate --model` as a process.
 
-import { copyFileSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { SafetensorsFile, numberToF16Bits, writeSafetensors, type SafetensorsEntry } from '@cnx/tensor';
 import { bytesToUnicode } from '@cnx/unet';
@@ -19,6 +19,8 @@ export interface ModelFolderOptions {
   fp16?: boolean;
   /** Replace the fp32 weights of these parts by a file that is not safetensors (only the .fp16 files load). */
   brokenFp32?: readonly ('unet' | 'vae' | 'text_encoder')[];
+  /** Change keys of a part's config.json (undefined removes the key). */
+  config?: Partial<Record<'unet' | 'vae' | 'text_encoder', Record<string, unknown>>>;
   /** Change tensors of a part's fp32 weights: part -> key -> new values (same length). */
   edit?: Partial<Record<'unet' | 'vae' | 'text_encoder', Record<string, (old: Float32Array) => Float32Array>>>;
 }
@@ -49,7 +51,8 @@ export function writeModelFolder(root: string, opts: ModelFolderOptions = {}): s
   for (const [part, [src, weights]] of Object.entries(parts) as [keyof typeof parts, readonly [string, string]][]) {
     const dir = join(root, part);
     mkdirSync(dir);
-    copyFileSync(join(src, 'config.json'), join(dir, 'config.json'));
+    const config = JSON.parse(readFileSync(join(src, 'config.json'), 'utf8')) as Record<string, unknown>;
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, ...opts.config?.[part] }));
     copyWeights(join(src, weights), join(dir, weights), opts.fp16 ?? false, opts.edit?.[part]);
     if (opts.brokenFp32?.includes(part)) writeFileSync(join(dir, weights), 'not a safetensors file');
   }

@@ -21,9 +21,15 @@ import { loraRunner } from './runners/sd15_lora.js';
 import { sd15ControlNeXtRunner } from './runners/sd15_controlnext.js';
 import { sd15ControlNeXtTrainingRunner } from './runners/sd15_controlnext_training.js';
 import { sdxlControlNeXtRunner } from './runners/sdxl_controlnext.js';
+import { sdxlPipelineControlNeXtRunner } from './runners/sdxl_pipeline_controlnext.js';
 import { clipTextRunner } from './runners/clip_text.js';
 import { unetMergeRunner } from './runners/sd15_controlnext_unet_merge.js';
 import { controlNetRunner } from './runners/sd15_controlnet.js';
+import { clipVisionRunner } from './runners/clip_vision.js';
+import { svdVaeRunner } from './runners/svd_vae.js';
+import { svdUnetRunner } from './runners/svd_unet.js';
+import { svdControlNeXtRunner, svdControlNeXtV2Runner } from './runners/svd_controlnext.js';
+import { svdPipelineControlNeXtRunner } from './runners/svd_pipeline_controlnext.js';
 import { optimAdamwRunner } from './runners/optim_adamw.js';
 import { gradOpsRunner } from './runners/grad_ops.js';
 
@@ -48,8 +54,15 @@ export const runners: Readonly<Record<string, Runner>> = {
   controlnext: sd15ControlNeXtRunner,
   controlnext_training: sd15ControlNeXtTrainingRunner,
   sdxl_controlnext: sdxlControlNeXtRunner,
+  sdxl_pipeline_controlnext: sdxlPipelineControlNeXtRunner,
   unet_merge: unetMergeRunner,
   controlnet: controlNetRunner,
+  clip_vision: clipVisionRunner,
+  svd_vae: svdVaeRunner,
+  svd_unet: svdUnetRunner,
+  svd_controlnext: svdControlNeXtRunner,
+  svd_controlnext_v2: svdControlNeXtV2Runner,
+  svd_pipeline_controlnext: svdPipelineControlNeXtRunner,
   optim_adamw: optimAdamwRunner,
   grad_ops: gradOpsRunner,
 };

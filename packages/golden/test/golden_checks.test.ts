@@ -13,8 +13,9 @@ import { promisify } from 'node:util';
 import { compareArrays, runCase, type CaseResult } from '@cnx/golden';
 import { CpuBackend, SafetensorsFile, writeSafetensors, type SafetensorsEntry } from '@cnx/tensor';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GOLDEN_ROOT } from '../../../test/harness/golden_root.js';
 
-const GOLDEN = '/work/shared/golden';
+const GOLDEN = GOLDEN_ROOT;
 const cpu = new CpuBackend();
 let root = '';
 beforeAll(() => { root = mkdtempSync(join(tmpdir(), 'golden-checks-')); });

@@ -1,5 +1,8 @@
 // The main entry: browser-safe (no Node module reachable). Node code gets src/node.ts through the
 // package's "node" export condition, which adds Dawn's adapters.
+// The WebGPU types (GPUDevice, GPUBuffer, ...) in this package's declarations come from @webgpu/types (a
+// dependency); the directive is kept in dist/index.d.ts so that consumers get them without configuring "types".
+/// <reference types="@webgpu/types" preserve="true" />
 export { backendNames, createBackend, registerBackend, type BackendModule, type CreateBackendOptions } from './create_backend.js';
 export { WebgpuBackend, type WebgpuBackendOptions } from './webgpu/webgpu_backend.js';
 export { compileProgressPrinter, watchCompiles, type CompileProgress } from './webgpu/compile_progress.js';

@@ -1,6 +1,7 @@
 // The Node entry of @cnx/kernels (package.json exports, condition "node"): everything of the main entry,
 // with WebGPU adapters from Dawn (webgpu/device_node.ts) instead of navigator.gpu. Only this file and
 // what it imports may touch Node-only modules.
+/// <reference types="@webgpu/types" preserve="true" />
 
 import { createBackend as createBackendWith, type CreateBackendOptions } from './create_backend.js';
 import { acquireDevice as acquireDeviceWith, type AcquireOptions, type AcquiredDevice } from './webgpu/device.js';

@@ -20,13 +20,14 @@
 import { attentionBackwardKernel, attentionKernel, type GpuContext } from '@cnx/kernels';
 import { SafetensorsFile, attentionBackward, attentionForwardWithLse, type Backend, type HostArray } from '@cnx/tensor';
 import { readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { expectAllClose, randomArray, type Tol } from '../../../test/harness/allclose.js';
 import { describeEachBackend } from '../../../test/harness/backends.js';
+import { GOLDEN_ROOT } from '../../../test/harness/golden_root.js';
 
 const EPS = 1.19e-7;
-const golden = resolve(process.env.CNX_GOLDEN_DIR ?? join(import.meta.dirname, '../../../../shared/golden'));
+const golden = GOLDEN_ROOT;
 const maxAbs = (a: ArrayLike<number>) => { let m = 0; for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]!)); return m; };
 
 function asContext(backend: Backend): GpuContext {

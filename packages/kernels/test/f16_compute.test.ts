@@ -218,4 +218,16 @@ describe('f16-compute variants (shader-f16: operands rounded to f16) [webgpu]', 
   test('matmul: f16 operands vs the reference on rounded operands, and the 2 u16 sum|a||b| bound', (ctx) => matmulCases(ctx, undefined, true));
   test('conv2d: f16 operands vs the reference on rounded operands', (ctx) => convCases_(ctx, undefined, true));
   test('attention: f16 q, k, v vs the reference on rounded q, k, v', (ctx) => attnCases_(ctx, undefined, true));
+  // Backend.inFullPrecision (the SDXL VAE's force_upcast): the f32 kernels inside, f16 again after, also after a throw.
+  test('inFullPrecision: the kernels select their f32 variants inside, f16 again after (also after a throw)', async (ctx) => {
+    const b = ctx as WebgpuBackend;
+    expect(f16Compute.halfOperandsFor(b)).toEqual({ type: 'f16' });
+    b.inFullPrecision(() => {
+      expect(b.computeDtype).toBe('f32');
+      expect(f16Compute.halfOperandsFor(b)).toBeUndefined();
+    });
+    expect(b.computeDtype).toBe('f16');
+    expect(() => b.inFullPrecision(() => { throw new Error('inside'); })).toThrow('inside');
+    expect(b.computeDtype).toBe('f16');
+  });
 });

@@ -55,6 +55,12 @@ export interface Backend {
    * leaves it unset.
    */
   readonly weightDtype?: WeightDtype;
+  /**
+   * Run `fn` with full-precision (f32) compute where the backend otherwise computes in a lower precision
+   * (WebGPU compute 'f16'): what diffusers' VAE force_upcast asks for. Absent: the backend always
+   * computes in f32 (or float64), so there is nothing to switch.
+   */
+  inFullPrecision?<T>(fn: () => T): T;
 
   // ---- memory ----
   /** A new zero-filled contiguous tensor. */

@@ -266,7 +266,9 @@ export class SafetensorsFile {
 
   /** Parse an in-memory file; `name` stands for the file in error messages. */
   static fromBytes(bytes: Uint8Array, name = '<buffer>'): SafetensorsFile {
-    return SafetensorsFile.parse(name, bytes.length, (p, n) => bytes.slice(p, p + n), () => {});
+    // Uint8Array.prototype.slice: a fresh copy even for a Node Buffer, whose own slice() is a view into
+    // a shared pool (the readers below use each result's whole .buffer).
+    return SafetensorsFile.parse(name, bytes.length, (p, n) => Uint8Array.prototype.slice.call(bytes, p, p + n), () => {});
   }
 
   private static parse(source: string, size: number, read: ByteReader, close: () => void): SafetensorsFile {

@@ -6,7 +6,7 @@
 //    sharp logits;
 //  - the f32 entry points against golden grad_attention (torch autograd of softmax(q k^T d^-1/2) v; raw
 //    q/k/v variants), with the case's tolerances (max_abs, rel_l2).
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import {
@@ -15,8 +15,9 @@ import {
 } from '@cnx/tensor';
 import { randomArray } from '../../../test/harness/allclose.js';
 import { finiteDifferenceVjp, worstRatio } from '../../../test/harness/finite_difference.js';
+import { GOLDEN_ROOT } from '../../../test/harness/golden_root.js';
 
-const golden = resolve(process.env.CNX_GOLDEN_DIR ?? join(import.meta.dirname, '../../../../shared/golden'));
+const golden = GOLDEN_ROOT;
 
 interface Case { B: number; Lq: number; Lk: number; H: number; D: number; Dv: number; causal?: boolean; scale?: number; qk?: number }
 

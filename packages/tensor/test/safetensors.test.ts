@@ -10,8 +10,9 @@ import {
   CpuBackend, SafetensorsFile, encodeSafetensors, writeSafetensors, numberToBf16Bits, numberToF16Bits,
   type SafetensorsEntry,
 } from '@cnx/tensor';
+import { GOLDEN_ROOT } from '../../../test/harness/golden_root.js';
 
-const GOLDEN = '/work/shared/golden';
+const GOLDEN = GOLDEN_ROOT;
 
 /** A file from a header (object or raw JSON text) and a data section, the way a corrupt writer might. */
 function handMade(header: unknown, data: Uint8Array | number = 0, opts: { headerLength?: bigint } = {}): Uint8Array {
@@ -185,6 +186,20 @@ describe('safetensors reader: alignment and laziness', () => {
     raw.bytes.fill(0); // a copy: the source is untouched
     expect(Array.from(f.readFloat32('w').data)).toEqual([1.25, -3.5]);
     expect(Array.from(f.readFloat32('b').data)).toEqual([7]);
+  });
+  it('fromBytes of a view into a larger buffer (a Node Buffer from the shared pool) reads its own bytes', () => {
+    const file = encodeSafetensors({ w: { dtype: 'F32', shape: [2, 2], data: Float32Array.of(1, 2, 3, 4) } });
+    const pool = new Uint8Array(file.length + 37).fill(0xff);
+    pool.set(file, 13);
+    for (const view of [pool.subarray(13, 13 + file.length), Buffer.from(pool.buffer, 13, file.length)]) {
+      const f = SafetensorsFile.fromBytes(view);
+      expect(f.readRaw('w').bytes.buffer.byteLength).toBe(16);
+      expect(Array.from(f.readFloat32('w').data)).toEqual([1, 2, 3, 4]);
+      const b = new CpuBackend();
+      const t = f.tensor('w', b);
+      expect(t.shape).toEqual([2, 2]);
+      t.dispose();
+    }
   });
   it('throws on reads after close()', () => {
     const f = SafetensorsFile.open(join(GOLDEN, 'op_softmax', 'io.safetensors'));

@@ -11,6 +11,7 @@ import {
   CpuBackend, RandomWeights, SafetensorsFile, ShapeRecorder, WeightStore, editDistance, encodeSafetensors,
   fromFloat32, randomInitFor, RANDOM_WEIGHTS_POOL_SIZE, writeSafetensors, type SafetensorsEntry,
 } from '@cnx/tensor';
+import { goldenPath } from '../../../test/harness/golden_root.js';
 
 const cpu = new CpuBackend();
 
@@ -318,7 +319,7 @@ describe('WeightStore', () => {
   });
 
   it('loads the golden sd15_unet folder completely when every key is requested with its stored shape', () => {
-    const store = WeightStore.open('/work/shared/golden/sd15_unet/unet');
+    const store = WeightStore.open(goldenPath('sd15_unet', 'unet'));
     expect((store.config as { block_out_channels: number[] }).block_out_channels.length).toBeGreaterThan(0);
     for (const k of store.keys()) store.get(k, store.shapeOf(k)!, cpu).dispose();
     expect(() => store.finish()).not.toThrow();

@@ -32,12 +32,15 @@ export interface CLIPTextConfig {
 }
 
 /** transformers ACT2FN names -> the kernel epilogue activation. */
-const ACTIVATIONS: Record<string, Activation> = {
+export const CLIP_ACTIVATIONS: Readonly<Record<string, Activation>> = {
   quick_gelu: 'quick_gelu',
   gelu: 'gelu', // exact erf GELU (transformers GELUActivation)
   gelu_new: 'gelu_tanh',
   gelu_pytorch_tanh: 'gelu_tanh',
 };
+
+/** What the shared encoder layers read (text and vision towers alike, clip_vision.ts). */
+export type CLIPEncoderConfig = Pick<CLIPTextConfig, 'hidden_size' | 'intermediate_size' | 'num_hidden_layers' | 'num_attention_heads' | 'hidden_act' | 'layer_norm_eps'>;
 
 /**
  * Read the keys this model uses from a transformers config.json (CLIPTextConfig, or a CLIPConfig's
@@ -51,8 +54,8 @@ export function parseClipTextConfig(raw: Record<string, unknown>, source = 'conf
   const get = (key: string, dflt: unknown): unknown => (Object.hasOwn(c, key) && c[key] !== null ? c[key] : dflt);
   const int = (key: string, dflt: number, min: number, max: number): number => k.int(key, get(key, dflt), min, max);
   const act = get('hidden_act', 'quick_gelu') as string;
-  if (typeof act !== 'string' || !Object.hasOwn(ACTIVATIONS, act)) {
-    throw new Error(`${source}: CLIPTextConfig hidden_act=${showValue(act)} is not supported (${Object.keys(ACTIVATIONS).join(', ')})`);
+  if (typeof act !== 'string' || !Object.hasOwn(CLIP_ACTIVATIONS, act)) {
+    throw new Error(`${source}: CLIPTextConfig hidden_act=${showValue(act)} is not supported (${Object.keys(CLIP_ACTIVATIONS).join(', ')})`);
   }
   if (c.model_type !== undefined && c.model_type !== 'clip_text_model') {
     throw new Error(`${source}: model_type=${showValue(c.model_type)}: expected "clip_text_model"`);
@@ -144,7 +147,8 @@ export class CLIPAttention extends Module {
   v_proj: Linear;
   out_proj: Linear;
 
-  constructor(ws: WeightSource, backend: Backend, readonly c: CLIPTextConfig) {
+  /** `causal`: the text tower masks keys after the query; the vision tower (clip_vision.ts) does not. */
+  constructor(ws: WeightSource, backend: Backend, readonly c: CLIPEncoderConfig, readonly causal = true) {
     super();
     const d = { inF: c.hidden_size, outF: c.hidden_size };
     // transformers registers k_proj, v_proj, q_proj, out_proj (order only matters for namedParameters).
@@ -154,10 +158,10 @@ export class CLIPAttention extends Module {
     this.out_proj = new Linear(ws.sub('out_proj'), backend, d);
   }
 
-  /** x [B, L, D] -> [B, L, D], causal (key j > query i masked). */
+  /** x [B, L, D] -> [B, L, D]; causal: key j > query i masked. */
   forward(x: Tensor): Tensor {
     const q = this.q_proj.forward(x), k = this.k_proj.forward(x), v = this.v_proj.forward(x);
-    const o = ops.attention(q, k, v, this.c.num_attention_heads, { causal: true });
+    const o = ops.attention(q, k, v, this.c.num_attention_heads, { causal: this.causal });
     [q, k, v].forEach((t) => t.dispose());
     const y = this.out_proj.forward(o);
     o.dispose();
@@ -170,9 +174,9 @@ export class CLIPMLP extends Module {
   fc2: Linear;
   private readonly act: Activation;
 
-  constructor(ws: WeightSource, backend: Backend, c: CLIPTextConfig) {
+  constructor(ws: WeightSource, backend: Backend, c: CLIPEncoderConfig) {
     super();
-    this.act = ACTIVATIONS[c.hidden_act]!;
+    this.act = CLIP_ACTIVATIONS[c.hidden_act]!;
     this.fc1 = new Linear(ws.sub('fc1'), backend, { inF: c.hidden_size, outF: c.intermediate_size });
     this.fc2 = new Linear(ws.sub('fc2'), backend, { inF: c.intermediate_size, outF: c.hidden_size });
   }
@@ -191,10 +195,10 @@ export class CLIPEncoderLayer extends Module {
   mlp: CLIPMLP;
   layer_norm2: LayerNorm;
 
-  constructor(ws: WeightSource, backend: Backend, c: CLIPTextConfig) {
+  constructor(ws: WeightSource, backend: Backend, c: CLIPEncoderConfig, causal = true) {
     super();
     const ln = { dim: c.hidden_size, eps: c.layer_norm_eps };
-    this.self_attn = new CLIPAttention(ws.sub('self_attn'), backend, c);
+    this.self_attn = new CLIPAttention(ws.sub('self_attn'), backend, c, causal);
     this.layer_norm1 = new LayerNorm(ws.sub('layer_norm1'), backend, ln);
     this.mlp = new CLIPMLP(ws.sub('mlp'), backend, c);
     this.layer_norm2 = new LayerNorm(ws.sub('layer_norm2'), backend, ln);
@@ -216,9 +220,9 @@ export class CLIPEncoderLayer extends Module {
 export class CLIPEncoder extends Module {
   layers: CLIPEncoderLayer[];
 
-  constructor(ws: WeightSource, backend: Backend, c: CLIPTextConfig) {
+  constructor(ws: WeightSource, backend: Backend, c: CLIPEncoderConfig, causal = true) {
     super();
-    this.layers = Array.from({ length: c.num_hidden_layers }, (_, i) => new CLIPEncoderLayer(ws.sub(`layers.${i}`), backend, c));
+    this.layers = Array.from({ length: c.num_hidden_layers }, (_, i) => new CLIPEncoderLayer(ws.sub(`layers.${i}`), backend, c, causal));
   }
 }
 

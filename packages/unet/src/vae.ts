@@ -32,17 +32,22 @@ export interface AutoencoderKLConfig {
   use_quant_conv: boolean;
   use_post_quant_conv: boolean;
   mid_block_add_attention: boolean;
+  /**
+   * The VAE overflows in float16: pipelines run it in float32 when the rest is half precision (diffusers
+   * default true; SDXL's VAE sets it, the fp16-fix VAE clears it). Read by the pipelines.
+   */
+  force_upcast: boolean;
 }
 
 const DEFAULTS: AutoencoderKLConfig = {
   in_channels: 3, out_channels: 3, down_block_types: ['DownEncoderBlock2D'], up_block_types: ['UpDecoderBlock2D'],
   block_out_channels: [64], layers_per_block: 1, latent_channels: 4, norm_num_groups: 32, scaling_factor: 0.18215,
   shift_factor: null, latents_mean: null, latents_std: null, use_quant_conv: true, use_post_quant_conv: true,
-  mid_block_add_attention: true,
+  mid_block_add_attention: true, force_upcast: true,
 };
 const NULLABLE = new Set(['shift_factor', 'latents_mean', 'latents_std']);
-// force_upcast: fp16 advice for pipelines; sample_size: tiling hint. Neither changes f32 inference.
-const IGNORED = new Set(['_class_name', '_diffusers_version', '_name_or_path', 'force_upcast', 'sample_size']);
+// sample_size: tiling hint; it does not change inference.
+const IGNORED = new Set(['_class_name', '_diffusers_version', '_name_or_path', 'sample_size']);
 
 /**
  * Validate an AutoencoderKL config.json object and fill diffusers' defaults; unsupported keys or values
@@ -87,6 +92,7 @@ export function parseVaeConfig(raw: Record<string, unknown>, source = 'config'):
     use_quant_conv: k.bool('use_quant_conv', cfg.use_quant_conv),
     use_post_quant_conv: k.bool('use_post_quant_conv', cfg.use_post_quant_conv),
     mid_block_add_attention: k.bool('mid_block_add_attention', cfg.mid_block_add_attention),
+    force_upcast: k.bool('force_upcast', cfg.force_upcast),
   };
   for (const [i, ch] of boc.entries()) {
     if (ch % c.norm_num_groups !== 0) k.fail('norm_num_groups', c.norm_num_groups, `a divisor of every block_out_channels entry (block ${i} has ${ch} channels)`);
@@ -210,6 +216,27 @@ export interface DiagonalGaussian {
   std: Tensor;
 }
 
+/**
+ * diffusers DiagonalGaussianDistribution(moments): moments [B, 2L, h, w] = (mean, logvar) on channels;
+ * logvar clamped to [-30, 20]; std = exp(0.5 logvar). `moments` stays the caller's.
+ */
+export function diagonalGaussian(moments: Tensor, latentChannels: number): DiagonalGaussian {
+  const L = latentChannels;
+  if (moments.rank !== 4 || moments.shape[1] !== 2 * L) {
+    throw new Error(`diagonalGaussian: expected moments [B, ${2 * L}, h, w], found ${moments.toString()}`);
+  }
+  const meanView = moments.slice(1, 0, L), logvarView = moments.slice(1, L, 2 * L);
+  const mean = meanView.contiguous();
+  const lo = moments.backend.fromRaw(Float32Array.of(-30), [1]);
+  const hi = moments.backend.fromRaw(Float32Array.of(20), [1]);
+  const a = ops.binary('max', logvarView, lo);
+  const logvar = ops.binary('min', a, hi);
+  const half = ops.scale(logvar, 0.5);
+  const std = ops.exp(half);
+  [meanView, logvarView, lo, hi, a, half].forEach((t) => t.dispose());
+  return { mean, logvar, std };
+}
+
 export class AutoencoderKL extends Module {
   encoder: Encoder;
   decoder: Decoder;
@@ -252,17 +279,9 @@ export class AutoencoderKL extends Module {
       moments = replace(moments, this.quant_conv.forward(moments));
       trace?.('quant_conv', moments);
     }
-    const L = this.config.latent_channels;
-    const meanView = moments.slice(1, 0, L), logvarView = moments.slice(1, L, 2 * L);
-    const mean = meanView.contiguous();
-    const lo = this.backend.fromRaw(Float32Array.of(-30), [1]);
-    const hi = this.backend.fromRaw(Float32Array.of(20), [1]);
-    const a = ops.binary('max', logvarView, lo);
-    const logvar = ops.binary('min', a, hi);
-    const half = ops.scale(logvar, 0.5);
-    const std = ops.exp(half);
-    [meanView, logvarView, moments, lo, hi, a, half].forEach((t) => t.dispose());
-    return { mean, logvar, std };
+    const p = diagonalGaussian(moments, this.config.latent_channels);
+    moments.dispose();
+    return p;
   }
 
   /** latents [B, latent_channels, h, w] (already divided by scaling_factor) -> image [B, out_channels, H, W]. */

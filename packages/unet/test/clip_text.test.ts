@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { CpuBackend, RandomWeights, SafetensorsFile, writeSafetensors, type SafetensorsEntry } from '@cnx/tensor';
 import { CLIPTextModel } from '@cnx/unet';
 import { describe, expect, it } from 'vitest';
+import { goldenPath } from '../../../test/harness/golden_root.js';
 
 const config = (eos: number) => ({
   vocab_size: 50, hidden_size: 8, intermediate_size: 16, num_hidden_layers: 2, num_attention_heads: 2,
@@ -62,7 +63,7 @@ describe('CLIPTextModel.fromFolder', () => {
   // text_model.embeddings.position_ids [1, max_positions]. Integer tensors are refused as parameters
   // (issue 17), so the model acknowledges it without reading it; a wrong shape is still reported.
   it('accepts the int64 position_ids buffer of older checkpoints, and reports it mis-shaped', () => {
-    const golden = '/work/shared/golden/clip_text/text_encoder';
+    const golden = goldenPath('clip_text', 'text_encoder');
     const src = SafetensorsFile.open(join(golden, 'model.safetensors'));
     const entries: Record<string, SafetensorsEntry> = {};
     for (const k of src.keys()) {

@@ -9,6 +9,7 @@
 //    rounding of the weights; test/golden/golden_f16.test.ts bounds its effect on the golden outputs.
 //  - setParameter keeps a 16-bit parameter 16-bit (LoRA merges and partial UNet weights arrive in f32).
 
+import { GOLDEN_ROOT } from '../../../test/harness/golden_root.js';
 import { join, resolve } from 'node:path';
 import { createBackend } from '@cnx/kernels';
 import { DTYPE_BYTES, fillNormal, type Backend, type Tensor } from '@cnx/tensor';
@@ -16,7 +17,7 @@ import { UNet2DConditionModel } from '@cnx/unet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { expectAllClose } from '../../../test/harness/allclose.js';
 
-const golden = resolve(process.env.CNX_GOLDEN_DIR ?? join(import.meta.dirname, '../../../../shared/golden'));
+const golden = GOLDEN_ROOT;
 const unetDir = join(golden, 'sd15_unet', 'unet');
 
 function randn(backend: Backend, shape: number[], seed: number): Tensor {

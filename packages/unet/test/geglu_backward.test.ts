@@ -7,15 +7,16 @@
 //  - golden grad_misc geglu_ff: diffusers FeedForward(geglu) = Linear -> GEGLU -> Linear, whose grads of
 //    x and of every weight are assembled here from this backward and float64 matrix products, with the
 //    case's tolerances (max_abs, rel_l2).
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { CpuBackend, SafetensorsFile } from '@cnx/tensor';
 import { geglu, gegluBackward, gegluBackwardF64, gegluForwardF64, geluErfDerivative } from '@cnx/unet';
 import { randomArray } from '../../../test/harness/allclose.js';
 import { finiteDifferenceVjp, worstRatio } from '../../../test/harness/finite_difference.js';
+import { GOLDEN_ROOT } from '../../../test/harness/golden_root.js';
 
-const golden = resolve(process.env.CNX_GOLDEN_DIR ?? join(import.meta.dirname, '../../../../shared/golden'));
+const golden = GOLDEN_ROOT;
 const numel = (s: readonly number[]) => s.reduce((p, d) => p * d, 1);
 
 describe('geglu CPU reference', () => {

@@ -2,14 +2,15 @@
 // values their dtype can hold, and a corrupted copy fails with the loader report.
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import {
   CpuBackend, SafetensorsFile, fromFloat32, toFloat32, writeSafetensors, type SafetensorsEntry,
 } from '@cnx/tensor';
 import { AutoencoderKL, CLIPTextModel, UNet2DConditionModel } from '@cnx/unet';
 import { afterAll, describe, expect, it } from 'vitest';
+import { GOLDEN_ROOT } from '../../../test/harness/golden_root.js';
 
-const golden = resolve(process.env.CNX_GOLDEN_DIR ?? join(import.meta.dirname, '../../../../shared/golden'));
+const golden = GOLDEN_ROOT;
 const unetDir = join(golden, 'sd15_unet', 'unet');
 const WEIGHTS = 'diffusion_pytorch_model.safetensors';
 

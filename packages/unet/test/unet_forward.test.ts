@@ -1,13 +1,14 @@
 // UNet2DConditionModel forward options on the golden tiny SD1.5 UNet: identity hooks and zero ControlNet
 // residuals leave the output unchanged, hooks are called at their points in order, and the forward
 // frees every intermediate it creates.
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { fillNormal, ops, type Backend, type Tensor } from '@cnx/tensor';
 import { UNet2DConditionModel } from '@cnx/unet';
 import { expect } from 'vitest';
 import { describeEachBackend } from '../../../test/harness/backends.js';
+import { GOLDEN_ROOT } from '../../../test/harness/golden_root.js';
 
-const golden = resolve(process.env.CNX_GOLDEN_DIR ?? join(import.meta.dirname, '../../../../shared/golden'));
+const golden = GOLDEN_ROOT;
 
 function randn(backend: Backend, shape: number[], seed: number): Tensor {
   const d = new Float32Array(shape.reduce((a, b) => a * b, 1));

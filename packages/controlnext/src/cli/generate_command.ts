@@ -1,4 +1,6 @@
-// `cnx generate`: prompt (+ control image) -> PNG. Without --model it runs the tiny built-in model with
+// `cnx generate`: prompt (+ control image) -> PNG. --model is a Stable Diffusion 1.x/2.x or SDXL diffusers
+// folder (the pipeline class comes from its model_index.json); a ControlNeXt module's variant is named by
+// --variant or detected from the file and the folder. Without --model it runs the tiny built-in model with
 // random weights (tiny_model.ts) and says so: the output is noise, not a picture.
 
 import { randomBytes } from 'node:crypto';
@@ -11,34 +13,38 @@ import { imageToTensor, readImageHeader, resizeImage, tensorToImages, toRgbImage
 import { decodeImage, imageFormatOfPath, readImageBytes, writeImage } from '../node/image_files.js';
 import { controlTypeRegistry } from '../node/control_type_plugins.js';
 import { loadPipeline } from '../node/pipeline_loading.js';
-import { MAX_OUTPUT_SIDE, type ControllableDiffusionPipeline } from '../pipelines/pipeline.js';
+import { MAX_OUTPUT_SIDE } from '../pipelines/pipeline.js';
 import { NON_FINITE_CONSEQUENCE, NonFiniteError } from '../pipelines/finite_guard.js';
+import type { DiffusionPipeline } from '../pipelines/pipeline_assembly.js';
+import type { VariantName } from '../controlnext/variants.js';
 import { createProgress } from './progress.js';
 import { SCHEDULER_NAMES, isSchedulerName } from '@cnx/unet';
 import { TINY_IMAGE_SIZE, tinyPipeline } from '../pipelines/tiny_model.js';
 import { formatOptions, parseOptions, UsageError, type OptionSpec } from './options.js';
 
 export const GENERATE_OPTIONS: readonly OptionSpec[] = [
-  { name: 'model', type: 'string', metavar: 'DIR', description: 'Stable Diffusion folder in the diffusers layout (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/); without it a tiny built-in model with RANDOM weights runs' },
+  { name: 'model', type: 'string', metavar: 'DIR', description: 'Stable Diffusion 1.x/2.x or SDXL folder in the diffusers layout (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/; SDXL also text_encoder_2/, tokenizer_2/); without it a tiny built-in model with RANDOM weights runs' },
   { name: 'prompt', type: 'string', metavar: 'TEXT', description: 'what to draw', default: '' },
-  { name: 'negative-prompt', type: 'string', metavar: 'TEXT', description: 'what to avoid (the ControlNeXt examples use "PBH")', default: '' },
+  { name: 'negative-prompt', type: 'string', metavar: 'TEXT', description: 'what to avoid (the ControlNeXt examples use "PBH"; default: "", and for SDXL zeros, as diffusers)' },
   { name: 'control-image', type: 'string', metavar: 'FILE', description: 'control image (PNG or JPEG); resized to the output size' },
   { name: 'control-type', type: 'string', metavar: 'NAME', description: 'how the control image becomes the control map (see `cnx control-types`)', default: 'passthrough' },
   { name: 'control-type-dir', type: 'list', metavar: 'DIR', description: 'a plug-in folder of control types (.js files exporting controlType), added to the built-in ones (repeatable)' },
   { name: 'control-option', type: 'list', metavar: 'KEY=VALUE', description: 'an option of the control type (repeatable), e.g. low=100' },
   { name: 'control-scale', type: 'number', metavar: 'S', description: 'control strength', default: 1, min: 0, max: 10 },
   { name: 'controlnext', type: 'string', metavar: 'FILE', description: 'ControlNeXt control module (controlnet.safetensors or its folder)' },
-  { name: 'controlnext-unet', type: 'string', metavar: 'FILE', description: 'ControlNeXt partial UNet weights (unet.safetensors)' },
+  { name: 'controlnext-unet', type: 'string', metavar: 'FILE', description: 'ControlNeXt partial UNet weights (unet.safetensors; SDXL: deltas, added)' },
+  { name: 'variant', type: 'string', metavar: 'NAME', description: 'ControlNeXt release the module belongs to: sd15 (SD1.5 release module), sd15_training (SD1.5-Training light module), sdxl (default: detected from the module file and the model folder)', choices: ['sd15', 'sd15_training', 'sdxl'] },
   { name: 'controlnet', type: 'string', metavar: 'DIR', description: 'a diffusers ControlNet folder (instead of ControlNeXt)' },
   { name: 'scheduler', type: 'string', metavar: 'NAME', description: `sampler: ${Object.keys(SCHEDULER_NAMES).join(', ')} (or a diffusers class name)`, default: 'unipc' },
   { name: 'steps', type: 'integer', metavar: 'N', description: 'denoising steps', default: 20, min: 1, max: 1000 },
-  { name: 'guidance', type: 'number', metavar: 'G', description: 'classifier-free guidance scale (<= 1: off)', default: 7.5, min: 0, max: 30 },
+  { name: 'guidance', type: 'number', metavar: 'G', description: 'classifier-free guidance scale (<= 1: off; default: 7.5, SDXL 5)', min: 0, max: 30 },
+  { name: 'guidance-rescale', type: 'number', metavar: 'R', description: 'guidance_rescale (arXiv 2305.08891), 0 = off', default: 0, min: 0, max: 1 },
   { name: 'seed', type: 'integer', metavar: 'N', description: 'random seed (default: a random one, printed)', min: 0, max: 4294967295 },
-  { name: 'width', type: 'integer', metavar: 'PX', description: 'output width, a multiple of 8 (default: the control / init image\'s, else the model\'s; the same cap applies to a size taken from an image)', min: 8, max: MAX_OUTPUT_SIDE },
+  { name: 'width', type: 'integer', metavar: 'PX', description: 'output width, a multiple of 8 (default: the UNet\'s sample_size x 8; image-to-image: the init image\'s; a size taken from an image has the same cap)', min: 8, max: MAX_OUTPUT_SIDE },
   { name: 'height', type: 'integer', metavar: 'PX', description: 'output height, a multiple of 8', min: 8, max: MAX_OUTPUT_SIDE },
   { name: 'num-images', type: 'integer', metavar: 'N', description: 'images to generate', default: 1, min: 1, max: 16 },
   { name: 'init-image', type: 'string', metavar: 'FILE', description: 'image-to-image: start from this image' },
-  { name: 'strength', type: 'number', metavar: 'S', description: 'image-to-image: how much to repaint', default: 0.8, min: 0.01, max: 1 },
+  { name: 'strength', type: 'number', metavar: 'S', description: 'image-to-image: how much to repaint (default: 0.8, SDXL 0.3)', min: 0.01, max: 1 },
   { name: 'lora', type: 'list', metavar: 'FILE[:SCALE]', description: 'LoRA file (kohya or diffusers/PEFT) with its scale, default 1 (repeatable)' },
   { name: 'output', type: 'string', metavar: 'FILE', description: 'output image, PNG or JPEG by its extension (.png, .jpg, .jpeg; several images: FILE-1.png, FILE-2.png, ...)', default: 'output.png' },
   { name: 'backend', type: 'string', metavar: 'NAME', description: 'where to compute (wasm: the fast CPU path; cpu: the float64 reference)', default: 'cpu', choices: ['cpu', 'wasm', 'webgpu'] },
@@ -211,11 +217,12 @@ export async function runGenerate(argv: readonly string[], io: CommandIO): Promi
   if (model !== undefined && controlImagePath && !str('controlnext') && !str('controlnet')) {
     throw new UsageError('--control-image needs a control model: --controlnext FILE (ControlNeXt module) or --controlnet DIR');
   }
+  if (!controlImagePath && (str('controlnext') || str('controlnet'))) {
+    throw new UsageError(`--${str('controlnext') ? 'controlnext' : 'controlnet'} needs a control image: --control-image FILE`);
+  }
+  if (str('variant') && !str('controlnext')) throw new UsageError('--variant names the release of a ControlNeXt module: give --controlnext FILE');
   if (model === undefined && (str('controlnext') || str('controlnet') || str('controlnext-unet'))) {
     throw new UsageError('--controlnext / --controlnext-unet / --controlnet need --model (the base Stable Diffusion folder)');
-  }
-  for (const k of ['controlnext', 'controlnet'] as const) {
-    if (str(k) && !controlImagePath) throw new UsageError(`--${k} needs --control-image FILE (the image that steers it)`);
   }
   for (const k of ['controlnext', 'controlnext-unet', 'controlnet'] as const) {
     const p = str(k);
@@ -231,12 +238,13 @@ export async function runGenerate(argv: readonly string[], io: CommandIO): Promi
   if (model === undefined && loras.length > 0) throw new UsageError('--lora needs --model (a LoRA is trained for a real model, not the random tiny one)');
   const initImagePath = str('init-image');
   const steps = num('steps')!;
+  // diffusers get_timesteps: int(steps * strength) steps run (the family's default strength is checked after loading).
+  const strengthLeavesNoStep = (strength: number) => Math.floor(steps * strength) < 1;
+  const noStep = (strength: number, flag: string) =>
+    new UsageError(`${flag} ${strength} with --steps ${steps} runs no step (floor(steps x strength) = 0): raise --strength or --steps`);
   if (initImagePath) {
-    const strength = num('strength')!;
-    // diffusers get_timesteps: int(steps * strength) steps run.
-    if (Math.floor(steps * strength) < 1) {
-      throw new UsageError(`--strength ${strength} with --steps ${steps} runs no step (floor(steps x strength) = 0): raise --strength or --steps`);
-    }
+    const strength = num('strength');
+    if (strength !== undefined && strengthLeavesNoStep(strength)) throw noStep(strength, '--strength');
   } else if (given.has('strength')) {
     throw new UsageError('--strength applies to image-to-image: give --init-image FILE');
   }
@@ -250,29 +258,36 @@ export async function runGenerate(argv: readonly string[], io: CommandIO): Promi
   })();
   checkControlOptions(controlType, controlOpts);
   // Images are read before the (slow) model load, so a bad file fails fast; their declared size is
-  // checked from the header before decoding.
+  // checked from the header before decoding. The init image sets the output size when --width / --height
+  // do not, so its size is capped here; the control image's is checked after loading, where it is known
+  // whether the size comes from it (a model without sample_size).
   const sizeFromImage = { width: num('width') === undefined, height: num('height') === undefined };
-  const controlImage = controlImagePath ? readInputImage('--control-image', controlImagePath, sizeFromImage) : undefined;
-  const initImage = initImagePath ? readInputImage('--init-image', initImagePath, controlImage ? { width: false, height: false } : sizeFromImage) : undefined;
+  const controlImage = controlImagePath ? readInputImage('--control-image', controlImagePath, { width: false, height: false }) : undefined;
+  const initImage = initImagePath ? readInputImage('--init-image', initImagePath, sizeFromImage) : undefined;
 
   const backend: Backend = await createBackend(backendName, { adapter: str('adapter') });
   io.stderr.write(`backend: ${backend.description}\n`);
   // Slow adapters compile the first step's shaders for minutes: say so instead of sitting silent.
   const stopCompileProgress = watchCompiles(backend, compileProgressPrinter(io.stderr));
-  let pipe: ControllableDiffusionPipeline | undefined;
+  let pipe: DiffusionPipeline | undefined;
   const owned: Tensor[] = [];
   try {
-    let defaultSize: number | undefined;
+    let defaultSize: [number, number] | undefined;
+    let sdxl = false;
     if (model === undefined) {
       io.stderr.write('NOTE: no --model given: running the tiny built-in model with RANDOM weights. The output is noise from random weights, not a picture.\n');
       pipe = tinyPipeline(backend, { scheduler, control: controlImage !== undefined });
-      defaultSize = TINY_IMAGE_SIZE;
+      defaultSize = [TINY_IMAGE_SIZE, TINY_IMAGE_SIZE];
     } else {
       const loaded = loadPipeline(model, backend, {
         scheduler, prefer: v['fp16'] ? 'fp16' : 'fp32', controlnext: str('controlnext'), controlnextUnet: str('controlnext-unet'),
-        controlnet: str('controlnet'), loras,
+        variant: str('variant') as VariantName | undefined, controlnet: str('controlnet'), loras,
       });
       pipe = loaded.pipeline;
+      defaultSize = pipe.defaultImageSize;
+      sdxl = loaded.modelIndex.family === 'sdxl';
+      io.stderr.write(`model: ${loaded.modelIndex.family === 'sdxl' ? 'SDXL' : 'Stable Diffusion'} (${loaded.modelIndex.evidence})\n`);
+      if (loaded.variant) io.stderr.write(`controlnext: variant ${loaded.variant.name} (${loaded.variant.evidence})\n`);
       if (loaded.partialUnet) {
         const p = loaded.partialUnet;
         io.stderr.write(`controlnext unet: ${p.mode === 'add' ? 'added deltas to' : 'replaced'} ${p.keys.length} tensors from ${p.source} (${p.reason})\n`);
@@ -285,16 +300,28 @@ export async function runGenerate(argv: readonly string[], io: CommandIO): Promi
     // What needs the loaded model: the scheduler's training steps, the VAE's scale factor.
     const trainSteps = pipe.scheduler.numTrainTimesteps;
     if (steps > trainSteps) throw new UsageError(`--steps must be at most the model's num_train_timesteps (${trainSteps}), found ${steps}`);
-    // Output size: explicit, else the control / init image rounded down to a multiple of 8, else the model's.
+    // Output size: explicit, else (image-to-image) the init image rounded down to a multiple of 8, else the
+    // UNet's sample_size x vae_scale_factor (diffusers' default), else the control image's.
     const f = pipe.vaeScaleFactor;
     for (const k of ['width', 'height'] as const) {
       const x = num(k);
       if (x !== undefined && x % f !== 0) throw new UsageError(`--${k} must be a multiple of ${f} (this model's VAE scale factor), found ${x}`);
     }
-    const ref = controlImage ?? initImage;
+    // The family's default img2img strength (diffusers: 0.8; SDXL 0.3) must leave a step too.
+    const defaultStrength = sdxl ? 0.3 : 0.8;
+    if (initImage && num('strength') === undefined && strengthLeavesNoStep(defaultStrength)) throw noStep(defaultStrength, 'the default strength');
     const round = (x: number) => Math.max(f, Math.floor(x / f) * f);
-    const height = num('height') ?? (ref ? round(ref.shape[0]!) : defaultSize);
-    const width = num('width') ?? (ref ? round(ref.shape[1]!) : defaultSize);
+    const ref = initImage ?? (defaultSize ? undefined : controlImage);
+    // A size taken from the control image obeys the --width / --height cap (the init image's was checked from its header).
+    if (ref && ref === controlImage) {
+      const [h, w] = [round(ref.shape[0]!), round(ref.shape[1]!)];
+      if ((num('height') === undefined && h > MAX_SIDE) || (num('width') === undefined && w > MAX_SIDE)) {
+        throw new UsageError(`--control-image is ${ref.shape[1]}x${ref.shape[0]} and this model has no sample_size, so the output size would be taken from it ` +
+          `(${w}x${h}), over the ${MAX_SIDE} limit of --width / --height; pass --width and --height (the image is resized to them)`);
+      }
+    }
+    const height = num('height') ?? (ref ? round(ref.shape[0]!) : defaultSize?.[0]);
+    const width = num('width') ?? (ref ? round(ref.shape[1]!) : defaultSize?.[1]);
     let controlTensor: Tensor | undefined;
     if (controlImage) {
       const h = height ?? round(controlImage.shape[0]!), w = width ?? round(controlImage.shape[1]!);
@@ -311,7 +338,7 @@ export async function runGenerate(argv: readonly string[], io: CommandIO): Promi
     const progress = createProgress(io.stderr);
     const result = await pipe.generate({
       prompt: str('prompt')!, negativePrompt: str('negative-prompt'), numImagesPerPrompt: num('num-images'),
-      height, width, numInferenceSteps: num('steps'), guidanceScale: num('guidance'), seed,
+      height, width, numInferenceSteps: num('steps'), guidanceScale: num('guidance'), guidanceRescale: num('guidance-rescale'), seed,
       controlImage: controlTensor, controlScale: num('control-scale'), initImage: initTensor, strength: num('strength'),
       observer: { onStep: (s) => progress.update(s.index + 1, s.total) }, checkFinite: v['check-finite'] as boolean,
     }).catch((e: unknown) => {

@@ -1,19 +1,23 @@
-// `cnx`: the command-line entry (bin/cnx.js calls main()). Commands: generate, schedulers, control-types.
+// `cnx`: the command-line entry (bin/cnx.js calls main()). Commands: generate, video, schedulers, control-types, tiny-model.
 // Usage errors exit with status 2, runtime errors (bad image file, missing model file, ...) with 1;
 // both print one "cnx <command>: error: ..." line naming the option or file.
 
 import { readFileSync } from 'node:fs';
 import { controlTypeRegistry } from '../node/control_type_plugins.js';
 import { GENERATE_USAGE, generateHelp, runGenerate, type CommandIO } from './generate_command.js';
+import { VIDEO_USAGE, videoHelp, runVideo } from './video_command.js';
 import { parseOptions, UsageError, type OptionSpec } from './options.js';
+import { runTinyModel, TINY_MODEL_USAGE, tinyModelHelp } from './tiny_model_command.js';
 import { SCHEDULER_NAMES } from '@cnx/unet';
 
 const HELP = `usage: cnx <command> [options]
 
 Commands:
   generate        prompt (+ control image) -> PNG; \`cnx generate --help\` for its options
+  video           reference image + poses -> video frames (PNG) and a GIF/MP4 (SVD + ControlNeXt-SVD)
   schedulers      list the sampler names --scheduler accepts
   control-types   list the control types --control-type accepts, with their options
+  tiny-model      write a tiny RANDOM-weight SD1.5 + ControlNeXt folder (real layout) to try everything on
 
 Run \`cnx <command> --help\` for a command's help; \`cnx --version\` prints the version.`;
 
@@ -41,12 +45,14 @@ async function listTypes(argv: readonly string[], io: CommandIO): Promise<number
 
 const COMMANDS: Readonly<Record<string, { usage: string; help: () => string; run: (argv: readonly string[], io: CommandIO) => Promise<number> }>> = {
   generate: { usage: GENERATE_USAGE, help: generateHelp, run: runGenerate },
+  video: { usage: VIDEO_USAGE, help: videoHelp, run: runVideo },
   schedulers: { usage: 'usage: cnx schedulers', help: () => 'usage: cnx schedulers\n\nList the sampler names --scheduler accepts.', run: (a, io) => listSchedulers(a, io) },
   'control-types': {
     usage: 'usage: cnx control-types [--control-type-dir DIR ...]',
     help: () => 'usage: cnx control-types [--control-type-dir DIR ...]\n\nList the control types --control-type accepts (the built-in ones and those of each plug-in folder), with their options (--control-option KEY=VALUE).',
     run: (a, io) => listTypes(a, io),
   },
+  'tiny-model': { usage: TINY_MODEL_USAGE, help: tinyModelHelp, run: runTinyModel },
 };
 
 /** The package version (package.json next to dist/ and src/). */
@@ -65,12 +71,12 @@ export async function main(argv: readonly string[], io: CommandIO = { stdout: pr
     io.stdout.write(HELP + '\n');
     return cmd === undefined ? 2 : 0;
   }
-  const command = COMMANDS[cmd];
+  const command = Object.hasOwn(COMMANDS, cmd) ? COMMANDS[cmd] : undefined; // 'toString' is no command
   if (!command) {
     io.stderr.write(`cnx: error: unknown command '${cmd}' (commands: ${Object.keys(COMMANDS).join(', ')})\n${HELP}\n`);
     return 2;
   }
-  if (cmd !== 'generate' && (rest.includes('--help') || rest.includes('-h'))) {
+  if (cmd !== 'generate' && cmd !== 'video' && (rest.includes('--help') || rest.includes('-h'))) {
     io.stdout.write(command.help() + '\n');
     return 0;
   }

@@ -32,7 +32,8 @@ export interface PreparedControl {
 }
 
 export interface ControlModule {
-  readonly arch: 'release' | 'light';
+  /** 'svd_v1': ControlNeXt-SVD v1's module (controlnext_svd_modules.ts). */
+  readonly arch: 'release' | 'light' | 'svd_v1';
   /** Output channels (must equal the UNet width at the injection point). */
   readonly outChannels: number;
   forward(image: Tensor, timestep: Tensor | number, opts?: { trace?: Trace }): ControlOutput;

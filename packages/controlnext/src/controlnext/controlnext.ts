@@ -89,15 +89,16 @@ export class ControlNeXt {
 
   /**
    * UNet hooks (at the variant's site) for one UNet forward of batch N with this step's control output
-   * (its map may be batch 1 or N). Returns the hooks and a dispose() for the scale tensor they hold
-   * (call after the forward).
+   * (its map may be batch 1 or N). Returns the hooks, the scale they apply (a number, or a per-sample
+   * [N] tensor) and a dispose() for the scale tensor they hold (call after the forward).
    */
-  hooks(ctrl: ControlOutput, batch: number, opts: { cfg?: boolean; trace?: Trace; strength?: number } = {}): { hooks: Hooks; dispose(): void } {
+  hooks(ctrl: ControlOutput, batch: number, opts: { cfg?: boolean; trace?: Trace; strength?: number } = {}): { hooks: Hooks; scale: number | Tensor; dispose(): void } {
     const cb = ctrl.out.shape[0]!;
     if (cb !== 1 && cb !== batch) throw new Error(`ControlNeXt ${this.variant.name}: control map batch ${cb} fits neither 1 nor the UNet batch ${batch}`);
     const scale = this.injectionScale(ctrl.scale, batch, { cfg: opts.cfg, strength: opts.strength });
     return {
       hooks: injectionHooks(this.variant, ctrl.out, scale, { trace: opts.trace }),
+      scale,
       dispose() { if (typeof scale !== 'number') scale.dispose(); },
     };
   }

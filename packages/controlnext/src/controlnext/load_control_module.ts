@@ -37,27 +37,42 @@ export function detectModuleArch(w: KeyShapes, source = 'the weights'): { arch: 
     `or 'down_res.0.norm1.weight' of shape [3] (SD1.5 release module); found ${n1 ? `'down_res.0.norm1.weight' [${n1.join(', ')}]` : "neither key"}`);
 }
 
+/** What may settle a light module's variant when its config.json does not (see detectVariant). */
+export interface VariantHints {
+  /** The base model the module is loaded with: a light module is SD1.5-Training's for 'sd', SDXL's for 'sdxl'. */
+  family?: 'sd' | 'sdxl';
+}
+
+/** The variant a module file says it is, with the evidence. */
+export interface DetectedVariant {
+  variant: VariantName;
+  evidence: string;
+}
+
 /**
  * The variant of a module file or folder, when the file says it: the release module is SD1.5's; a light
  * module is SD1.5-Training's when its config.json is a `ControlNeXtModel` (or has controlnext_scale), and
- * SDXL's when it is a `ControlNetModel` with final_out_channels (the two repos' classes, spec 4.1 / 5.1).
- * A light module without such a config.json is ambiguous (the weights are identical in layout) and is an error.
+ * SDXL's when it is a `ControlNetModel` with final_out_channels (the two repos' classes, spec 4.1 / 5.1);
+ * without such a config.json, the base model family of `hints` (what the module is loaded with), then the
+ * weights file's name: SD1.5-Training saves `controlnext.safetensors` (`controlnext.bin`), the SDXL repos
+ * `controlnet.safetensors` (spec 4.3, 5.4, 11). A light module that none of these settles (the weights are identical in layout) is
+ * an error that says how to name the variant.
  */
-export function detectVariant(fileOrFolder: string): { variant: VariantName; evidence: string } {
+export function detectVariant(fileOrFolder: string, hints: VariantHints = {}): DetectedVariant {
   const store = WeightStore.open(fileOrFolder);
-  return detectStoreVariant(store, store.config);
+  return detectStoreVariant(store, store.config, hints);
 }
 
 /** detectVariant for a module folder's files in memory (the weights file, and config.json when there). */
-export function detectVariantFromFiles(files: ModelFiles): { variant: VariantName; evidence: string } {
-  return detectStoreVariant(weightStoreFromFiles(files, {}, 'detectVariantFromFiles'), filesConfig(files));
+export function detectVariantFromFiles(files: ModelFiles, hints: VariantHints = {}): DetectedVariant {
+  return detectStoreVariant(weightStoreFromFiles(files, {}, 'detectVariantFromFiles'), filesConfig(files), hints);
 }
 
 function filesConfig(files: ModelFiles): Record<string, unknown> | undefined {
   return Object.hasOwn(files, 'config.json') ? configFromFiles(files, 'ControlNeXt module').raw : undefined;
 }
 
-function detectStoreVariant(store: WeightStore, cfg: Record<string, unknown> | undefined): { variant: VariantName; evidence: string } {
+function detectStoreVariant(store: WeightStore, cfg: Record<string, unknown> | undefined, hints: VariantHints): DetectedVariant {
   try {
     const { arch, evidence } = detectModuleArch(store, store.source);
     if (arch === 'release') return { variant: 'sd15', evidence };
@@ -68,8 +83,16 @@ function detectStoreVariant(store: WeightStore, cfg: Record<string, unknown> | u
     if (cls === 'ControlNetModel' && cfg?.final_out_channels !== undefined) {
       return { variant: 'sdxl', evidence: `${evidence}; config.json ControlNetModel with final_out_channels (ControlNeXt-SDXL)` };
     }
+    if (hints.family) {
+      const v = hints.family === 'sdxl' ? 'sdxl' : 'sd15_training';
+      return { variant: v, evidence: `${evidence}; loaded with an ${hints.family === 'sdxl' ? 'SDXL' : 'SD 1.x'} model (a light module there is ${v})` };
+    }
+    // The first weights file's name (a store over several files names them joined by ' + ').
+    const name = (store.source.split(' + ')[0] ?? '').split(/[\\/]/).pop() ?? '';
+    if (/^controlnext\./i.test(name)) return { variant: 'sd15_training', evidence: `${evidence}; file name ${name} (ControlNeXt-SD1.5-Training saves controlnext.*)` };
+    if (/^controlnet\./i.test(name)) return { variant: 'sdxl', evidence: `${evidence}; file name ${name} (the SDXL releases are controlnet.safetensors)` };
     throw new Error(`${store.source}: a light ControlNeXt module (${evidence}), but nothing tells SD1.5-Training from SDXL / SVD-v2 ` +
-      `(config.json ${cfg ? `_class_name ${JSON.stringify(cls)}` : 'absent'}); name the variant explicitly`);
+      `(config.json ${cfg ? `_class_name ${JSON.stringify(cls)}` : 'absent'}, file name ${name}); name the variant (cnx: --variant sd15_training or --variant sdxl)`);
   } finally {
     store.close();
   }

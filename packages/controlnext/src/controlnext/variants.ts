@@ -66,7 +66,7 @@ export interface ControlNeXtVariant {
   readonly unetMerge: UnetMerge;
   /** Light-module stem convolutions 2 and 3 padding (SVD-v2 inference uses 0, spec 7.1). */
   readonly stemPadding: number;
-  /** Runnable here (SVD needs the spatio-temporal UNet, which does not exist yet). */
+  /** Runnable here (the SVD variants through controlnext_svd.ts on the spatio-temporal UNet). */
   readonly supported: boolean;
 }
 
@@ -122,7 +122,7 @@ export const variants: Readonly<Record<VariantName, ControlNeXtVariant & { reado
   },
   svd: {
     name: 'svd',
-    description: 'ControlNeXt-SVD (v1): deeper module to 1280 channels, injected before the mid block (described, not runnable yet)',
+    description: 'ControlNeXt-SVD (v1): deeper module to 1280 channels, injected before the mid block (controlnext_svd.ts)',
     moduleArch: 'svd_v1',
     moduleSource: 'ControlNeXt-SVD/models/controlnext_vid_svd.py:ControlNeXtSDVModel',
     site: 'mid_block:before',
@@ -133,11 +133,11 @@ export const variants: Readonly<Record<VariantName, ControlNeXtVariant & { reado
     cfg: 'uncond_param_zero',
     unetMerge: 'full',
     stemPadding: 0,
-    supported: false,
+    supported: true,
   },
   svd_v2: {
     name: 'svd_v2',
-    description: 'ControlNeXt-SVD-v2: light module (unpadded stem convs), injected after down_blocks[0] (described, not runnable yet)',
+    description: 'ControlNeXt-SVD-v2: light module (unpadded stem convs), injected after down_blocks[0] (controlnext_svd.ts)',
     moduleArch: 'light',
     moduleSource: 'ControlNeXt-SVD-v2/models/controlnext_vid_svd.py:ControlNeXtSDVModel',
     site: 'down_blocks.0',
@@ -148,7 +148,7 @@ export const variants: Readonly<Record<VariantName, ControlNeXtVariant & { reado
     cfg: 'uncond_zero',
     unetMerge: 'full',
     stemPadding: 0,
-    supported: false,
+    supported: true,
   },
 };
 

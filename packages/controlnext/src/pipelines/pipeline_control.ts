@@ -20,6 +20,8 @@ export interface StepControl {
   unetOptions: UNetForwardOptions;
   /** ControlNeXt: the module output of this step (map at the image batch, and the module scale). */
   controlnext?: ControlOutput;
+  /** ControlNeXt: the scale the injection applies (variant rule x module scale x the call's strength). */
+  injectionScale?: number | Tensor;
   /** Free what this step's control holds (the step's memory scope does it too). */
   dispose(): void;
 }
@@ -84,6 +86,7 @@ export class ControlNeXtControl implements PipelineControl {
         return {
           unetOptions: { hooks: hooks.hooks },
           controlnext: ctrl,
+          injectionScale: hooks.scale,
           dispose() {
             hooks.dispose();
             if (map !== ctrl.out) map.dispose();

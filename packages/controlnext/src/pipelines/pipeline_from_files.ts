@@ -1,28 +1,21 @@
 // A pipeline from bytes: the browser's (and any in-memory) counterpart of loadPipeline (node/
-// pipeline_loading.ts), from a Stable Diffusion folder given as a map of relative path -> contents
-// ('unet/config.json', 'unet/diffusion_pytorch_model.safetensors', 'vae/...', 'text_encoder/...',
-// 'tokenizer/vocab.json', 'tokenizer/merges.txt', 'scheduler/scheduler_config.json'), plus optional
-// ControlNeXt files, a ControlNet folder's files and LoRA files as bytes. Same checks, same errors.
+// pipeline_loading.ts), from a diffusers folder given as a map of relative path -> contents
+// ('model_index.json', 'unet/config.json', 'unet/diffusion_pytorch_model.safetensors', 'vae/...',
+// 'text_encoder/...', 'tokenizer/vocab.json', 'tokenizer/merges.txt', SDXL's 'text_encoder_2/...' and
+// 'tokenizer_2/...', 'scheduler/scheduler_config.json'), plus optional ControlNeXt files, a ControlNet
+// folder's files and LoRA files as bytes. The pipeline class comes from model_index.json; same checks,
+// same errors (pipeline_assembly.ts).
 
 import { SafetensorsFile, type Backend } from '@cnx/tensor';
 import {
-  AutoencoderKL, CLIPTextModel, CLIPTokenizer, UNet2DConditionModel, createScheduler, fileText, parseSchedulerConfig, subFiles,
-  type ModelFiles,
+  AutoencoderKL, CLIPTextModel, CLIPTokenizer, UNet2DConditionModel, fileText, parseSchedulerConfig, subFiles, type ModelFiles,
 } from '@cnx/unet';
 import { ControlNeXt } from '../controlnext/controlnext.js';
+import { detectVariantFromFiles } from '../controlnext/load_control_module.js';
 import { ControlNetModel } from '../controlnet/controlnet.js';
-import { mergeLora, readLoraFile, type MergedLora } from '../lora.js';
-import { applyPartialUnet, type PartialUnetReport } from '../controlnext/partial_unet.js';
+import { readLoraFile } from '../lora.js';
 import type { ControlNeXtVariant, VariantName } from '../controlnext/variants.js';
-import { ControllableDiffusionPipeline } from './pipeline.js';
-import { ClipPromptEncoder } from './prompt_encoder.js';
-import { ControlNetControl, ControlNeXtControl, type PipelineControl } from './pipeline_control.js';
-
-export interface LoadedPipeline {
-  pipeline: ControllableDiffusionPipeline;
-  partialUnet?: PartialUnetReport;
-  loras: MergedLora[];
-}
+import { assemblePipeline, type LoadedPipeline, type PipelineSource } from './pipeline_assembly.js';
 
 export interface PipelineFromFilesOptions {
   /** Scheduler short name or class (default: UniPC), configured from scheduler/scheduler_config.json. */
@@ -33,7 +26,7 @@ export interface PipelineFromFilesOptions {
   controlnext?: ModelFiles;
   /** ControlNeXt partial UNet weights (unet.safetensors bytes), merged into the base UNet. */
   controlnextUnet?: ArrayBuffer | Uint8Array;
-  /** ControlNeXt variant (default sd15), or a user variant. */
+  /** ControlNeXt variant (default: detected from the module files and the folder), or a user variant. */
   variant?: VariantName | ControlNeXtVariant;
   /** GroupNorm groups of a shrunk release module (not stored in its file). */
   controlnextGroups?: number[];
@@ -45,47 +38,33 @@ export interface PipelineFromFilesOptions {
 
 const bytesOf = (b: ArrayBuffer | Uint8Array) => (b instanceof Uint8Array ? b : new Uint8Array(b));
 
-/** Build a Stable Diffusion pipeline (+ ControlNeXt / ControlNet, + LoRAs) from a folder's files in memory. */
+/** A diffusers folder held as a file map. */
+export function filesPipelineSource(files: ModelFiles, backend: Backend, name = 'pipelineFromFiles'): PipelineSource {
+  return {
+    name,
+    has: (p) => Object.hasOwn(files, p),
+    text: (p) => fileText(files, p, name, true),
+    unet: (o) => UNet2DConditionModel.fromFiles(subFiles(files, 'unet'), backend, o),
+    vae: (o) => AutoencoderKL.fromFiles(subFiles(files, 'vae'), backend, o),
+    textModel: (folder, o) => CLIPTextModel.fromFiles(subFiles(files, folder), backend, o),
+    tokenizer: (folder) => CLIPTokenizer.fromFiles(subFiles(files, folder)),
+    schedulerConfig: () => parseSchedulerConfig(fileText(files, 'scheduler/scheduler_config.json', name), 'scheduler/scheduler_config.json'),
+  };
+}
+
+/** Build a Stable Diffusion or SDXL pipeline (+ ControlNeXt / ControlNet, + LoRAs) from a folder's files in memory. */
 export function pipelineFromFiles(files: ModelFiles, backend: Backend, opts: PipelineFromFilesOptions = {}): LoadedPipeline {
   if (opts.controlnext && opts.controlnet) throw new Error('pipelineFromFiles: give a ControlNeXt module or a ControlNet folder, not both');
-  const store = { prefer: opts.prefer ?? 'fp32' } as const;
-  const schedulerConfig = parseSchedulerConfig(fileText(files, 'scheduler/scheduler_config.json', 'pipelineFromFiles'), 'scheduler/scheduler_config.json');
-  const scheduler = createScheduler(opts.scheduler ?? 'unipc', schedulerConfig);
-  const unet = UNet2DConditionModel.fromFiles(subFiles(files, 'unet'), backend, store);
-  const disposeAll: { dispose(): void }[] = [unet];
-  try {
-    const vae = AutoencoderKL.fromFiles(subFiles(files, 'vae'), backend, store);
-    disposeAll.push(vae);
-    const textModel = CLIPTextModel.fromFiles(subFiles(files, 'text_encoder'), backend, store);
-    disposeAll.push(textModel);
-    const tokenizer = CLIPTokenizer.fromFiles(subFiles(files, 'tokenizer'));
-    const variant = opts.variant ?? 'sd15';
-    const variantName = typeof variant === 'string' ? variant : undefined;
-    let partialUnet: PartialUnetReport | undefined;
-    if (opts.controlnextUnet) {
-      partialUnet = applyPartialUnet(unet, SafetensorsFile.fromBytes(bytesOf(opts.controlnextUnet), 'unet.safetensors'), backend, { variant: variantName });
-    }
-    let control: PipelineControl | undefined;
-    if (opts.controlnext) {
-      const cnx = ControlNeXt.fromFiles(opts.controlnext, backend, { variant, groups: opts.controlnextGroups });
-      disposeAll.push(cnx);
-      control = new ControlNeXtControl(cnx);
-    } else if (opts.controlnet) {
-      const net = ControlNetModel.fromFiles(opts.controlnet, backend);
-      disposeAll.push(net);
-      control = new ControlNetControl({
-        forward: (sample, timestep, ctx, cond, conditioningScale) => net.forward(sample, timestep, ctx, cond, { conditioningScale }),
-        dispose: () => net.dispose(),
-      });
-    }
-    const loras = (opts.loras ?? []).map(({ bytes, name, scale }) =>
-      mergeLora(readLoraFile(SafetensorsFile.fromBytes(bytesOf(bytes), name ?? 'lora.safetensors')), { unet, textEncoder: textModel }, scale));
-    const pipeline = new ControllableDiffusionPipeline({
-      unet, vae, scheduler, textEncoder: new ClipPromptEncoder(tokenizer, textModel), control,
-    });
-    return { pipeline, partialUnet, loras };
-  } catch (e) {
-    disposeAll.forEach((m) => m.dispose());
-    throw e;
-  }
+  const { controlnext, controlnextUnet, controlnet } = opts;
+  return assemblePipeline(filesPipelineSource(files, backend), {
+    controlnext: controlnext && {
+      load: (variant, groups) => ControlNeXt.fromFiles(controlnext, backend, { variant, groups }),
+      detect: (hints) => detectVariantFromFiles(controlnext, hints),
+    },
+    controlnextUnet: controlnextUnet && (() => SafetensorsFile.fromBytes(bytesOf(controlnextUnet), 'unet.safetensors')),
+    controlnet: controlnet && (() => ControlNetModel.fromFiles(controlnet, backend)),
+    loras: (opts.loras ?? []).map(({ bytes, name, scale }) => ({ read: () => readLoraFile(SafetensorsFile.fromBytes(bytesOf(bytes), name ?? 'lora.safetensors')), scale })),
+  }, backend, opts);
 }
+
+export type { LoadedPipeline } from './pipeline_assembly.js';

@@ -2,7 +2,7 @@
 // when no model folder is given, so that a first try works without downloading anything. Its output is
 // noise from random weights, not a picture; the CLI says so.
 //
-// Sizes follow the golden cases' tiny models (../shared/golden/sd15_pipeline_controlnext): UNet widths
+// Sizes follow the golden cases' tiny models (golden/sd15_pipeline_controlnext): UNet widths
 // [16, 32], a 4-block VAE (8 pixels per latent, as SD), a 2-layer CLIP text encoder of width 32, and
 // a ControlNeXt-SD1.5 release module shrunk to widths [16, 32, 32]. The tokenizer's vocabulary is the
 // 256 byte symbols (plus their end-of-word forms) with no merges: every character is a token.
@@ -36,7 +36,7 @@ export const SD15_SCHEDULER_CONFIG = {
 };
 
 /** Byte-level vocabulary without merges: each byte symbol, its end-of-word form, and the specials. */
-export function tinyTokenizer(): CLIPTokenizer {
+export function tinyVocab(): Map<string, number> {
   const vocab = new Map<string, number>();
   for (const s of bytesToUnicode()) {
     vocab.set(s, vocab.size);
@@ -44,7 +44,12 @@ export function tinyTokenizer(): CLIPTokenizer {
   }
   vocab.set('<|startoftext|>', vocab.size);
   vocab.set('<|endoftext|>', vocab.size);
-  return new CLIPTokenizer(vocab, [], { maxLength: 77 });
+  return vocab;
+}
+
+/** The tiny model's tokenizer: tinyVocab() with no merges (every character is a token). */
+export function tinyTokenizer(): CLIPTokenizer {
+  return new CLIPTokenizer(tinyVocab(), [], { maxLength: 77 });
 }
 
 export interface TinyPipelineOptions {
@@ -59,25 +64,44 @@ export interface TinyPipelineOptions {
 /** Pixel size of the tiny model's default output (sample_size 16 latents x 8). */
 export const TINY_IMAGE_SIZE = 128;
 
-export function tinyPipeline(backend: Backend, opts: TinyPipelineOptions = {}): ControllableDiffusionPipeline {
-  const seed = opts.seed ?? 0;
-  const ws = (k: number) => new RandomWeights({ seed: seed * 16 + k });
-  const tokenizer = tinyTokenizer();
-  const textModel = new CLIPTextModel({
+/** The tiny text encoder's transformers config (vocabulary and special ids from the tokenizer). */
+export function tinyTextConfig(tokenizer: CLIPTokenizer): Record<string, unknown> {
+  return {
     architectures: ['CLIPTextModel'], model_type: 'clip_text_model', vocab_size: tokenizer.eosId + 1, hidden_size: 32,
     intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 4, max_position_embeddings: 77, hidden_act: 'quick_gelu',
     layer_norm_eps: 1e-5, bos_token_id: tokenizer.bosId, eos_token_id: tokenizer.eosId, pad_token_id: tokenizer.padId,
-  }, ws(1), backend);
+  };
+}
+
+/** The tiny ControlNeXt-SD1.5 release module's widths (GroupNorm groups [1, 8, 8]: the release's own). */
+export const TINY_CONTROLNEXT_STRUCTURE = {
+  timeProjDim: 128, timeEmbedDim: 256, inChannels: [3, 16, 32], outChannels: [16, 32, 32], groups: [1, 8, 8],
+  midChannels: 32, finalChannels: TINY_UNET_CONFIG.block_out_channels[1]!,
+};
+
+/** The tiny model's parts with their random weights (what tinyPipeline assembles and tinyModelFiles writes out). */
+export interface TinyModels {
+  tokenizer: CLIPTokenizer;
+  textModel: CLIPTextModel;
+  unet: UNet2DConditionModel;
+  vae: AutoencoderKL;
+  controlModule?: ControlNeXtSD15Module;
+}
+
+export function tinyModels(backend: Backend, opts: Pick<TinyPipelineOptions, 'seed' | 'control'> = {}): TinyModels {
+  const seed = opts.seed ?? 0;
+  const ws = (k: number) => new RandomWeights({ seed: seed * 16 + k });
+  const tokenizer = tinyTokenizer();
+  const textModel = new CLIPTextModel(tinyTextConfig(tokenizer), ws(1), backend);
   const unet = new UNet2DConditionModel(TINY_UNET_CONFIG, ws(2), backend);
   const vae = new AutoencoderKL(TINY_VAE_CONFIG, ws(3), backend);
-  let control: ControlNeXtControl | undefined;
-  if (opts.control ?? true) {
-    const module = new ControlNeXtSD15Module(ws(4), backend, {
-      timeProjDim: 128, timeEmbedDim: 256, inChannels: [3, 16, 32], outChannels: [16, 32, 32], groups: [1, 8, 8],
-      midChannels: 32, finalChannels: TINY_UNET_CONFIG.block_out_channels[1]!,
-    });
-    control = new ControlNeXtControl(new ControlNeXt('sd15', module, backend));
-  }
+  const controlModule = (opts.control ?? true) ? new ControlNeXtSD15Module(ws(4), backend, TINY_CONTROLNEXT_STRUCTURE) : undefined;
+  return { tokenizer, textModel, unet, vae, ...(controlModule ? { controlModule } : {}) };
+}
+
+export function tinyPipeline(backend: Backend, opts: TinyPipelineOptions = {}): ControllableDiffusionPipeline {
+  const { tokenizer, textModel, unet, vae, controlModule } = tinyModels(backend, opts);
+  const control = controlModule ? new ControlNeXtControl(new ControlNeXt('sd15', controlModule, backend)) : undefined;
   return new ControllableDiffusionPipeline({
     unet, vae, scheduler: createScheduler(opts.scheduler ?? 'unipc', SD15_SCHEDULER_CONFIG),
     textEncoder: new ClipPromptEncoder(tokenizer, textModel), control,

@@ -47,9 +47,18 @@ let dawn: Promise<DawnModule> | undefined;
 
 async function loadDawn(): Promise<DawnModule> {
   // Imported lazily so that browser bundles never touch the native module.
+  // 'webgpu' is an optional peer dependency of the published packages: say how to get it when absent.
   dawn ??= import('webgpu').then((m) => {
     Object.assign(globalThis, m.globals); // GPUBufferUsage, GPUMapMode, ... as in browsers
     return m as unknown as DawnModule;
+  }, (e: unknown) => {
+    dawn = undefined;
+    const code = (e as { code?: string }).code;
+    if (code === 'ERR_MODULE_NOT_FOUND' && String((e as Error).message).includes("'webgpu'")) {
+      throw new Error("WebGPU in Node needs Dawn from the npm package 'webgpu' (an optional peer dependency of @cnx/kernels): " +
+        "`npm install webgpu`; or use createBackend('wasm') / createBackend('cpu')");
+    }
+    throw e;
   });
   return dawn;
 }

@@ -106,8 +106,9 @@ export class WebgpuBackend implements Backend, GpuContext {
   readonly limits: GPUSupportedLimits;
   readonly features: ReadonlySet<string>;
   readonly weightDtype: WeightDtype;
-  /** The compute dtype in effect: 'f16' only when asked for and the device has shader-f16. */
-  readonly computeDtype: 'f32' | 'f16';
+  /** The compute dtype in effect: 'f16' only when asked for and the device has shader-f16 (f32 inside inFullPrecision). */
+  get computeDtype(): 'f32' | 'f16' { return this.compute; }
+  private compute: 'f32' | 'f16';
   /** Why f16 compute was asked for but is not in effect (no shader-f16), else undefined. */
   readonly computeNote: string | undefined;
 
@@ -147,7 +148,7 @@ export class WebgpuBackend implements Backend, GpuContext {
     this.features = new Set(this.device.features);
     this.weightDtype = o.weightDtype ?? 'f32';
     const f16 = o.compute === 'f16' && this.features.has('shader-f16');
-    this.computeDtype = f16 ? 'f16' : 'f32';
+    this.compute = f16 ? 'f16' : 'f32';
     this.computeNote = o.compute === 'f16' && !f16
       ? `f16 compute unavailable: the device has no shader-f16 (features: ${[...this.features].sort().join(', ') || 'none'}); computing in f32`
       : undefined;
@@ -182,6 +183,21 @@ export class WebgpuBackend implements Backend, GpuContext {
   /** Adapter, backend, features and limits, several lines. */
   get report(): string {
     return formatAdapterReport(this.adapterInfo);
+  }
+
+  /**
+   * Run `fn` with the f32 kernels whatever the compute dtype (Backend.inFullPrecision; the VAE's
+   * force_upcast). Kernels pick their variant when they are called, so the switch covers exactly the ops
+   * that `fn` runs; pipelines are cached by their WGSL text, so both variants stay compiled.
+   */
+  inFullPrecision<T>(fn: () => T): T {
+    const prev = this.compute;
+    this.compute = 'f32';
+    try {
+      return fn();
+    } finally {
+      this.compute = prev;
+    }
   }
 
   // ------------------------------------------------------------------ GpuContext

@@ -9,3 +9,4 @@ export { DPMSolverMultistepScheduler, type DPMSolverConfig, type DpmAlgorithm } 
 export { PNDMScheduler, type PNDMConfig } from './pndm.js';
 export { UniPCMultistepScheduler, type UniPCConfig } from './unipc_multistep.js';
 export { createScheduler, schedulerFromConfig, isSchedulerClassName, isSchedulerName, SCHEDULER_NAMES } from './create_scheduler.js';
+export { createSvdScheduler, SvdEulerScheduler, SVD_XT_SCHEDULER_CONFIG } from './svd_scheduler.js';

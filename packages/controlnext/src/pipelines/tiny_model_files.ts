@@ -1,0 +1,101 @@
+// The tiny random Stable Diffusion + ControlNeXt (tiny_model.ts) as the files of a real model folder, so
+// that a first run needs no download: `cnx tiny-model DIR` writes them (node/tiny_model_folder.ts), the
+// browser demo builds them in memory, and loadPipeline / pipelineFromFiles load them through exactly the
+// path a real SD1.5 folder takes. Layout (the Hugging Face diffusers layout, plus ControlNeXt's files as
+// its repository ships them):
+//
+//   model_index.json                      StableDiffusionPipeline, the class of each part
+//   unet/config.json, unet/diffusion_pytorch_model.safetensors
+//   vae/config.json,  vae/diffusion_pytorch_model.safetensors
+//   text_encoder/config.json, text_encoder/model.safetensors      (transformers CLIPTextModel)
+//   tokenizer/vocab.json, merges.txt, special_tokens_map.json, tokenizer_config.json
+//   scheduler/scheduler_config.json       SD1.5's PNDMScheduler config
+//   controlnext/controlnet.safetensors    the ControlNeXt-SD1.5 release module (widths [16, 32, 32])
+//   controlnext/unet.safetensors          the partial UNet file (every attention to_out tensor), here the
+//                                         base's own values, so that merging it changes nothing
+//   README.md                             what this folder is
+//
+// Loaded with its ControlNeXt files, the folder gives exactly tinyPipeline(backend, { seed })'s images
+// (same weights, same scheduler config). The weights are random: the images are noise.
+
+import { CpuBackend, encodeSafetensors, type SafetensorsEntry } from '@cnx/tensor';
+import type { Module } from '@cnx/unet';
+import { SD15_SCHEDULER_CONFIG, TINY_UNET_CONFIG, TINY_VAE_CONFIG, tinyModels, tinyTextConfig, tinyVocab } from './tiny_model.js';
+
+/** diffusers version named in the configs (the reference version of the golden cases). */
+const DIFFUSERS_VERSION = '0.29.2';
+
+export interface TinyModelFilesOptions {
+  /** Seed of the random weights (default 0; the same seed as tinyPipeline's gives the same model). */
+  seed?: number;
+}
+
+/** Every file of the tiny model folder by relative path ('unet/config.json', ...). */
+export type TinyModelFiles = Record<string, Uint8Array | string>;
+
+async function weightsFile(module: Module, keep: (key: string) => boolean = () => true): Promise<Uint8Array> {
+  const entries: Record<string, SafetensorsEntry> = {};
+  for (const [key, t] of module.namedParameters()) {
+    if (keep(key)) entries[key] = { dtype: 'F32', shape: t.shape, data: await t.data() };
+  }
+  return encodeSafetensors(entries, { format: 'pt' });
+}
+
+const json = (v: unknown) => JSON.stringify(v, null, 2) + '\n';
+
+const README = (seed: number) => `# A tiny RANDOM-weight Stable Diffusion 1.5 + ControlNeXt (seed ${seed})
+
+Written by \`cnx tiny-model\` (controlnext-ts). Same layout as a real diffusers SD1.5 folder and ControlNeXt's
+files, with tiny widths (UNet [16, 32], VAE [8, 16, 16, 16], a 2-layer CLIP text encoder, a byte-level
+tokenizer) and random weights: everything loads and runs in seconds, and the images are noise.
+
+    npx cnx generate --model . --controlnext controlnext/controlnet.safetensors \\
+      --controlnext-unet controlnext/unet.safetensors --control-image controlnext/example_condition.png \\
+      --prompt "a test" --steps 4
+`;
+
+/** The tiny model folder's files (builds the models on a CPU backend, reads their weights, encodes them). */
+export async function tinyModelFiles(opts: TinyModelFilesOptions = {}): Promise<TinyModelFiles> {
+  const seed = opts.seed ?? 0;
+  const backend = new CpuBackend();
+  const m = tinyModels(backend, { seed, control: true });
+  try {
+    const vocab: Record<string, number> = {};
+    for (const [tok, id] of tinyVocab()) vocab[tok] = id;
+    const special = { bos_token: '<|startoftext|>', eos_token: '<|endoftext|>', unk_token: '<|endoftext|>', pad_token: '<|endoftext|>' };
+    return {
+      'model_index.json': json({
+        _class_name: 'StableDiffusionPipeline', _diffusers_version: DIFFUSERS_VERSION,
+        feature_extractor: [null, null], requires_safety_checker: false, safety_checker: [null, null],
+        scheduler: ['diffusers', 'PNDMScheduler'], text_encoder: ['transformers', 'CLIPTextModel'],
+        tokenizer: ['transformers', 'CLIPTokenizer'], unet: ['diffusers', 'UNet2DConditionModel'], vae: ['diffusers', 'AutoencoderKL'],
+      }),
+      'unet/config.json': json({ _class_name: 'UNet2DConditionModel', _diffusers_version: DIFFUSERS_VERSION, ...TINY_UNET_CONFIG }),
+      'unet/diffusion_pytorch_model.safetensors': await weightsFile(m.unet),
+      'vae/config.json': json({ _class_name: 'AutoencoderKL', _diffusers_version: DIFFUSERS_VERSION, ...TINY_VAE_CONFIG }),
+      'vae/diffusion_pytorch_model.safetensors': await weightsFile(m.vae),
+      'text_encoder/config.json': json({ ...tinyTextConfig(m.tokenizer), torch_dtype: 'float32' }),
+      'text_encoder/model.safetensors': await weightsFile(m.textModel),
+      'tokenizer/vocab.json': json(vocab),
+      'tokenizer/merges.txt': '#version: 0.2\n',
+      'tokenizer/special_tokens_map.json': json(special),
+      'tokenizer/tokenizer_config.json': json({ ...special, model_max_length: m.tokenizer.maxLength, tokenizer_class: 'CLIPTokenizer' }),
+      'scheduler/scheduler_config.json': json({ ...SD15_SCHEDULER_CONFIG, _diffusers_version: DIFFUSERS_VERSION }),
+      'controlnext/controlnet.safetensors': await weightsFile(m.controlModule!),
+      'controlnext/unet.safetensors': await weightsFile(m.unet, (k) => /\.to_out\./.test(k)),
+      'README.md': README(seed),
+    };
+  } finally {
+    for (const part of [m.unet, m.vae, m.textModel, m.controlModule]) part?.dispose();
+    backend.destroy();
+  }
+}
+
+/** Files of tinyModelFiles as a pipelineFromFiles argument pair: the SD folder, the ControlNeXt files. */
+export function splitTinyModelFiles(files: TinyModelFiles): { sd: TinyModelFiles; controlnext: TinyModelFiles; controlnextUnet: Uint8Array } {
+  const sd: TinyModelFiles = {};
+  for (const [k, v] of Object.entries(files)) if (!k.startsWith('controlnext/')) sd[k] = v;
+  const unet = files['controlnext/unet.safetensors'];
+  if (!(unet instanceof Uint8Array)) throw new Error('splitTinyModelFiles: controlnext/unet.safetensors missing');
+  return { sd, controlnext: { 'controlnet.safetensors': files['controlnext/controlnet.safetensors']! }, controlnextUnet: unet };
+}
