@@ -5,13 +5,14 @@
 
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CpuBackend, SafetensorsFile, writeSafetensors, type SafetensorsEntry } from '@cnx/tensor';
 import { UNet2DConditionModel } from '@cnx/unet';
 import { applyPartialUnet, readLoraFile } from '@cnx/controlnext';
+import { GOLDEN_ROOT } from '../../../test/harness/golden_root.js';
 
-const golden = resolve(process.env.CNX_GOLDEN_DIR ?? join(import.meta.dirname, '../../../../shared/golden'));
+const golden = GOLDEN_ROOT;
 const mergeCase = join(golden, 'sd15_controlnext_unet_merge');
 const dir = mkdtempSync(join(tmpdir(), 'cnx-nonfinite-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -4,11 +4,12 @@
 // for tests that run `cnx generate --model` as a process.
 
 import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { SafetensorsFile, numberToF16Bits, writeSafetensors, type SafetensorsEntry } from '@cnx/tensor';
 import { bytesToUnicode } from '@cnx/unet';
+import { GOLDEN_ROOT } from '../../../test/harness/golden_root.js';
 
-export const golden = resolve(process.env.CNX_GOLDEN_DIR ?? join(import.meta.dirname, '../../../../shared/golden'));
+export const golden = GOLDEN_ROOT;
 const pipeCase = join(golden, 'sd15_pipeline_controlnext');
 
 /** The ControlNeXt module of the same golden case (a folder with controlnet.safetensors). */

@@ -13,17 +13,18 @@
 // anything else is a crash. The counts are printed and recorded in README.md's reliability section.
 
 import { readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { CpuBackend, ShapeRecorder } from '@cnx/tensor';
 import {
   AutoencoderKL, CLIPTextModel, CLIPTokenizer, UNet2DConditionModel, createScheduler, parseClipTextConfig, parseConfigText,
   parseSchedulerConfig, parseUNetConfig, parseVaeConfig, SCHEDULER_NAMES,
 } from '@cnx/unet';
 import { describe, expect, it } from 'vitest';
+import { GOLDEN_ROOT } from '../../../test/harness/golden_root.js';
 
 const SEED = 0xc0f16;
 const CASES = 3000;
-const golden = resolve(process.env.CNX_GOLDEN_DIR ?? join(import.meta.dirname, '../../../../shared/golden'));
+const golden = GOLDEN_ROOT;
 const read = (...p: string[]) => readFileSync(join(golden, ...p), 'utf8');
 const backend = new CpuBackend();
 

@@ -10,15 +10,16 @@
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { CpuBackend, MAX_PLACEHOLDER_ELEMENTS, WeightStore } from '@cnx/tensor';
 import {
   AutoencoderKL, CLIPTextModel, CLIPTokenizer, UNet2DConditionModel, createScheduler, parseClipTextConfig, parseSchedulerConfig,
   parseUNetConfig, parseVaeConfig, readSchedulerConfigFile,
 } from '@cnx/unet';
 import { afterAll, describe, expect, it } from 'vitest';
+import { GOLDEN_ROOT } from '../../../test/harness/golden_root.js';
 
-const golden = resolve(process.env.CNX_GOLDEN_DIR ?? join(import.meta.dirname, '../../../../shared/golden'));
+const golden = GOLDEN_ROOT;
 const unetDir = join(golden, 'sd15_unet', 'unet');
 const vaeDir = join(golden, 'sd15_pipeline_controlnext', 'vae');
 const schedulerFile = join(golden, 'sd15_pipeline_controlnext', 'scheduler', 'scheduler_config.json');
