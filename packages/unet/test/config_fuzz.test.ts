@@ -1,7 +1,7 @@
 // Seeded fuzz test of the config parsers (issue 17: "a fuzz test in the suite, seeded, a few thousand
 // mutated files, under a minute, for the config parsers and the image decoders"; the decoders are in
 // packages/controlnext/test/image_fuzz.test.ts). Real config files (the golden cases' UNet, SDXL UNet,
-// VAE, CLIP text, scheduler configs, a tokenizer) are mutated as text (truncation, byte flips, token
+// VAE, CLIP text, SVD UNet, temporal VAE, CLIP vision, scheduler configs, a tokenizer) are mutated as text (truncation, byte flips, token
 // splices, deep nesting) and as JSON (a value replaced by one of the wrong type, sign or size, keys
 // removed, hostile keys added). Each mutated file goes through what loading does with it: parse the text
 // naming the file, validate, and, when accepted, build the model on shape-only weights (ShapeRecorder,
@@ -16,8 +16,9 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CpuBackend, ShapeRecorder } from '@cnx/tensor';
 import {
-  AutoencoderKL, CLIPTextModel, CLIPTokenizer, UNet2DConditionModel, createScheduler, parseClipTextConfig, parseConfigText,
-  parseSchedulerConfig, parseUNetConfig, parseVaeConfig, SCHEDULER_NAMES,
+  AutoencoderKL, AutoencoderKLTemporalDecoder, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection, UNet2DConditionModel,
+  UNetSpatioTemporalConditionModel, createScheduler, parseClipTextConfig, parseClipVisionConfig, parseConfigText, parseSchedulerConfig,
+  parseSpatioTemporalUNetConfig, parseTemporalVaeConfig, parseUNetConfig, parseVaeConfig, SCHEDULER_NAMES,
 } from '@cnx/unet';
 import { describe, expect, it } from 'vitest';
 import { GOLDEN_ROOT } from '../../../test/harness/golden_root.js';
@@ -40,12 +41,15 @@ function rng(seed: number): () => number {
   };
 }
 
-type Kind = 'unet' | 'vae' | 'clip' | 'scheduler' | 'vocab' | 'merges';
+type Kind = 'unet' | 'vae' | 'clip' | 'scheduler' | 'vocab' | 'merges' | 'svd_unet' | 'svd_vae' | 'clip_vision';
 const SEEDS: [Kind, string][] = [
   ['unet', read('sd15_unet', 'unet', 'config.json')],
   ['unet', read('sdxl_unet', 'unet', 'config.json')],
   ['vae', read('sd15_vae', 'vae', 'config.json')],
   ['clip', read('clip_text', 'text_encoder', 'config.json')],
+  ['svd_unet', read('svd_unet', 'unet', 'config.json')],
+  ['svd_vae', read('svd_vae', 'vae', 'config.json')],
+  ['clip_vision', read('clip_vision', 'image_encoder', 'config.json')],
   ['scheduler', read('sd15_pipeline_controlnext', 'scheduler', 'scheduler_config.json')],
   ['scheduler', read('sched_dpmpp_2m', 'scheduler', 'scheduler_config.json')],
   ['scheduler', read('sched_euler', 'scheduler', 'scheduler_config.json')],
@@ -99,7 +103,8 @@ function mutate(kind: Kind, text: string, r: () => number): string {
       let j: Record<string, unknown>;
       try { j = JSON.parse(text) as Record<string, unknown>; } catch { return text; }
       const keys = Object.keys(j);
-      const sub = kind === 'clip' && j.text_config && typeof j.text_config === 'object' ? (j.text_config as Record<string, unknown>) : j;
+      const nested = kind === 'clip' ? j.text_config : kind === 'clip_vision' ? j.vision_config : undefined;
+      const sub = nested && typeof nested === 'object' ? (nested as Record<string, unknown>) : j;
       const subKeys = Object.keys(sub);
       const which = int(4);
       if (which <= 1 && subKeys.length) sub[subKeys[int(subKeys.length)]!] = hostileValue(r);
@@ -130,6 +135,22 @@ function load(kind: Kind, text: string, name: string): void {
       const raw = parseConfigText(text, name);
       parseClipTextConfig(raw, name);
       new CLIPTextModel(raw, new ShapeRecorder(), backend).dispose();
+      return;
+    }
+    case 'svd_unet': {
+      const c = parseSpatioTemporalUNetConfig(parseConfigText(text, name), name);
+      new UNetSpatioTemporalConditionModel(c, new ShapeRecorder(), backend).dispose();
+      return;
+    }
+    case 'svd_vae': {
+      const c = parseTemporalVaeConfig(parseConfigText(text, name), name);
+      new AutoencoderKLTemporalDecoder(c, new ShapeRecorder(), backend).dispose();
+      return;
+    }
+    case 'clip_vision': {
+      const raw = parseConfigText(text, name);
+      parseClipVisionConfig(raw, name);
+      new CLIPVisionModelWithProjection(raw, new ShapeRecorder(), backend).dispose();
       return;
     }
     case 'scheduler': {

@@ -13,8 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CpuBackend, MAX_PLACEHOLDER_ELEMENTS, WeightStore } from '@cnx/tensor';
 import {
-  AutoencoderKL, CLIPTextModel, CLIPTokenizer, UNet2DConditionModel, createScheduler, parseClipTextConfig, parseSchedulerConfig,
-  parseUNetConfig, parseVaeConfig, readSchedulerConfigFile,
+  AutoencoderKL, CLIPTextModel, CLIPTokenizer, UNet2DConditionModel, createScheduler, parseClipTextConfig, parseClipVisionConfig, parseSchedulerConfig,
+  parseSpatioTemporalUNetConfig, parseTemporalVaeConfig, parseUNetConfig, parseVaeConfig, readSchedulerConfigFile,
 } from '@cnx/unet';
 import { afterAll, describe, expect, it } from 'vitest';
 import { GOLDEN_ROOT } from '../../../test/harness/golden_root.js';
@@ -167,6 +167,27 @@ describe('every config number is bounded', () => {
     refusesFast(() => UNet2DConditionModel.fromFolder(dir, backend), /config\.json: expected a regular file, found a FIFO/);
     refusesFast(() => readSchedulerConfigFile(join(dir, 'scheduler_config.json')), /scheduler_config\.json: expected a regular file, found a FIFO/);
     refusesFast(() => CLIPTextModel.fromFolder(dir, backend), /config\.json: expected a regular file, found a FIFO/);
+  });
+});
+
+describe('the SVD models\' configs are checked the same way', () => {
+  const SVD_UNET = json(join(golden, 'svd_unet', 'unet', 'config.json'));
+  const SVD_VAE = json(join(golden, 'svd_vae', 'vae', 'config.json'));
+  const VISION = json(join(golden, 'clip_vision', 'image_encoder', 'config.json'));
+  it('spatio-temporal UNet, temporal VAE and CLIP vision name the file and the key (the config fuzz test found 36 crashes here)', () => {
+    expect(() => parseSpatioTemporalUNetConfig({ ...SVD_UNET, num_attention_heads: 3 }, 'svd/unet.json'))
+      .toThrow(/^svd\/unet\.json: UNetSpatioTemporalConditionModel num_attention_heads=3: expected heads that divide the block's channels/);
+    expect(() => parseSpatioTemporalUNetConfig({ ...SVD_UNET, transformer_layers_per_block: { a: 1 } }, 'svd/unet.json'))
+      .toThrow(/transformer_layers_per_block=\{"a":1\}: expected an integer in \[1, 32\]/);
+    expect(() => parseTemporalVaeConfig({ ...SVD_VAE, in_channels: '' }, 'svd/vae.json'))
+      .toThrow(/^svd\/vae\.json: AutoencoderKLTemporalDecoder in_channels="": expected an integer in \[1, 1024\]/);
+    expect(() => parseClipVisionConfig({ ...VISION, patch_size: -8 }, 'svd/enc.json'))
+      .toThrow(/^svd\/enc\.json: CLIPVisionConfig patch_size=-8: expected an integer in \[1, 4096\]/);
+    for (const key of ['constructor', '__proto__']) {
+      const raw = JSON.parse(`{"${key}": 1}`) as Record<string, unknown>;
+      expect(() => parseSpatioTemporalUNetConfig({ ...SVD_UNET, ...raw }, 's.json')).toThrow(`s.json: unknown UNetSpatioTemporalConditionModel config key '${key}'`);
+      expect(() => parseTemporalVaeConfig({ ...SVD_VAE, ...raw }, 's.json')).toThrow(`s.json: unknown AutoencoderKLTemporalDecoder config key '${key}'`);
+    }
   });
 });
 
