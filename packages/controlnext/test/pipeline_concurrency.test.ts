@@ -7,7 +7,7 @@
 
 import { expect } from 'vitest';
 import { type Backend, type Tensor } from '@cnx/tensor';
-import { tinyPipeline, type GenerateOptions } from '@cnx/controlnext';
+import { tinyPipeline, tinySvdPipeline, type GenerateOptions } from '@cnx/controlnext';
 import { describeEachBackend } from '../../../test/harness/backends.js';
 
 const SIZE = 16;
@@ -88,3 +88,22 @@ describeEachBackend('concurrent generate()', (test, name) => {
     pipe.dispose();
   }, 600_000);
 });
+
+describeEachBackend('concurrent SVD generate()', (test) => {
+  test('two video generations at once on one SVD pipeline == each alone', async (b) => {
+    const pipe = tinySvdPipeline(b, { seed: 1 });
+    const H = 32, W = 32, F = 3;
+    const image = b.fromRaw(Float32Array.from({ length: 3 * H * W }, (_, i) => 0.5 + 0.4 * Math.sin(i * 0.05)), [1, 3, H, W]);
+    const control = b.fromRaw(Float32Array.from({ length: F * 3 * H * W }, (_, i) => ((i * 7919) % 13 === 0 ? 1 : 0)), [F, 3, H, W]);
+    const run = async (seed: number) => {
+      const r = await pipe.generate({ image, controlFrames: control, numInferenceSteps: 2, framesPerBatch: 3, overlap: 1, decodeChunkSize: 2, seed });
+      const d = await r.frames!.data();
+      [r.frames, r.decoded, r.latents].forEach((t) => t?.dispose());
+      return d;
+    };
+    const alone = [await run(1), await run(2)];
+    expect(await Promise.all([run(1), run(2)])).toEqual(alone);
+    [image, control].forEach((t) => t.dispose());
+    pipe.dispose();
+  }, 600_000);
+}, ['cpu']);
