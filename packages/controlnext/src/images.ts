@@ -10,8 +10,8 @@ import type { RgbImage } from './control_types/control_type.js';
 /** An RGB image as the library passes it around: [H, W, 3], values in [0, 1]. */
 export type ImageArray = NdArray<Float32Array>;
 
-/** The largest image side accepted when decoding (guards against decompression bombs). */
-export const MAX_IMAGE_SIDE = 16384;
+// Decoding limits (MAX_IMAGE_SIDE, MAX_IMAGE_PIXELS) and the header reader that applies them before decoding.
+export * from './image_header.js';
 
 /** RGBA bytes [H, W, 4] (a canvas's ImageData.data, a decoder's output) -> [H, W, 3] floats in [0, 1] (alpha dropped, as PIL's convert('RGB') does). */
 export function rgbaToImage(rgba: Uint8Array | Uint8ClampedArray, width: number, height: number): ImageArray {

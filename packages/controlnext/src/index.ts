@@ -26,6 +26,8 @@ export * from './control_types/canny_edges.js';
 export * from './controlnext/partial_unet.js';
 export * from './controlnet/controlnet.js';
 export * from './pipelines/pipeline.js';
+export * from './pipelines/call_queue.js';
+export * from './pipelines/finite_guard.js';
 export * from './pipelines/pipeline_control.js';
 export * from './pipelines/prompt_encoder.js';
 export * from './pipelines/sdxl_prompt_encoder.js';

@@ -84,6 +84,13 @@ export function readLoraFile(pathOrFile: string | SafetensorsFile): LoraFile {
       const upKey = base + upTag;
       if (!f.has(upKey)) throw new Error(`${path}: '${key}' has no matching '${upKey}'`);
       const down = f.readFloat32(key), up = f.readFloat32(upKey);
+      for (const [k, t] of [[key, down], [upKey, up]] as const) {
+        const bad = t.data.findIndex((x) => !Number.isFinite(x));
+        if (bad >= 0) {
+          const count = t.data.reduce((n, x) => n + (Number.isFinite(x) ? 0 : 1), 0);
+          throw new Error(`${path}: '${k}' holds ${count} NaN or infinite values of ${t.data.length}, the first at index ${bad} (${t.data[bad]}); nothing was merged`);
+        }
+      }
       const rank = down.shape[0]!;
       if (up.shape[1] !== rank || (up.shape.length === 4 && (up.shape[2] !== 1 || up.shape[3] !== 1))) {
         throw new Error(`${path}: '${upKey}' is [${up.shape.join(', ')}], expected [out, ${rank}] or [out, ${rank}, 1, 1] to match '${key}' [${down.shape.join(', ')}]`);

@@ -6,7 +6,7 @@
 // --compute f16 runs the f16-operand kernels where the WebGPU device has shader-f16.
 
 import { existsSync, statSync } from 'node:fs';
-import { backendNames, createBackend } from '@cnx/kernels';
+import { backendNames, compileProgressPrinter, createBackend, watchCompiles } from '@cnx/kernels';
 import type { Backend } from '@cnx/tensor';
 import { runCase, type CaseResult } from './run_case.js';
 
@@ -69,6 +69,8 @@ async function main(): Promise<void> {
       continue;
     }
     console.log(`# backend: ${backend.description}`);
+    // Shaders compile for minutes on software adapters: progress on stderr instead of silence.
+    const stopCompileProgress = watchCompiles(backend, compileProgressPrinter(process.stderr));
     try {
       for (const d of dirs) {
         const r = await runCase(d, backend);
@@ -76,6 +78,7 @@ async function main(): Promise<void> {
         if (r.ok) passed++; else failed++;
       }
     } finally {
+      stopCompileProgress();
       backend.destroy();
     }
   }

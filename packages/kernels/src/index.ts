@@ -5,6 +5,8 @@
 /// <reference types="@webgpu/types" preserve="true" />
 export { backendNames, createBackend, registerBackend, type BackendModule, type CreateBackendOptions } from './create_backend.js';
 export { WebgpuBackend, type WebgpuBackendOptions } from './webgpu/webgpu_backend.js';
+export { compileProgressPrinter, watchCompiles, type CompileProgress } from './webgpu/compile_progress.js';
+export type { CompileStatus } from './webgpu/pipeline_cache.js';
 export { coreKernels, type WebgpuKernel } from './webgpu/core_kernels.js';
 export { gradKernels } from './webgpu/grad_kernels.js';
 export {

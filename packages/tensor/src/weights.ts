@@ -367,7 +367,17 @@ interface StoreState {
   readonly nonFinite: Map<string, { count: number; total: number; firstIndex: number; firstValue: number; file: string }>;
   /** The folder's parsed config.json, when opened from a model folder that has one. */
   readonly config: Record<string, unknown> | undefined;
+  /** Elements of the zero placeholders handed out for keys that could not be loaded (bounded: MAX_PLACEHOLDER_ELEMENTS). */
+  readonly placeholders: { elements: number };
 }
+
+/**
+ * The most elements of zero placeholders a store hands out (for missing, mis-shaped, wrong-dtype or
+ * non-finite keys) before it stops and reports: 2^26 (256 MiB of f32). A config declaring widths its
+ * weights file does not hold (block_out_channels of 16384 against an SD1.5 file) would otherwise
+ * allocate zeros of every declared shape before the report (issue 17: unbounded memory from a config).
+ */
+export const MAX_PLACEHOLDER_ELEMENTS = 2 ** 26;
 
 /**
  * Parameters from safetensors files, fetched by path with their expected shape (candle's VarBuilder).
@@ -408,11 +418,16 @@ export class WeightStore implements WeightSource {
       const cfg = join(pathOrFolder, 'config.json');
       if (existsSync(cfg)) {
         const text = readRegularTextFile(cfg, 'WeightStore.open');
+        let json: unknown;
         try {
-          config = JSON.parse(text) as Record<string, unknown>;
+          json = JSON.parse(text);
         } catch (e) {
           throw new Error(`WeightStore.open: ${cfg} is not valid JSON (${(e as Error).message})`);
         }
+        if (json === null || typeof json !== 'object' || Array.isArray(json)) {
+          throw new Error(`WeightStore.open: ${cfg}: expected a JSON object, found ${Array.isArray(json) ? 'an array' : json === null ? 'null' : typeof json}`);
+        }
+        config = json as Record<string, unknown>;
       }
     }
     const files = target.endsWith('.index.json') ? openShardIndex(target) : [SafetensorsFile.open(target)];
@@ -438,7 +453,7 @@ export class WeightStore implements WeightSource {
     }
     return new WeightStore({
       source, files, index, opts, config, used: new Set(), missing: new Map(), misShaped: new Map(),
-      wrongDtype: new Map(), nonFinite: new Map(),
+      wrongDtype: new Map(), nonFinite: new Map(), placeholders: { elements: 0 },
     }, '');
   }
 
@@ -454,27 +469,37 @@ export class WeightStore implements WeightSource {
     const file = this.state.index.get(full);
     if (!file) {
       this.state.missing.set(full, [...shape]);
-      return backend.zeros(shape);
+      return this.placeholder(shape, backend);
     }
     this.state.used.add(full);
     const info = file.info(full);
     if (formatShape(info.shape) !== formatShape(shape)) {
       this.state.misShaped.set(full, { expected: [...shape], found: [...info.shape] });
-      return backend.zeros(shape);
+      return this.placeholder(shape, backend);
     }
     // Parameters are floats: F32 as is, F16/BF16 widened to f32 (or kept with keepDtype). An integer
     // or BOOL tensor where a parameter belongs is a wrong file, not something to convert.
     if (!PARAMETER_DTYPES.has(info.dtype)) {
       this.state.wrongDtype.set(full, { found: info.dtype, file: file.source });
-      return backend.zeros(shape);
+      return this.placeholder(shape, backend);
     }
     const raw = file.readRaw(full);
     const bad = findNonFinite(raw);
     if (bad) {
       this.state.nonFinite.set(full, { ...bad, total: numel(info.shape), file: file.source });
-      return backend.zeros(shape);
+      return this.placeholder(shape, backend);
     }
     return file.rawToTensor(full, raw, backend, this.state.opts.keepDtype ? undefined : 'f32');
+  }
+
+  /** A zero tensor standing in for a key that could not be loaded, within the store's placeholder budget. */
+  private placeholder(shape: readonly number[], backend: Backend): Tensor {
+    this.state.placeholders.elements += numel(shape);
+    if (this.state.placeholders.elements > MAX_PLACEHOLDER_ELEMENTS) {
+      throw new Error(this.describeProblems(true,
+        `stopped early: zero placeholders for these keys would exceed ${MAX_PLACEHOLDER_ELEMENTS} elements; the model's config declares shapes its weights do not hold`));
+    }
+    return backend.zeros(shape);
   }
 
   has(path: string): boolean { return this.state.index.has(joinWeightPath(this.prefix, path)); }
@@ -514,11 +539,12 @@ export class WeightStore implements WeightSource {
   }
 
   /** Everything wrong so far (for the whole store, whatever the view), without throwing. */
-  report(): WeightReport {
+  report(nearestFor = Infinity): WeightReport {
     const keys = [...this.state.index.keys()];
     return {
-      missing: [...this.state.missing].map(([path, shape]) => {
-        const nearest = nearestKey(path, keys);
+      missing: [...this.state.missing].map(([path, shape], i) => {
+        // The nearest key costs an edit distance per key: only for the entries a message shows.
+        const nearest = i < nearestFor ? nearestKey(path, keys) : undefined;
         return nearest === undefined ? { path, shape } : { path, shape, nearest };
       }),
       misShaped: [...this.state.misShaped].map(([path, m]) => ({ path, ...m })),
@@ -533,23 +559,28 @@ export class WeightStore implements WeightSource {
    * options) unused key; return quietly when loading was exact.
    */
   finish(opts: { allowUnused?: boolean } = {}): void {
-    const r = this.report();
-    const allowUnused = opts.allowUnused ?? this.state.opts.allowUnused ?? false;
-    const unused = allowUnused ? [] : r.unused;
-    if (r.missing.length === 0 && r.misShaped.length === 0 && r.wrongDtype.length === 0 && r.nonFinite.length === 0 && unused.length === 0) return;
+    const message = this.describeProblems(opts.allowUnused ?? this.state.opts.allowUnused ?? false);
+    if (message !== undefined) throw new Error(message);
+  }
+
+  /** The loader report as one message (with `note` in its first line), or undefined when loading was exact. */
+  private describeProblems(allowUnused: boolean, note?: string): string | undefined {
     const limit = 100;
+    const r = this.report(limit);
+    const unused = allowUnused ? [] : r.unused;
+    if (r.missing.length === 0 && r.misShaped.length === 0 && r.wrongDtype.length === 0 && r.nonFinite.length === 0 && unused.length === 0 && note === undefined) return undefined;
     const section = <T>(title: string, items: T[], line: (t: T) => string): string[] =>
       items.length === 0 ? [] : [`${title} (${items.length}):`, ...items.slice(0, limit).map((t) => `  ${line(t)}`),
         ...(items.length > limit ? [`  ... and ${items.length - limit} more`] : [])];
-    throw new Error([
-      `WeightStore(${this.state.source}): the model and the weights disagree`,
+    return [
+      `WeightStore(${this.state.source}): the model and the weights disagree${note ? ` (${note})` : ''}`,
       ...section('missing keys', r.missing, (m) => `${m.path} ${formatShape(m.shape)}${m.nearest ? ` (nearest: ${m.nearest})` : ''}`),
       ...section('mis-shaped keys', r.misShaped, (m) => `${m.path}: expected ${formatShape(m.expected)}, found ${formatShape(m.found)}`),
       ...section('wrong-dtype keys', r.wrongDtype, (m) => `${m.path}: expected ${m.expected}, found ${m.found} (${m.file})`),
       ...section('keys with non-finite values', r.nonFinite, (m) =>
         `${m.path}: ${m.count} of ${m.total} elements are NaN or infinite, the first at index ${m.firstIndex} (${m.firstValue}) (${m.file})`),
       ...section('unused keys', unused, (k) => k),
-    ].join('\n'));
+    ].join('\n');
   }
 
   /** Close every file (of the whole store, whatever the view). */

@@ -11,6 +11,7 @@
 
 import { ops, subTrace, type Activation, type Backend, type Tensor, type Trace, type WeightSource, type WeightStoreOptions } from '@cnx/tensor';
 import { loadParameter, Module } from './module.js';
+import { ConfigChecker, MAX_CONFIG_CHANNELS, MAX_CONFIG_HEADS, showValue } from './config_values.js';
 import { loadStrict, readConfigJson } from './load_model.js';
 import { configFromFiles, loadStrictFromFiles, type ModelFiles } from './model_files.js';
 import { LayerNorm } from './layers/layer_norm.js';
@@ -47,27 +48,28 @@ export type CLIPEncoderConfig = Pick<CLIPTextConfig, 'hidden_size' | 'intermedia
  * ...) that do not affect inference, so unknown keys are not errors; unsupported values of the keys read are.
  */
 export function parseClipTextConfig(raw: Record<string, unknown>, source = 'config'): CLIPTextConfig {
-  const c = (raw.text_config && typeof raw.text_config === 'object' ? raw.text_config : raw) as Record<string, unknown>;
-  const num = (key: string, dflt: number): number => {
-    const v = c[key] ?? dflt;
-    if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`${source}: CLIPTextConfig ${key}=${JSON.stringify(v)}: expected a number`);
-    return v;
-  };
-  const act = (c.hidden_act ?? 'quick_gelu') as string;
-  if (!(act in CLIP_ACTIVATIONS)) {
-    throw new Error(`${source}: CLIPTextConfig hidden_act=${JSON.stringify(act)} is not supported (${Object.keys(CLIP_ACTIVATIONS).join(', ')})`);
+  const c = (raw.text_config && typeof raw.text_config === 'object' && !Array.isArray(raw.text_config) ? raw.text_config : raw) as Record<string, unknown>;
+  // Every number is bounded (config_values.ts): type, integer, range; errors name the file and key.
+  const k = new ConfigChecker(source, 'CLIPTextConfig');
+  const get = (key: string, dflt: unknown): unknown => (Object.hasOwn(c, key) && c[key] !== null ? c[key] : dflt);
+  const int = (key: string, dflt: number, min: number, max: number): number => k.int(key, get(key, dflt), min, max);
+  const act = get('hidden_act', 'quick_gelu') as string;
+  if (typeof act !== 'string' || !Object.hasOwn(CLIP_ACTIVATIONS, act)) {
+    throw new Error(`${source}: CLIPTextConfig hidden_act=${showValue(act)} is not supported (${Object.keys(CLIP_ACTIVATIONS).join(', ')})`);
   }
   if (c.model_type !== undefined && c.model_type !== 'clip_text_model') {
-    throw new Error(`${source}: model_type=${JSON.stringify(c.model_type)}: expected "clip_text_model"`);
+    throw new Error(`${source}: model_type=${showValue(c.model_type)}: expected "clip_text_model"`);
   }
   // transformers CLIPTextConfig defaults.
+  const vocab = int('vocab_size', 49408, 1, 1_000_000);
   const cfg: CLIPTextConfig = {
-    vocab_size: num('vocab_size', 49408), hidden_size: num('hidden_size', 512), intermediate_size: num('intermediate_size', 2048),
-    num_hidden_layers: num('num_hidden_layers', 12), num_attention_heads: num('num_attention_heads', 8),
-    max_position_embeddings: num('max_position_embeddings', 77), hidden_act: act, layer_norm_eps: num('layer_norm_eps', 1e-5),
-    eos_token_id: num('eos_token_id', 2),
+    vocab_size: vocab, hidden_size: int('hidden_size', 512, 1, MAX_CONFIG_CHANNELS), intermediate_size: int('intermediate_size', 2048, 1, 4 * MAX_CONFIG_CHANNELS),
+    num_hidden_layers: int('num_hidden_layers', 12, 1, 128), num_attention_heads: int('num_attention_heads', 8, 1, MAX_CONFIG_HEADS),
+    max_position_embeddings: int('max_position_embeddings', 77, 1, 8192), hidden_act: act,
+    layer_norm_eps: k.number('layer_norm_eps', get('layer_norm_eps', 1e-5), 0, 1, true),
+    eos_token_id: int('eos_token_id', 2, 0, vocab - 1),
   };
-  if (c.projection_dim !== undefined) cfg.projection_dim = num('projection_dim', 512);
+  if (c.projection_dim !== undefined) cfg.projection_dim = int('projection_dim', 512, 1, MAX_CONFIG_CHANNELS);
   if (cfg.hidden_size % cfg.num_attention_heads !== 0) {
     throw new Error(`${source}: CLIPTextConfig hidden_size=${cfg.hidden_size} does not split into num_attention_heads=${cfg.num_attention_heads}`);
   }

@@ -13,6 +13,7 @@ import { ops, type Backend, type Tensor, type Trace, type WeightSource, type Wei
 import { loadParameter, Module } from './module.js';
 import { loadStrict, readConfigJson } from './load_model.js';
 import { CLIP_ACTIVATIONS, CLIPEncoder, Embedding, type CLIPEncoderConfig } from './clip_text.js';
+import { ConfigChecker, MAX_CONFIG_CHANNELS, MAX_CONFIG_HEADS, showValue } from './config_values.js';
 import { Conv2d } from './layers/conv2d.js';
 import { LayerNorm } from './layers/layer_norm.js';
 import { Linear } from './layers/linear.js';
@@ -30,25 +31,24 @@ export interface CLIPVisionConfig extends CLIPEncoderConfig {
  * not affect inference and are ignored; unsupported values of the keys read are errors naming the key.
  */
 export function parseClipVisionConfig(raw: Record<string, unknown>, source = 'config'): CLIPVisionConfig {
-  const c = (raw.vision_config && typeof raw.vision_config === 'object' ? raw.vision_config : raw) as Record<string, unknown>;
-  const num = (key: string, dflt: number): number => {
-    const v = c[key] ?? dflt;
-    if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`${source}: CLIPVisionConfig ${key}=${JSON.stringify(v)}: expected a number`);
-    return v;
-  };
+  const c = (raw.vision_config && typeof raw.vision_config === 'object' && !Array.isArray(raw.vision_config) ? raw.vision_config : raw) as Record<string, unknown>;
+  // Every number is bounded (config_values.ts): type, integer, range; errors name the file and key.
+  const k = new ConfigChecker(source, 'CLIPVisionConfig');
+  const get = (key: string, dflt: unknown): unknown => (Object.hasOwn(c, key) && c[key] !== null ? c[key] : dflt);
+  const int = (key: string, dflt: unknown, min: number, max: number): number => k.int(key, get(key, dflt), min, max);
   if (c.model_type !== undefined && c.model_type !== 'clip_vision_model') {
-    throw new Error(`${source}: model_type=${JSON.stringify(c.model_type)}: expected "clip_vision_model"`);
+    throw new Error(`${source}: model_type=${showValue(c.model_type)}: expected "clip_vision_model"`);
   }
-  const act = (c.hidden_act ?? 'quick_gelu') as string;
-  if (!(act in CLIP_ACTIVATIONS)) {
-    throw new Error(`${source}: CLIPVisionConfig hidden_act=${JSON.stringify(act)} is not supported (${Object.keys(CLIP_ACTIVATIONS).join(', ')})`);
+  const act = get('hidden_act', 'quick_gelu') as string;
+  if (typeof act !== 'string' || !Object.hasOwn(CLIP_ACTIVATIONS, act)) {
+    throw new Error(`${source}: CLIPVisionConfig hidden_act=${showValue(act)} is not supported (${Object.keys(CLIP_ACTIVATIONS).join(', ')})`);
   }
   const cfg: CLIPVisionConfig = {
-    hidden_size: num('hidden_size', 768), intermediate_size: num('intermediate_size', 3072),
-    num_hidden_layers: num('num_hidden_layers', 12), num_attention_heads: num('num_attention_heads', 12),
-    hidden_act: act, layer_norm_eps: num('layer_norm_eps', 1e-5), image_size: num('image_size', 224),
-    patch_size: num('patch_size', 32), num_channels: num('num_channels', 3),
-    projection_dim: num('projection_dim', (raw.projection_dim as number | undefined) ?? 512),
+    hidden_size: int('hidden_size', 768, 1, MAX_CONFIG_CHANNELS), intermediate_size: int('intermediate_size', 3072, 1, 4 * MAX_CONFIG_CHANNELS),
+    num_hidden_layers: int('num_hidden_layers', 12, 1, 128), num_attention_heads: int('num_attention_heads', 12, 1, MAX_CONFIG_HEADS),
+    hidden_act: act, layer_norm_eps: k.number('layer_norm_eps', get('layer_norm_eps', 1e-5), 0, 1, true),
+    image_size: int('image_size', 224, 1, 4096), patch_size: int('patch_size', 32, 1, 4096), num_channels: int('num_channels', 3, 1, 64),
+    projection_dim: int('projection_dim', Object.hasOwn(raw, 'projection_dim') ? raw.projection_dim : 512, 1, MAX_CONFIG_CHANNELS),
   };
   if (cfg.hidden_size % cfg.num_attention_heads !== 0) {
     throw new Error(`${source}: CLIPVisionConfig hidden_size=${cfg.hidden_size} does not split into num_attention_heads=${cfg.num_attention_heads}`);

@@ -1,7 +1,8 @@
 export { Module, loadParameter, type LoadParameterOptions } from './module.js';
 export { loadStrict, readConfigJson, readFolderText } from './load_model.js';
+export * from './config_values.js';
 export {
-  buildStrict, configFromFiles, fileBytes, fileText, loadStrictFromFiles, parseConfigText, subFiles, weightStoreFromFiles, type ModelFiles,
+  buildStrict, checkJsonNesting, configFromFiles, fileBytes, fileText, loadStrictFromFiles, MAX_CONFIG_JSON_DEPTH, parseConfigText, subFiles, weightStoreFromFiles, type ModelFiles,
 } from './model_files.js';
 export { enableGradientCheckpointing } from './gradient_checkpointing.js';
 export { Linear, type LinearOptions } from './layers/linear.js';

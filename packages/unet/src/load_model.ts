@@ -7,25 +7,29 @@
 // this module imports nothing Node-specific and the package's main entry bundles for browsers, where
 // the same models load from bytes (model_files.ts, each class's fromFiles).
 
-import { nodeFs, nodePath, WeightStore, type WeightStoreOptions } from '@cnx/tensor';
+import { nodeFs, nodePath, readRegularTextFile, WeightStore, type WeightStoreOptions } from '@cnx/tensor';
 import type { Module } from './module.js';
 import { buildStrict, parseConfigText } from './model_files.js';
 
 const HINT = 'pass the folder\'s files as bytes to the class\'s fromFiles';
 
-/** `dir`/config.json parsed (not validated), and its path for config errors; `who` names the loader. */
+/**
+ * `dir`/config.json parsed (not validated), and its path for config errors; `who` names the loader.
+ * Read with the regular-file reader (@cnx/tensor model_folder_files.ts): a FIFO or a folder is refused at
+ * once, the size is capped before reading.
+ */
 export function readConfigJson(dir: string, who: string): { raw: Record<string, unknown>; path: string } {
-  const { existsSync, readFileSync } = nodeFs(who, HINT);
+  const { existsSync } = nodeFs(who, HINT);
   const path = nodePath(who, HINT).join(dir, 'config.json');
   if (!existsSync(path)) throw new Error(`${who}: ${dir} has no config.json`);
-  return { raw: parseConfigText(readFileSync(path, 'utf8'), path), path };
+  return { raw: parseConfigText(readRegularTextFile(path, who), path), path };
 }
 
-/** A text file of a folder, or undefined when absent (read lazily through node:fs). */
+/** A text file of a folder, or undefined when absent (regular files only, size-capped; read lazily through node:fs). */
 export function readFolderText(dir: string, name: string, who: string): string | undefined {
-  const { existsSync, readFileSync } = nodeFs(who, HINT);
+  const { existsSync } = nodeFs(who, HINT);
   const path = nodePath(who, HINT).join(dir, name);
-  return existsSync(path) ? readFileSync(path, 'utf8') : undefined;
+  return existsSync(path) ? readRegularTextFile(path, who) : undefined;
 }
 
 /**

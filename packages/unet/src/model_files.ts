@@ -46,8 +46,31 @@ export function fileText(files: ModelFiles, name: string, who: string, optional 
   return typeof v === 'string' ? v : new TextDecoder().decode(fileBytes(files, name, who));
 }
 
+/**
+ * The deepest nesting of arrays and objects a config or tokenizer JSON file may have (real ones nest at
+ * most 3 deep). Deeper text is refused before JSON.parse: walking a 100,000-deep value afterwards
+ * (JSON.stringify for a message, a recursive check) would overflow the stack.
+ */
+export const MAX_CONFIG_JSON_DEPTH = 32;
+
+/** Throws, naming `source`, when `text` nests arrays/objects deeper than `max` (strings are skipped). */
+export function checkJsonNesting(text: string, source: string, max = MAX_CONFIG_JSON_DEPTH): void {
+  let depth = 0, inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) throw new Error(`${source}: JSON nested deeper than ${max} levels (config files nest at most a few)`);
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+}
+
 /** Parse a config.json text; errors name the source. */
 export function parseConfigText(text: string, source: string): Record<string, unknown> {
+  checkJsonNesting(text, source);
   let json: unknown;
   try {
     json = JSON.parse(text);

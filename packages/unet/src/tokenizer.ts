@@ -9,7 +9,10 @@
 // truncated to model_max_length (77) and padded with pad_token (SD1.5: <|endoftext|>; SD2: "!").
 
 import { readFolderText } from './load_model.js';
-import { fileText, type ModelFiles } from './model_files.js';
+import { fileText, parseConfigText, type ModelFiles } from './model_files.js';
+
+/** Token ids are below this (CLIP's vocabulary has 49408; the CLIP text config's vocab_size is bounded the same way). */
+const MAX_VOCAB = 1_000_000;
 
 const BOS = '<|startoftext|>';
 const EOS = '<|endoftext|>';
@@ -83,13 +86,13 @@ export class CLIPTokenizer {
   constructor(private readonly vocab: ReadonlyMap<string, number>, merges: readonly string[], opts: CLIPTokenizerOptions = {}) {
     merges.forEach((m, i) => {
       const parts = m.trim().split(/\s+/);
-      if (parts.length !== 2) throw new Error(`CLIPTokenizer: merge ${i + 1} '${m}' is not two symbols`);
+      if (parts.length !== 2) throw new Error(`CLIPTokenizer: merge ${i + 1} '${m.length > 60 ? `${m.slice(0, 57)}...` : m}' is not two symbols`);
       const key = `${parts[0]} ${parts[1]}`;
       if (!this.ranks.has(key)) this.ranks.set(key, i);
     });
     const id = (what: string, tok: string): number => {
       const v = vocab.get(tok);
-      if (v === undefined) throw new Error(`CLIPTokenizer: ${what} '${tok}' is not in the vocabulary`);
+      if (v === undefined) throw new Error(`CLIPTokenizer: ${what} '${tok.length > 60 ? `${tok.slice(0, 57)}...` : tok}' is not in the vocabulary`);
       return v;
     };
     this.maxLength = opts.maxLength ?? 77;
@@ -113,14 +116,22 @@ export class CLIPTokenizer {
       if (text !== undefined) files[name] = text;
       else if (name === 'vocab.json' || name === 'merges.txt') throw new Error(`CLIPTokenizer.fromFolder: ${dir} has no ${name}`);
     }
-    return CLIPTokenizer.fromFiles(files);
+    return CLIPTokenizer.fromFiles(files, dir.endsWith('/') ? dir : `${dir}/`);
   }
 
-  /** The same from the folder's files in memory (vocab.json, merges.txt, and the optional configs). */
-  static fromFiles(files: ModelFiles): CLIPTokenizer {
+  /**
+   * The same from the folder's files in memory (vocab.json, merges.txt, and the optional configs).
+   * `where` prefixes file names in errors (fromFolder passes the folder).
+   */
+  static fromFiles(files: ModelFiles, where = ''): CLIPTokenizer {
     const read = (name: string): string => fileText(files, name, 'CLIPTokenizer.fromFiles');
-    const vocabJson = JSON.parse(read('vocab.json')) as Record<string, number>;
-    const vocab = new Map(Object.entries(vocabJson));
+    const vocabJson = parseConfigText(read('vocab.json'), `${where}vocab.json`);
+    for (const [token, id] of Object.entries(vocabJson)) {
+      if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= MAX_VOCAB) {
+        throw new Error(`${where}vocab.json: the id of token ${JSON.stringify(token.slice(0, 40))} must be an integer in [0, ${MAX_VOCAB}), found ${JSON.stringify(id)?.slice(0, 40)}`);
+      }
+    }
+    const vocab = new Map(Object.entries(vocabJson as Record<string, number>));
     const lines = read('merges.txt').split('\n').map((l) => l.replace(/\r$/, '')).filter((l) => l.trim().length > 0);
     // transformers drops the first line ("#version: 0.2") and keeps at most 49152 - 256 - 2 merges.
     const merges = (lines[0]?.startsWith('#') ? lines.slice(1) : lines).slice(0, 49152 - 256 - 2);
@@ -130,7 +141,7 @@ export class CLIPTokenizer {
     for (const name of ['special_tokens_map.json', 'tokenizer_config.json']) {
       const text = fileText(files, name, 'CLIPTokenizer.fromFiles', true);
       if (text === undefined) continue;
-      const cfg = JSON.parse(text) as Record<string, unknown>;
+      const cfg = parseConfigText(text, `${where}${name}`);
       opts.bosToken = tokenOf(cfg.bos_token) ?? opts.bosToken;
       opts.eosToken = tokenOf(cfg.eos_token) ?? opts.eosToken;
       opts.unkToken = tokenOf(cfg.unk_token) ?? opts.unkToken;
@@ -138,7 +149,13 @@ export class CLIPTokenizer {
       // Some configs store a huge sentinel (1e30) for "no limit"; CLIP's position table is the real bound.
       if (typeof cfg.model_max_length === 'number' && cfg.model_max_length < 1e6) opts.maxLength = cfg.model_max_length;
     }
-    return new CLIPTokenizer(vocab, merges, opts);
+    try {
+      return new CLIPTokenizer(vocab, merges, opts);
+    } catch (e) {
+      // Name the file the bad merge or special token came from.
+      const m = (e as Error).message;
+      throw new Error(`${where}${m.includes(' merge ') ? 'merges.txt' : 'vocab.json (special tokens)'}: ${m}`);
+    }
   }
 
   /** BPE of one pre-token (already byte-mapped): the symbols after every applicable merge, lowest rank first. */

@@ -27,6 +27,7 @@ import {
   blockBuilder, downBlockTypes, midBlockTypes, upBlockTypes, type UNetDownBlock, type UNetMidBlock, type UNetUpBlock,
 } from './unet_block_types.js';
 import { applySiteHook, splitSiteHooks, withModuleHooks, type Hooks } from './hooks.js';
+import { ConfigChecker, MAX_CONFIG_BLOCKS, MAX_CONFIG_CHANNELS, MAX_CONFIG_LAYERS, MAX_CONFIG_HEADS, MAX_CONFIG_SAMPLE_SIZE, showValue } from './config_values.js';
 
 export interface UNetForwardOptions {
   /** SDXL text_time: pooled text embeddings [B, Dt] and micro-conditioning time ids [B, 6]. */
@@ -126,53 +127,102 @@ const IGNORED = new Set(['_class_name', '_diffusers_version', '_name_or_path', '
 const NULLABLE = new Set(['sample_size', 'upcast_attention', 'reverse_transformer_layers_per_block', 'num_attention_heads', 'addition_embed_type',
   'addition_time_embed_dim', 'projection_class_embeddings_input_dim', 'time_embedding_dim']);
 
-/** Validate a config.json object and fill diffusers' defaults; unsupported keys or values name the key. */
+/**
+ * Validate a config.json object and fill diffusers' defaults; unsupported keys or values name the key.
+ * Every value is checked for its type and range (config_values.ts) before anything is built.
+ */
 export function parseUNetConfig(raw: Record<string, unknown>, source = 'config'): UNet2DConditionConfig {
   const cfg: Record<string, unknown> = { ...DEFAULTS };
+  // Own keys only: a key named 'constructor' or 'toString' must not find Object.prototype's members.
+  const has = (o: object, k: string) => Object.hasOwn(o, k);
   for (const [key, value] of Object.entries(raw)) {
     if (IGNORED.has(key)) continue;
-    if (key in FIXED) {
+    if (has(FIXED, key)) {
       const ok = FIXED[key]!;
       if (!ok.some((v) => v === value)) {
-        throw new Error(`${source}: UNet2DConditionModel ${key}=${JSON.stringify(value)} is not supported (supported: ${ok.map((v) => JSON.stringify(v)).join(', ')})`);
+        throw new Error(`${source}: UNet2DConditionModel ${key}=${showValue(value)} is not supported (supported: ${ok.map((v) => JSON.stringify(v)).join(', ')})`);
       }
       continue;
     }
     if (key === 'only_cross_attention') {
       if (value !== false && !(Array.isArray(value) && value.every((v) => v === false))) {
-        throw new Error(`${source}: UNet2DConditionModel only_cross_attention=${JSON.stringify(value)} is not supported (only false)`);
+        throw new Error(`${source}: UNet2DConditionModel only_cross_attention=${showValue(value)} is not supported (only false)`);
       }
       continue;
     }
-    if (!(key in DEFAULTS)) throw new Error(`${source}: unknown UNet2DConditionModel config key '${key}' (value ${JSON.stringify(value)})`);
+    if (!has(DEFAULTS, key)) throw new Error(`${source}: unknown UNet2DConditionModel config key '${key.length > 80 ? `${key.slice(0, 77)}...` : key}' (value ${showValue(value)})`);
     if (value === null && !NULLABLE.has(key)) throw new Error(`${source}: UNet2DConditionModel ${key}=null is not supported`);
     cfg[key] = value;
   }
-  const c = cfg as unknown as UNet2DConditionConfig;
-  const n = c.down_block_types.length;
-  const check = (ok: boolean, key: string, what: string) => {
-    if (!ok) throw new Error(`${source}: UNet2DConditionModel ${key}=${JSON.stringify((c as unknown as Record<string, unknown>)[key])}: ${what}`);
-  };
-  check(c.block_out_channels.length === n, 'block_out_channels', `expected one entry per down block (${n})`);
-  check(c.up_block_types.length === n, 'up_block_types', `expected ${n} up blocks (one per down block)`);
+  const k = new ConfigChecker(source, 'UNet2DConditionModel');
+  const C = MAX_CONFIG_CHANNELS;
+  // Block lists first: their length n sizes the per-block lists.
+  const downTypes = k.list('down_block_types', cfg.down_block_types, 1, MAX_CONFIG_BLOCKS, (key, t) => k.string(key, t));
+  const n = downTypes.length;
+  const upTypes = k.list('up_block_types', cfg.up_block_types, n, n, (key, t) => k.string(key, t));
+  const midType = k.string('mid_block_type', cfg.mid_block_type);
   const known = (table: object, t: string) => Object.hasOwn(table, t);
-  for (const t of c.down_block_types) check(known(downBlockTypes, t), 'down_block_types', `'${t}' is not supported (${Object.keys(downBlockTypes).join(', ')})`);
-  for (const t of c.up_block_types) check(known(upBlockTypes, t), 'up_block_types', `'${t}' is not supported (${Object.keys(upBlockTypes).join(', ')})`);
-  check(known(midBlockTypes, c.mid_block_type), 'mid_block_type', `'${c.mid_block_type}' is not supported (${Object.keys(midBlockTypes).join(', ')})`);
-  const ss = c.sample_size;
-  const positive = (v: unknown) => typeof v === 'number' && Number.isInteger(v) && v > 0;
-  check(ss === null || positive(ss) || (Array.isArray(ss) && ss.length === 2 && ss.every(positive)), 'sample_size', 'expected a positive integer, [height, width] or null');
-  check(c.addition_embed_type === null || c.addition_embed_type === 'text_time', 'addition_embed_type', 'only null and "text_time" are supported');
+  for (const t of downTypes) if (!known(downBlockTypes, t)) k.fail('down_block_types', downTypes, `block types among ${Object.keys(downBlockTypes).join(', ')} ('${t}' is not supported)`);
+  for (const t of upTypes) if (!known(upBlockTypes, t)) k.fail('up_block_types', upTypes, `block types among ${Object.keys(upBlockTypes).join(', ')} ('${t}' is not supported)`);
+  if (!known(midBlockTypes, midType)) k.fail('mid_block_type', midType, `one of ${Object.keys(midBlockTypes).join(', ')}`);
+  const boc = k.intList('block_out_channels', cfg.block_out_channels, n, 1, C);
+  const layersPerBlockOrTransformer = (key: string, x: unknown) => (Array.isArray(x)
+    ? k.list(key, x, 1, MAX_CONFIG_LAYERS, (kk, y) => k.int(kk, y, 1, MAX_CONFIG_LAYERS))
+    : k.int(key, x, 1, MAX_CONFIG_LAYERS));
+  const tl = cfg.transformer_layers_per_block;
+  const c: UNet2DConditionConfig = {
+    in_channels: k.int('in_channels', cfg.in_channels, 1, 1024),
+    out_channels: k.int('out_channels', cfg.out_channels, 1, 1024),
+    center_input_sample: k.bool('center_input_sample', cfg.center_input_sample),
+    flip_sin_to_cos: k.bool('flip_sin_to_cos', cfg.flip_sin_to_cos),
+    freq_shift: k.number('freq_shift', cfg.freq_shift, -1000, 1000),
+    down_block_types: downTypes,
+    mid_block_type: midType,
+    up_block_types: upTypes,
+    block_out_channels: boc,
+    layers_per_block: k.intOrList('layers_per_block', cfg.layers_per_block, n, 1, MAX_CONFIG_LAYERS),
+    downsample_padding: k.int('downsample_padding', cfg.downsample_padding, 0, 8),
+    mid_block_scale_factor: k.number('mid_block_scale_factor', cfg.mid_block_scale_factor, -1000, 1000),
+    norm_num_groups: k.int('norm_num_groups', cfg.norm_num_groups, 1, C),
+    norm_eps: k.number('norm_eps', cfg.norm_eps, 0, 1, true),
+    cross_attention_dim: k.intOrList('cross_attention_dim', cfg.cross_attention_dim, n, 1, C),
+    transformer_layers_per_block: Array.isArray(tl)
+      ? k.list('transformer_layers_per_block', tl, n, n, layersPerBlockOrTransformer)
+      : k.int('transformer_layers_per_block', tl, 1, MAX_CONFIG_LAYERS),
+    reverse_transformer_layers_per_block: cfg.reverse_transformer_layers_per_block === null ? null
+      : k.list('reverse_transformer_layers_per_block', cfg.reverse_transformer_layers_per_block, n, n, layersPerBlockOrTransformer),
+    attention_head_dim: k.intOrList('attention_head_dim', cfg.attention_head_dim, n, 1, C),
+    num_attention_heads: cfg.num_attention_heads === null ? null : k.intOrList('num_attention_heads', cfg.num_attention_heads, n, 1, MAX_CONFIG_HEADS),
+    use_linear_projection: k.bool('use_linear_projection', cfg.use_linear_projection),
+    upcast_attention: cfg.upcast_attention === null ? null : k.bool('upcast_attention', cfg.upcast_attention),
+    addition_embed_type: cfg.addition_embed_type as 'text_time' | null,
+    addition_time_embed_dim: cfg.addition_time_embed_dim === null ? null : k.int('addition_time_embed_dim', cfg.addition_time_embed_dim, 1, C),
+    projection_class_embeddings_input_dim: cfg.projection_class_embeddings_input_dim === null ? null
+      : k.int('projection_class_embeddings_input_dim', cfg.projection_class_embeddings_input_dim, 1, 4 * C),
+    time_embedding_dim: cfg.time_embedding_dim === null ? null : k.int('time_embedding_dim', cfg.time_embedding_dim, 1, 4 * C),
+    conv_in_kernel: k.int('conv_in_kernel', cfg.conv_in_kernel, 1, 15),
+    conv_out_kernel: k.int('conv_out_kernel', cfg.conv_out_kernel, 1, 15),
+    sample_size: cfg.sample_size === null ? null : Array.isArray(cfg.sample_size)
+      ? k.intList('sample_size', cfg.sample_size, 2, 1, MAX_CONFIG_SAMPLE_SIZE) as [number, number]
+      : k.int('sample_size', cfg.sample_size, 1, MAX_CONFIG_SAMPLE_SIZE),
+  };
+  if (c.addition_embed_type !== null && c.addition_embed_type !== 'text_time') k.fail('addition_embed_type', c.addition_embed_type, 'null or "text_time" (the only ones supported)');
   if (c.addition_embed_type === 'text_time') {
-    check(typeof c.addition_time_embed_dim === 'number', 'addition_time_embed_dim', 'text_time needs a number');
-    check(typeof c.projection_class_embeddings_input_dim === 'number', 'projection_class_embeddings_input_dim', 'text_time needs a number');
+    if (c.addition_time_embed_dim === null) k.fail('addition_time_embed_dim', null, 'an integer (text_time needs it)');
+    if (c.projection_class_embeddings_input_dim === null) k.fail('projection_class_embeddings_input_dim', null, 'an integer (text_time needs it)');
   }
-  for (const k of ['conv_in_kernel', 'conv_out_kernel'] as const) check(c[k] % 2 === 1, k, 'must be odd (padding (k-1)/2)');
-  for (const k of ['layers_per_block', 'cross_attention_dim', 'attention_head_dim', 'transformer_layers_per_block'] as const) {
-    const v = c[k];
-    check(!Array.isArray(v) || v.length === n, k, `a list must have one entry per down block (${n})`);
+  for (const key of ['conv_in_kernel', 'conv_out_kernel'] as const) if (c[key] % 2 !== 1) k.fail(key, c[key], 'an odd kernel size (padding (k-1)/2)');
+  // Shapes the blocks derive from these numbers: GroupNorm groups divide every width, heads divide the
+  // widths of the blocks with attention (diffusers: head dim = channels / heads).
+  for (const [i, ch] of boc.entries()) {
+    if (ch % c.norm_num_groups !== 0) k.fail('norm_num_groups', c.norm_num_groups, `a divisor of every block_out_channels entry (block ${i} has ${ch} channels)`);
   }
-  if (Array.isArray(c.num_attention_heads)) check(c.num_attention_heads.length === n, 'num_attention_heads', `a list must have one entry per down block (${n})`);
+  const headsKey = c.num_attention_heads !== null ? 'num_attention_heads' : 'attention_head_dim';
+  const heads = perBlock(c.num_attention_heads ?? c.attention_head_dim, n);
+  const attentive = [...downTypes.map((t, i) => [t, i] as const), [midType, n - 1] as const].filter(([t]) => t.includes('CrossAttn'));
+  for (const [, i] of attentive) {
+    if (boc[i]! % heads[i]! !== 0) k.fail(headsKey, c[headsKey], `heads that divide the block's channels (block ${i}: ${boc[i]} channels, ${heads[i]} heads)`);
+  }
   return c;
 }
 

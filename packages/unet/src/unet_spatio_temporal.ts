@@ -22,6 +22,7 @@ import { Module } from './module.js';
 import { loadStrict, readConfigJson } from './load_model.js';
 import { Conv2d } from './layers/conv2d.js';
 import { GroupNorm } from './layers/group_norm.js';
+import { ConfigChecker, MAX_CONFIG_BLOCKS, MAX_CONFIG_CHANNELS, MAX_CONFIG_HEADS, MAX_CONFIG_LAYERS, showValue } from './config_values.js';
 import { TimestepEmbedding, Timesteps } from './embeddings.js';
 import {
   CrossAttnDownBlockSpatioTemporal, CrossAttnUpBlockSpatioTemporal, DownBlockSpatioTemporal, UNetMidBlockSpatioTemporal,
@@ -61,25 +62,49 @@ export function parseSpatioTemporalUNetConfig(raw: Record<string, unknown>, sour
   const cfg: Record<string, unknown> = { ...DEFAULTS };
   for (const [key, value] of Object.entries(raw)) {
     if (IGNORED.has(key)) continue;
-    if (!(key in DEFAULTS)) throw new Error(`${source}: unknown UNetSpatioTemporalConditionModel config key '${key}' (value ${JSON.stringify(value)})`);
+    if (!Object.hasOwn(DEFAULTS, key)) throw new Error(`${source}: unknown UNetSpatioTemporalConditionModel config key '${key.slice(0, 80)}' (value ${showValue(value)})`);
     if (value === null) throw new Error(`${source}: UNetSpatioTemporalConditionModel ${key}=null is not supported`);
     cfg[key] = value;
   }
-  const c = cfg as unknown as UNetSpatioTemporalConfig;
-  const n = c.down_block_types.length;
-  const check = (ok: boolean, key: string, what: string) => {
-    if (!ok) throw new Error(`${source}: UNetSpatioTemporalConditionModel ${key}=${JSON.stringify((c as unknown as Record<string, unknown>)[key])}: ${what}`);
+  // Every value typed and bounded (config_values.ts), as parseUNetConfig does.
+  const k = new ConfigChecker(source, 'UNetSpatioTemporalConditionModel');
+  const C = MAX_CONFIG_CHANNELS;
+  const downTypes = k.list('down_block_types', cfg.down_block_types, 1, MAX_CONFIG_BLOCKS, (key, t) => k.string(key, t));
+  const n = downTypes.length;
+  const upTypes = k.list('up_block_types', cfg.up_block_types, n, n, (key, t) => k.string(key, t));
+  for (const t of downTypes) if (!DOWN_TYPES.includes(t)) k.fail('down_block_types', downTypes, `block types among ${DOWN_TYPES.join(', ')} ('${t}' is not supported)`);
+  for (const t of upTypes) if (!UP_TYPES.includes(t)) k.fail('up_block_types', upTypes, `block types among ${UP_TYPES.join(', ')} ('${t}' is not supported)`);
+  const boc = k.intList('block_out_channels', cfg.block_out_channels, n, 1, C);
+  const tl = cfg.transformer_layers_per_block;
+  const layersOrList = (key: string, x: unknown) => (Array.isArray(x)
+    ? k.list(key, x, 1, MAX_CONFIG_LAYERS, (kk, y) => k.int(kk, y, 1, MAX_CONFIG_LAYERS))
+    : k.int(key, x, 1, MAX_CONFIG_LAYERS));
+  const c: UNetSpatioTemporalConfig = {
+    in_channels: k.int('in_channels', cfg.in_channels, 1, 1024),
+    out_channels: k.int('out_channels', cfg.out_channels, 1, 1024),
+    down_block_types: downTypes,
+    up_block_types: upTypes,
+    block_out_channels: boc,
+    addition_time_embed_dim: k.int('addition_time_embed_dim', cfg.addition_time_embed_dim, 1, C),
+    projection_class_embeddings_input_dim: k.int('projection_class_embeddings_input_dim', cfg.projection_class_embeddings_input_dim, 1, 4 * C),
+    layers_per_block: k.intOrList('layers_per_block', cfg.layers_per_block, n, 1, MAX_CONFIG_LAYERS),
+    cross_attention_dim: k.intOrList('cross_attention_dim', cfg.cross_attention_dim, n, 1, C),
+    transformer_layers_per_block: Array.isArray(tl) ? k.list('transformer_layers_per_block', tl, n, n, layersOrList) : k.int('transformer_layers_per_block', tl, 1, MAX_CONFIG_LAYERS),
+    num_attention_heads: k.intOrList('num_attention_heads', cfg.num_attention_heads, n, 1, MAX_CONFIG_HEADS),
+    num_frames: k.int('num_frames', cfg.num_frames, 1, 10_000),
   };
-  check(c.up_block_types.length === n, 'up_block_types', `expected ${n} up blocks (one per down block)`);
-  check(c.block_out_channels.length === n, 'block_out_channels', `expected one entry per down block (${n})`);
-  for (const t of c.down_block_types) check(DOWN_TYPES.includes(t), 'down_block_types', `'${t}' is not supported (${DOWN_TYPES.join(', ')})`);
-  for (const t of c.up_block_types) check(UP_TYPES.includes(t), 'up_block_types', `'${t}' is not supported (${UP_TYPES.join(', ')})`);
-  for (const k of ['layers_per_block', 'cross_attention_dim', 'num_attention_heads', 'transformer_layers_per_block'] as const) {
-    const v = c[k];
-    check(!Array.isArray(v) || v.length === n, k, `a list must have one entry per down block (${n})`);
+  if (c.projection_class_embeddings_input_dim !== 3 * c.addition_time_embed_dim) {
+    k.fail('projection_class_embeddings_input_dim', c.projection_class_embeddings_input_dim,
+      `3 x addition_time_embed_dim = ${3 * c.addition_time_embed_dim} (fps, motion bucket, noise augmentation)`);
   }
-  check(c.projection_class_embeddings_input_dim === 3 * c.addition_time_embed_dim, 'projection_class_embeddings_input_dim',
-    `must be 3 x addition_time_embed_dim = ${3 * c.addition_time_embed_dim} (fps, motion bucket, noise augmentation)`);
+  // GroupNorm 32 in every block; heads divide the widths of the attention blocks.
+  const heads = perBlock(c.num_attention_heads, n);
+  for (const [i, ch] of boc.entries()) {
+    if (ch % 32 !== 0) k.fail('block_out_channels', boc, `multiples of 32 (GroupNorm 32; block ${i} has ${ch})`);
+    if ((downTypes[i]!.startsWith('CrossAttn') || i === n - 1) && ch % heads[i]! !== 0) {
+      k.fail('num_attention_heads', c.num_attention_heads, `heads that divide the block's channels (block ${i}: ${ch} channels, ${heads[i]} heads)`);
+    }
+  }
   return c;
 }
 

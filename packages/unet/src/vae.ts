@@ -14,6 +14,7 @@ import { configFromFiles, loadStrictFromFiles, type ModelFiles } from './model_f
 import { Conv2d } from './layers/conv2d.js';
 import { GroupNorm } from './layers/group_norm.js';
 import { DownEncoderBlock2D, UNetMidBlock2D, UpDecoderBlock2D } from './unet_blocks.js';
+import { ConfigChecker, MAX_CONFIG_BLOCKS, MAX_CONFIG_CHANNELS, MAX_CONFIG_LAYERS, showValue } from './config_values.js';
 
 export interface AutoencoderKLConfig {
   in_channels: number;
@@ -48,26 +49,53 @@ const NULLABLE = new Set(['shift_factor', 'latents_mean', 'latents_std']);
 // sample_size: tiling hint; it does not change inference.
 const IGNORED = new Set(['_class_name', '_diffusers_version', '_name_or_path', 'sample_size']);
 
-/** Validate an AutoencoderKL config.json object and fill diffusers' defaults; unsupported keys or values name the key. */
+/**
+ * Validate an AutoencoderKL config.json object and fill diffusers' defaults; unsupported keys or values
+ * name the key. Every value is checked for its type and range (config_values.ts).
+ */
 export function parseVaeConfig(raw: Record<string, unknown>, source = 'config'): AutoencoderKLConfig {
   const cfg: Record<string, unknown> = { ...DEFAULTS };
   for (const [key, value] of Object.entries(raw)) {
     if (IGNORED.has(key)) continue;
     if (key === 'act_fn') {
-      if (value !== 'silu') throw new Error(`${source}: AutoencoderKL act_fn=${JSON.stringify(value)} is not supported (only "silu")`);
+      if (value !== 'silu') throw new Error(`${source}: AutoencoderKL act_fn=${showValue(value)} is not supported (only "silu")`);
       continue;
     }
-    if (!(key in DEFAULTS)) throw new Error(`${source}: unknown AutoencoderKL config key '${key}' (value ${JSON.stringify(value)})`);
+    // Own keys only ('constructor' is not a config key).
+    if (!Object.hasOwn(DEFAULTS, key)) throw new Error(`${source}: unknown AutoencoderKL config key '${key.length > 80 ? `${key.slice(0, 77)}...` : key}' (value ${showValue(value)})`);
     if (value === null && !NULLABLE.has(key)) throw new Error(`${source}: AutoencoderKL ${key}=null is not supported`);
     cfg[key] = value;
   }
-  const c = cfg as unknown as AutoencoderKLConfig;
-  const n = c.block_out_channels.length;
-  if (c.down_block_types.length !== n || c.down_block_types.some((t) => t !== 'DownEncoderBlock2D')) {
-    throw new Error(`${source}: AutoencoderKL down_block_types=${JSON.stringify(c.down_block_types)}: expected ${n} x "DownEncoderBlock2D" (one per block_out_channels entry)`);
-  }
-  if (c.up_block_types.length !== n || c.up_block_types.some((t) => t !== 'UpDecoderBlock2D')) {
-    throw new Error(`${source}: AutoencoderKL up_block_types=${JSON.stringify(c.up_block_types)}: expected ${n} x "UpDecoderBlock2D"`);
+  const k = new ConfigChecker(source, 'AutoencoderKL');
+  const boc = k.list('block_out_channels', cfg.block_out_channels, 1, MAX_CONFIG_BLOCKS, (key, x) => k.int(key, x, 1, MAX_CONFIG_CHANNELS));
+  const n = boc.length;
+  const types = (key: string, want: string) => k.list(key, cfg[key], n, n, (kk, t) => {
+    if (t !== want) k.fail(key, cfg[key], `${n} x "${want}" (one per block_out_channels entry)`);
+    return t as string;
+  });
+  const latent = k.int('latent_channels', cfg.latent_channels, 1, 1024);
+  const floats = (key: string, positive: boolean) => (cfg[key] === null ? null
+    : k.list(key, cfg[key], latent, latent, (kk, x) => k.number(kk, x, positive ? 0 : -1e6, 1e6, positive)));
+  const c: AutoencoderKLConfig = {
+    in_channels: k.int('in_channels', cfg.in_channels, 1, 1024),
+    out_channels: k.int('out_channels', cfg.out_channels, 1, 1024),
+    down_block_types: types('down_block_types', 'DownEncoderBlock2D'),
+    up_block_types: types('up_block_types', 'UpDecoderBlock2D'),
+    block_out_channels: boc,
+    layers_per_block: k.int('layers_per_block', cfg.layers_per_block, 1, MAX_CONFIG_LAYERS),
+    latent_channels: latent,
+    norm_num_groups: k.int('norm_num_groups', cfg.norm_num_groups, 1, MAX_CONFIG_CHANNELS),
+    scaling_factor: k.number('scaling_factor', cfg.scaling_factor, 0, 1e6, true),
+    shift_factor: cfg.shift_factor === null ? null : k.number('shift_factor', cfg.shift_factor, -1e6, 1e6),
+    latents_mean: floats('latents_mean', false),
+    latents_std: floats('latents_std', true),
+    use_quant_conv: k.bool('use_quant_conv', cfg.use_quant_conv),
+    use_post_quant_conv: k.bool('use_post_quant_conv', cfg.use_post_quant_conv),
+    mid_block_add_attention: k.bool('mid_block_add_attention', cfg.mid_block_add_attention),
+    force_upcast: k.bool('force_upcast', cfg.force_upcast),
+  };
+  for (const [i, ch] of boc.entries()) {
+    if (ch % c.norm_num_groups !== 0) k.fail('norm_num_groups', c.norm_num_groups, `a divisor of every block_out_channels entry (block ${i} has ${ch} channels)`);
   }
   return c;
 }

@@ -24,6 +24,7 @@ import { GroupNorm } from './layers/group_norm.js';
 import { SpatioTemporalResBlock, TemporalConv3d } from './resnet_temporal.js';
 import { Upsample2D } from './upsampling.js';
 import { diagonalGaussian, Encoder, parseVaeConfig, type AutoencoderKLConfig, type DiagonalGaussian } from './vae.js';
+import { ConfigChecker, MAX_CONFIG_BLOCKS, MAX_CONFIG_CHANNELS, MAX_CONFIG_LAYERS, showValue } from './config_values.js';
 
 export interface AutoencoderKLTemporalDecoderConfig {
   in_channels: number;
@@ -47,14 +48,26 @@ export function parseTemporalVaeConfig(raw: Record<string, unknown>, source = 'c
   const cfg: Record<string, unknown> = { ...DEFAULTS };
   for (const [key, value] of Object.entries(raw)) {
     if (IGNORED.has(key)) continue;
-    if (!(key in DEFAULTS)) throw new Error(`${source}: unknown AutoencoderKLTemporalDecoder config key '${key}' (value ${JSON.stringify(value)})`);
+    if (!Object.hasOwn(DEFAULTS, key)) throw new Error(`${source}: unknown AutoencoderKLTemporalDecoder config key '${key.slice(0, 80)}' (value ${showValue(value)})`);
     cfg[key] = value;
   }
-  const c = cfg as unknown as AutoencoderKLTemporalDecoderConfig;
-  const n = c.block_out_channels.length;
-  if (c.down_block_types.length !== n || c.down_block_types.some((t) => t !== 'DownEncoderBlock2D')) {
-    throw new Error(`${source}: AutoencoderKLTemporalDecoder down_block_types=${JSON.stringify(c.down_block_types)}: expected ${n} x "DownEncoderBlock2D" (one per block_out_channels entry)`);
-  }
+  // Every value typed and bounded (config_values.ts); the decoder's GroupNorm has 32 groups.
+  const k = new ConfigChecker(source, 'AutoencoderKLTemporalDecoder');
+  const boc = k.list('block_out_channels', cfg.block_out_channels, 1, MAX_CONFIG_BLOCKS, (key, x) => k.int(key, x, 1, MAX_CONFIG_CHANNELS));
+  const n = boc.length;
+  const c: AutoencoderKLTemporalDecoderConfig = {
+    in_channels: k.int('in_channels', cfg.in_channels, 1, 1024),
+    out_channels: k.int('out_channels', cfg.out_channels, 1, 1024),
+    down_block_types: k.list('down_block_types', cfg.down_block_types, n, n, (key, t) => {
+      if (t !== 'DownEncoderBlock2D') k.fail('down_block_types', cfg.down_block_types, `${n} x "DownEncoderBlock2D" (one per block_out_channels entry)`);
+      return t as string;
+    }),
+    block_out_channels: boc,
+    layers_per_block: k.int('layers_per_block', cfg.layers_per_block, 1, MAX_CONFIG_LAYERS),
+    latent_channels: k.int('latent_channels', cfg.latent_channels, 1, 1024),
+    scaling_factor: k.number('scaling_factor', cfg.scaling_factor, 0, 1e6, true),
+  };
+  for (const [i, ch] of boc.entries()) if (ch % 32 !== 0) k.fail('block_out_channels', boc, `multiples of 32 (GroupNorm 32; block ${i} has ${ch})`);
   return c;
 }
 

@@ -2,6 +2,7 @@
 // Usage errors exit with status 2, runtime errors (bad image file, missing model file, ...) with 1;
 // both print one "cnx <command>: error: ..." line naming the option or file.
 
+import { readFileSync } from 'node:fs';
 import { controlTypeRegistry } from '../node/control_type_plugins.js';
 import { GENERATE_USAGE, generateHelp, runGenerate, type CommandIO } from './generate_command.js';
 import { VIDEO_USAGE, videoHelp, runVideo } from './video_command.js';
@@ -18,9 +19,10 @@ Commands:
   control-types   list the control types --control-type accepts, with their options
   tiny-model      write a tiny RANDOM-weight SD1.5 + ControlNeXt folder (real layout) to try everything on
 
-Run \`cnx <command> --help\` for a command's help.`;
+Run \`cnx <command> --help\` for a command's help; \`cnx --version\` prints the version.`;
 
-async function listSchedulers(io: CommandIO): Promise<number> {
+async function listSchedulers(argv: readonly string[], io: CommandIO): Promise<number> {
+  if (argv.length > 0) throw new UsageError(`unexpected argument '${argv[0]}' (cnx schedulers takes none)`);
   for (const [name, s] of Object.entries(SCHEDULER_NAMES)) io.stdout.write(`${name.padEnd(18)}${s.className}: ${s.description}\n`);
   return 0;
 }
@@ -44,7 +46,7 @@ async function listTypes(argv: readonly string[], io: CommandIO): Promise<number
 const COMMANDS: Readonly<Record<string, { usage: string; help: () => string; run: (argv: readonly string[], io: CommandIO) => Promise<number> }>> = {
   generate: { usage: GENERATE_USAGE, help: generateHelp, run: runGenerate },
   video: { usage: VIDEO_USAGE, help: videoHelp, run: runVideo },
-  schedulers: { usage: 'usage: cnx schedulers', help: () => 'usage: cnx schedulers\n\nList the sampler names --scheduler accepts.', run: (_a, io) => listSchedulers(io) },
+  schedulers: { usage: 'usage: cnx schedulers', help: () => 'usage: cnx schedulers\n\nList the sampler names --scheduler accepts.', run: (a, io) => listSchedulers(a, io) },
   'control-types': {
     usage: 'usage: cnx control-types [--control-type-dir DIR ...]',
     help: () => 'usage: cnx control-types [--control-type-dir DIR ...]\n\nList the control types --control-type accepts (the built-in ones and those of each plug-in folder), with their options (--control-option KEY=VALUE).',
@@ -53,13 +55,23 @@ const COMMANDS: Readonly<Record<string, { usage: string; help: () => string; run
   'tiny-model': { usage: TINY_MODEL_USAGE, help: tinyModelHelp, run: runTinyModel },
 };
 
+/** The package version (package.json next to dist/ and src/). */
+export function cnxVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string };
+  return pkg.version ?? 'unknown';
+}
+
 export async function main(argv: readonly string[], io: CommandIO = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
   const [cmd, ...rest] = argv;
+  if (cmd === '--version' || cmd === 'version') {
+    io.stdout.write(`cnx ${cnxVersion()} (@cnx/controlnext; node ${process.versions.node})\n`);
+    return 0;
+  }
   if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
     io.stdout.write(HELP + '\n');
     return cmd === undefined ? 2 : 0;
   }
-  const command = COMMANDS[cmd];
+  const command = Object.hasOwn(COMMANDS, cmd) ? COMMANDS[cmd] : undefined; // 'toString' is no command
   if (!command) {
     io.stderr.write(`cnx: error: unknown command '${cmd}' (commands: ${Object.keys(COMMANDS).join(', ')})\n${HELP}\n`);
     return 2;

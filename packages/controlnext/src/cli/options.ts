@@ -41,10 +41,15 @@ function nearest(name: string, names: readonly string[]): string | undefined {
   return bestD <= 3 ? best : undefined;
 }
 
+/** What a numeric option accepts: optional sign, decimal digits; numbers also a fraction and an exponent. */
+const INTEGER = /^[+-]?[0-9]+$/;
+const DECIMAL = /^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$/;
+
 function convert(spec: OptionSpec, raw: string): string | number | boolean {
   const flag = `--${spec.name}`;
   if (spec.type === 'number' || spec.type === 'integer') {
-    const v = raw.trim() === '' ? NaN : Number(raw);
+    // Plain decimal only: Number() would also take '0x10' (16), '0b1', ' 5 ', 'Infinity' and '' (0).
+    const v = (spec.type === 'integer' ? INTEGER : DECIMAL).test(raw) ? Number(raw) : NaN;
     const range = `${spec.min ?? '-inf'}, ${spec.max ?? 'inf'}`;
     if (!Number.isFinite(v) || (spec.type === 'integer' && !Number.isInteger(v))) {
       throw new UsageError(`${flag} must be ${spec.type === 'integer' ? 'an integer' : 'a number'} in [${range}], found '${raw}'`);
@@ -61,9 +66,11 @@ function convert(spec: OptionSpec, raw: string): string | number | boolean {
 }
 
 /** Parse `argv` against `specs`: --name value, --name=value, --flag, --no-flag; lists repeat. */
-export function parseOptions(argv: readonly string[], specs: readonly OptionSpec[]): { values: OptionValues; positional: string[] } {
+export function parseOptions(argv: readonly string[], specs: readonly OptionSpec[]): { values: OptionValues; positional: string[]; given: ReadonlySet<string> } {
   const byName = new Map(specs.map((s) => [s.name, s]));
   const values: OptionValues = {};
+  /** Names set on the command line (values also holds defaults). */
+  const given = new Set<string>();
   const positional: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -86,6 +93,7 @@ export function parseOptions(argv: readonly string[], specs: readonly OptionSpec
       const hint = nearest(name, [...byName.keys()]);
       throw new UsageError(`unknown option --${name}${hint ? ` (did you mean --${hint}?)` : ''}`);
     }
+    given.add(name);
     if (spec.type === 'boolean') {
       if (inline !== undefined && inline !== 'true' && inline !== 'false') throw new UsageError(`--${name} is a flag: use --${name} or --no-${name}, found '${inline}'`);
       values[name] = inline !== 'false';
@@ -97,7 +105,7 @@ export function parseOptions(argv: readonly string[], specs: readonly OptionSpec
     else values[name] = convert(spec, raw);
   }
   for (const s of specs) if (values[s.name] === undefined && s.default !== undefined) values[s.name] = s.default;
-  return { values, positional };
+  return { values, positional, given };
 }
 
 /** The options block of a --help text. */

@@ -17,7 +17,7 @@ import { ops, subTrace, type Backend, type Tensor, type Trace, type WeightSource
 import {
   Conv2d, Module, TimestepEmbedding, Timesteps, blockBuilder, downBlockTypes, loadStrict, midBlockTypes, parseUNetConfig,
   type UNetDownBlock, type UNetMidBlock,
-  readConfigJson, configFromFiles, loadStrictFromFiles, type ModelFiles,
+  readConfigJson, configFromFiles, loadStrictFromFiles, type ModelFiles, ConfigChecker, MAX_CONFIG_BLOCKS, MAX_CONFIG_CHANNELS, showValue,
   type UNet2DConditionConfig,
 } from '@cnx/unet';
 
@@ -46,16 +46,21 @@ export function parseControlNetConfig(raw: Record<string, unknown>, source = 'co
   const extra: Record<string, unknown> = { ...EXTRA_DEFAULTS };
   const rest: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(raw)) {
-    if (k in EXTRA_DEFAULTS) extra[k] = v;
+    if (Object.hasOwn(EXTRA_DEFAULTS, k)) extra[k] = v;
     else rest[k] = v;
   }
   const e = extra as unknown as ControlNetExtraConfig;
   if (e.controlnet_conditioning_channel_order !== 'rgb' && e.controlnet_conditioning_channel_order !== 'bgr') {
-    throw new Error(`${source}: controlnet_conditioning_channel_order must be "rgb" or "bgr", found ${JSON.stringify(e.controlnet_conditioning_channel_order)}`);
+    throw new Error(`${source}: controlnet_conditioning_channel_order must be "rgb" or "bgr", found ${showValue(e.controlnet_conditioning_channel_order)}`);
   }
+  const check = new ConfigChecker(source, 'ControlNetModel');
+  check.int('conditioning_channels', e.conditioning_channels, 1, 64);
+  check.list('conditioning_embedding_out_channels', e.conditioning_embedding_out_channels, 1, MAX_CONFIG_BLOCKS,
+    (k, x) => check.int(k, x, 1, MAX_CONFIG_CHANNELS));
+  check.bool('global_pool_conditions', e.global_pool_conditions);
   const downs = Array.isArray(rest.down_block_types) ? (rest.down_block_types as string[]) : undefined;
   if (rest.addition_embed_type !== undefined && rest.addition_embed_type !== null) {
-    throw new Error(`${source}: ControlNetModel addition_embed_type=${JSON.stringify(rest.addition_embed_type)} (SDXL ControlNet) is not supported yet`);
+    throw new Error(`${source}: ControlNetModel addition_embed_type=${showValue(rest.addition_embed_type)} (SDXL ControlNet) is not supported yet`);
   }
   // The encoder copy has no up path; the UNet validation wants one, so mirror the down blocks.
   if (downs) rest.up_block_types = [...downs].reverse().map((t) => (t === 'CrossAttnDownBlock2D' ? 'CrossAttnUpBlock2D' : 'UpBlock2D'));

@@ -63,6 +63,13 @@ export function inferDownPathStructure(
     throw new Error(`${what}: ${inChannels.length} down_res blocks need ${inChannels.length} GroupNorm group counts, ` +
       `found ${g ? `[${g.join(', ')}]` : `none (${groupsHint})`}`);
   }
+  // Each block normalises its input and output widths with these groups (ResnetBlock2D norm1 / norm2).
+  g.forEach((n, i) => {
+    if (!Number.isInteger(n) || n < 1 || inChannels[i]! % n !== 0 || outChannels[i]! % n !== 0) {
+      throw new Error(`${what}: GroupNorm groups [${g.join(', ')}] (${groupsHint}): entry ${i} must be a positive integer dividing ` +
+        `block ${i}'s ${inChannels[i]} input and ${outChannels[i]} output channels, found ${n}`);
+    }
+  });
   return {
     timeProjDim: te[1]!, timeEmbedDim: te[0]!, inChannels, outChannels, groups: [...g],
     midChannels: mid[0]!, finalChannels: last[0]!,

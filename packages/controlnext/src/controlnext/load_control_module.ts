@@ -108,7 +108,8 @@ export interface LoadControlModuleOptions {
 }
 
 function numberArray(v: unknown): number[] | undefined {
-  return Array.isArray(v) && v.every((x) => typeof x === 'number') ? (v as number[]) : undefined;
+  // A list of anything else is not silently ignored: inferDownPathStructure names it.
+  return Array.isArray(v) && v.length <= 64 && v.every((x) => typeof x === 'number') ? (v as number[]) : undefined;
 }
 
 /** Load and strictly check a control module (see the header). */
@@ -138,7 +139,15 @@ function loadFromStore(store: WeightStore, config: Record<string, unknown> | und
       // config.json of the release is ignored by its class (spec 3.1): only explicit groups count.
       module = new ControlNeXtSD15Module(store, backend, inferReleaseStructure(shapeOf, opts.groups));
     } else {
-      const cfgScale = typeof cfg.controlnext_scale === 'number' ? cfg.controlnext_scale : undefined;
+      const rawScale = Object.hasOwn(cfg, 'controlnext_scale') ? cfg.controlnext_scale : undefined;
+      if (rawScale !== undefined && rawScale !== null && (typeof rawScale !== 'number' || !Number.isFinite(rawScale) || Math.abs(rawScale) > 100)) {
+        throw new Error(`${store.source}: config.json controlnext_scale=${JSON.stringify(rawScale)?.slice(0, 80)}: expected a number in [-100, 100]`);
+      }
+      const cfgScale = typeof rawScale === 'number' ? rawScale : undefined;
+      const rawGroups = Object.hasOwn(cfg, 'groups') && cfg.groups !== null ? cfg.groups : undefined;
+      if (rawGroups !== undefined && numberArray(rawGroups) === undefined) {
+        throw new Error(`${store.source}: config.json groups=${JSON.stringify(rawGroups)?.slice(0, 80)}: expected a list of GroupNorm group counts, one per down_res block`);
+      }
       const structure = inferLightStructure(shapeOf, {
         groups: opts.groups ?? numberArray(cfg.groups),
         stemPadding: variant.stemPadding,

@@ -12,7 +12,7 @@
 // anything changes; keys the base does not have (or SGM-named keys) and shape mismatches are refused
 // with one report naming each key (and the nearest base key).
 
-import { SafetensorsFile, editDistance, formatShape, ops, type Backend } from '@cnx/tensor';
+import { SafetensorsFile, editDistance, findNonFinite, formatShape, numel, ops, type Backend } from '@cnx/tensor';
 import type { Module } from '@cnx/unet';
 import { getVariant, type VariantName } from './variants.js';
 
@@ -100,6 +100,12 @@ export function applyPartialUnet(unet: Module, pathOrFile: string | SafetensorsF
         problems.push(`  ${k}: file has ${formatShape(info.shape)}, the base UNet has ${formatShape(base.shape)}`);
       }
       if (!['F32', 'F16', 'BF16'].includes(info.dtype)) problems.push(`  ${k}: dtype ${info.dtype} is not a float type`);
+      else {
+        // NaN or infinities would spread through every later step (an all-black image): checked here,
+        // before anything is merged, at the cost of reading each tensor twice.
+        const bad = findNonFinite(file.readRaw(k));
+        if (bad) problems.push(`  ${k}: ${bad.count} of ${numel(info.shape)} elements are NaN or infinite, the first at index ${bad.firstIndex} (${bad.firstValue})`);
+      }
     }
     if (problems.length > 0) {
       throw new Error(`${path}: partial UNet weights do not match the base UNet (${problems.length} of ${keys.length} keys; nothing was changed):\n${problems.join('\n')}`);

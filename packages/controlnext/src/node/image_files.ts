@@ -6,48 +6,116 @@
 // RGBA bytes to rgbaToImage (images.ts).
 
 import { randomBytes } from 'node:crypto';
-import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { closeSync, readSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { basename, dirname, extname, join } from 'node:path';
+import { inflateSync } from 'node:zlib';
 import type { NdArray } from 'ndarray';
 import jpeg from 'jpeg-js';
 import { PNG } from 'pngjs';
-import { MAX_IMAGE_SIDE, rgbaToImage, type ImageArray } from '../images.js';
+import { openRegularFile } from '@cnx/tensor';
+import { MAX_IMAGE_PIXELS, checkImageSize, readImageHeader, rgbaToImage, sniffImageFormat, type ImageArray, type ImageHeader } from '../images.js';
 
-function sniff(bytes: Uint8Array): 'png' | 'jpeg' | undefined {
-  if (bytes.length >= 8 && bytes[0] === 0x89 && bytes[1] === 0x50 && bytes[2] === 0x4e && bytes[3] === 0x47) return 'png';
-  if (bytes.length >= 3 && bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff) return 'jpeg';
-  return undefined;
-}
+/** The largest image file read (a 32 MP 16-bit RGBA PNG stored uncompressed is about 270 MB). */
+export const MAX_IMAGE_FILE_BYTES = 512 * 2 ** 20;
 
-/** Decode PNG or JPEG bytes (format sniffed from the signature); `name` is used in error messages. */
-export function decodeImage(bytes: Uint8Array, name = '<buffer>'): ImageArray {
-  const kind = sniff(bytes);
-  if (!kind) {
-    throw new Error(`${name}: not a PNG or JPEG image (the file starts with ${[...bytes.slice(0, 4)].map((b) => b.toString(16).padStart(2, '0')).join(' ') || 'nothing'})`);
+/** Adam7 passes: x0, y0, dx, dy (PNG 8.2). */
+const ADAM7 = [[0, 0, 8, 8], [4, 0, 8, 8], [0, 4, 4, 8], [2, 0, 4, 4], [0, 2, 2, 4], [1, 0, 2, 2], [0, 1, 1, 2]] as const;
+
+/**
+ * pngjs inflates an interlaced PNG's data without an output bound (its non-interlaced path is bounded
+ * by the declared size): inflate the IDAT stream here first, bounded by the size the header implies,
+ * so that a small interlaced image with a zlib bomb inside is refused.
+ */
+function checkInterlacedPng(bytes: Uint8Array, h: ImageHeader): void {
+  const bitsPerPixel = h.bitDepth * h.channels;
+  let expected = 0;
+  for (const [x0, y0, dx, dy] of ADAM7) {
+    const w = Math.ceil(Math.max(h.width - x0, 0) / dx), r = Math.ceil(Math.max(h.height - y0, 0) / dy);
+    if (w > 0 && r > 0) expected += r * (1 + Math.ceil((w * bitsPerPixel) / 8));
+  }
+  const parts: Uint8Array[] = [];
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  for (let i = 8; i + 8 <= bytes.length;) {
+    const len = view.getUint32(i);
+    const type = String.fromCharCode(bytes[i + 4]!, bytes[i + 5]!, bytes[i + 6]!, bytes[i + 7]!);
+    if (type === 'IDAT') parts.push(bytes.subarray(i + 8, Math.min(i + 8 + len, bytes.length)));
+    if (type === 'IEND') break;
+    i += 12 + len;
   }
   try {
-    if (kind === 'png') {
+    inflateSync(Buffer.concat(parts), { maxOutputLength: Math.max(expected, 1) });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
+      throw new Error(`interlaced PNG data inflates beyond the ${expected} bytes its ${h.width}x${h.height} header implies`);
+    }
+    // Other inflate errors: left to the decoder, which reports them.
+  }
+}
+
+/**
+ * Decode PNG or JPEG bytes (format sniffed from the signature); `name` is used in error messages.
+ * The declared size is read from the header and checked against MAX_IMAGE_SIDE / MAX_IMAGE_PIXELS
+ * before anything is decoded.
+ */
+export function decodeImage(bytes: Uint8Array, name = '<buffer>'): ImageArray {
+  const kind = sniffImageFormat(bytes);
+  let header: ImageHeader;
+  try {
+    header = readImageHeader(bytes);
+  } catch (e) {
+    throw new Error(`${name}: ${kind ? `cannot decode ${kind.toUpperCase()} image: ` : ''}${(e as Error).message}`);
+  }
+  try {
+    checkImageSize(header.width, header.height);
+  } catch (e) {
+    throw new Error(`${name}: ${(e as Error).message}`);
+  }
+  try {
+    if (header.format === 'png') {
+      if (header.interlaced) checkInterlacedPng(bytes, header);
       // 16-bit PNGs are reduced to 8 bits per channel by pngjs (skipRescale false).
-      const png = PNG.sync.read(Buffer.from(bytes));
-      if (png.width > MAX_IMAGE_SIDE || png.height > MAX_IMAGE_SIDE) throw new Error(`image is ${png.width}x${png.height}, larger than ${MAX_IMAGE_SIDE} on a side`);
+      const png = PNG.sync.read(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
       return rgbaToImage(png.data, png.width, png.height);
     }
-    const img = jpeg.decode(bytes, { useTArray: true, formatAsRGBA: true, maxResolutionInMP: (MAX_IMAGE_SIDE * MAX_IMAGE_SIDE) / 1e6 });
+    const img = jpeg.decode(bytes, { useTArray: true, formatAsRGBA: true, maxResolutionInMP: MAX_IMAGE_PIXELS / 1e6 });
     return rgbaToImage(img.data, img.width, img.height);
   } catch (e) {
-    throw new Error(`${name}: cannot decode ${kind.toUpperCase()} image: ${(e as Error).message}`);
+    // jpeg-js throws strings in places; a stack overflow or allocation failure is reported the same way.
+    const why = e instanceof Error ? e.message : String(e);
+    throw new Error(`${name}: cannot decode ${header.format.toUpperCase()} image: ${why.length > 300 ? `${why.slice(0, 297)}...` : why}`);
+  }
+}
+
+/**
+ * The bytes of an image file: a regular file (a FIFO or a folder is refused, never blocks) of at most
+ * MAX_IMAGE_FILE_BYTES, checked before reading.
+ */
+export function readImageBytes(path: string): Uint8Array {
+  let fd: number, size: number;
+  try {
+    ({ fd, size } = openRegularFile(path, 'readImage'));
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new Error(`cannot read image ${path}: ${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (e as Error).message}`);
+  }
+  try {
+    if (size > MAX_IMAGE_FILE_BYTES) throw new Error(`cannot read image ${path}: ${size} bytes, over the ${MAX_IMAGE_FILE_BYTES}-byte limit for an image file`);
+    const buf = new Uint8Array(size);
+    let done = 0;
+    while (done < size) {
+      const n = readSync(fd, buf, done, size - done, done);
+      if (n === 0) break;
+      done += n;
+    }
+    return buf.subarray(0, done);
+  } finally {
+    closeSync(fd);
   }
 }
 
 /** Read a PNG or JPEG file as [H, W, 3] RGB in [0, 1]; errors name the file. */
 export function readImage(path: string): ImageArray {
-  let bytes: Uint8Array;
-  try {
-    bytes = readFileSync(path);
-  } catch (e) {
-    throw new Error(`cannot read image ${path}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
-  }
-  return decodeImage(bytes, path);
+  return decodeImage(readImageBytes(path), path);
 }
 
 /** Encode [H, W, 3|4] values in [0, 1] (clamped, rounded) as an 8-bit RGBA PNG. */
@@ -86,3 +154,36 @@ export function writePng(path: string, image: NdArray): void {
   writeFileAtomic(path, encodePng(image));
 }
 
+
+/** Encode [H, W, 3|4] values in [0, 1] (clamped, rounded; alpha dropped) as a baseline JPEG (jpeg-js, quality 1-100). */
+export function encodeJpeg(image: NdArray, quality = 95): Buffer {
+  const [H, W, C] = image.shape as [number, number, number];
+  if (image.shape.length !== 3 || (C !== 3 && C !== 4)) {
+    throw new Error(`encodeJpeg: expected an ndarray [H, W, 3] or [H, W, 4], found [${image.shape.join(', ')}]`);
+  }
+  const data = new Uint8Array(W * H * 4);
+  for (let y = 0; y < H; y++) {
+    for (let x = 0; x < W; x++) {
+      const o = 4 * (y * W + x);
+      for (let c = 0; c < 3; c++) {
+        const v = Number(image.get(y, x, c));
+        data[o + c] = Math.round(Math.min(Math.max(Number.isNaN(v) ? 0 : v, 0), 1) * 255);
+      }
+      data[o + 3] = 255;
+    }
+  }
+  return jpeg.encode({ data, width: W, height: H }, quality).data as Buffer;
+}
+
+/** The image format a file name asks for by its extension (.png, .jpg, .jpeg; any case), or undefined. */
+export function imageFormatOfPath(path: string): 'png' | 'jpeg' | undefined {
+  const ext = extname(path).toLowerCase();
+  return ext === '.png' ? 'png' : ext === '.jpg' || ext === '.jpeg' ? 'jpeg' : undefined;
+}
+
+/** Write an image ndarray as PNG or JPEG, chosen by the file's extension, atomically; other extensions are an error. */
+export function writeImage(path: string, image: NdArray): void {
+  const format = imageFormatOfPath(path);
+  if (!format) throw new Error(`cannot write ${path}: the extension must be .png, .jpg or .jpeg (the format is chosen by it)`);
+  writeFileAtomic(path, format === 'png' ? encodePng(image) : encodeJpeg(image));
+}

@@ -79,9 +79,9 @@ export function readModelIndex(text: string | undefined, has: (path: string) => 
   const cls = raw._class_name;
   if (cls !== undefined) {
     if (typeof cls !== 'string') throw new Error(`${source}/model_index.json: "_class_name" must be a string (one of ${Object.keys(PIPELINE_CLASSES).join(', ')})`);
-    const f = PIPELINE_CLASSES[cls];
+    const f = Object.hasOwn(PIPELINE_CLASSES, cls) ? PIPELINE_CLASSES[cls] : undefined; // 'constructor' is no class
     if (!f) {
-      throw new Error(`${source}/model_index.json: pipeline class ${cls} is not supported (supported: ${Object.keys(PIPELINE_CLASSES).join(', ')})`);
+      throw new Error(`${source}/model_index.json: pipeline class ${JSON.stringify(cls.slice(0, 80))} is not supported (supported: ${Object.keys(PIPELINE_CLASSES).join(', ')})`);
     }
     family = f;
     className = cls;
@@ -94,7 +94,7 @@ export function readModelIndex(text: string | undefined, has: (path: string) => 
   const components: string[] = [];
   const missing: string[] = [];
   for (const comp of FAMILY_COMPONENTS[family]) {
-    const declared = raw[comp];
+    const declared = Object.hasOwn(raw, comp) ? raw[comp] : undefined;
     const absent = Array.isArray(declared) && declared[0] === null && declared[1] === null;
     if (absent) {
       if (!OPTIONAL[family].includes(comp)) throw new Error(`${source}/model_index.json: ${className} needs a ${comp} component, but it is declared absent ([null, null]) (${folderLayout(family)})`);
@@ -116,7 +116,7 @@ export function readModelIndex(text: string | undefined, has: (path: string) => 
   const bool = (k: string, dflt: boolean) => {
     const v = raw[k];
     if (v === undefined) return dflt;
-    if (typeof v !== 'boolean') throw new Error(`${source}/model_index.json: ${k} must be true or false, found ${JSON.stringify(v)}`);
+    if (typeof v !== 'boolean') throw new Error(`${source}/model_index.json: ${k} must be true or false, found ${JSON.stringify(v)?.slice(0, 80)}`);
     return v;
   };
   return {

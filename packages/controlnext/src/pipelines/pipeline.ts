@@ -35,6 +35,8 @@ import {
 } from '@cnx/unet';
 import type { ControlOutput } from '../controlnext/control_module.js';
 import type { ActiveControl, PipelineControl } from './pipeline_control.js';
+import { CallQueue } from './call_queue.js';
+import { FiniteGuard } from './finite_guard.js';
 
 /** Turns prompts into the text states the UNet attends to. */
 export interface PromptEncoder {
@@ -199,6 +201,12 @@ export interface GenerateOptions {
   /** DDIM eta. */
   eta?: number;
   observer?: PipelineObserver;
+  /**
+   * Stop with an error naming the step when the latents after a step (or the starting latents, or the
+   * decoded image) hold NaN or infinite values (finite_guard.ts: one tiny reduction per step, read one
+   * step late). Default true.
+   */
+  checkFinite?: boolean;
 }
 
 export interface GenerateResult {
@@ -209,6 +217,13 @@ export interface GenerateResult {
   /** The timesteps that ran. */
   timesteps: number[];
 }
+
+/**
+ * The largest output side generate() accepts, in pixels (the CLI's --width / --height allow the same).
+ * The latents, the VAE activations (about 128 channels at full size) and the attention sequences grow
+ * with the square of it; 4096 x 4096 is already 4x SDXL's trained size on each side.
+ */
+export const MAX_OUTPUT_SIDE = 4096;
 
 /** A number in [lo, hi] (an integer when asked), else an error naming the option. */
 export function checkRange(name: string, v: number, lo: number, hi: number, integer = false): void {
@@ -258,6 +273,8 @@ export abstract class DenoisingPipeline<O extends GenerateOptions = GenerateOpti
   readonly backend: Backend;
   /** Defaults of this family's generate(). */
   protected abstract readonly defaults: PipelineDefaults;
+  /** generate() calls run one at a time, in call order (call_queue.ts): they share the scheduler's state. */
+  private readonly calls = new CallQueue();
 
   constructor(readonly components: C) {
     this.backend = components.unet.backend;
@@ -316,8 +333,15 @@ export abstract class DenoisingPipeline<O extends GenerateOptions = GenerateOpti
     return ops.scale(sample, this.vae.scalingFactor);
   }
 
-  /** Run the pipeline. The caller owns the returned tensors. */
-  async generate(o: O = {} as O): Promise<GenerateResult> {
+  /**
+   * Run the pipeline. The caller owns the returned tensors. Calls made while one runs (Promise.all of
+   * several generate() calls) wait their turn and each returns what it would alone.
+   */
+  generate(o: O = {} as O): Promise<GenerateResult> {
+    return this.calls.run('generate', () => this.generateNow(o));
+  }
+
+  private async generateNow(o: O): Promise<GenerateResult> {
     const { unet, vae, scheduler, control } = this.components;
     const backend = this.backend;
     const steps = o.numInferenceSteps ?? this.defaults.numInferenceSteps;
@@ -355,6 +379,8 @@ export abstract class DenoisingPipeline<O extends GenerateOptions = GenerateOpti
       const width = o.width ?? imageWidth ?? defaultSize(1, 'width');
       for (const [n, v] of [['height', height], ['width', width]] as const) {
         if (!Number.isInteger(v) || v < f || v % f !== 0) throw new Error(`generate: ${n} must be a positive multiple of ${f}, found ${v}`);
+        // The same cap whether the size was given, taken from an image or from the UNet's sample_size.
+        if (v > MAX_OUTPUT_SIDE) throw new Error(`generate: ${n} must be at most ${MAX_OUTPUT_SIDE}, found ${v}${o[n] === undefined ? ' (taken from the control / init image or the UNet\'s sample_size: give it explicitly)' : ''}`);
       }
       const conditioning = this.encodeConditioning(o, { perPrompt, cfg, height, width, imageToImage: o.initImage !== undefined });
       const { ctx, batch: B, addedCond } = conditioning;
@@ -385,8 +411,10 @@ export abstract class DenoisingPipeline<O extends GenerateOptions = GenerateOpti
         latents = ops.affine(z, scheduler.initNoiseSigma);
         z.dispose();
       }
-      await o.observer?.onBegin?.({ latents, timesteps, conditioning, controlImage, height, width });
+      await this.calls.callback(() => o.observer?.onBegin?.({ latents, timesteps, conditioning, controlImage, height, width }));
 
+      const guard = new FiniteGuard(o.checkFinite ?? true, 'generate option checkFinite: false turns this check off');
+      await guard.watch(latents, o.initImage ? 'the starting latents (the encoded, noised init image)' : o.latents ? 'the starting latents (the latents given)' : 'the starting latents');
       const active: ActiveControl | undefined = control?.begin(controlImage!, B, cfg, controlScale);
       try {
         // The denoising loop.
@@ -431,8 +459,8 @@ export abstract class DenoisingPipeline<O extends GenerateOptions = GenerateOpti
               index: i, total: timesteps.length, timestep: t, modelInput, unetOutput, noisePred, noiseCfg, latents: prevSample,
               control: stepControl?.controlnext, controlScale: stepControl?.injectionScale, tensors: captured,
             };
-            await o.observer?.onStep?.(state);
-            const r = await o.onStepEnd?.(state, captured);
+            await this.calls.callback(() => o.observer?.onStep?.(state));
+            const r = await this.calls.callback(() => o.onStepEnd?.(state, captured));
             if (r && r.latents) {
               if (r.latents.shape.join() !== prevSample.shape.join()) {
                 throw new Error(`generate: onStepEnd returned latents ${r.latents.toString()}, expected [${prevSample.shape.join(', ')}]`);
@@ -443,7 +471,12 @@ export abstract class DenoisingPipeline<O extends GenerateOptions = GenerateOpti
           });
           latents.dispose();
           latents = next;
+          await guard.watch(latents, `the latents after step ${i + 1} of ${timesteps.length} (timestep ${t})`);
         }
+        // The last step's probe is read once the decoder below has been queued.
+      } catch (e) {
+        guard.discard();
+        throw e;
       } finally {
         active?.dispose();
       }
@@ -451,9 +484,11 @@ export abstract class DenoisingPipeline<O extends GenerateOptions = GenerateOpti
       // Decode: the family's latent scaling -> VAE -> [0, 1].
       const input = this.decoderInput(latents);
       const decoded = this.withVaePrecision(() => vae.decode(input));
+      await guard.watch(decoded, 'the decoded image (the VAE output of finite latents)');
+      await guard.settle();
       const half = ops.affine(decoded, 0.5, 0.5);
       const images = clamp(half, 0, 1);
-      await o.observer?.onDecode?.({ input, decoded });
+      await this.calls.callback(() => o.observer?.onDecode?.({ input, decoded }));
       return { images, latents, timesteps };
     });
     // The returned tensors survive the scope (and belong to the caller's scope, if any).
@@ -480,8 +515,16 @@ export abstract class DenoisingPipeline<O extends GenerateOptions = GenerateOpti
     });
   }
 
-  /** Free every model the pipeline holds (the family frees its text encoders). */
+  /**
+   * Free the models. generate() calls made after this are refused; calls made before (running or
+   * waiting their turn) still complete, and the models are freed when the last has returned.
+   */
   dispose(): void {
+    this.calls.close('the pipeline was disposed', () => this.disposeModels());
+  }
+
+  /** Free every model the pipeline holds (the family frees its text encoders too). */
+  protected disposeModels(): void {
     const { unet, vae, scheduler, control } = this.components;
     control?.dispose();
     unet.dispose();
@@ -531,8 +574,8 @@ export class ControllableDiffusionPipeline extends DenoisingPipeline<GenerateOpt
     return { ctx: ops.concat([neg, pos], 0), batch: pos.shape[0]! };
   }
 
-  override dispose(): void {
-    super.dispose();
+  protected override disposeModels(): void {
+    super.disposeModels();
     this.components.textEncoder?.dispose();
   }
 }

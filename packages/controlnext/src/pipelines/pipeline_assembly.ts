@@ -115,7 +115,14 @@ export function assemblePipeline(source: PipelineSource, controls: ControlSource
     throw new Error(`the model folder ${source.name} is SDXL; a diffusers ControlNet is supported with Stable Diffusion 1.x/2.x folders only`);
   }
   const store = { prefer: opts.prefer ?? 'fp32' } as const;
-  const scheduler = createScheduler(opts.scheduler ?? 'unipc', source.schedulerConfig());
+  const schedulerConfig = source.schedulerConfig();
+  let scheduler: ReturnType<typeof createScheduler>;
+  try {
+    scheduler = createScheduler(opts.scheduler ?? 'unipc', schedulerConfig);
+  } catch (e) {
+    // The scheduler class names the key; the file is named here.
+    throw new Error(`${source.name}/scheduler/scheduler_config.json: ${(e as Error).message}`);
+  }
   const disposeAll: { dispose(): void }[] = [scheduler];
   try {
     const unet = source.unet(store);

@@ -255,8 +255,8 @@ export class StableDiffusionXLPipeline extends DenoisingPipeline<SDXLGenerateOpt
     return { ctx, batch: B, addedCond: { textEmbeds, timeIds } };
   }
 
-  override dispose(): void {
-    super.dispose();
+  protected override disposeModels(): void {
+    super.disposeModels();
     this.components.textEncoder?.dispose();
   }
 }

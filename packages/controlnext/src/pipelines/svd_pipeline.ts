@@ -32,6 +32,7 @@ import {
   type NoiseSource, type SchedulerConfigJson, type UNetSpatioTemporalConditionModel,
 } from '@cnx/unet';
 import type { PreparedControl } from '../controlnext/control_module.js';
+import { CallQueue } from './call_queue.js';
 import type { ControlNeXtSVD } from '../controlnext/controlnext_svd.js';
 
 export interface SvdPipelineComponents {
@@ -155,6 +156,8 @@ function checkRange(name: string, v: number, lo: number, hi: number, integer = f
 
 export class SvdControlNeXtPipeline {
   readonly backend: Backend;
+  /** generate() calls run one at a time in call order (call_queue.ts), as the image pipelines' do. */
+  private readonly calls = new CallQueue();
 
   constructor(readonly components: SvdPipelineComponents) {
     this.backend = components.unet.backend;
@@ -186,8 +189,12 @@ export class SvdControlNeXtPipeline {
     return o.imageEmbeds;
   }
 
-  /** Run the pipeline. The caller owns the returned tensors. */
-  async generate(o: SvdGenerateOptions): Promise<SvdGenerateResult> {
+  /** Run the pipeline. The caller owns the returned tensors. Concurrent calls wait their turn. */
+  generate(o: SvdGenerateOptions): Promise<SvdGenerateResult> {
+    return this.calls.run('SVD generate', () => this.generateNow(o));
+  }
+
+  private async generateNow(o: SvdGenerateOptions): Promise<SvdGenerateResult> {
     const { unet, vae, controlnext } = this.components;
     const backend = this.backend;
     const image = o.image;
@@ -407,7 +414,12 @@ export class SvdControlNeXtPipeline {
     }
   }
 
+  /** Free the models once the calls made before this have returned; later calls are refused. */
   dispose(): void {
+    this.calls.close('the pipeline was disposed', () => this.disposeModels());
+  }
+
+  private disposeModels(): void {
     const { unet, vae, imageEncoder, controlnext } = this.components;
     controlnext?.dispose();
     imageEncoder?.dispose();

@@ -78,6 +78,29 @@ function dawnInstance(create: DawnModule['create'], options: string[]): GPU {
   return gpu;
 }
 
+/**
+ * Linux only, and only when no VK_* variable names driver files: a reason when no Vulkan driver
+ * manifest (*.json) exists in the directories the Vulkan loader searches (Vulkan-Loader
+ * docs/LoaderDriverInterface.md, "Driver Discovery on Linux": $XDG_CONFIG_DIRS, /etc, $XDG_DATA_HOME,
+ * $XDG_DATA_DIRS, each + /vulkan/icd.d), else undefined (probe Dawn as usual).
+ */
+async function missingVulkanDrivers(): Promise<string | undefined> {
+  const env = process.env;
+  if (process.platform !== 'linux' || env.VK_ICD_FILENAMES || env.VK_DRIVER_FILES || env.VK_ADD_DRIVER_FILES) return undefined;
+  const { readdirSync } = await import('node:fs');
+  const split = (v: string | undefined, dflt: string) => (v && v.length > 0 ? v : dflt).split(':').filter((d) => d.length > 0);
+  const home = env.XDG_DATA_HOME || (env.HOME ? `${env.HOME}/.local/share` : undefined);
+  const dirs = [
+    ...split(env.XDG_CONFIG_DIRS, '/etc/xdg'), '/etc', '/usr/local/etc', ...(home ? [home] : []), ...split(env.XDG_DATA_DIRS, '/usr/local/share:/usr/share'),
+  ].map((d) => `${d}/vulkan/icd.d`);
+  for (const d of dirs) {
+    try {
+      if (readdirSync(d).some((f) => f.endsWith('.json'))) return undefined;
+    } catch { /* absent or unreadable: the loader skips it too */ }
+  }
+  return `no Vulkan driver installed (no ICD manifest in ${[...new Set(dirs)].join(', ')}); Dawn not probed`;
+}
+
 /** Try one adapter kind in Node; returns the adapter or a reason it is not there. */
 async function tryNodeAdapter(kind: AdapterKind): Promise<Candidate | string> {
   const { create: createDawn } = await loadDawn();
@@ -91,6 +114,11 @@ async function tryNodeAdapter(kind: AdapterKind): Promise<Candidate | string> {
       const found = CONTAINER_GPU_ICDS.filter((f) => existsSync(f));
       if (found.length) env.VK_ADD_DRIVER_FILES = found.join(':');
     }
+    // With no Vulkan driver manifest anywhere the loader searches, Dawn can find nothing and only prints
+    // "Warning: vkCreateInstance: Found no drivers!" (which reads like a failure before the software
+    // fallback works): skip the probe and say why.
+    const noDriver = await missingVulkanDrivers();
+    if (noDriver) return `gpu: ${noDriver}`;
     const instanceOptions = defaultDawnBackend() === 'vulkan' ? [...VULKAN_INSTANCE_OPTIONS] : [];
     const adapter = await create(instanceOptions).requestAdapter({ powerPreference: 'high-performance' });
     if (!adapter) return `gpu: no adapter from Dawn's default backend (${defaultDawnBackend()})`;

@@ -50,10 +50,17 @@ export function parseBindings(code: string): BindingKind[] | undefined {
   return kinds;
 }
 
+/** Compiles requested so far and how many have finished (compiled or failed): progress on slow adapters. */
+export interface CompileStatus {
+  requested: number;
+  settled: number;
+}
+
 export class PipelineCache {
   /** entry point -> WGSL source -> pipeline. The source string itself is the key (V8 caches its hash). */
   private readonly pipelines = new Map<string, Map<string, CachedPipeline>>();
   private count = 0;
+  private settled = 0;
   private errors: Error[] = [];
   private nextId = 1;
 
@@ -61,6 +68,10 @@ export class PipelineCache {
 
   get size(): number {
     return this.count;
+  }
+
+  get status(): CompileStatus {
+    return { requested: this.count, settled: this.settled };
   }
 
   get(label: string, code: string, entryPoint = 'main'): CachedPipeline {
@@ -86,10 +97,12 @@ export class PipelineCache {
     const entry: CachedPipeline = { id: this.nextId++, pipeline: undefined, bindGroupLayout, bindings, failed: false, ready: Promise.resolve() };
     entry.ready = this.device.createComputePipelineAsync({ label, layout, compute: { module, entryPoint } }).then(
       (pipeline) => {
+        this.settled++;
         entry.pipeline = pipeline;
         entry.bindGroupLayout ??= pipeline.getBindGroupLayout(0);
       },
       (err: unknown) => {
+        this.settled++;
         entry.failed = true;
         const numbered = code.split('\n').map((l, i) => `${String(i + 1).padStart(4)}: ${l}`).join('\n');
         const msg = err instanceof Error ? err.message : String(err);

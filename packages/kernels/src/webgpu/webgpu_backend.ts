@@ -37,7 +37,7 @@ import { coreKernels, type WebgpuKernel } from './core_kernels.js';
 import { gradKernels } from './grad_kernels.js';
 import { GpuTimer } from './gpu_timer.js';
 import * as layout from './layout.js';
-import { PipelineCache, type CachedPipeline } from './pipeline_cache.js';
+import { PipelineCache, type CachedPipeline, type CompileStatus } from './pipeline_cache.js';
 
 /** Dispatches recorded before a submit. Small enough to keep the GPU fed, large enough to amortise submits. */
 const FLUSH_EVERY = 32;
@@ -170,6 +170,14 @@ export class WebgpuBackend implements Backend, GpuContext {
     void this.device.lost.then((info) => {
       if (!this.destroyed) this.errors.push(new Error(`webgpu: device lost (${info.reason}): ${info.message}`));
     });
+  }
+
+  /**
+   * Shader compiles requested and finished so far (compile_progress.ts reports them: a software adapter
+   * compiles a pipeline's first step for minutes).
+   */
+  get compileStatus(): CompileStatus {
+    return this.pipelines.status;
   }
 
   /** Adapter, backend, features and limits, several lines. */

@@ -48,13 +48,19 @@ export function isSchedulerClassName(name: string): name is SchedulerClassName {
   return Object.hasOwn(constructors, name);
 }
 
+/** A name createScheduler accepts: a short name (SCHEDULER_NAMES' own keys) or a class name. */
+export function isSchedulerName(name: string): boolean {
+  return Object.hasOwn(SCHEDULER_NAMES, name) || isSchedulerClassName(name);
+}
+
 /**
  * A scheduler by class name or short name, configured from `config` (a scheduler_config.json; keys the
  * class does not know are ignored). Unknown names are an error listing the known ones.
  */
 export function createScheduler(name: string, config: SchedulerConfigJson = {}): Scheduler {
   if (isSchedulerClassName(name)) return new constructors[name](config);
-  const short = SCHEDULER_NAMES[name];
+  // Own keys only: 'toString' or '__proto__' must not find Object.prototype's members.
+  const short = Object.hasOwn(SCHEDULER_NAMES, name) ? SCHEDULER_NAMES[name] : undefined;
   if (!short) {
     throw new Error(`unknown scheduler '${name}' (known: ${Object.keys(SCHEDULER_NAMES).join(', ')}, ` +
       `or a class name: ${Object.keys(constructors).join(', ')})`);
@@ -66,7 +72,7 @@ export function createScheduler(name: string, config: SchedulerConfigJson = {}):
 export function schedulerFromConfig(config: SchedulerConfigJson, source = 'scheduler config'): Scheduler {
   const cls = config['_class_name'];
   if (typeof cls !== 'string' || !isSchedulerClassName(cls)) {
-    throw new Error(`${source}: "_class_name" must be one of ${Object.keys(constructors).join(', ')}, found ${JSON.stringify(cls)}`);
+    throw new Error(`${source}: "_class_name" must be one of ${Object.keys(constructors).join(', ')}, found ${JSON.stringify(cls)?.slice(0, 80)}`);
   }
   return new constructors[cls](config);
 }

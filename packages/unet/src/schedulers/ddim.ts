@@ -3,7 +3,7 @@
 
 import { ops, type Tensor } from '@cnx/tensor';
 import { clamp, normalLike, type Scheduler, type StepOptions, type StepResult } from './scheduler.js';
-import { ConfigReader, type SchedulerConfigJson } from './scheduler_config.js';
+import { ConfigReader, MAX_SCHEDULER_TIMESTEPS, type SchedulerConfigJson } from './scheduler_config.js';
 import { AlphaCumprodScheduler } from './alpha_scheduler.js';
 import { readNoiseScheduleConfig, type NoiseScheduleConfig, type PredictionType, type TimestepSpacing } from './noise_schedule.js';
 import { checkNumInferenceSteps, spacedTimesteps } from './timestep_tables.js';
@@ -30,9 +30,9 @@ export class DDIMScheduler extends AlphaCumprodScheduler implements Scheduler {
     const config: DDIMConfig = {
       ...readNoiseScheduleConfig(r, { rescale: true }),
       clipSample: r.bool('clip_sample', true),
-      clipSampleRange: r.number('clip_sample_range', 1),
+      clipSampleRange: r.number('clip_sample_range', 1, { min: 0, exclusiveMin: true }),
       setAlphaToOne: r.bool('set_alpha_to_one', true),
-      stepsOffset: r.int('steps_offset', 0, 0),
+      stepsOffset: r.int('steps_offset', 0, 0, MAX_SCHEDULER_TIMESTEPS),
       predictionType: r.oneOf('prediction_type', ['epsilon', 'v_prediction', 'sample'] as const, 'epsilon'),
       timestepSpacing: r.oneOf('timestep_spacing', ['leading', 'linspace', 'trailing'] as const, 'leading'),
     };

@@ -8,7 +8,7 @@
 
 import { ops, type Tensor } from '@cnx/tensor';
 import { hold, normalLike, type Scheduler, type StepOptions, type StepResult } from './scheduler.js';
-import { ConfigReader, type SchedulerConfigJson } from './scheduler_config.js';
+import { ConfigReader, MAX_SCHEDULER_TIMESTEPS, type SchedulerConfigJson } from './scheduler_config.js';
 import {
   lambdaOf, readNoiseScheduleConfig, sigmaToAlphaSigma, type NoiseScheduleConfig, type PredictionType, type TimestepSpacing,
 } from './noise_schedule.js';
@@ -62,9 +62,9 @@ export class DPMSolverMultistepScheduler extends MultistepSigmaScheduler impleme
       useKarrasSigmas: r.bool('use_karras_sigmas', false),
       useLuLambdas: r.bool('use_lu_lambdas', false),
       finalSigmasType: r.oneOf('final_sigmas_type', ['zero', 'sigma_min'] as const, 'zero'),
-      lambdaMinClipped: r.number('lambda_min_clipped', -Infinity),
+      lambdaMinClipped: r.number('lambda_min_clipped', -Infinity, { infinite: true }),
       timestepSpacing: r.oneOf('timestep_spacing', ['leading', 'linspace', 'trailing'] as const, 'linspace'),
-      stepsOffset: r.int('steps_offset', 0, 0),
+      stepsOffset: r.int('steps_offset', 0, 0, MAX_SCHEDULER_TIMESTEPS),
     };
     if ((c.algorithmType === 'dpmsolver' || c.algorithmType === 'sde-dpmsolver') && c.finalSigmasType === 'zero') {
       throw new Error(`${NAME} config: final_sigmas_type "zero" is not supported for algorithm_type "${c.algorithmType}"; choose "sigma_min"`);

@@ -4,7 +4,7 @@
 
 import { ops, type Tensor } from '@cnx/tensor';
 import { normalLike, type Scheduler, type StepOptions, type StepResult } from './scheduler.js';
-import { ConfigReader, type SchedulerConfigJson } from './scheduler_config.js';
+import { ConfigReader, MAX_SCHEDULER_TIMESTEPS, type SchedulerConfigJson } from './scheduler_config.js';
 import { readNoiseScheduleConfig, type NoiseScheduleConfig, type PredictionType, type TimestepSpacing } from './noise_schedule.js';
 import { linspace, toFloat32 } from './numpy_compat.js';
 import { KDiffusionScheduler } from './sigma_scheduler.js';
@@ -45,11 +45,11 @@ export class EulerDiscreteScheduler extends KDiffusionScheduler implements Sched
       predictionType: r.oneOf('prediction_type', ['epsilon', 'v_prediction', 'sample'] as const, 'epsilon', { original_sample: 'sample' }),
       interpolationType: r.oneOf('interpolation_type', ['linear', 'log_linear'] as const, 'linear'),
       useKarrasSigmas: r.bool('use_karras_sigmas', false),
-      sigmaMin: r.numberOrNull('sigma_min'),
-      sigmaMax: r.numberOrNull('sigma_max'),
+      sigmaMin: r.numberOrNull('sigma_min', { min: 0 }),
+      sigmaMax: r.numberOrNull('sigma_max', { min: 0 }),
       timestepSpacing: r.oneOf('timestep_spacing', ['leading', 'linspace', 'trailing'] as const, 'linspace'),
       timestepType: r.oneOf('timestep_type', ['discrete', 'continuous'] as const, 'discrete'),
-      stepsOffset: r.int('steps_offset', 0, 0),
+      stepsOffset: r.int('steps_offset', 0, 0, MAX_SCHEDULER_TIMESTEPS),
       finalSigmasType: r.oneOf('final_sigmas_type', ['zero', 'sigma_min'] as const, 'zero'),
     };
     super(config, NAME);

@@ -5,7 +5,7 @@
 
 import { ops, type Tensor } from '@cnx/tensor';
 import { normalLike, type Scheduler, type StepOptions, type StepResult } from './scheduler.js';
-import { ConfigReader, type SchedulerConfigJson } from './scheduler_config.js';
+import { ConfigReader, MAX_SCHEDULER_TIMESTEPS, type SchedulerConfigJson } from './scheduler_config.js';
 import { readNoiseScheduleConfig, type NoiseScheduleConfig, type TimestepSpacing } from './noise_schedule.js';
 import { toFloat32 } from './numpy_compat.js';
 import { KDiffusionScheduler } from './sigma_scheduler.js';
@@ -31,7 +31,7 @@ export class EulerAncestralDiscreteScheduler extends KDiffusionScheduler impleme
       // diffusers raises NotImplementedError for 'sample' here.
       predictionType: r.oneOf('prediction_type', ['epsilon', 'v_prediction'] as const, 'epsilon'),
       timestepSpacing: r.oneOf('timestep_spacing', ['leading', 'linspace', 'trailing'] as const, 'linspace'),
-      stepsOffset: r.int('steps_offset', 0, 0),
+      stepsOffset: r.int('steps_offset', 0, 0, MAX_SCHEDULER_TIMESTEPS),
     };
     super(config, NAME);
     this.config = config;

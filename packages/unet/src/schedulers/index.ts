@@ -8,5 +8,5 @@ export { EulerAncestralDiscreteScheduler, type EulerAncestralConfig } from './eu
 export { DPMSolverMultistepScheduler, type DPMSolverConfig, type DpmAlgorithm } from './dpm_solver_multistep.js';
 export { PNDMScheduler, type PNDMConfig } from './pndm.js';
 export { UniPCMultistepScheduler, type UniPCConfig } from './unipc_multistep.js';
-export { createScheduler, schedulerFromConfig, isSchedulerClassName, SCHEDULER_NAMES } from './create_scheduler.js';
+export { createScheduler, schedulerFromConfig, isSchedulerClassName, isSchedulerName, SCHEDULER_NAMES } from './create_scheduler.js';
 export { createSvdScheduler, SvdEulerScheduler, SVD_XT_SCHEDULER_CONFIG } from './svd_scheduler.js';

@@ -4,7 +4,7 @@
 // rescaled to zero terminal SNR. Computed in float64 on the host (diffusers uses float32 tensors; the
 // difference, ~1e-7 relative, is far inside every golden tolerance).
 
-import { ConfigReader } from './scheduler_config.js';
+import { ConfigReader, MAX_SCHEDULER_TIMESTEPS } from './scheduler_config.js';
 import { linspace } from './numpy_compat.js';
 
 export type BetaSchedule = 'linear' | 'scaled_linear' | 'squaredcos_cap_v2';
@@ -23,11 +23,12 @@ export interface NoiseScheduleConfig {
 
 export function readNoiseScheduleConfig(r: ConfigReader, opts: { rescale: boolean }): NoiseScheduleConfig {
   return {
-    numTrainTimesteps: r.int('num_train_timesteps', 1000, 1),
-    betaStart: r.number('beta_start', 0.0001),
-    betaEnd: r.number('beta_end', 0.02),
+    numTrainTimesteps: r.int('num_train_timesteps', 1000, 2, MAX_SCHEDULER_TIMESTEPS), // 1 gave NaN Karras sigmas
+    // Betas are variances of a step's noise: in [0, 1) (a beta of 1 makes alphas_cumprod 0 and sigma infinite).
+    betaStart: r.number('beta_start', 0.0001, { min: 0, max: 0.999 }),
+    betaEnd: r.number('beta_end', 0.02, { min: 0, max: 0.999 }),
     betaSchedule: r.oneOf('beta_schedule', ['linear', 'scaled_linear', 'squaredcos_cap_v2'] as const, 'linear'),
-    trainedBetas: r.numberArrayOrNull('trained_betas'),
+    trainedBetas: r.numberArrayOrNull('trained_betas', { min: 0, max: 0.999 }),
     // PNDM has no rescale_betas_zero_snr key in v0.29.2: it is ignored there like any unknown key.
     rescaleBetasZeroSnr: opts.rescale ? r.bool('rescale_betas_zero_snr', false) : false,
   };

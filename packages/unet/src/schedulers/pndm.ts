@@ -5,7 +5,7 @@
 
 import { ops, type Tensor } from '@cnx/tensor';
 import { hold, retain, type Scheduler, type StepResult } from './scheduler.js';
-import { ConfigReader, type SchedulerConfigJson } from './scheduler_config.js';
+import { ConfigReader, MAX_SCHEDULER_TIMESTEPS, type SchedulerConfigJson } from './scheduler_config.js';
 import { AlphaCumprodScheduler } from './alpha_scheduler.js';
 import { readNoiseScheduleConfig, type NoiseScheduleConfig, type TimestepSpacing } from './noise_schedule.js';
 import { arange, linspace, roundHalfEven } from './numpy_compat.js';
@@ -49,7 +49,7 @@ export class PNDMScheduler extends AlphaCumprodScheduler implements Scheduler {
       setAlphaToOne: r.bool('set_alpha_to_one', false),
       predictionType: r.oneOf('prediction_type', ['epsilon', 'v_prediction'] as const, 'epsilon'),
       timestepSpacing: r.oneOf('timestep_spacing', ['leading', 'linspace', 'trailing'] as const, 'leading'),
-      stepsOffset: r.int('steps_offset', 0, 0),
+      stepsOffset: r.int('steps_offset', 0, 0, MAX_SCHEDULER_TIMESTEPS),
     };
     super(config, NAME);
     this.config = config;

@@ -5,7 +5,8 @@
 // class's own default. A present key with a wrong type or value is an error naming the class, the
 // key, what is allowed and what was found.
 
-import { nodeFs } from '@cnx/tensor';
+import { nodeFs, readRegularTextFile } from '@cnx/tensor';
+import { checkJsonNesting } from '../model_files.js';
 
 /** A parsed scheduler_config.json. */
 export type SchedulerConfigJson = Readonly<Record<string, unknown>>;
@@ -17,6 +18,7 @@ export type SchedulerConfigJson = Readonly<Record<string, unknown>>;
 const SENTINEL = '@@python-non-finite@@';
 
 export function parsePythonJson(text: string, source: string): unknown {
+  checkJsonNesting(text, source);
   let out = '';
   let inString = false;
   for (let i = 0; i < text.length; i++) {
@@ -51,12 +53,15 @@ export function parseSchedulerConfig(text: string, source = 'scheduler_config.js
   return json as SchedulerConfigJson;
 }
 
-/** Read and parse a scheduler_config.json file (Node; node:fs looked up lazily); errors name the file. */
+/**
+ * Read and parse a scheduler_config.json file (Node; node:fs looked up lazily); errors name the file.
+ * A regular file only (a FIFO never blocks), size-capped before reading (@cnx/tensor model_folder_files.ts).
+ */
 export function readSchedulerConfigFile(path: string): SchedulerConfigJson {
-  const { readFileSync } = nodeFs('readSchedulerConfigFile', 'parse the text with parseSchedulerConfig');
+  nodeFs('readSchedulerConfigFile', 'parse the text with parseSchedulerConfig');
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readRegularTextFile(path, 'readSchedulerConfigFile');
   } catch (e) {
     throw new Error(`cannot read scheduler config ${path}: ${(e as Error).message}`);
   }
@@ -64,7 +69,37 @@ export function readSchedulerConfigFile(path: string): SchedulerConfigJson {
 }
 
 function describe(v: unknown): string {
-  return typeof v === 'string' ? `"${v}"` : JSON.stringify(v) ?? String(v);
+  const s = typeof v === 'string' ? `"${v}"` : typeof v === 'number' && !Number.isFinite(v) ? String(v) : JSON.stringify(v) ?? String(v);
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s; // a 10^5-entry array stays one short line
+}
+
+/**
+ * The most training timesteps a scheduler config may declare (diffusers' SD configs use 1000): the
+ * tables (betas, alphas_cumprod, sigmas) are built with one entry per timestep when the scheduler is
+ * made. 1e8 was accepted before and took 118 s and 1.66 GB.
+ */
+export const MAX_SCHEDULER_TIMESTEPS = 100_000;
+
+export interface NumberRange {
+  min?: number;
+  max?: number;
+  /** min itself is excluded. */
+  exclusiveMin?: boolean;
+  /** Admit -Infinity / Infinity. */
+  infinite?: boolean;
+}
+
+function inRange(v: number, r: NumberRange): boolean {
+  if (Number.isNaN(v) || (!r.infinite && !Number.isFinite(v))) return false;
+  if (r.min !== undefined && (r.exclusiveMin ? v <= r.min : v < r.min)) return false;
+  return r.max === undefined || v <= r.max;
+}
+
+function describeRange(what: string, r: NumberRange): string {
+  const lo = r.min ?? (r.infinite ? '-inf' : '-inf (finite)');
+  const hi = r.max ?? (r.infinite ? 'inf' : 'inf (finite)');
+  if (r.min === undefined && r.max === undefined) return r.infinite ? `${what} (not NaN)` : `a finite number`;
+  return `${what} in ${r.exclusiveMin ? '(' : '['}${lo}, ${hi}]`;
 }
 
 /** Typed access to one class's keys, with that class's defaults. */
@@ -76,20 +111,24 @@ export class ConfigReader {
   }
 
   private get(key: string): unknown {
-    return this.json[key];
+    return Object.hasOwn(this.json, key) ? this.json[key] : undefined;
   }
 
-  number(key: string, def: number): number {
+  /**
+   * A number in `range` (default: any finite number). `infinite` also admits -Infinity / Infinity
+   * (Python's json writes them; DPMSolver's lambda_min_clipped defaults to -inf); NaN never passes.
+   */
+  number(key: string, def: number, range: NumberRange = {}): number {
     const v = this.get(key);
     if (v === undefined || v === null) return def;
-    if (typeof v !== 'number' || Number.isNaN(v)) this.fail(key, 'a number', v);
+    if (typeof v !== 'number' || !inRange(v, range)) this.fail(key, describeRange('a number', range), v);
     return v;
   }
 
-  numberOrNull(key: string): number | null {
+  numberOrNull(key: string, range: NumberRange = {}): number | null {
     const v = this.get(key);
     if (v === undefined || v === null) return null;
-    if (typeof v !== 'number' || Number.isNaN(v)) this.fail(key, 'a number or null', v);
+    if (typeof v !== 'number' || !inRange(v, range)) this.fail(key, describeRange('a number', range) + ' or null', v);
     return v;
   }
 
@@ -118,10 +157,13 @@ export class ConfigReader {
     return this.fail(key, `one of ${[...allowed, ...Object.keys(aliases)].map((a) => `"${a}"`).join(', ')}`, v);
   }
 
-  numberArrayOrNull(key: string): number[] | null {
+  /** An array of numbers in `range` (finite by default) of at most `maxLength` entries, or null. */
+  numberArrayOrNull(key: string, range: NumberRange = {}, maxLength = MAX_SCHEDULER_TIMESTEPS): number[] | null {
     const v = this.get(key);
     if (v === undefined || v === null) return null;
-    if (!Array.isArray(v) || v.some((x) => typeof x !== 'number')) this.fail(key, 'an array of numbers or null', v);
+    if (!Array.isArray(v) || v.length > maxLength || v.some((x) => typeof x !== 'number' || !inRange(x, range))) {
+      this.fail(key, `an array of at most ${maxLength} entries, each ${describeRange('a number', range)}, or null`, v);
+    }
     return v as number[];
   }
 

@@ -5,7 +5,7 @@
 
 import { ops, type Tensor } from '@cnx/tensor';
 import { hold, retain, type Scheduler, type StepResult } from './scheduler.js';
-import { ConfigReader, type SchedulerConfigJson } from './scheduler_config.js';
+import { ConfigReader, MAX_SCHEDULER_TIMESTEPS, type SchedulerConfigJson } from './scheduler_config.js';
 import {
   readNoiseScheduleConfig, sigmaToAlphaSigma, type NoiseScheduleConfig, type PredictionType, type TimestepSpacing,
 } from './noise_schedule.js';
@@ -65,10 +65,10 @@ export class UniPCMultistepScheduler extends MultistepSigmaScheduler implements 
     const r = new ConfigReader(json, NAME);
     r.unsupported('thresholding', (v) => v === false, 'dynamic thresholding is for pixel-space models');
     r.unsupported('solver_p', () => false, 'an external solver_p scheduler cannot be given in a config file');
-    const dc = r.numberArrayOrNull('disable_corrector') ?? [];
+    const dc = r.numberArrayOrNull('disable_corrector', { min: 0, max: MAX_SCHEDULER_TIMESTEPS }) ?? [];
     const config: UniPCConfig = {
       ...readNoiseScheduleConfig(r, { rescale: true }),
-      solverOrder: r.int('solver_order', 2, 1),
+      solverOrder: r.int('solver_order', 2, 1, 8),
       predictionType: r.oneOf('prediction_type', ['epsilon', 'v_prediction', 'sample'] as const, 'epsilon'),
       predictX0: r.bool('predict_x0', true),
       // diffusers registers DPM-Solver's solver types as bh2.
@@ -77,7 +77,7 @@ export class UniPCMultistepScheduler extends MultistepSigmaScheduler implements 
       disableCorrector: dc,
       useKarrasSigmas: r.bool('use_karras_sigmas', false),
       timestepSpacing: r.oneOf('timestep_spacing', ['leading', 'linspace', 'trailing'] as const, 'linspace'),
-      stepsOffset: r.int('steps_offset', 0, 0),
+      stepsOffset: r.int('steps_offset', 0, 0, MAX_SCHEDULER_TIMESTEPS),
       finalSigmasType: r.oneOf('final_sigmas_type', ['zero', 'sigma_min'] as const, 'zero'),
     };
     super(config, NAME);

@@ -20,9 +20,11 @@ export const controlType: ControlType = {
     const { height: H, width: W } = image;
     const gray = gray8(image.data, H, W);
     const auto = medianThresholds(gray);
+    // 'auto' (the declared default) may also be given explicitly.
+    const threshold = (k: 'low' | 'high') => (opts?.[k] === 'auto' ? auto[k] : numberOption(opts, k, auto[k]));
     const edges = await canny(backend, gray, H, W, {
-      low: numberOption(opts, 'low', auto.low),
-      high: numberOption(opts, 'high', auto.high),
+      low: threshold('low'),
+      high: threshold('high'),
       sigma: numberOption(opts, 'sigma', 0),
       l2Gradient: booleanOption(opts, 'l2', false),
     });
