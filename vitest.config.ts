@@ -10,5 +10,7 @@ export default defineConfig({
     testTimeout: 300_000,
     hookTimeout: 120_000,
     reporters: ['default'],
+    // Names a test that blocks the event loop long enough to starve vitest's worker RPC (60 s).
+    setupFiles: ['test/harness/event_loop_watch.ts'],
   },
 });
