@@ -42,8 +42,13 @@ export class FiniteGuard {
 
   /** Drop a pending probe without reading it (the loop failed for another reason). */
   discard(): void {
-    this.pending?.probe.dispose();
+    const p = this.pending;
     this.pending = undefined;
+    if (!p) return;
+    // The read may still be in flight; freeing the probe aborts it (WebGPU: mapAsync rejects with an
+    // AbortError). Nobody wants that value any more, so its rejection is handled here, not left unhandled.
+    p.value.catch(() => undefined);
+    p.probe.dispose();
   }
 
   private async check(p: { what: string; probe: Tensor; value: Promise<Float32Array> }): Promise<void> {

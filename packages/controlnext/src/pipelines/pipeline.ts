@@ -415,8 +415,11 @@ export abstract class DenoisingPipeline<O extends GenerateOptions = GenerateOpti
 
       const guard = new FiniteGuard(o.checkFinite ?? true, 'generate option checkFinite: false turns this check off');
       await guard.watch(latents, o.initImage ? 'the starting latents (the encoded, noised init image)' : o.latents ? 'the starting latents (the latents given)' : 'the starting latents');
-      const active: ActiveControl | undefined = control?.begin(controlImage!, B, cfg, controlScale);
+      // begin() checks the control image and may throw: inside the try, so that the starting latents'
+      // probe (still being read back) is discarded rather than freed under its pending read.
+      let active: ActiveControl | undefined;
       try {
+        active = control?.begin(controlImage!, B, cfg, controlScale);
         // The denoising loop.
         for (const [i, t] of timesteps.entries()) {
           const next = await scopeAsync(async () => {
