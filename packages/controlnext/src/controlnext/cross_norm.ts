@@ -35,6 +35,7 @@
 import { gridFor, packUniforms, wgslMath, wgslMoments, type GpuContext } from '@cnx/kernels';
 import { defineOp, expectF32, expectRank, f32, formatShape, poolBins, runOp, runOp1, type OpDefinition, type Tensor } from '@cnx/tensor';
 import { crossNormBackwardOp } from './cross_norm_backward_op.js';
+import { POOLED_CONTROL } from './cross_norm_pool_wgsl.js';
 
 export interface CrossNormOptions {
   /** Added to sigma of the control (not inside a sqrt): ControlNeXt's code, spec section 2.7. */
@@ -83,27 +84,6 @@ struct U {
   lenX: u32, lenC: u32, chunkX: u32, chunkC: u32, tiles: u32, eps: f32, scale: f32, pad0: u32,
 }`;
 
-/** The pooled-value helper (torch adaptive_avg_pool2d bins); needs the control bound as `Ctl`. */
-const POOLED = /* wgsl */ `
-// Mean of control[ncIdx] over the adaptive-pool bin of pooled element e = (ch, i, j) of [C, h, w].
-fn pooled(ncIdx: u32, e: u32) -> f32 {
-  let j = e % u.w;
-  let i = (e / u.w) % u.h;
-  let ch = e / (u.w * u.h);
-  let y0 = (i * u.hc) / u.h;
-  let y1 = ((i + 1u) * u.hc + u.h - 1u) / u.h;
-  let x0 = (j * u.wc) / u.w;
-  let x1 = ((j + 1u) * u.wc + u.w - 1u) / u.w;
-  let base = (ncIdx * u.c + ch) * u.hc;
-  var s = 0.0;
-  for (var y = y0; y < y1; y++) {
-    let row = (base + y) * u.wc;
-    for (var x = x0; x < x1; x++) { s += Ctl[row + x]; }
-  }
-  return s / f32((y1 - y0) * (x1 - x0));
-}
-`;
-
 export function wgsl(p: CrossNormWgslParams): string {
   const poolFirst = p.order === 'pool_then_norm';
   if (p.stage === 'stats') {
@@ -121,7 +101,7 @@ export function wgsl(p: CrossNormWgslParams): string {
 @group(0) @binding(2) var<storage, read_write> Parts: array<vec4<f32>>;
 ${poolFirst ? '@group(0) @binding(3) var<storage, read_write> Pooled: array<f32>;' : ''}
 @group(0) @binding(${poolFirst ? 4 : 3}) var<uniform> u: U;
-${POOLED}
+${POOLED_CONTROL}
 const WG = ${WG}u;
 var<workgroup> red: array<f32, WG>;
 
@@ -167,7 +147,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 ${p.scaleTensor ? `@group(0) @binding(${sBinding}) var<storage, read> S: array<f32>;` : ''}
 @group(0) @binding(${yBinding}) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(${uBinding}) var<uniform> u: U;
-${poolFirst ? '' : POOLED}
+${poolFirst ? '' : POOLED_CONTROL}
 const WG = ${WG}u;
 const PER_THREAD = ${PER_THREAD}u;
 // Partials (count, mean of d, M2) of x and of the control being merged.

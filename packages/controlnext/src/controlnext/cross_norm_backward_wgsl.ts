@@ -28,6 +28,7 @@
 import { gridFor, packUniforms, wgslMath, type GpuContext } from '@cnx/kernels';
 import { formatShape, type Tensor } from '@cnx/tensor';
 import type { CrossNormOptions } from './cross_norm.js';
+import { ADAPTIVE_POOL_BINS, POOLED_CONTROL } from './cross_norm_pool_wgsl.js';
 
 /** Most partials per statistics set (the finalize workgroup merges them with one thread each). */
 const MAX_PARTIALS = 64;
@@ -51,27 +52,6 @@ struct U {
   lenX: u32, lenZ: u32, lenC: u32, chunkX: u32, chunkZ: u32, eps: f32, scale: f32, gridX: u32,
 }`;
 
-/** Adaptive-pool bins of pooled row i (of h) over hc rows: [start, end). */
-const BINS = /* wgsl */ `
-fn binStart(i: u32, inSize: u32, outSize: u32) -> u32 { return (i * inSize) / outSize; }
-fn binEnd(i: u32, inSize: u32, outSize: u32) -> u32 { return ((i + 1u) * inSize + outSize - 1u) / outSize; }
-// Mean of control[ncIdx] over the bin of pooled element e = (ch, i, j) of [C, h, w].
-fn pooled(ncIdx: u32, e: u32) -> f32 {
-  let j = e % u.w;
-  let i = (e / u.w) % u.h;
-  let ch = e / (u.w * u.h);
-  let y0 = binStart(i, u.hc, u.h); let y1 = binEnd(i, u.hc, u.h);
-  let x0 = binStart(j, u.wc, u.w); let x1 = binEnd(j, u.wc, u.w);
-  let base = (ncIdx * u.c + ch) * u.hc;
-  var s = 0.0;
-  for (var y = y0; y < y1; y++) {
-    let row = (base + y) * u.wc;
-    for (var x = x0; x < x1; x++) { s += Ctl[row + x]; }
-  }
-  return s / f32((y1 - y0) * (x1 - x0));
-}
-`;
-
 export function wgsl(p: CrossNormBackwardParams): string {
   const poolFirst = p.order === 'pool_then_norm';
   switch (p.stage) {
@@ -85,7 +65,7 @@ ${UNIFORMS}
 @group(0) @binding(3) var<storage, read_write> StatParts: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> GParts: array<vec4<f32>>;
 @group(0) @binding(5) var<uniform> u: U;
-${BINS}
+${POOLED_CONTROL}
 const WG = ${WG}u;
 var<workgroup> red: array<f32, WG>;
 ${wgslMath.WORKGROUP_SUM}
@@ -221,7 +201,7 @@ ${UNIFORMS}
 @group(0) @binding(3) var<storage, read_write> DX: array<f32>;
 @group(0) @binding(4) var<storage, read_write> DPool: array<f32>;
 ${poolFirst ? '@group(0) @binding(5) var<storage, read> Ctl: array<f32>;\n' : ''}@group(0) @binding(${poolFirst ? 6 : 5}) var<uniform> u: U;
-${poolFirst ? BINS : ''}
+${poolFirst ? POOLED_CONTROL : ''}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
   let idx = (wid.y * u.gridX + wid.x) * ${WG}u + tid;
@@ -246,8 +226,7 @@ ${UNIFORMS}
 @group(0) @binding(2) var<storage, read_write> DC: array<f32>;
 ${poolFirst ? '' : '@group(0) @binding(3) var<storage, read> Ctl: array<f32>;\n'}@group(0) @binding(${poolFirst ? 3 : 4}) var<uniform> u: U;
 
-fn binStart(i: u32, inSize: u32, outSize: u32) -> u32 { return (i * inSize) / outSize; }
-fn binEnd(i: u32, inSize: u32, outSize: u32) -> u32 { return ((i + 1u) * inSize + outSize - 1u) / outSize; }
+${ADAPTIVE_POOL_BINS}
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
