@@ -46,3 +46,4 @@ export * from './pipelines/svd_preflight.js';
 export * from './pipelines/tiny_svd_model.js';
 export * from './video/pose_keypoints.js';
 export * from './video/pose_render.js';
+export * from './training/shapes.js';
