@@ -47,3 +47,4 @@ export * from './pipelines/tiny_svd_model.js';
 export * from './video/pose_keypoints.js';
 export * from './video/pose_render.js';
 export * from './training/shapes.js';
+export * from './training/shape_iou.js';
