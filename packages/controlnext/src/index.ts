@@ -49,3 +49,4 @@ export * from './video/pose_render.js';
 export * from './training/shapes.js';
 export * from './training/shape_iou.js';
 export * from './training/loss_curve.js';
+export * from './training/training_batches.js';
