@@ -8,8 +8,9 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   imageToRgbBytes, openFill50kDataset, readFill50kIndex, readShapesDatasetInfo, shapeSample, validateFill50kDataset, writeShapesDataset,
-  encodePng, rgbBytesToImage,
+  encodePng, rgbBytesToImage, ClipPromptEncoder, TrainingDataCache, controlPixels, disposeTrainingBatch, tinyModels,
 } from '@cnx/controlnext';
+import { CpuBackend } from '@cnx/tensor';
 
 const root = mkdtempSync(join(tmpdir(), 'cnx-fill50k-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -145,5 +146,21 @@ describe('fill50k datasets', () => {
     }
     expect(lastLine).toBe(n);
     expect(count).toBe(n - Math.floor((n - 4) / 7) - 1);
+  });
+
+  it('an opened dataset feeds the training cache (the cnx train path)', async () => {
+    const backend = new CpuBackend();
+    const models = tinyModels(backend, { control: false });
+    const ds = await openFill50kDataset(await goodDataset());
+    const cache = await TrainingDataCache.build(ds, {
+      backend, vae: models.vae, textEncoder: new ClipPromptEncoder(models.tokenizer, models.textModel), resolution: 16, batchSize: 3, seed: 1,
+    });
+    expect(cache.length).toBe(6);
+    const b = cache.batch(0);
+    expect(b.prompts).toEqual(b.indices.map((i) => shapeSample(i, shapeOpts).prompt));
+    const ctl = await b.controlImage.data();
+    const first = shapeSample(b.indices[0]!, shapeOpts);
+    expect(Array.from(ctl.slice(0, 3 * 16 * 16))).toEqual(Array.from(controlPixels(rgbBytesToImage(first.control, 16, 16), 16)));
+    disposeTrainingBatch(b);
   });
 });

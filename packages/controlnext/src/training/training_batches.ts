@@ -31,7 +31,7 @@ import { noGrad, type Backend, type Tensor } from '@cnx/tensor';
 import { RandomGenerator, type DiagonalGaussian } from '@cnx/unet';
 import type { ImageArray } from '../images.js';
 import type { PromptEncoder } from '../pipelines/pipeline.js';
-import { rgbBytesToImage, shapeSample, type ShapeDatasetOptions } from './shapes.js';
+import { imageToRgbBytes, rgbBytesToImage, shapeSample, type ShapeDatasetOptions } from './shapes.js';
 
 // ---------------------------------------------------------------------------------------------------
 // Transforms
@@ -301,7 +301,7 @@ export class TrainingDataCache {
     readonly promptShape: readonly [number, number],
     private readonly means: Float32Array[],
     private readonly stds: Float32Array[],
-    private readonly controls: Float32Array[],
+    private readonly controls: Uint8Array[],
     private readonly promptOf: string[],
     private readonly promptStates: Map<string, Float32Array>,
     readonly scalingFactor: number,
@@ -324,7 +324,9 @@ export class TrainingDataCache {
     if (!Number.isInteger(group) || group < 1) throw new Error(`training data: encodeBatchSize must be an integer >= 1, found ${group}`);
     const { backend, vae, textEncoder } = opts;
 
-    const means: Float32Array[] = [], stds: Float32Array[] = [], controls: Float32Array[] = [], promptOf: string[] = [];
+    // Controls are kept as the 8-bit pixels of the resized, cropped image: ToTensor's k / 255 is recomputed
+    // exactly per batch, at a quarter of the memory.
+    const means: Float32Array[] = [], stds: Float32Array[] = [], controls: Uint8Array[] = [], promptOf: string[] = [];
     let latentShape: [number, number, number] | undefined;
     const maxBytes = opts.maxCacheBytes ?? 2 * 2 ** 30;
     const pixels = 3 * R * R;
@@ -335,7 +337,7 @@ export class TrainingDataCache {
         const ex = await source.get(g + k);
         if (typeof ex.prompt !== 'string') throw new Error(`training data: example ${g + k} has no prompt string`);
         toPlanar(resizeAndCrop(ex.target, R), true, targets, k * pixels);
-        controls.push(controlPixels(ex.control, R));
+        controls.push(imageToRgbBytes(resizeAndCrop(ex.control, R)));
         promptOf.push(ex.prompt);
       }
       const x = backend.fromRaw(targets, [n, 3, R, R]);
@@ -346,7 +348,7 @@ export class TrainingDataCache {
         latentShape ??= [C, h, w];
         if (g === 0) {
           // Refuse a cache that would not fit before encoding the rest (latent mean + std, control pixels, prompt states later).
-          const est = N * (2 * C * h * w + pixels) * 4;
+          const est = N * (2 * C * h * w * 4 + pixels);
           if (est > maxBytes) throw new Error(`training data: caching ${N} examples at ${R}x${R} needs about ${(est / 2 ** 30).toFixed(2)} GiB of host memory, over the ${(maxBytes / 2 ** 30).toFixed(2)} GiB limit (maxCacheBytes); use fewer examples or a lower resolution`);
         }
         const m = await post.mean.data(), s = await post.std.data();
@@ -374,7 +376,12 @@ export class TrainingDataCache {
       try {
         if (hs.rank !== 3 || hs.shape[0] !== batch.length) throw new Error(`training data: the text encoder returned ${hs.toString()} for ${batch.length} prompts (expected [${batch.length}, L, D])`);
         const [, L, D] = hs.shape as [number, number, number];
-        promptShape ??= [L, D];
+        if (!promptShape) {
+          promptShape = [L, D];
+          const [C, h, w] = latentShape!;
+          const est = N * (2 * C * h * w * 4 + pixels) + distinct.length * L * D * 4;
+          if (est > maxBytes) throw new Error(`training data: caching ${N} examples with ${distinct.length} distinct prompts needs about ${(est / 2 ** 30).toFixed(2)} GiB of host memory (prompt states ${L}x${D} each), over the ${(maxBytes / 2 ** 30).toFixed(2)} GiB limit (maxCacheBytes); use fewer examples`);
+        }
         const d = await hs.data();
         batch.forEach((prompt, k) => promptStates.set(prompt, d.slice(k * L * D, (k + 1) * L * D)));
       } finally {
@@ -435,7 +442,9 @@ export class TrainingDataCache {
       } else {
         for (let i = 0; i < lat; i++) latents[b * lat + i] = mean[i]! * sf;
       }
-      control.set(this.controls[ix]!, b * pix);
+      const bytes = this.controls[ix]!, o = b * pix, hw = R * R;
+      // Interleaved [R, R, 3] bytes -> planar [3, R, R] floats k / 255 (ToTensor).
+      for (let i = 0; i < hw; i++) for (let c = 0; c < 3; c++) control[o + c * hw + i] = bytes[3 * i + c]! / 255;
     });
     const be = this.opts.backend;
     return {
