@@ -178,32 +178,48 @@ function insidePolygon(px: number, py: number, v: ReadonlyArray<readonly [number
   return inside;
 }
 
-/** Whether the point (px, py) (pixel units) is inside `shape` centred at (cx, cy) with radius r; the rules are in the file header. */
-export function insideShape(shape: ShapeKind, px: number, py: number, cx: number, cy: number, r: number): boolean {
-  const dx = px - cx, dy = py - cy;
+/**
+ * The inside test of `shape` centred at (cx, cy) with radius r, as a function of a point (pixel units);
+ * the rules are in the file header. Built once per shape (the star's vertices, the triangle's corners).
+ */
+export function shapePredicate(shape: ShapeKind, cx: number, cy: number, r: number): (px: number, py: number) => boolean {
   switch (shape) {
-    case 'circle': return dx * dx + dy * dy <= r * r;
-    case 'square': return Math.abs(dx) <= r && Math.abs(dy) <= r;
-    case 'diamond': return Math.abs(dx) + Math.abs(dy) <= r;
+    case 'circle': return (px, py) => (px - cx) ** 2 + (py - cy) ** 2 <= r * r;
+    case 'square': return (px, py) => Math.abs(px - cx) <= r && Math.abs(py - cy) <= r;
+    case 'diamond': return (px, py) => Math.abs(px - cx) + Math.abs(py - cy) <= r;
     case 'triangle': {
-      // Edge functions of the triangle (apex up, y down); each >= 0 on the inner side.
+      // Edge functions of the triangle (apex up, y down); a point is inside when all three have one sign (or are 0).
       const h = (r * Math.sqrt(3)) / 2;
       const ax = cx, ay = cy - r, bx = cx - h, by = cy + r / 2, qx = cx + h, qy = cy + r / 2;
-      const e = (x0: number, y0: number, x1: number, y1: number) => (x1 - x0) * (py - y0) - (y1 - y0) * (px - x0);
-      // Vertices in the order a -> b -> q are counter-clockwise on screen (y down), so inside means all <= 0.
-      const e0 = e(ax, ay, bx, by), e1 = e(bx, by, qx, qy), e2 = e(qx, qy, ax, ay);
-      return (e0 <= 0 && e1 <= 0 && e2 <= 0) || (e0 >= 0 && e1 >= 0 && e2 >= 0);
+      return (px, py) => {
+        const e0 = (bx - ax) * (py - ay) - (by - ay) * (px - ax);
+        const e1 = (qx - bx) * (py - by) - (qy - by) * (px - bx);
+        const e2 = (ax - qx) * (py - qy) - (ay - qy) * (px - qx);
+        return (e0 <= 0 && e1 <= 0 && e2 <= 0) || (e0 >= 0 && e1 >= 0 && e2 >= 0);
+      };
     }
-    case 'star': return insidePolygon(px, py, starVertices(cx, cy, r));
+    case 'star': {
+      const v = starVertices(cx, cy, r);
+      return (px, py) => insidePolygon(px, py, v);
+    }
     default: throw new Error(`unknown shape '${String(shape)}': expected one of ${SHAPE_KINDS.join(', ')}`);
   }
+}
+
+/** Whether the point (px, py) (pixel units) is inside `shape` centred at (cx, cy) with radius r; the rules are in the file header. */
+export function insideShape(shape: ShapeKind, px: number, py: number, cx: number, cy: number, r: number): boolean {
+  return shapePredicate(shape, cx, cy, r)(px, py);
 }
 
 /** The [size, size] 0/1 mask of a shape (pixel centres, boundary included). */
 export function rasteriseShape(shape: ShapeKind, cx: number, cy: number, r: number, size: number): Uint8Array {
   const mask = new Uint8Array(size * size);
-  for (let y = 0; y < size; y++) {
-    for (let x = 0; x < size; x++) mask[y * size + x] = insideShape(shape, x + 0.5, y + 0.5, cx, cy, r) ? 1 : 0;
+  const inside = shapePredicate(shape, cx, cy, r);
+  // Every shape lies within its circumscribed square: test only the pixels whose centres can be inside.
+  const x0 = Math.max(0, Math.floor(cx - r - 1)), x1 = Math.min(size - 1, Math.ceil(cx + r + 1));
+  const y0 = Math.max(0, Math.floor(cy - r - 1)), y1 = Math.min(size - 1, Math.ceil(cy + r + 1));
+  for (let y = y0; y <= y1; y++) {
+    for (let x = x0; x <= x1; x++) mask[y * size + x] = inside(x + 0.5, y + 0.5) ? 1 : 0;
   }
   return mask;
 }
