@@ -46,3 +46,7 @@ export * from './pipelines/svd_preflight.js';
 export * from './pipelines/tiny_svd_model.js';
 export * from './video/pose_keypoints.js';
 export * from './video/pose_render.js';
+export * from './training/shapes.js';
+export * from './training/shape_iou.js';
+export * from './training/loss_curve.js';
+export * from './training/training_batches.js';

@@ -14,3 +14,4 @@ export { main } from './cli/main.js';
 export * from './cli/options.js';
 export * from './cli/progress.js';
 export * from './node/tiny_model_folder.js';
+export * from './node/fill50k_dataset.js';
