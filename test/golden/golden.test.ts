@@ -11,10 +11,7 @@ import { describeEachBackend } from '../harness/backends.js';
 import { GOLDEN_ROOT } from '../harness/golden_root.js';
 
 /** Case folder -> the issue that implements its kind. */
-const PENDING: Readonly<Record<string, string>> = {
-  train_controlnext_step: 'issue 12 (training)',
-  train_zero_conv_step: 'issue 12 (training)',
-};
+const PENDING: Readonly<Record<string, string>> = {};
 
 /** Cases slower than the default 10 minutes on a software adapter (SwiftShader: ~5-14 min on a busy 2-core box). */
 const TIMEOUT_MS: Readonly<Record<string, number>> = { svd_pipeline_controlnext: 1_800_000 };

@@ -50,3 +50,4 @@ export * from './training/shapes.js';
 export * from './training/shape_iou.js';
 export * from './training/loss_curve.js';
 export * from './training/training_batches.js';
+export * from './training/controlnext_trainer.js';

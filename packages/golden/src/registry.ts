@@ -32,6 +32,7 @@ import { svdControlNeXtRunner, svdControlNeXtV2Runner } from './runners/svd_cont
 import { svdPipelineControlNeXtRunner } from './runners/svd_pipeline_controlnext.js';
 import { optimAdamwRunner } from './runners/optim_adamw.js';
 import { gradOpsRunner } from './runners/grad_ops.js';
+import { trainControlNeXtRunner } from './runners/train_controlnext.js';
 
 export const runners: Readonly<Record<string, Runner>> = {
   op_linear: opLinear,
@@ -65,4 +66,5 @@ export const runners: Readonly<Record<string, Runner>> = {
   svd_pipeline_controlnext: svdPipelineControlNeXtRunner,
   optim_adamw: optimAdamwRunner,
   grad_ops: gradOpsRunner,
+  train_controlnext: trainControlNeXtRunner,
 };

@@ -268,7 +268,7 @@ export function disposeTrainingBatch(b: Pick<TrainingBatchData, 'latents' | 'enc
 }
 
 /** FNV-1a + finaliser over 32-bit words: seeds of the independent streams (epoch permutations, per-step draws). */
-function mixSeed(...words: number[]): number {
+export function mixSeed(...words: number[]): number {
   let h = 0x811c9dc5;
   for (const v of words) {
     for (let k = 0; k < 4; k++) {
@@ -282,6 +282,7 @@ function mixSeed(...words: number[]): number {
   return h >>> 0;
 }
 
+/** Stream ids of mixSeed: 1, 2 here; 3 is the trainer's noise and timesteps (controlnext_trainer.ts). */
 const STREAM_PERMUTATION = 1, STREAM_BATCH = 2;
 
 /**
