@@ -15,3 +15,5 @@ export * from './cli/options.js';
 export * from './cli/progress.js';
 export * from './node/tiny_model_folder.js';
 export * from './node/fill50k_dataset.js';
+export * from './node/training_checkpoint_files.js';
+export * from './node/atomic_folder.js';

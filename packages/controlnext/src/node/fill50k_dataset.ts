@@ -23,6 +23,7 @@ import { openRegularFile } from '@cnx/tensor';
 import { checkImageSize, readImageHeader, type ImageArray } from '../images.js';
 import { rgbBytesToImage, shapeSample, type ShapeDatasetOptions } from '../training/shapes.js';
 import { decodeImage, encodePng, readImageBytes } from './image_files.js';
+import { writeFolderAtomic } from './atomic_folder.js';
 
 /** The longest prompt.json line accepted by default (fill50k's are under 200 bytes). */
 export const MAX_FILL50K_LINE_BYTES = 64 * 1024;
@@ -328,18 +329,7 @@ export async function writeShapesDataset(dir: string, opts: WriteShapesDatasetOp
   if (!Number.isInteger(count) || count < 1 || count > 10_000_000) throw new Error(`writeShapesDataset: count must be an integer in [1, 10000000], found ${count}`);
   if (!Number.isInteger(start) || start < 0 || start + count > 0xffffffff) throw new Error(`writeShapesDataset: start must be an integer >= 0 with start + count < 2^32, found ${start}`);
   shapeSample(start, shapeOpts); // checks the generator options before anything is written
-  const target = resolve(dir);
-  let replaceExisting = false;
-  if (existsSync(target)) {
-    if (!statSync(target).isDirectory()) throw new Error(`writeShapesDataset: ${dir} exists and is not a folder`);
-    if (readdirSync(target).length > 0) {
-      if (!overwrite) throw new Error(`writeShapesDataset: ${dir} exists and is not empty; choose a new folder (or overwrite)`);
-      replaceExisting = true;
-    }
-  }
-  mkdirSync(dirname(target), { recursive: true });
-  const tmp = join(dirname(target), `.${basename(target)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
-  try {
+  await writeFolderAtomic(dir, async (tmp) => {
     mkdirSync(join(tmp, 'source'), { recursive: true });
     mkdirSync(join(tmp, 'target'), { recursive: true });
     const index = openSync(join(tmp, 'prompt.json'), 'w');
@@ -361,19 +351,7 @@ export async function writeShapesDataset(dir: string, opts: WriteShapesDatasetOp
     const { size, seed, control = 'outline', shapes, colours, background, radiusRange, outlineWidth } = shapeOpts;
     const info = { generator: 'cnx shapes (packages/controlnext/src/training/shapes.ts)', start, count, size, seed, control, shapes, colours, background, radiusRange, outlineWidth };
     writeFileSync(join(tmp, SHAPES_DATASET_INFO_FILE), JSON.stringify(info, null, 2) + '\n');
-    if (replaceExisting) {
-      const old = `${tmp}.old`;
-      renameSync(target, old);
-      renameSync(tmp, target);
-      rmSync(old, { recursive: true, force: true });
-    } else {
-      if (existsSync(target)) rmdirSync(target); // empty: checked above
-      renameSync(tmp, target);
-    }
-  } catch (e) {
-    rmSync(tmp, { recursive: true, force: true });
-    throw new Error(`writeShapesDataset: cannot write ${dir}: ${(e as Error).message}`);
-  }
+  }, { overwrite, who: 'writeShapesDataset' });
   onProgress?.(count, count);
   return { dir, count };
 }

@@ -79,6 +79,15 @@ export const TINY_CONTROLNEXT_STRUCTURE = {
   midChannels: 32, finalChannels: TINY_UNET_CONFIG.block_out_channels[1]!,
 };
 
+/**
+ * A tiny light ControlNeXt module (the SD1.5-Training / SDXL architecture, variant sd15_training) for the tiny
+ * UNet: what training runs start from with nothing downloaded (cnx train, the convergence experiment, tests).
+ */
+export const TINY_LIGHT_CONTROLNEXT_STRUCTURE = {
+  timeProjDim: 16, timeEmbedDim: 32, stemChannels: [8, 8, 16], stemPadding: 1, inChannels: [16, 16], outChannels: [16, 32],
+  groups: [4, 8], midChannels: 32, finalChannels: TINY_UNET_CONFIG.block_out_channels[0]!, scale: 1,
+};
+
 /** The tiny model's parts with their random weights (what tinyPipeline assembles and tinyModelFiles writes out). */
 export interface TinyModels {
   tokenizer: CLIPTokenizer;

@@ -200,11 +200,15 @@ export class ControlNeXtTrainer {
     if (this.injection === 'zero_conv') {
       this.zeroConv = new ZeroConv(opts.zeroConvInit ?? new ZeroWeights(), this.backend, module.outChannels);
     }
-    const unetTrained = unet.namedParameters().filter(([k]) => this.matchesUnet(k));
-    if (unetTrained.length === 0) throw new Error(`ControlNeXtTrainer: no UNet parameter matches ${String(this.unetPattern)} (e.g. ${unet.namedParameters()[0]?.[0]})`);
-
+    if (!unet.namedParameters().some(([k]) => this.matchesUnet(k))) {
+      throw new Error(`ControlNeXtTrainer: no UNet parameter matches ${String(this.unetPattern)} (e.g. ${unet.namedParameters()[0]?.[0]})`);
+    }
     // Resume: weights first, then the optimizer (it re-homes the parameters), then its state.
-    if (opts.resume) this.loadWeights(opts.resume);
+    if (opts.resume) {
+      read(opts.resume, CHECKPOINT_FILES.optimizer, 'resume'); // every file present before anything changes
+      this.loadWeights(opts.resume);
+    }
+    const unetTrained = unet.namedParameters().filter(([k]) => this.matchesUnet(k));
 
     const named = (owner: TrainedParameter['owner'], list: [string, Tensor][]): NamedParameter[] =>
       list.map(([k, t]) => { t.requiresGrad = true; return [`${owner}:${k}`, t] as const; });
