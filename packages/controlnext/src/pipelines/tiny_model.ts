@@ -11,6 +11,7 @@ import { RandomWeights, type Backend } from '@cnx/tensor';
 import { AutoencoderKL, CLIPTextModel, CLIPTokenizer, UNet2DConditionModel, bytesToUnicode, createScheduler } from '@cnx/unet';
 import { ControlNeXt } from '../controlnext/controlnext.js';
 import { ControlNeXtSD15Module } from '../controlnext/controlnext_sd15.js';
+import type { LightStructure } from '../controlnext/controlnext_light.js';
 import { ClipPromptEncoder } from './prompt_encoder.js';
 import { ControllableDiffusionPipeline } from './pipeline.js';
 import { ControlNeXtControl } from './pipeline_control.js';
@@ -83,7 +84,7 @@ export const TINY_CONTROLNEXT_STRUCTURE = {
  * A tiny light ControlNeXt module (the SD1.5-Training / SDXL architecture, variant sd15_training) for the tiny
  * UNet: what training runs start from with nothing downloaded (cnx train, the convergence experiment, tests).
  */
-export const TINY_LIGHT_CONTROLNEXT_STRUCTURE = {
+export const TINY_LIGHT_CONTROLNEXT_STRUCTURE: LightStructure = {
   timeProjDim: 16, timeEmbedDim: 32, stemChannels: [8, 8, 16], stemPadding: 1, inChannels: [16, 16], outChannels: [16, 32],
   groups: [4, 8], midChannels: 32, finalChannels: TINY_UNET_CONFIG.block_out_channels[0]!, scale: 1,
 };
