@@ -16,10 +16,9 @@
 //
 // nn.GroupNorm layers use torch's default eps 1e-5; the ResNet blocks diffusers' 1e-6 (spec 2.3, 2.5).
 
-import { ops, subTrace, type Backend, type Tensor, type Trace, type WeightSource } from '@cnx/tensor';
+import { ops, type Backend, type Tensor, type Trace, type WeightSource } from '@cnx/tensor';
 import { Conv2d, GroupNorm, Module } from '@cnx/unet';
 import type { ControlModule, ControlOutput, PreparedControl } from './control_module.js';
-import { preparedFrom } from './control_module.js';
 import { DownPathControlModule, inferDownPathStructure, needShape, type DownPathStructure, type ShapeOf } from './down_path_module.js';
 
 /** The shared down path's widths (groups: config.json `groups`, class default [4, 8]) and the stem's. */
@@ -154,22 +153,11 @@ export class ControlNeXtLightModule extends DownPathControlModule<LightStructure
   forward(image: Tensor, timestep: Tensor | number, opts: { trace?: Trace } = {}): ControlOutput {
     const { trace } = opts;
     const emb = this.embed(timestep, image.shape[0]!, trace);
-    const e = this.embedding.forward(image);
-    trace?.('embedding', e);
-    const x0 = this.down_res[0]!.forward(e, emb, subTrace(trace, 'down_res.0'));
-    e.dispose();
-    const res = this.rest(x0, emb, trace);
-    x0.dispose();
-    emb.dispose();
-    return res;
+    return this.fromStem(this.embedding.forward(image), emb, trace);
   }
 
   /** The stem and down_res.0's conv1(silu(norm1(.))) / shortcut: once per control image. */
   prepare(image: Tensor, opts: { trace?: Trace } = {}): PreparedControl {
-    const e = this.embedding.forward(image);
-    opts.trace?.('embedding', e);
-    const first = this.down_res[0]!.prefix(e);
-    e.dispose();
-    return preparedFrom(image.shape[0]!, first);
+    return this.prepareFromStem(this.embedding.forward(image), image.shape[0]!, opts.trace);
   }
 }

@@ -19,10 +19,9 @@
 // Widths are read from the weight shapes (a shrunk test module loads the same way); the GroupNorm groups of
 // down_res are not in the file: config.json `groups` (v2 constructor argument), else the class defaults.
 
-import { ops, subTrace, type Backend, type Tensor, type Trace, type WeightSource } from '@cnx/tensor';
+import { ops, type Backend, type Tensor, type Trace, type WeightSource } from '@cnx/tensor';
 import { Conv2d, loadParameter } from '@cnx/unet';
 import type { ControlModule, ControlOutput, PreparedControl } from './control_module.js';
-import { preparedFrom } from './control_module.js';
 import { ControlNeXtLightModule, LightMidConvs, LightStem, type LightStructure } from './controlnext_light.js';
 import { DownPathControlModule } from './down_path_module.js';
 
@@ -96,12 +95,7 @@ export class ControlNeXtSVDv2Module extends ControlNeXtLightModule implements Sv
     const { flat, emb } = videoEmbedding(this, frames, timestep, trace);
     const e = this.embedding.forward(flat);
     flat.dispose();
-    trace?.('embedding', e);
-    const x0 = this.down_res[0]!.forward(e, emb, subTrace(trace, 'down_res.0'));
-    e.dispose();
-    const res = this.rest(x0, emb, trace);
-    [x0, emb].forEach((t) => t.dispose());
-    return res;
+    return this.fromStem(e, emb, trace);
   }
 }
 
@@ -165,13 +159,7 @@ export class ControlNeXtSVDv1Module extends DownPathControlModule<SvdV1Structure
   forward(image: Tensor, timestep: Tensor | number, opts: { trace?: Trace } = {}): ControlOutput {
     const { trace } = opts;
     const emb = this.embed(timestep, image.shape[0]!, trace);
-    const e = this.embedding.forward(image);
-    trace?.('embedding', e);
-    const x0 = this.down_res[0]!.forward(e, emb, subTrace(trace, 'down_res.0'));
-    e.dispose();
-    const res = this.rest(x0, emb, trace);
-    [x0, emb].forEach((t) => t.dispose());
-    return res;
+    return this.fromStem(this.embedding.forward(image), emb, trace);
   }
 
   forwardVideo(frames: Tensor, timestep: Tensor | number, opts: { trace?: Trace } = {}): ControlOutput {
@@ -179,20 +167,11 @@ export class ControlNeXtSVDv1Module extends DownPathControlModule<SvdV1Structure
     const { flat, emb } = videoEmbedding(this, frames, timestep, trace);
     const e = this.embedding.forward(flat);
     flat.dispose();
-    trace?.('embedding', e);
-    const x0 = this.down_res[0]!.forward(e, emb, subTrace(trace, 'down_res.0'));
-    e.dispose();
-    const res = this.rest(x0, emb, trace);
-    [x0, emb].forEach((t) => t.dispose());
-    return res;
+    return this.fromStem(e, emb, trace);
   }
 
   /** The stem (with its pool) and down_res.0's conv1(silu(norm1(.))) / shortcut: once per set of frames. */
   prepare(image: Tensor, opts: { trace?: Trace } = {}): PreparedControl {
-    const e = this.embedding.forward(image);
-    opts.trace?.('embedding', e);
-    const first = this.down_res[0]!.prefix(e);
-    e.dispose();
-    return preparedFrom(image.shape[0]!, first);
+    return this.prepareFromStem(this.embedding.forward(image), image.shape[0]!, opts.trace);
   }
 }

@@ -11,7 +11,7 @@
 import { subTrace, type Backend, type Tensor, type Trace, type WeightSource } from '@cnx/tensor';
 import { Downsample2D, Module, ResnetBlock2D, TimestepEmbedding, Timesteps } from '@cnx/unet';
 import type { ControlOutput, PreparedControl } from './control_module.js';
-import { timestepBatch } from './control_module.js';
+import { preparedFrom, timestepBatch } from './control_module.js';
 
 /** A shape lookup over the weight file (WeightStore.shapeOf). */
 export type ShapeOf = (path: string) => readonly number[] | undefined;
@@ -123,6 +123,25 @@ export abstract class DownPathControlModule<S extends DownPathStructure> extends
       r.dispose();
     }
     return this.mid(x, trace);
+  }
+
+  /** Stem-based modules (light, SVD): down_res.0 and the rest from the stem's output e; consumes e and emb. */
+  protected fromStem(e: Tensor, emb: Tensor, trace?: Trace): ControlOutput {
+    trace?.('embedding', e);
+    const x0 = this.down_res[0]!.forward(e, emb, subTrace(trace, 'down_res.0'));
+    e.dispose();
+    const res = this.rest(x0, emb, trace);
+    x0.dispose();
+    emb.dispose();
+    return res;
+  }
+
+  /** Stem-based modules: the prepared prefix (down_res.0's input-only part) from the stem's output e, consumed. */
+  protected prepareFromStem(e: Tensor, batch: number, trace?: Trace): PreparedControl {
+    trace?.('embedding', e);
+    const first = this.down_res[0]!.prefix(e);
+    e.dispose();
+    return preparedFrom(batch, first);
   }
 
   forwardPrepared(p: PreparedControl, timestep: Tensor | number, opts: { trace?: Trace } = {}): ControlOutput {
