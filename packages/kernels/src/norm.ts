@@ -85,7 +85,6 @@ export function wgsl(p: NormParams): string {
 @group(0) @binding(1) var<storage, read_write> Parts: array<vec4<f32>>;
 @group(0) @binding(2) var<uniform> u: U;
 const WG = ${p.wg}u;
-var<workgroup> red: array<f32, WG>;
 ${WORKGROUP_SUM}
 
 @compute @workgroup_size(${p.wg})
@@ -128,7 +127,6 @@ const WG = ${p.wg}u;`;
   if (!split) {
     return /* wgsl */ `${UNIFORMS}
 ${bindings}
-var<workgroup> red: array<f32, WG>;
 ${WORKGROUP_SUM}
 
 @compute @workgroup_size(${p.wg})

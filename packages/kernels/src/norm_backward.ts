@@ -24,6 +24,7 @@
 
 import type { Tensor } from '@cnx/tensor';
 import { gridFor, packUniforms, type GpuContext } from './webgpu/context.js';
+import { workgroupSumWgsl } from './wgsl_math.js';
 
 const WG = 256;
 /** Values per workgroup of 'gn_channel_sums' before a channel row is split into chunks. */
@@ -46,19 +47,8 @@ struct U { n: u32, c: u32, s: u32, groups: u32, cg: u32, parts: u32, chunk: u32,
 const LN_UNIFORMS = /* wgsl */ `
 struct U { rows: u32, d: u32, chunks: u32, pad0: u32 }`;
 
-/** Tree sum of a vec2 over the workgroup (every thread gets the total); needs `red2: array<vec2<f32>, WG>`. */
-const WORKGROUP_SUM2 = /* wgsl */ `
-fn workgroupSum2(v: vec2<f32>, tid: u32) -> vec2<f32> {
-  red2[tid] = v;
-  workgroupBarrier();
-  for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
-    if (tid < stride) { red2[tid] = red2[tid] + red2[tid + stride]; }
-    workgroupBarrier();
-  }
-  let total = red2[0];
-  workgroupBarrier();
-  return total;
-}`;
+/** Tree sum of a vec2 over the workgroup (every thread gets the total): wgsl_math.ts workgroupSumWgsl. */
+const WORKGROUP_SUM2 = workgroupSumWgsl('workgroupSum2', 'vec2<f32>');
 
 /** WGSL: dz from dy and the recomputed xhat (and z when SiLU is fused), as `let dz`. */
 function dzWgsl(p: NormBackwardParams, c: string): string {
@@ -96,7 +86,6 @@ export function wgsl(p: NormBackwardParams): string {
 ${declare([['X', 'array<f32>', 'read'], ['DY', 'array<f32>', 'read'], ['Mean', 'array<f32>', 'read'], ['Rstd', 'array<f32>', 'read'],
     ...affine, ['Sums', 'array<vec2<f32>>', 'read_write']])}
 const WG = ${p.wg}u;
-var<workgroup> red2: array<vec2<f32>, WG>;
 ${WORKGROUP_SUM2}
 
 @compute @workgroup_size(${p.wg})
@@ -182,7 +171,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 ${declare([['X', 'array<f32>', 'read'], ['DY', 'array<f32>', 'read'], ['Mean', 'array<f32>', 'read'], ['Rstd', 'array<f32>', 'read'],
     ...(p.hasWeight ? [['Wt', 'array<f32>', 'read'] as [string, string, 'read']] : []), ['DX', 'array<f32>', 'read_write']])}
 const WG = ${p.wg}u;
-var<workgroup> red2: array<vec2<f32>, WG>;
 ${WORKGROUP_SUM2}
 
 @compute @workgroup_size(${p.wg})

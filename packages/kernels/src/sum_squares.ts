@@ -16,6 +16,7 @@
 
 import type { Tensor } from '@cnx/tensor';
 import { gridFor, packUniforms, type GpuContext } from './webgpu/context.js';
+import { WORKGROUP_SUM } from './wgsl_math.js';
 
 const WG = 256;
 /** Elements per workgroup of 'partials' (16 per thread). */
@@ -29,18 +30,10 @@ export interface SumSquaresParams {
   mode?: 'mean' | 'clip';
 }
 
+// The workgroup tree sum shared with the norm kernels (wgsl_math.ts workgroupSumWgsl).
 const TREE = /* wgsl */ `
 const WG = ${WG}u;
-var<workgroup> red: array<f32, WG>;
-fn treeSum(v: f32, tid: u32) -> f32 {
-  red[tid] = v;
-  workgroupBarrier();
-  for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
-    if (tid < stride) { red[tid] = red[tid] + red[tid + stride]; }
-    workgroupBarrier();
-  }
-  return red[0];
-}`;
+${WORKGROUP_SUM}`;
 
 export function wgsl(p: SumSquaresParams): string {
   if (p.stage === 'partials') {
@@ -64,7 +57,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let d = A[i]${p.diff ? ' - B[i]' : ''};
     acc = fma(d, d, acc);
   }
-  let total = treeSum(acc, tid);
+  let total = workgroupSum(acc, tid);
   if (tid == 0u) { Parts[u.offset + w] = total; }
 }
 `;
@@ -85,7 +78,7 @@ ${TREE}
 fn main(@builtin(local_invocation_index) tid: u32) {
   var acc = 0.0;
   for (var i = tid; i < u.count; i += WG) { acc += Parts[i]; }
-  let total = treeSum(acc, tid);
+  let total = workgroupSum(acc, tid);
   if (tid == 0u) {
     ${write}
   }

@@ -112,20 +112,51 @@ fn sincos_f32(xx: f32) -> vec2<f32> {
 }
 `;
 
-/** Tree sum over the workgroup (every thread gets the total); needs `var<workgroup> red: array<f32, WG>`. */
-export const WORKGROUP_SUM = /* wgsl */ `
-fn workgroupSum(v: f32, tid: u32) -> f32 {
-  red[tid] = v;
+/**
+ * WGSL defining `fn <name>(v: T, tid: u32) -> T`: the sum of v over the workgroup's WG threads, returned
+ * to every thread, and the workgroup array it works in (`<name>Red`, WG + 1 slots, declared here so its
+ * size cannot be wrong). Needs `const WG` (a power of two >= 2) and a call in uniform control flow.
+ *
+ * The tree is in place (step `stride`: thread t < stride adds slot t + stride into its own slot t, so no
+ * slot is read by one thread and written by another between two barriers), and the last pair sum goes to
+ * the extra slot [WG], which every thread then reads. WHY the extra slot: the next call's first store
+ * (`red[tid] = v`, all of [0, WG)) must not touch the slot the threads read the total from.
+ * The earlier form read red[0] and relied on a trailing workgroupBarrier to keep the next call's
+ * red[0] = v' away from that read. On Dawn's OpenGL ES backend (Mesa llvmpipe) that gave wrong
+ * statistics: Tint lowers workgroupBarrier to GLSL barrier(), which in GLSL ES orders execution but not
+ * shared-memory accesses (GLSL ES 3.20, "barrier() does not order memory transactions"), and the
+ * load of red[0] took effect after the barrier. llvmpipe runs a workgroup as 8-lane fibers that switch
+ * at barriers, so fiber 0 ran on into the next call and stored its new partial in red[0] before threads
+ * 8.. read the "total" (measured: those threads got thread 0's next partial; a doubled trailing barrier
+ * changed nothing; a plain two-half ping-pong tree still failed whenever log2(WG) is even, as its total
+ * then lands in the half the next call stores to). Slot [WG] is next written in a later call's last
+ * step, log2(WG) barriers after that call's first store, which comes after the read in every thread's
+ * program (test/norm_llvmpipe.test.ts checks every thread's copy of chained sums on llvmpipe).
+ * The summation order is unchanged (the same tree), so results are bit-identical elsewhere.
+ */
+export function workgroupSumWgsl(name = 'workgroupSum', type = 'f32'): string {
+  const red = `${name}Red`;
+  return /* wgsl */ `
+var<workgroup> ${red}: array<${type}, WG + 1u>;
+fn ${name}(v: ${type}, tid: u32) -> ${type} {
+  ${red}[tid] = v;
   workgroupBarrier();
-  for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
-    if (tid < stride) { red[tid] = red[tid] + red[tid + stride]; }
+  for (var stride = WG / 2u; stride > 1u; stride = stride / 2u) {
+    if (tid < stride) { ${red}[tid] = ${red}[tid] + ${red}[tid + stride]; }
     workgroupBarrier();
   }
-  let total = red[0];
+  if (tid == 0u) { ${red}[WG] = ${red}[0] + ${red}[1]; }
   workgroupBarrier();
-  return total;
+  return ${red}[WG];
 }`;
+}
 
+/**
+ * fn workgroupSum(v: f32, tid: u32) -> f32 over the workgroup (every thread gets the total), with its own
+ * workgroup array (see workgroupSumWgsl); needs `const WG`. A module-level `red` array the caller may
+ * still declare for it (the old contract) is simply unused.
+ */
+export const WORKGROUP_SUM = workgroupSumWgsl();
 
 /**
  * WGSL source defining `fn <name>(x: f32) -> f32` for an epilogue activation, with the helper

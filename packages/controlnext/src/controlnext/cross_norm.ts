@@ -103,8 +103,6 @@ ${poolFirst ? '@group(0) @binding(3) var<storage, read_write> Pooled: array<f32>
 @group(0) @binding(${poolFirst ? 4 : 3}) var<uniform> u: U;
 ${POOLED_CONTROL}
 const WG = ${WG}u;
-var<workgroup> red: array<f32, WG>;
-
 ${wgslMath.WORKGROUP_SUM}
 
 fn firstValue(si: u32, e: u32) -> f32 {

@@ -67,7 +67,6 @@ ${UNIFORMS}
 @group(0) @binding(5) var<uniform> u: U;
 ${POOLED_CONTROL}
 const WG = ${WG}u;
-var<workgroup> red: array<f32, WG>;
 ${wgslMath.WORKGROUP_SUM}
 
 // value e of statistics set si: x[si] for si < N, else the control sample's z
