@@ -1,0 +1,158 @@
+// A ControlNeXt training loop, 100 AdamW steps, on the CPU reference and on WebGPU: a tiny SD1.5-layout
+// UNet (random weights) with a light ControlNeXt module injected after down_blocks[0] (the SD1.5-Training
+// recipe: the module at lr * 10, every UNet parameter whose name holds `to_out` at lr; AdamW betas
+// 0.9/0.999, eps 1e-8, weight decay 1e-2), trained as a real trainer would: the fused AdamW (`place`
+// re-homes each group into one flat storage through Module.setParameter), zero_grad, forward, MSE loss,
+// backward, step. One fixed batch repeated (over-fitting a batch makes the loss fall for certain).
+// Checks: (1) memory is flat after the first step, (2) the loss goes down, (3) the WebGPU (f32) loss
+// curve matches the CPU's (float64 arithmetic on f32 storage) within the error model below.
+//
+// Error model of (3). Two sources of difference:
+//  - the forward itself: identical parameters give losses that differ by the f32 rounding of the whole
+//    forward (tens of layers of dot products of length <= 288, each ~sqrt(K) u relative with u = 2^-24,
+//    adding up along the depth): FWD_REL = 1e-4 of the loss, the bound the single training step test
+//    (training_checkpoint.test.ts) holds the same network to.
+//  - drift: from step 2 on the parameters differ. A gradient on WebGPU is off by at most GRAD_REL * G
+//    per element (G = the largest |gradient| of the group; GRAD_REL = 1e-3, that test's bound again).
+//    AdamW moves parameter i by lr * m^_i / (sqrt(v^_i) + eps), about lr * g_i / |g_i| while the moments
+//    follow the gradient, so its update differs by lr * min(2, GRAD_REL * G / |g_i|) (a tiny g_i may flip
+//    its sign: at most 2 lr). To first order that changes the loss by |g_i| times it, at most
+//    lr * GRAD_REL * G for every i, whatever |g_i|: per step at most GRAD_REL * lr * n * G per group
+//    (n parameters). These add up over the steps (first order, no amplification; the printed ratio shows
+//    how much of the bound is used): drift(k) = GRAD_REL * sum_{j<k} sum_groups lr * n * G_j, with G_j from
+//    the CPU's gradients.
+// So |L_gpu(k) - L_cpu(k)| <= FWD_REL * L_cpu(k) + drift(k). The first step is held to FWD_REL alone
+// (drift(1) = 0) and the whole curve to the bound; the largest ratio error / bound is printed.
+
+import { ControlNeXt, ControlNeXtLightModule, TINY_UNET_CONFIG } from '@cnx/controlnext';
+import { AdamW, CpuBackend, RandomWeights, backward, ops, scope, type Backend, type Tensor } from '@cnx/tensor';
+import { UNet2DConditionModel } from '@cnx/unet';
+import { describe, expect, it } from 'vitest';
+import { randomArray } from '../../../test/harness/allclose.js';
+import { describeEachBackend } from '../../../test/harness/backends.js';
+
+const STEPS = 100;
+const LR = 1e-3;
+/** Relative f32 error of one forward's loss (see the error model above). */
+const FWD_REL = 1e-4;
+/** Relative f32 error of a gradient, of the gradient's scale (see the error model above). */
+const GRAD_REL = 1e-3;
+
+interface Curve {
+  losses: number[];
+  /** Per step, sum over groups of lr * n * max|g| (the drift bound's term; CPU only). */
+  driftTerm: number[];
+  /** backend.memory().liveBytes after each step. */
+  live: number[];
+}
+
+/** Build the models on `backend`, train STEPS steps, dispose everything; the loss curve and memory. */
+async function train(backend: Backend, withGradNorms: boolean): Promise<Curve> {
+  const unet = new UNet2DConditionModel({ ...TINY_UNET_CONFIG, sample_size: 8 }, new RandomWeights({ seed: 3 }), backend);
+  const module = new ControlNeXtLightModule(new RandomWeights({ seed: 4 }), backend, {
+    timeProjDim: 16, timeEmbedDim: 32, stemChannels: [8, 8, 16], stemPadding: 1, inChannels: [16, 16], outChannels: [16, 32],
+    groups: [4, 8], midChannels: 32, finalChannels: TINY_UNET_CONFIG.block_out_channels[0]!, scale: 1,
+  });
+  const cnx = new ControlNeXt('sd15_training', module, backend);
+  const moduleParams = module.namedParameters().map(([k, p]) => [`module.${k}`, p] as const);
+  const unetParams = unet.namedParameters().filter(([k]) => k.includes('to_out')).map(([k, p]) => [`unet.${k}`, p] as const);
+  for (const [, p] of [...moduleParams, ...unetParams]) p.requiresGrad = true;
+  const opt = new AdamW([{ params: moduleParams, lr: 10 * LR }, { params: unetParams, lr: LR }], {
+    betas: [0.9, 0.999], eps: 1e-8, weightDecay: 1e-2,
+    // The fused layout: each group becomes one flat storage; the models hold views into it.
+    place: (name, view) => (name.startsWith('module.') ? module.setParameter(name.slice(7), view) : unet.setParameter(name.slice(5), view)),
+  });
+  expect(opt.parameters().every(([n, p]) => (n.startsWith('module.') ? module.getParameter(n.slice(7)) : unet.getParameter(n.slice(5))) === p)).toBe(true);
+
+  // One fixed batch, B = 2: latents 4x8x8, text 7x32, control image 3x32x32 (8x the latent).
+  const B = 2;
+  const data = (shape: number[], seed: number, scale = 1) => backend.fromRaw(randomArray(shape.reduce((a, b) => a * b, 1), seed, scale), shape);
+  const batch = {
+    noisy: data([B, 4, 8, 8], 5), t: backend.fromRaw(Float32Array.from([17, 503]), [B]), ehs: data([B, 7, 32], 6),
+    image: data([B, 3, 32, 32], 7, 0.5), noise: data([B, 4, 8, 8], 8),
+  };
+  const curve: Curve = { losses: [], driftTerm: [], live: [] };
+  for (let k = 0; k < STEPS; k++) {
+    opt.zeroGrad();
+    const loss = scope(() => {
+      const ctrl = cnx.control(batch.image, batch.t);
+      const hooks = cnx.hooks(ctrl, B);
+      const pred = unet.forward(batch.noisy, batch.t, batch.ehs, { hooks: hooks.hooks });
+      hooks.dispose();
+      return ops.mseLoss(pred, batch.noise);
+    });
+    backward(loss);
+    if (withGradNorms) {
+      let s = 0;
+      for (const group of opt.paramGroups) {
+        let n = 0, G = 0;
+        for (const [name, p] of opt.parameters()) {
+          if (!group.names.includes(name)) continue;
+          const d = await p.grad!.data();
+          n += d.length;
+          for (let i = 0; i < d.length; i++) G = Math.max(G, Math.abs(d[i]!));
+        }
+        s += group.lr * n * G;
+      }
+      curve.driftTerm.push(s);
+    }
+    opt.step();
+    curve.losses.push((await loss.data())[0]!);
+    loss.dispose();
+    await backend.sync();
+    curve.live.push(backend.memory().liveBytes);
+  }
+  opt.zeroGrad();
+  opt.dispose();
+  cnx.dispose();
+  unet.dispose();
+  Object.values(batch).forEach((t) => t.dispose());
+  return curve;
+}
+
+/** (1) and (2) on any backend. */
+function expectFlatAndFalling(c: Curve, name: string): void {
+  // Step 1 gathers the gradients into each group's flat storage (allocated once); from then on nothing grows.
+  for (let k = 1; k < STEPS; k++) expect(c.live[k], `${name}: liveBytes after step ${k + 1} vs after step 1`).toBe(c.live[0]);
+  expect(c.losses.every(Number.isFinite)).toBe(true);
+  const last = c.losses[STEPS - 1]!, first = c.losses[0]!;
+  // Over-fitting one batch: the last ten steps are all below the first, and the end well below the start.
+  expect(c.losses.slice(-10).every((l) => l < first)).toBe(true);
+  expect(last).toBeLessThan(0.9 * first);
+  console.log(`[training loop ${name}] loss ${first.toPrecision(6)} -> ${last.toPrecision(6)} over ${STEPS} steps; live ${c.live[0]} B flat`);
+}
+
+let cpuCurve: Promise<Curve> | undefined;
+/** The CPU run, shared by both describe blocks (it is the slow part). */
+const cpuReference = () => (cpuCurve ??= (async () => {
+  const cpu = new CpuBackend();
+  const c = await train(cpu, true);
+  expect(cpu.memory().liveBytes, 'everything disposed').toBe(0);
+  return c;
+})());
+
+describe('ControlNeXt training loop, 100 fused AdamW steps (CPU)', () => {
+  it('memory flat after step 1; the loss goes down', async () => {
+    expectFlatAndFalling(await cpuReference(), 'cpu');
+  }, 900_000);
+});
+
+describeEachBackend('ControlNeXt training loop, 100 fused AdamW steps, vs the CPU', (test) => {
+  test('memory flat after step 1; the loss goes down; the loss curve matches the CPU within the f32 error model', async (backend) => {
+    const got = await train(backend, false);
+    expectFlatAndFalling(got, backend.name);
+    const want = await cpuReference();
+    console.log(`[training loop ${backend.name}] curves ${JSON.stringify({ gpu: got.losses, cpu: want.losses, driftTerm: want.driftTerm })}`);
+    let drift = 0, worst = 0, worstAt = 0;
+    for (let k = 0; k < STEPS; k++) {
+      const err = Math.abs(got.losses[k]! - want.losses[k]!);
+      const bound = FWD_REL * Math.abs(want.losses[k]!) + drift;
+      expect(err, `step ${k + 1}: loss ${got.losses[k]} vs CPU ${want.losses[k]}, bound ${bound}`).toBeLessThanOrEqual(bound);
+      if (err / bound > worst) [worst, worstAt] = [err / bound, k + 1];
+      drift += GRAD_REL * want.driftTerm[k]!;
+    }
+    console.log(`[training loop ${backend.name}] largest |loss - CPU| / bound = ${worst.toFixed(3)} at step ${worstAt}; ` +
+      `relative error of steps 1-5: ${got.losses.slice(0, 5).map((l, k) => (Math.abs(l - want.losses[k]!) / want.losses[k]!).toExponential(2)).join(', ')}; ` +
+      `step 1: ${Math.abs(got.losses[0]! - want.losses[0]!) / want.losses[0]!} relative; step ${STEPS}: ${Math.abs(got.losses[STEPS - 1]! - want.losses[STEPS - 1]!) / want.losses[STEPS - 1]!} relative`);
+  }, 900_000);
+}, ['webgpu']);
