@@ -7,22 +7,29 @@
 // Checks: (1) memory is flat after the first step, (2) the loss goes down, (3) the WebGPU (f32) loss
 // curve matches the CPU's (float64 arithmetic on f32 storage) within the error model below.
 //
-// Error model of (3). Two sources of difference:
+// Learning rate: 1e-4 for the UNet's to_out, 1e-3 for the module. At 1e-3 / 1e-2 the dynamics on this
+// batch are chaotic: on the CPU alone, multiplying every gradient by (1 + 1e-5 r), r uniform in [-1, 1],
+// each step moved the loss at step 100 by 4.5e-2 relative (1.7e-3 at step 60), the same size as the
+// WebGPU-vs-CPU difference measured there (5.6e-2), so no bound from f32 rounding can hold over 100 steps.
+// At 1e-4 / 1e-3 the same perturbation moved the loss by at most 3.3e-6 relative over the 100 steps, and
+// the loss still falls by 70 % (0.667 -> 0.198).
+//
+// Error model of (3), for such non-chaotic dynamics. Two sources of difference:
 //  - the forward itself: identical parameters give losses that differ by the f32 rounding of the whole
 //    forward (tens of layers of dot products of length <= 288, each ~sqrt(K) u relative with u = 2^-24,
-//    adding up along the depth): FWD_REL = 1e-4 of the loss, the bound the single training step test
-//    (training_checkpoint.test.ts) holds the same network to.
-//  - drift: from step 2 on the parameters differ. A gradient on WebGPU is off by at most GRAD_REL * G
-//    per element (G = the largest |gradient| of the group; GRAD_REL = 1e-3, that test's bound again).
-//    AdamW moves parameter i by lr * m^_i / (sqrt(v^_i) + eps), about lr * g_i / |g_i| while the moments
-//    follow the gradient, so its update differs by lr * min(2, GRAD_REL * G / |g_i|) (a tiny g_i may flip
-//    its sign: at most 2 lr). To first order that changes the loss by |g_i| times it, at most
-//    lr * GRAD_REL * G for every i, whatever |g_i|: per step at most GRAD_REL * lr * n * G per group
-//    (n parameters). These add up over the steps (first order, no amplification; the printed ratio shows
-//    how much of the bound is used): drift(k) = GRAD_REL * sum_{j<k} sum_groups lr * n * G_j, with G_j from
-//    the CPU's gradients.
+//    adding up along the depth: ~50 * 17 * 6e-8 = 5e-5): FWD_REL = 1e-4 of the loss, also the bound the
+//    single training step test (training_checkpoint.test.ts) holds this network's loss to.
+//  - drift: from step 2 on the parameters differ. The backward has the same depth and dot-product lengths
+//    as the forward, so a gradient element is off by GRAD_REL = 1e-4 of itself. AdamW's update of
+//    parameter i, lr * m^_i / (sqrt(v^_i) + eps), is invariant to the gradient's scale: m^ is linear and
+//    sqrt(v^) homogeneous in the gradients, so a relative error e of the gradients changes it by at most
+//    2 e lr. To first order that changes the loss by sum_i |g_i| * 2 e lr per step, and these add up over
+//    the steps (first order, non-chaotic): drift(k) = 2 GRAD_REL * sum_{j<k} sum_groups lr * |g_j|_1, with
+//    |g_j|_1 the L1 norm of the CPU's gradients of the group at step j.
 // So |L_gpu(k) - L_cpu(k)| <= FWD_REL * L_cpu(k) + drift(k). The first step is held to FWD_REL alone
-// (drift(1) = 0) and the whole curve to the bound; the largest ratio error / bound is printed.
+// (drift(1) = 0), the whole curve to the bound, and the bound must stay small against the loss's fall
+// (else the comparison could not tell a curve that trains from one that does not); the largest ratio
+// error / bound is printed.
 
 import { ControlNeXt, ControlNeXtLightModule, TINY_UNET_CONFIG } from '@cnx/controlnext';
 import { AdamW, CpuBackend, RandomWeights, backward, ops, scope, type Backend, type Tensor } from '@cnx/tensor';
@@ -32,15 +39,15 @@ import { randomArray } from '../../../test/harness/allclose.js';
 import { describeEachBackend } from '../../../test/harness/backends.js';
 
 const STEPS = 100;
-const LR = 1e-3;
+const LR = 1e-4;
 /** Relative f32 error of one forward's loss (see the error model above). */
 const FWD_REL = 1e-4;
-/** Relative f32 error of a gradient, of the gradient's scale (see the error model above). */
-const GRAD_REL = 1e-3;
+/** Relative f32 error of a gradient element (see the error model above). */
+const GRAD_REL = 1e-4;
 
 interface Curve {
   losses: number[];
-  /** Per step, sum over groups of lr * n * max|g| (the drift bound's term; CPU only). */
+  /** Per step, sum over groups of lr * |g|_1 (the drift bound's term; CPU only). */
   driftTerm: number[];
   /** backend.memory().liveBytes after each step. */
   live: number[];
@@ -85,14 +92,13 @@ async function train(backend: Backend, withGradNorms: boolean): Promise<Curve> {
     if (withGradNorms) {
       let s = 0;
       for (const group of opt.paramGroups) {
-        let n = 0, G = 0;
         for (const [name, p] of opt.parameters()) {
           if (!group.names.includes(name)) continue;
           const d = await p.grad!.data();
-          n += d.length;
-          for (let i = 0; i < d.length; i++) G = Math.max(G, Math.abs(d[i]!));
+          let l1 = 0;
+          for (let i = 0; i < d.length; i++) l1 += Math.abs(d[i]!);
+          s += group.lr * l1;
         }
-        s += group.lr * n * G;
       }
       curve.driftTerm.push(s);
     }
@@ -142,17 +148,20 @@ describeEachBackend('ControlNeXt training loop, 100 fused AdamW steps, vs the CP
     const got = await train(backend, false);
     expectFlatAndFalling(got, backend.name);
     const want = await cpuReference();
-    console.log(`[training loop ${backend.name}] curves ${JSON.stringify({ gpu: got.losses, cpu: want.losses, driftTerm: want.driftTerm })}`);
     let drift = 0, worst = 0, worstAt = 0;
     for (let k = 0; k < STEPS; k++) {
       const err = Math.abs(got.losses[k]! - want.losses[k]!);
       const bound = FWD_REL * Math.abs(want.losses[k]!) + drift;
       expect(err, `step ${k + 1}: loss ${got.losses[k]} vs CPU ${want.losses[k]}, bound ${bound}`).toBeLessThanOrEqual(bound);
       if (err / bound > worst) [worst, worstAt] = [err / bound, k + 1];
-      drift += GRAD_REL * want.driftTerm[k]!;
+      drift += 2 * GRAD_REL * want.driftTerm[k]!;
     }
+    const fall = want.losses[0]! - want.losses[STEPS - 1]!;
+    const lastBound = FWD_REL * want.losses[STEPS - 1]! + drift - 2 * GRAD_REL * want.driftTerm[STEPS - 1]!;
+    expect(lastBound, 'the bound at the last step against the loss fall').toBeLessThan(0.01 * fall);
     console.log(`[training loop ${backend.name}] largest |loss - CPU| / bound = ${worst.toFixed(3)} at step ${worstAt}; ` +
       `relative error of steps 1-5: ${got.losses.slice(0, 5).map((l, k) => (Math.abs(l - want.losses[k]!) / want.losses[k]!).toExponential(2)).join(', ')}; ` +
-      `step 1: ${Math.abs(got.losses[0]! - want.losses[0]!) / want.losses[0]!} relative; step ${STEPS}: ${Math.abs(got.losses[STEPS - 1]! - want.losses[STEPS - 1]!) / want.losses[STEPS - 1]!} relative`);
+      `step 1: ${Math.abs(got.losses[0]! - want.losses[0]!) / want.losses[0]!} relative; step ${STEPS}: ${Math.abs(got.losses[STEPS - 1]! - want.losses[STEPS - 1]!) / want.losses[STEPS - 1]!} relative; ` +
+      `bound at step ${STEPS}: ${(lastBound / want.losses[STEPS - 1]!).toExponential(2)} of the loss, ${(lastBound / fall).toExponential(2)} of its fall`);
   }, 900_000);
 }, ['webgpu']);
