@@ -33,7 +33,7 @@ export interface TrainStep {
   readonly optimizer: AdamW;
   /** Trainable parameters as built: the module's and the UNet's `to_out` ones. */
   readonly params: { module: number; unetToOut: number };
-  /** One training step at `t` (the timestep values do not change the cost). */
+  /** One training step; `round` picks the timesteps (their values do not change the cost). */
   step(round: number, clock?: Clock): Promise<PhaseTimes>;
   dispose(): void;
 }
