@@ -34,6 +34,8 @@ export interface BenchOptions {
   seed: number;
   /** Run even where the pre-flight estimate says it will take very long. */
   force: boolean;
+  /** Time a training step instead (train_bench.ts): forward + backward + AdamW of ControlNeXt light on SD1.5. */
+  train: boolean;
 }
 
 export const HELP = `Usage: npm run bench -- [options]    (or: node bench/dist/main.js [options])
@@ -66,6 +68,10 @@ Options:
   --wide                   print every column (default: a narrow table; the JSON and latest.md have all)
   --seed N                 random weights / inputs seed (default 0)
   --force                  run even when the pre-flight estimate exceeds 15 minutes per configuration
+  --train                  time one training step instead: forward + backward + fused AdamW of the light
+                           ControlNeXt module (SD1.5-Training) with the UNet's to_out parameters trained,
+                           --batch samples (no CFG), phases timed apart; writes <out>/train-<backend>-<res>.json
+                           (--variants, --dtype f16 and --model sdxl do not apply)
   --help                   this text
 `;
 
@@ -96,7 +102,7 @@ function parse(argv: string[]): BenchOptions | 'help' {
       model: { type: 'string' }, backend: { type: 'string' }, adapter: { type: 'string' }, resolution: { type: 'string' },
       steps: { type: 'string' }, warmup: { type: 'string' }, batch: { type: 'string' },
       variants: { type: 'string' }, dtype: { type: 'string' }, out: { type: 'string' }, seed: { type: 'string' },
-      force: { type: 'boolean' }, wide: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      force: { type: 'boolean' }, wide: { type: 'boolean' }, train: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
     },
     strict: true,
   });
@@ -116,6 +122,12 @@ function parse(argv: string[]): BenchOptions | 'help' {
       `${Math.log2(mult / 8)} times), found ${resolution.join('x')}`);
   }
   const dtype = values.dtype ?? 'f32';
+  if (values.train) {
+    // The training step is SD1.5-Training's recipe in f32: refuse what would silently not apply.
+    if (modelName !== 'sd15') throw new BenchUsageError(`--train: only --model sd15 (the SD1.5-Training recipe), found '${modelName}'`);
+    if (dtype !== 'f32') throw new BenchUsageError(`--train: training runs in f32 (the optimizer's dtype), found --dtype ${dtype}`);
+    if (values.variants !== undefined) throw new BenchUsageError('--train: --variants does not apply (one training configuration)');
+  }
   if (dtype !== 'f32' && dtype !== 'f16') throw new BenchUsageError(`--dtype: expected f32 or f16, found '${dtype}'`);
   const ids = model.variantIds;
   let variants: string[] = [...ids];
@@ -138,5 +150,6 @@ function parse(argv: string[]): BenchOptions | 'help' {
     wide: values.wide ?? false,
     seed: positiveInt('seed', values.seed, 0, 0),
     force: values.force ?? false,
+    train: values.train ?? false,
   };
 }

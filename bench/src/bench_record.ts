@@ -82,3 +82,52 @@ export interface BenchRecord {
   /** Why some numbers should not be trusted: samples spread over the overhead, a busy machine (spread_warnings.ts, machine_load.ts). */
   warnings?: string[];
 }
+
+/** The record of one `npm run bench -- --train` run (bench/results/train-<backend>-<res>.json): one training step, timed by phase. */
+export interface TrainBenchRecord {
+  tool: 'controlnext-ts bench --train';
+  environment: RunEnvironment;
+  backend: { name: string; description: string; adapter?: string; timing: string };
+  /** What a step is: the models, the trainable set, the loss. */
+  model: string;
+  resolution: [number, number];
+  latent: [number, number];
+  /** Training samples per step (no CFG in training). */
+  batch: number;
+  steps: number;
+  warmup: number;
+  seed: number;
+  /** UNet + module + optimizer build time (random weights), s. */
+  buildSeconds: number;
+  optimizer: { name: 'AdamW'; fused: boolean; betas: [number, number]; eps: number; weightDecay: number; groups: { what: string; lr: number; params: number }[] };
+  /** Trainable parameters as built (counted from the models' tensors) and as the cost model counts them. */
+  trainableParams: { module: number; unetToOut: number; total: number; costModel: number };
+  /** Per-step wall time of the whole step and of each phase, ms (each phase up to the queue drain). */
+  stepMs: SampleStats;
+  forwardMs: SampleStats;
+  backwardMs: SampleStats;
+  optimizerMs: SampleStats;
+  /** Raw per-step samples, ms, in step order. */
+  samplesMs: { step: number[]; forward: number[]; backward: number[]; optimizer: number[] };
+  /** Summed GPU pass time per phase, medians in ms (timestamp queries; WebGPU with 'timestamp-query' only). */
+  gpuMs?: { forward: number; backward: number; optimizer: number };
+  /** Analytic FLOPs per step (bench/src/training_cost.ts): matmul-class and other, per pass. */
+  flops: { forward: { matmul: number; other: number }; backward: { matmul: number; other: number }; optimizer: number };
+  /** Matmul-class FLOPs / median wall time of the pass (step: forward + backward matmul over the step median). */
+  achievedGflops: { step: number; forward: number; backward: number };
+  memory: {
+    /** Backend bytes live at the start of a step: weights, the optimizer's flat parameters and moments. */
+    liveAtStartBytes: number;
+    /** Backend high-water mark over the timed steps (resetPeak before each). */
+    backendPeakBytes: number;
+    /** backendPeakBytes - liveAtStartBytes: the tape, gradients and temporaries of one step. */
+    stepWorkingBytes: number;
+    /** exp_avg + exp_avg_sq, f32. */
+    optimizerStateBytes: number;
+    hostPeakRssBytes: number;
+    hostPeakHeapBytes: number;
+  };
+  notes: string[];
+  machine: MachineLoad;
+  warnings: string[];
+}

@@ -29,6 +29,8 @@ export interface CostEntry {
   path: string;
   kind: CostKind;
   flops: number;
+  /** The part of `flops` that adds the bias (conv, linear; 0 without a bias): the training cost model splits it off. */
+  biasFlops?: number;
   params: number;
   stage: Stage;
 }
@@ -55,8 +57,8 @@ export class CostLedger {
     try { return fn(); } finally { this.stage = prev; }
   }
 
-  private add(path: string, kind: CostKind, flops: number, params: number): void {
-    this.entries.push({ path, kind, flops, params, stage: this.stage });
+  private add(path: string, kind: CostKind, flops: number, params: number, biasFlops?: number): void {
+    this.entries.push({ path, kind, flops, params, stage: this.stage, ...(biasFlops !== undefined ? { biasFlops } : {}) });
   }
 
   private tensor(name: string, elements: number): void {
@@ -76,7 +78,7 @@ export class CostLedger {
     if (Ho <= 0 || Wo <= 0) throw new Error(`${path}: kernel ${kernel} does not fit input ${H}x${W}`);
     const outEl = this.batch * outChannels * Ho * Wo;
     const weights = outChannels * (C / g) * kernel * kernel;
-    this.add(path, 'conv', 2 * outEl * (C / g) * kernel * kernel + (bias ? outEl : 0), weights + (bias ? outChannels : 0));
+    this.add(path, 'conv', 2 * outEl * (C / g) * kernel * kernel + (bias ? outEl : 0), weights + (bias ? outChannels : 0), bias ? outEl : 0);
     this.tensor(`${path} output`, outEl);
     this.tensor(`${path}.weight`, weights);
     return [outChannels, Ho, Wo];
@@ -84,7 +86,7 @@ export class CostLedger {
 
   /** Linear over `rows` rows (all samples together): [rows, inF] -> [rows, outF]. */
   linear(path: string, rows: number, inF: number, outF: number, bias = true): void {
-    this.add(path, 'linear', 2 * rows * inF * outF + (bias ? rows * outF : 0), inF * outF + (bias ? outF : 0));
+    this.add(path, 'linear', 2 * rows * inF * outF + (bias ? rows * outF : 0), inF * outF + (bias ? outF : 0), bias ? rows * outF : 0);
     this.tensor(`${path} output`, rows * outF);
     this.tensor(`${path}.weight`, inF * outF);
   }

@@ -24,6 +24,7 @@ import { BENCH_MODELS } from './bench_model.js';
 import type { StepRunner } from './sd15_step.js';
 import { sampleStats } from './stats.js';
 import { latencyFigures, timeRoundRobin, type Timed } from './step_timing.js';
+import { runTrainBench, trainSummary, writeTrainRecord } from './train_bench.js';
 import { latentOf, type Geometry } from './variants.js';
 
 /** Run one step of each configuration until one throws; its id, or undefined if none does. */
@@ -46,6 +47,7 @@ async function main(): Promise<void> {
     return;
   }
   const o = parsed;
+  if (o.train) return trainMain(o);
   const model = BENCH_MODELS[o.model];
   const loadBefore = loadSnapshot();
   const g: Geometry = { resolution: o.resolution, images: o.batch };
@@ -224,6 +226,17 @@ async function main(): Promise<void> {
   } finally {
     backend.destroy();
   }
+}
+
+/** --train: time the training step, print the summary, write the record. */
+async function trainMain(o: BenchOptions): Promise<void> {
+  const progress = new Progress();
+  const record = await runTrainBench(o, (m) => progress.update(m));
+  progress.done();
+  console.log(trainSummary(record));
+  if (record.notes.length) console.log(`\n${record.notes.map((n) => `note: ${n}`).join('\n')}`);
+  if (record.warnings.length) process.stderr.write(`\n${record.warnings.map((w) => `WARNING: ${w}`).join('\n')}\n`);
+  console.log(`\nwrote ${writeTrainRecord(record, o.out)}`);
 }
 
 main().catch((e: unknown) => {

@@ -44,7 +44,8 @@ export interface StepInputs {
   image: Tensor;
 }
 
-function mulberry(seed: number): () => number {
+/** A seeded uniform [0, 1) generator (mulberry32): the bench's inputs are a pure function of --seed. */
+export function mulberry(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
@@ -55,7 +56,8 @@ function mulberry(seed: number): () => number {
   };
 }
 
-function randomTensor(backend: Backend, shape: number[], rnd: () => number, lo: number, hi: number): Tensor {
+/** A tensor of `shape` uniform in [lo, hi) from `rnd`. */
+export function randomTensor(backend: Backend, shape: number[], rnd: () => number, lo: number, hi: number): Tensor {
   const n = shape.reduce((p, d) => p * d, 1);
   const data = new Float32Array(n);
   for (let i = 0; i < n; i++) data[i] = lo + (hi - lo) * rnd();
@@ -76,6 +78,11 @@ export function makeInputs(backend: Backend, g: Geometry, seed: number): StepInp
 
 export function disposeInputs(i: StepInputs): void {
   [i.latents, i.context, i.imageCfg, i.image].forEach((t) => t.dispose());
+}
+
+/** The light (SD1.5-Training) module at the released widths, injected after down_blocks[0] (320 channels). */
+export function buildLightModule(backend: Backend, seed: number): ControlNeXtLightModule {
+  return new ControlNeXtLightModule(new RandomWeights({ seed }), backend, lightReleasedStructure(SD15_UNET_CONFIG.block_out_channels[0], 0.35));
 }
 
 export function buildUnet(backend: Backend, seed: number): UNet2DConditionModel {
@@ -129,10 +136,9 @@ export async function buildRunner(id: VariantId, backend: Backend, unet: UNet2DC
 
     case 'controlnext-release':
     case 'controlnext-light': {
-      const ws = new RandomWeights({ seed: seed + 2 });
       const module = v.control === 'controlnext-release'
-        ? new ControlNeXtSD15Module(ws, backend, RELEASE_SD15_STRUCTURE)
-        : new ControlNeXtLightModule(ws, backend, lightReleasedStructure(SD15_UNET_CONFIG.block_out_channels[0], 0.35));
+        ? new ControlNeXtSD15Module(new RandomWeights({ seed: seed + 2 }), backend, RELEASE_SD15_STRUCTURE)
+        : buildLightModule(backend, seed + 2);
       const cnx = new ControlNeXt(v.control === 'controlnext-release' ? 'sd15' : 'sd15_training', module, backend);
       let prepared: PreparedControl | undefined;
       /** Our path runs the module per prompt image; a CFG batch of 2B needs the [B] map twice (B > 1). */

@@ -67,7 +67,7 @@ export function latentOf(g: Geometry): [number, number] {
 }
 
 /** UNet parameters whose names contain `to_out`: the tensors both ControlNeXt SD1.5 recipes fine-tune (spec §4.3). */
-function toOutParams(unet: CostLedger): number {
+export function toOutParams(unet: CostLedger): number {
   return unet.entries.filter((e) => e.path.includes('.to_out')).reduce((s, e) => s + e.params, 0);
 }
 
@@ -75,8 +75,12 @@ export function unetLedger(g: Geometry): CostLedger {
   return unetCost(SD15_UNET_CONFIG, { batch: 2 * g.images, latent: latentOf(g), seqLen: SD15_SEQ_LEN });
 }
 
-export function controlLedger(v: VariantInfo, g: Geometry): CostLedger | undefined {
-  const cfgBatch = 2 * g.images, batch = v.path === 'optimised' ? g.images : cfgBatch;
+/**
+ * The control network's forward ledger in a denoising step; `batches` overrides the batches (training:
+ * no CFG, the module and the UNet both on the image batch).
+ */
+export function controlLedger(v: VariantInfo, g: Geometry, batches?: { batch: number; featureBatch: number }): CostLedger | undefined {
+  const cfgBatch = batches?.featureBatch ?? 2 * g.images, batch = batches?.batch ?? (v.path === 'optimised' ? g.images : cfgBatch);
   const [h, w] = latentOf(g);
   const ch = SD15_UNET_CONFIG.block_out_channels;
   switch (v.control) {
