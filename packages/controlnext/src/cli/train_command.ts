@@ -22,7 +22,7 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statS
 import { join } from 'node:path';
 import ndarray from 'ndarray';
 import { compileProgressPrinter, createBackend, watchCompiles } from '@cnx/kernels';
-import { RandomWeights, setGradEnabled, type Backend } from '@cnx/tensor';
+import { RandomWeights, noGrad, setGradEnabled, type Backend } from '@cnx/tensor';
 import { createScheduler, readSchedulerConfigFile, type AutoencoderKL, type UNet2DConditionModel } from '@cnx/unet';
 import { ControlNeXt } from '../controlnext/controlnext.js';
 import { ControlNeXtLightModule, lightReleasedStructure, type LightStructure } from '../controlnext/controlnext_light.js';
@@ -139,7 +139,82 @@ interface ValidationSample {
   prompt: string;
   control: ImageArray;
   target?: ImageArray;
+  /** The target through the VAE (decode(encode(target).mean)): the best the model can draw with this VAE. */
+  roundTrip?: ImageArray;
+  /** The target's latents (encode(target).mean * scaling_factor) [C * h * w], and their shape. */
+  targetLatents?: Float32Array;
+  latentShape?: readonly [number, number, number];
   shape?: ShapeSample;
+}
+
+/** decode(encode(image).mean) as an image in [0, 1] (clamped), and the latents encode(image).mean * scaling_factor. */
+async function vaeRoundTrip(vae: AutoencoderKL, image: ImageArray, backend: Backend): Promise<{ image: ImageArray; latents: Float32Array; latentShape: [number, number, number] }> {
+  const [H, W] = image.shape as [number, number];
+  const planar = new Float32Array(3 * H * W);
+  for (let c = 0; c < 3; c++) for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) planar[(c * H + y) * W + x] = image.get(y, x, c) * 2 - 1;
+  const x = backend.fromRaw(planar, [1, 3, H, W]);
+  const post = noGrad(() => vae.encode(x));
+  x.dispose();
+  const out = noGrad(() => vae.decode(post.mean));
+  const mean = await post.mean.data();
+  const latentShape = post.mean.shape.slice(1) as [number, number, number];
+  post.mean.dispose(); post.logvar.dispose(); post.std.dispose();
+  const data = await out.data();
+  out.dispose();
+  const rgb = new Float32Array(3 * H * W);
+  for (let c = 0; c < 3; c++) for (let i = 0; i < H * W; i++) rgb[3 * i + c] = Math.min(1, Math.max(0, data[c * H * W + i]! * 0.5 + 0.5));
+  return { image: ndarray(rgb, [H, W, 3]), latents: Float32Array.from(mean, (v) => v * vae.scalingFactor), latentShape };
+}
+
+/** Pearson correlation of two equally long vectors (0 when either is constant). */
+function correlation(a: Float32Array, b: Float32Array): number {
+  const n = a.length;
+  let ma = 0, mb = 0;
+  for (let i = 0; i < n; i++) { ma += a[i]!; mb += b[i]!; }
+  ma /= n; mb /= n;
+  let sab = 0, saa = 0, sbb = 0;
+  for (let i = 0; i < n; i++) { const x = a[i]! - ma, y = b[i]! - mb; sab += x * y; saa += x * x; sbb += y * y; }
+  return saa > 0 && sbb > 0 ? sab / Math.sqrt(saa * sbb) : 0;
+}
+
+/**
+ * Latent channels 0..2 as an RGB image upscaled (nearest) to size x size, each channel mapped to [0, 1]
+ * by `range` (the target latents' min and max per channel, so generated and target share one scale).
+ */
+function latentImage(lat: Float32Array, [C, h, w]: readonly [number, number, number], size: number, range: readonly (readonly [number, number])[]): ImageArray {
+  const out = new Float32Array(size * size * 3);
+  for (let y = 0; y < size; y++) for (let x = 0; x < size; x++) for (let c = 0; c < Math.min(3, C); c++) {
+    const v = lat[(c * h + Math.floor((y * h) / size)) * w + Math.floor((x * w) / size)]!;
+    const [lo, hi] = range[c]!;
+    out[(y * size + x) * 3 + c] = hi > lo ? Math.min(1, Math.max(0, (v - lo) / (hi - lo))) : 0.5;
+  }
+  return ndarray(out, [size, size, 3]);
+}
+
+function channelRanges(lat: Float32Array, [C, h, w]: readonly [number, number, number]): [number, number][] {
+  return Array.from({ length: C }, (_, c) => {
+    let lo = Infinity, hi = -Infinity;
+    for (let i = 0; i < h * w; i++) { const v = lat[c * h * w + i]!; lo = Math.min(lo, v); hi = Math.max(hi, v); }
+    return [lo, hi] as [number, number];
+  });
+}
+
+/**
+ * The sample with its shape and background colours replaced by the mean colours of `reference` inside and
+ * outside the mask: a random-weight VAE does not reproduce the prompt's colours, so the shape IoU against
+ * the prompt colours says little there; against the colours the VAE actually gives the target it measures
+ * whether the shape is drawn where the control says.
+ */
+function withReferenceColours(s: ShapeSample, reference: ImageArray): ShapeSample {
+  const sum = [[0, 0, 0], [0, 0, 0]], n = [0, 0];
+  const W = s.size;
+  for (let i = 0; i < s.size * s.size; i++) {
+    const k = s.mask[i] ? 0 : 1;
+    n[k]!++;
+    for (let c = 0; c < 3; c++) sum[k]![c]! += reference.get(Math.floor(i / W), i % W, c) * 255;
+  }
+  const mean = (k: number) => sum[k]!.map((v) => v / Math.max(1, n[k]!)) as unknown as readonly [number, number, number];
+  return { ...s, rgb: mean(0), backgroundRgb: mean(1) };
 }
 
 /** A grid: one row per sample of [control | generated | target?], 2-pixel grey gutters. */
@@ -315,7 +390,9 @@ export async function runTrain(argv: readonly string[], io: CommandIO): Promise<
       const { start, count, ...opts } = shapeInfo;
       for (let k = 0; k < num('validation-samples')!; k++) {
         const s = shapeSample(start + count + k, { ...opts, size: R });
-        validation.push({ prompt: s.prompt, control: rgbBytesToImage(s.control, R, R), target: rgbBytesToImage(s.target, R, R), shape: s });
+        const target = rgbBytesToImage(s.target, R, R);
+        const rt = await vaeRoundTrip(vae, target, backend);
+        validation.push({ prompt: s.prompt, control: rgbBytesToImage(s.control, R, R), target, roundTrip: rt.image, targetLatents: rt.latents, latentShape: rt.latentShape, shape: s });
       }
     }
     if (validation.length > 0 && injection === 'zero_conv') {
@@ -346,7 +423,7 @@ export async function runTrain(argv: readonly string[], io: CommandIO): Promise<
       elapsedBefore = kept.length ? Number(kept[kept.length - 1]!['elapsed_s']) || 0 : 0;
     }
     const validationCsv = join(output, 'validation.csv');
-    if (!existsSync(validationCsv) || resumeDir === undefined) writeFileSync(validationCsv, 'step,mean_iou,min_iou,max_iou,file\n');
+    if (!existsSync(validationCsv) || resumeDir === undefined) writeFileSync(validationCsv, 'step,mean_iou,min_iou,max_iou,mean_iou_vae_colours,vae_round_trip_iou,latent_correlation,file\n');
 
     const writeLossSvg = () => {
       if (lossRows.length === 0) return;
@@ -361,7 +438,7 @@ export async function runTrain(argv: readonly string[], io: CommandIO): Promise<
       mkdirSync(join(output, 'validation'), { recursive: true });
       // Inference only: nothing to record for backward (the trained tensors require gradients).
       const prev = setGradEnabled(false);
-      const rows: ImageArray[][] = [], generated: ImageArray[] = [];
+      const rows: ImageArray[][] = [], generated: ImageArray[] = [], latentCorr: number[] = [];
       try {
         for (const [k, s] of validation.entries()) {
           const control = imageToTensor(s.control, backend);
@@ -371,9 +448,15 @@ export async function runTrain(argv: readonly string[], io: CommandIO): Promise<
               guidanceScale: num('validation-guidance'), seed: (v['seed'] as number) + k,
             });
             const [img] = await tensorToImages(r.images);
+            const lat = await r.latents.data();
             r.images.dispose(); r.latents.dispose();
             generated.push(img!);
-            rows.push(s.target ? [s.control, img!, s.target] : [s.control, img!]);
+            if (s.targetLatents && s.latentShape) {
+              // Latent view: what the denoiser drew (left) and the target's latents (right), one colour scale.
+              const range = channelRanges(s.targetLatents, s.latentShape);
+              latentCorr.push(correlation(lat, s.targetLatents));
+              rows.push([s.control, img!, s.roundTrip!, s.target!, latentImage(lat, s.latentShape, R, range), latentImage(s.targetLatents, s.latentShape, R, range)]);
+            } else rows.push(s.target ? [s.control, img!, s.target] : [s.control, img!]);
           } finally {
             control.dispose();
           }
@@ -383,11 +466,15 @@ export async function runTrain(argv: readonly string[], io: CommandIO): Promise<
       }
       const file = join(output, 'validation', `step-${step}.png`);
       writeImage(file, validationGrid(rows));
-      let iouText = '', iouCsv = ',,';
-      if (validation.every((s) => s.shape)) {
+      let iouText = '', iouCsv = ',,,,,';
+      if (validation.every((s) => s.shape && s.roundTrip)) {
         const iou = meanShapeIoU(generated, validation.map((s) => s.shape!));
-        iouText = ` mean_iou=${iou.mean.toFixed(4)}`;
-        iouCsv = `${iou.mean},${iou.min},${iou.max}`;
+        const refSamples = validation.map((s) => withReferenceColours(s.shape!, s.roundTrip!));
+        const ref = meanShapeIoU(generated, refSamples);
+        const ceiling = meanShapeIoU(validation.map((s) => s.roundTrip!), refSamples);
+        const corr = latentCorr.reduce((a, b) => a + b, 0) / latentCorr.length;
+        iouText = ` mean_iou=${iou.mean.toFixed(4)} mean_iou_vae_colours=${ref.mean.toFixed(4)} vae_round_trip_iou=${ceiling.mean.toFixed(4)} latent_corr=${corr.toFixed(4)}`;
+        iouCsv = `${iou.mean},${iou.min},${iou.max},${ref.mean},${ceiling.mean},${corr}`;
       }
       appendFileSync(validationCsv, `${step},${iouCsv},${join('validation', `step-${step}.png`)}\n`);
       io.stdout.write(`validation step=${step} file=${file}${iouText}\n`);
