@@ -290,7 +290,12 @@ export async function runTrain(argv: readonly string[], io: CommandIO): Promise<
   if (resumeDir !== undefined) {
     try {
       resumeFiles = readTrainingCheckpoint(resumeDir);
-      resumeStep = (JSON.parse(new TextDecoder().decode(resumeFiles[CHECKPOINT_FILES.state])) as { step: number }).step;
+      const state = JSON.parse(new TextDecoder().decode(resumeFiles[CHECKPOINT_FILES.state])) as { step: number; seed: unknown; injection: unknown; unetTrainable: unknown };
+      resumeStep = state.step;
+      // What the trainer checks again, named by flag before any model loads.
+      const mismatch = ([['seed', state.seed, v['seed']], ['injection', state.injection, injection], ['unet-trainable', state.unetTrainable, String(unetTrainable)]] as const)
+        .find(([, saved, now]) => saved !== now);
+      if (mismatch) throw new Error(`the checkpoint was trained with --${mismatch[0]} ${String(mismatch[1])}, this run has ${String(mismatch[2])} (give the checkpoint's value)`);
     } catch (e) {
       throw new UsageError(`--resume: ${(e as Error).message}`);
     }
@@ -405,7 +410,7 @@ export async function runTrain(argv: readonly string[], io: CommandIO): Promise<
       unet, controlnext: cnx, schedule: trainingNoiseSchedule(schedulerConfig), learningRate: num('learning-rate')!,
       controlLrMultiplier: num('control-lr-multiplier'), maxGradNorm: num('max-grad-norm'), unetTrainable, injection,
       gradientCheckpointing: v['gradient-checkpointing'] === true, seed: v['seed'] as number, resume: resumeFiles,
-    }).catch((e: Error) => { throw resumeFiles ? new UsageError(`--resume: ${e.message}`) : e; });
+    }).catch((e: Error) => { throw resumeFiles ? new UsageError(`--resume: ${e.message.replace(/^resume: /, '')}`) : e; });
     const counts = trainer.parameterCounts();
     io.stderr.write(`training: ${counts.control} control-module values at lr ${num('learning-rate')! * (num('control-lr-multiplier') ?? 10)}, ${counts.unet} UNet values at lr ${num('learning-rate')}; ` +
       `steps ${trainer.step + 1}..${steps}, batch ${num('batch-size')}, ${cache.batchesPerEpoch} batches per epoch\n`);
