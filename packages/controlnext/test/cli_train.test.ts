@@ -14,13 +14,17 @@ import { ControlNeXt, detectVariant, loadPipeline, main, parseStepLogCsv, readIm
 const dir = mkdtempSync(join(tmpdir(), 'cnx-train-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-async function run(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
+async function runOn(isTTY: boolean, argv: string[]): Promise<{ code: number; out: string; err: string }> {
   let out = '', err = '';
   const code = await main(argv, {
     stdout: { write: (s: string) => { out += s; return true; } },
-    stderr: { isTTY: false, write: (s: string) => { err += s; return true; } },
+    stderr: { isTTY, write: (s: string) => { err += s; return true; } },
   });
   return { code, out, err };
+}
+
+function run(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  return runOn(false, argv);
 }
 
 /** The tiny recipe of these tests: 8 samples at 64 px, batch 2, CPU. */
@@ -108,6 +112,15 @@ describe('cnx train', () => {
       const [, mean, min, max] = l.split(',').map(Number);
       expect(min! <= mean! && mean! <= max! && min! >= 0 && max! <= 1, l).toBe(true);
     }
+  });
+
+  it('on a terminal: a self-rewriting bar with step, loss, it/s and ETA on stderr, no step lines on stdout', async () => {
+    const r = await runOn(true, ['train', ...BASE, '--output', join(dir, 'tty'), '--steps', '2', '--validation-samples', '0']);
+    expect(r.code, r.err).toBe(0);
+    expect(r.err).toMatch(/\r\[#+\.*\] step 1\/2 {2}loss [0-9.]+ {2}[0-9.]+ (it|s)\/(s|it) {2}ETA \d+s\x1b\[K/);
+    expect(r.err).toMatch(/\r\[#{24}\] step 2\/2 /);
+    expect(r.out).not.toMatch(/^step=/m);
+    expect(r.out).toMatch(/^done steps=2 /m);
   });
 
   it('resume after 2 steps reproduces an uninterrupted 4-step run byte for byte (weights, optimizer, loss rows)', async () => {

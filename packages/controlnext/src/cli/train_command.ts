@@ -412,7 +412,7 @@ export async function runTrain(argv: readonly string[], io: CommandIO): Promise<
       gradientCheckpointing: v['gradient-checkpointing'] === true, seed: v['seed'] as number, resume: resumeFiles,
     }).catch((e: Error) => { throw resumeFiles ? new UsageError(`--resume: ${e.message.replace(/^resume: /, '')}`) : e; });
     const counts = trainer.parameterCounts();
-    io.stderr.write(`training: ${counts.control} control-module values at lr ${num('learning-rate')! * (num('control-lr-multiplier') ?? 10)}, ${counts.unet} UNet values at lr ${num('learning-rate')}; ` +
+    io.stderr.write(`training: ${counts.control} control-module values at lr ${(num('learning-rate')! * num('control-lr-multiplier')!).toPrecision(3)}, ${counts.unet} UNet values at lr ${num('learning-rate')}; ` +
       `steps ${trainer.step + 1}..${steps}, batch ${num('batch-size')}, ${cache.batchesPerEpoch} batches per epoch\n`);
     pipeline = new ControllableDiffusionPipeline({ unet, vae, scheduler: createScheduler('unipc', schedulerConfig), textEncoder, control: new ControlNeXtControl(cnx) });
 
