@@ -61,6 +61,7 @@ describe('cnx train', () => {
       [['--shapes', '8', '--output', out, '--resume', dir], /--resume: .* is not a training checkpoint folder/],
       [['--shapes', '8', '--output', nonEmpty], /--output: .*non-empty is not empty \(it holds a training run: continue it with --resume/],
       [['--shapes', '8', '--output', out, '--injection', 'add'], /--injection must be one of cross_norm, zero_conv, found 'add'/],
+      [['--shapes', '8', '--output', out, '--latents', 'mode'], /--latents must be one of sample, mean, found 'mode'/],
       [['--shapes', '8', '--output', out, '--learning-rate', 'fast'], /--learning-rate must be a number/],
       [['--shapes', '8', '--output', out, '--unet-trainable', '/(/'], /--unet-trainable: \/\(\/ is not a regular expression/],
       [['--shapes', '8', '--output', out, '--adapter', 'gpu'], /--adapter .* needs --backend webgpu/],

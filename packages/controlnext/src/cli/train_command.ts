@@ -69,6 +69,7 @@ export const TRAIN_OPTIONS: readonly OptionSpec[] = [
   { name: 'injection', type: 'string', metavar: 'NAME', description: 'cross_norm: the recipe\'s cross normalisation; zero_conv: the ablation baseline (its checkpoints do not run in the pipeline, so it gets no validation images)', default: 'cross_norm', choices: ['cross_norm', 'zero_conv'] },
   { name: 'unet-trainable', type: 'string', metavar: 'PATTERN', description: 'UNet parameters trained with the module: a substring of their names, or /REGEX/', default: 'to_out' },
   { name: 'gradient-checkpointing', type: 'boolean', description: 'recompute each UNet / module block in backward: less memory, ~1.3x the time' },
+  { name: 'latents', type: 'string', metavar: 'MODE', description: 'training latents: sample (latent_dist.sample(), as the recipe) or mean (latent_dist.mode(); for a VAE whose posterior noise drowns the image, e.g. the random tiny one)', default: 'sample', choices: ['sample', 'mean'] },
   { name: 'max-train-samples', type: 'integer', metavar: 'N', description: 'use only the first N samples of the dataset', min: 1, max: 100_000_000 },
   { name: 'proportion-empty-prompts', type: 'number', metavar: 'P', description: 'probability of replacing a sample\'s prompt by the empty-prompt text ("PBH", as the recipe)', default: 0, min: 0, max: 1 },
   { name: 'validation-prompt', type: 'list', metavar: 'TEXT', description: 'validation prompt (repeatable, paired in order with --validation-image)' },
@@ -379,7 +380,7 @@ export async function runTrain(argv: readonly string[], io: CommandIO): Promise<
     const t0 = performance.now();
     const cache = await TrainingDataCache.build(source, {
       backend, vae, textEncoder: textEncoder!, resolution: R, batchSize: num('batch-size')!, seed: v['seed'] as number,
-      proportionEmptyPrompts: num('proportion-empty-prompts'),
+      proportionEmptyPrompts: num('proportion-empty-prompts'), latents: str('latents') as 'sample' | 'mean',
     });
     io.stderr.write(`data: ${source.length} samples from ${dataDir} at ${R}x${R}, encoded in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
 
