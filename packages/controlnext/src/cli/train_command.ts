@@ -429,7 +429,13 @@ export async function runTrain(argv: readonly string[], io: CommandIO): Promise<
       elapsedBefore = kept.length ? Number(kept[kept.length - 1]!['elapsed_s']) || 0 : 0;
     }
     const validationCsv = join(output, 'validation.csv');
-    if (!existsSync(validationCsv) || resumeDir === undefined) writeFileSync(validationCsv, 'step,mean_iou,min_iou,max_iou,mean_iou_vae_colours,vae_round_trip_iou,latent_correlation,file\n');
+    {
+      // A resumed run keeps the validations up to its step (a run that went past the checkpoint redoes the rest).
+      const header = 'step,mean_iou,min_iou,max_iou,mean_iou_vae_colours,vae_round_trip_iou,latent_correlation,file\n';
+      const kept = resumeDir !== undefined && existsSync(validationCsv)
+        ? readFileSync(validationCsv, 'utf8').split('\n').slice(1).filter((l) => l !== '' && Number(l.split(',')[0]) <= resumeStep) : [];
+      writeFileSync(validationCsv, header + kept.map((l) => l + '\n').join(''));
+    }
 
     const writeLossSvg = () => {
       if (lossRows.length === 0) return;
