@@ -8,8 +8,8 @@
 // A module that carries the shape gives true < shuffled in loss and true > shuffled in x0 correlation.
 //
 // usage (after npm run build, from the repository root):
-//   node bench/results/training/control_gain.mjs CHECKPOINT_DIR [RESOLUTION=96] [COUNT=48] [START=1024]
-// The base model is the tiny one (seed 0), as `cnx train --model tiny` trains it.
+//   node bench/results/training/control_gain.mjs CHECKPOINT_DIR [RESOLUTION=96] [COUNT=48] [START=1024] [BASE_DIR]
+// The base model is BASE_DIR, default the tiny one (seed 0), as `cnx train --model tiny` trains it.
 
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,13 +18,13 @@ import { loadPipeline, shapeSample, trainingNoiseSchedule, SD15_SCHEDULER_CONFIG
 import { createBackend } from '@cnx/kernels';
 import { noGrad, ops } from '@cnx/tensor';
 
-const [ckpt, resArg, countArg, startArg] = process.argv.slice(2);
+const [ckpt, resArg, countArg, startArg, baseArg] = process.argv.slice(2);
 if (!ckpt) { console.error('usage: node control_gain.mjs CHECKPOINT_DIR [RESOLUTION] [COUNT] [START]'); process.exit(2); }
 const R = Number(resArg ?? 96), N = Number(countArg ?? 48), START = Number(startArg ?? 1024);
 const be = await createBackend('wasm');
 const base = mkdtempSync(join(tmpdir(), 'cnx-gain-'));
-await writeTinyModel(join(base, 'm'), { seed: 0 });
-const { pipeline } = loadPipeline(join(base, 'm'), be, { controlnext: ckpt, controlnextUnet: join(ckpt, 'unet.safetensors') });
+if (!baseArg) await writeTinyModel(join(base, 'm'), { seed: 0 });
+const { pipeline } = loadPipeline(baseArg ?? join(base, 'm'), be, { controlnext: ckpt, controlnextUnet: join(ckpt, 'unet.safetensors') });
 const { unet, vae, textEncoder, control } = pipeline.components;
 const cnx = control.controlnext;
 const ac = trainingNoiseSchedule(SD15_SCHEDULER_CONFIG).alphasCumprod;
@@ -82,7 +82,7 @@ for (let g = 0; g < N; g += B) {
   }
   text.dispose();
 }
-console.log(`checkpoint ${ckpt}: ${N} held-out shapes samples (indices ${START}..${START + N - 1}) at ${R}px, fixed noise`);
+console.log(`checkpoint ${ckpt}, base ${baseArg ?? 'tiny (seed 0)'}: ${N} held-out shapes samples (indices ${START}..${START + N - 1}) at ${R}px, fixed noise`);
 console.log('t,loss_true,loss_shuffled,loss_none,x0_corr_true,x0_corr_shuffled,x0_corr_none');
 for (const t of T) {
   const r = acc[t];
