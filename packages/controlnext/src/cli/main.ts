@@ -1,4 +1,4 @@
-// `cnx`: the command-line entry (bin/cnx.js calls main()). Commands: generate, video, schedulers, control-types, tiny-model.
+// `cnx`: the command-line entry (bin/cnx.js calls main()). Commands: generate, video, train, schedulers, control-types, tiny-model.
 // Usage errors exit with status 2, runtime errors (bad image file, missing model file, ...) with 1;
 // both print one "cnx <command>: error: ..." line naming the option or file.
 
@@ -8,6 +8,7 @@ import { GENERATE_USAGE, generateHelp, runGenerate, type CommandIO } from './gen
 import { VIDEO_USAGE, videoHelp, runVideo } from './video_command.js';
 import { parseOptions, UsageError, type OptionSpec } from './options.js';
 import { runTinyModel, TINY_MODEL_USAGE, tinyModelHelp } from './tiny_model_command.js';
+import { runTrain, TRAIN_USAGE, trainHelp } from './train_command.js';
 import { SCHEDULER_NAMES } from '@cnx/unet';
 
 const HELP = `usage: cnx <command> [options]
@@ -15,6 +16,7 @@ const HELP = `usage: cnx <command> [options]
 Commands:
   generate        prompt (+ control image) -> PNG; \`cnx generate --help\` for its options
   video           reference image + poses -> video frames (PNG) and a GIF/MP4 (SVD + ControlNeXt-SVD)
+  train           train a ControlNeXt module on a dataset (or a synthetic shapes set); \`cnx train --help\`
   schedulers      list the sampler names --scheduler accepts
   control-types   list the control types --control-type accepts, with their options
   tiny-model      write a tiny RANDOM-weight SD1.5 + ControlNeXt folder (real layout) to try everything on
@@ -46,6 +48,7 @@ async function listTypes(argv: readonly string[], io: CommandIO): Promise<number
 const COMMANDS: Readonly<Record<string, { usage: string; help: () => string; run: (argv: readonly string[], io: CommandIO) => Promise<number> }>> = {
   generate: { usage: GENERATE_USAGE, help: generateHelp, run: runGenerate },
   video: { usage: VIDEO_USAGE, help: videoHelp, run: runVideo },
+  train: { usage: TRAIN_USAGE, help: trainHelp, run: runTrain },
   schedulers: { usage: 'usage: cnx schedulers', help: () => 'usage: cnx schedulers\n\nList the sampler names --scheduler accepts.', run: (a, io) => listSchedulers(a, io) },
   'control-types': {
     usage: 'usage: cnx control-types [--control-type-dir DIR ...]',
@@ -76,7 +79,7 @@ export async function main(argv: readonly string[], io: CommandIO = { stdout: pr
     io.stderr.write(`cnx: error: unknown command '${cmd}' (commands: ${Object.keys(COMMANDS).join(', ')})\n${HELP}\n`);
     return 2;
   }
-  if (cmd !== 'generate' && cmd !== 'video' && (rest.includes('--help') || rest.includes('-h'))) {
+  if (cmd !== 'generate' && cmd !== 'video' && cmd !== 'train' && (rest.includes('--help') || rest.includes('-h'))) {
     io.stdout.write(command.help() + '\n');
     return 0;
   }
