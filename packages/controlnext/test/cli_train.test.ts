@@ -90,10 +90,11 @@ describe('cnx train', () => {
     expect(lines.at(-1)).toMatch(new RegExp(`^done steps=3 loss=[0-9.]+ seconds=[0-9.]+ final=${join(out, 'final')}$`));
     for (const d of ['checkpoint-2', 'checkpoint-3', 'final']) {
       for (const f of ['controlnext.safetensors', 'unet.safetensors', 'unet_weight_increasements.safetensors', 'optimizer.safetensors',
-        'trainer_state.json', 'config.json', 'diffusion_pytorch_model.safetensors']) {
+        'trainer_state.json', 'config.json']) {
         expect(existsSync(join(out, d, f)), `${d}/${f}`).toBe(true);
       }
     }
+    expect(existsSync(join(out, 'final', 'diffusion_pytorch_model.safetensors')), 'the module is stored once').toBe(false);
     expect(JSON.parse(readFileSync(join(out, 'checkpoint-2', 'trainer_state.json'), 'utf8')).step).toBe(2);
     expect(readFileSync(join(out, 'final', 'controlnext.safetensors'))).toEqual(readFileSync(join(out, 'checkpoint-3', 'controlnext.safetensors')));
     const log = parseStepLogCsv(readFileSync(join(out, 'loss.csv'), 'utf8'));

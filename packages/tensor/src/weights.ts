@@ -250,6 +250,12 @@ export interface WeightStoreOptions {
    * either falls back to the other.
    */
   prefer?: 'fp32' | 'fp16';
+  /**
+   * File names a folder's weights may also have, tried after the diffusers / transformers names and before
+   * the single-file rule (ControlNeXt module folders: `controlnext.safetensors`, `controlnet.safetensors`;
+   * a training checkpoint folder holds several .safetensors, of which the module is one).
+   */
+  fileNames?: readonly string[];
   /** Keep F16/BF16 tensors in their storage dtype instead of widening them to f32 on load. */
   keepDtype?: boolean;
   /** finish() does not fail on keys that were never requested. */
@@ -406,12 +412,13 @@ export class WeightStore implements WeightSource {
     let target = pathOrFolder;
     if (statSync(pathOrFolder).isDirectory()) {
       const present = readdirSync(pathOrFolder);
-      const pick = folderCandidates(opts.prefer ?? 'fp32').find((c) => present.includes(c))
+      const candidates = [...folderCandidates(opts.prefer ?? 'fp32'), ...(opts.fileNames ?? [])];
+      const pick = candidates.find((c) => present.includes(c))
         ?? (() => {
           const st = present.filter((p) => p.endsWith('.safetensors'));
           if (st.length === 1) return st[0]!;
           throw new Error(`WeightStore.open: ${pathOrFolder} holds no weights file it can choose: looked for ` +
-            `${folderCandidates(opts.prefer ?? 'fp32').join(', ')} or a single *.safetensors; found ` +
+            `${candidates.join(', ')} or a single *.safetensors; found ` +
             `${present.length > 0 ? present.join(', ') : 'an empty folder'}`);
         })();
       target = join(pathOrFolder, pick);

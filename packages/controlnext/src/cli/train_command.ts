@@ -5,9 +5,8 @@
 //   dataset/              the synthetic set (--shapes N only; fill50k layout, node/fill50k_dataset.ts)
 //   checkpoint-<step>/    every --checkpoint-every steps: the trainer's files (controlnext.safetensors,
 //                         unet.safetensors, unet_weight_increasements.safetensors, optimizer.safetensors,
-//                         trainer_state.json), the module's config.json, and the module weights again as
-//                         diffusion_pytorch_model.safetensors, the name a module FOLDER is loaded by
-//                         (WeightStore.open picks that file; the folder holds several .safetensors)
+//                         trainer_state.json) and the module's config.json: the folder loads as a module
+//                         folder (load_control_module.ts picks controlnext.safetensors)
 //   final/                the last step's checkpoint
 //   loss.csv, loss.svg    one row per step (training/loss_curve.ts); a resumed run keeps the rows up to
 //                         its checkpoint and continues them
@@ -122,9 +121,6 @@ function moduleConfig(s: LightStructure): Record<string, unknown> {
     in_channels: s.inChannels, out_channels: s.outChannels, _cnx: 'written by cnx train',
   };
 }
-
-/** The name a module folder's weights are loaded by (WeightStore.open's first choice). */
-const MODULE_FOLDER_WEIGHTS = 'diffusion_pytorch_model.safetensors';
 
 function parsePattern(p: string): string | RegExp {
   const m = /^\/(.+)\/$/.exec(p);
@@ -443,7 +439,7 @@ export async function runTrain(argv: readonly string[], io: CommandIO): Promise<
     };
     const checkpoint = async (dir: string) => {
       const files = await trainer!.checkpointFiles();
-      await writeTrainingCheckpoint(dir, { ...files, [MODULE_FOLDER_WEIGHTS]: files[CHECKPOINT_FILES.controlnext]! }, moduleConfig(structure));
+      await writeTrainingCheckpoint(dir, files, moduleConfig(structure));
     };
     const validate = async (step: number) => {
       if (validation.length === 0) return;

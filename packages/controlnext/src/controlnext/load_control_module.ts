@@ -59,7 +59,7 @@ export interface DetectedVariant {
  * an error that says how to name the variant.
  */
 export function detectVariant(fileOrFolder: string, hints: VariantHints = {}): DetectedVariant {
-  const store = WeightStore.open(fileOrFolder);
+  const store = WeightStore.open(fileOrFolder, { fileNames: CONTROL_MODULE_FILE_NAMES });
   return detectStoreVariant(store, store.config, hints);
 }
 
@@ -112,9 +112,16 @@ function numberArray(v: unknown): number[] | undefined {
   return Array.isArray(v) && v.length <= 64 && v.every((x) => typeof x === 'number') ? (v as number[]) : undefined;
 }
 
+/**
+ * The weights file of a module FOLDER when it is not a diffusers name: the repos' own names (SD1.5-Training
+ * saves controlnext.bin, the SDXL / SD1.5 releases ship controlnet.safetensors). A training checkpoint
+ * folder (cnx train) holds the module as controlnext.safetensors beside the UNet files.
+ */
+export const CONTROL_MODULE_FILE_NAMES: readonly string[] = ['controlnext.safetensors', 'controlnet.safetensors'];
+
 /** Load and strictly check a control module (see the header). */
 export function loadControlModule(fileOrFolder: string, backend: Backend, opts: LoadControlModuleOptions): ControlModule {
-  const store = WeightStore.open(fileOrFolder);
+  const store = WeightStore.open(fileOrFolder, { fileNames: CONTROL_MODULE_FILE_NAMES });
   return loadFromStore(store, store.config, backend, opts);
 }
 
