@@ -169,12 +169,15 @@ export async function runConvergenceExperiment(backend: Backend, o: ConvergenceO
   let baseLog: BaseTrainingRow[] = [];
   if (!hooks.baseWeights) {
     const data = await cache(BASE_SEED, o.baseBatch);
+    const recent: number[] = [];
     log(`base model: training all ${unet.numParameters()} UNet parameters for ${o.baseSteps} steps (batch ${o.baseBatch}, lr ${o.baseLr})`);
     baseLog = await trainBaseModel(unet, data, schedule, {
       steps: o.baseSteps, learningRate: o.baseLr, seed: BASE_SEED,
       onStep: (r) => {
+        recent.push(r.loss);
+        if (recent.length > 100) recent.shift();
         if ((r.step + 1) % 100 === 0 || r.step + 1 === o.baseSteps) {
-          log(`base step ${r.step + 1}/${o.baseSteps}: loss ${r.loss.toFixed(4)} (mean of last 100 ${mean(baseLog.slice(-99).map((x) => x.loss).concat(r.loss)).toFixed(4)}), ${r.elapsed_s.toFixed(0)} s`);
+          log(`base step ${r.step + 1}/${o.baseSteps}: loss ${r.loss.toFixed(4)} (mean of the last ${recent.length} ${mean(recent).toFixed(4)}), ${r.elapsed_s.toFixed(0)} s`);
         }
       },
     });

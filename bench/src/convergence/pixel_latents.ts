@@ -42,9 +42,10 @@ export function encodePixelLatents(image: Tensor): Tensor {
   const G = H / POOL, h = G / FOLD;
   const grid = ops.adaptiveAvgPool2d(image, [G, G]); // [B, 3, G, G]
   const split = grid.reshape([B, 3, h, FOLD, h, FOLD]); // [B, c, y, dy, x, dx]
-  const moved = split.permute([0, 1, 3, 5, 2, 4]).contiguous(); // [B, c, dy, dx, y, x]
+  const permuted = split.permute([0, 1, 3, 5, 2, 4]); // [B, c, dy, dx, y, x] (a view)
+  const moved = permuted.contiguous();
   const out = moved.reshape([B, LATENT_CHANNELS, h, h]);
-  grid.dispose(); split.dispose(); moved.dispose();
+  for (const t of [grid, split, permuted, moved]) t.dispose();
   return out;
 }
 
