@@ -1,10 +1,12 @@
 // The convergence experiment's base model (issue 12, step 1): a tiny text-to-image UNet trained from
 // scratch on the shapes set, every parameter, so that the control arms have a model that already draws
-// "a red circle" to steer. The objective is the one the ControlNeXt trainer uses (DDPM noising, epsilon
-// target, MSE; controlnext_trainer.ts), without a control: for each step
+// "a red circle" to steer. The objective is the one the ControlNeXt trainer uses (DDPM noising, MSE;
+// controlnext_trainer.ts), without a control: for each step
 //   t ~ U{0..T-1}, eps ~ N(0, 1) per sample  (a pure function of (seed, step): mixSeed stream 7)
 //   x_t = sqrt(ac[t]) x_0 + sqrt(1 - ac[t]) eps
-//   loss = mse(unet(x_t, t, text), eps);  AdamW over every UNet parameter (betas 0.9/0.999, eps 1e-8, wd 1e-2)
+//   target = eps (epsilon) or sqrt(ac[t]) eps - sqrt(1 - ac[t]) x_0 (v_prediction, the schedule says which)
+//   loss = mse(unet(x_t, t, text), target);  AdamW over every UNet parameter (betas 0.9/0.999, eps 1e-8, wd 1e-2)
+// The experiment uses v_prediction (convergence_experiment.ts says why).
 // The text states come from a frozen random tiny CLIP (tiny_model.ts): distinct prompts give distinct
 // states, which is all the cross-attention needs to tell "red circle" from "blue star".
 
@@ -65,7 +67,7 @@ const STREAM_BASE_NOISE = 7;
 
 /** Train every parameter of `unet` on the cache's batches (see the file header); returns the per-step log. */
 export async function trainBaseModel(unet: UNet2DConditionModel, data: TrainingDataCache, schedule: TrainingNoiseSchedule, o: BaseTrainingOptions): Promise<BaseTrainingRow[]> {
-  if (schedule.predictionType !== 'epsilon') throw new Error(`trainBaseModel: expected an epsilon-prediction schedule, found ${schedule.predictionType}`);
+  const v = schedule.predictionType === 'v_prediction';
   const backend = unet.backend;
   const params: NamedParameter[] = unet.namedParameters().map(([k, t]) => { t.requiresGrad = true; return [k, t] as const; });
   const optimizer = new AdamW(params, {
@@ -88,8 +90,11 @@ export async function trainBaseModel(unet: UNet2DConditionModel, data: TrainingD
       let value: number;
       try {
         const loss = scope(() => {
-          const noisy = noGrad(() => ops.add(ops.mul(batch.latents, a), ops.mul(noise, s)));
-          return ops.mseLoss(unet.forward(noisy, tT, batch.encoderHiddenStates), noise);
+          const { noisy, target } = noGrad(() => ({
+            noisy: ops.add(ops.mul(batch.latents, a), ops.mul(noise, s)),
+            target: v ? ops.sub(ops.mul(noise, a), ops.mul(batch.latents, s)) : noise,
+          }));
+          return ops.mseLoss(unet.forward(noisy, tT, batch.encoderHiddenStates), target);
         });
         backward(loss);
         value = (await loss.data())[0]!;

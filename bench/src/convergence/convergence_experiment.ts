@@ -14,13 +14,13 @@
 import { CLIPTextModel, RandomGenerator, type UNet2DConditionModel } from '@cnx/unet';
 import { RandomWeights, noGrad, type Backend, type Tensor } from '@cnx/tensor';
 import {
-  ClipPromptEncoder, ControlNeXt, ControlNeXtLightModule, ControlNeXtTrainer, SD15_SCHEDULER_CONFIG, SHAPE_COLOUR_NAMES,
+  ClipPromptEncoder, ControlNeXt, ControlNeXtLightModule, ControlNeXtTrainer, SHAPE_COLOUR_NAMES,
   SHAPE_KINDS, TINY_LIGHT_CONTROLNEXT_STRUCTURE, TrainingDataCache, mixSeed, shapeIoU, shapePrompt, shapeSample,
   shapesExampleSource, tinyTextConfig, tinyTokenizer, trainingNoiseSchedule, type ShapeDatasetOptions, type ShapeSample,
   type TrainingInjection, type TrainingNoiseSchedule,
 } from '@cnx/controlnext';
 import { createBaseUnet, hostWeights, setWeights, trainBaseModel, type BaseTrainingRow, type HostWeights } from './base_model.js';
-import { crossNormInjector, generateLatents, measureFidelity, zeroConvInjector, type ControlInjector } from './controlled_sampling.js';
+import { TRAINING_SCHEDULER_CONFIG, crossNormInjector, generateLatents, measureFidelity, zeroConvInjector, type ControlInjector } from './controlled_sampling.js';
 import type { ConvergenceOptions } from './convergence_options.js';
 import { LATENT_CHANNELS, PIXELS_PER_LATENT, decodePixelLatents, pixelLatentEncoder } from './pixel_latents.js';
 import { recogniseShape } from './shape_recognition.js';
@@ -136,7 +136,7 @@ export async function runConvergenceExperiment(backend: Backend, o: ConvergenceO
   const loadBefore = loadavg();
   const tStart = performance.now();
   const S = o.size, h = S / PIXELS_PER_LATENT;
-  const schedule: TrainingNoiseSchedule = trainingNoiseSchedule(SD15_SCHEDULER_CONFIG);
+  const schedule: TrainingNoiseSchedule = trainingNoiseSchedule(TRAINING_SCHEDULER_CONFIG);
   const dataset: ShapeDatasetOptions = { size: S, seed: TRAIN_DATASET_SEED, control: o.control, radiusRange: SHAPE_RADIUS_RANGE };
 
   // Frozen prompt encoder (random tiny CLIP) and the held-out set.
@@ -283,7 +283,7 @@ export async function runConvergenceExperiment(backend: Backend, o: ConvergenceO
     },
     recipe: {
       baseLr: o.baseLr, baseBatch: o.baseBatch, controlLr: o.lr, moduleLr: o.lr * 10, controlBatch: o.batch, unetTrainable: 'to_out',
-      schedule: 'SD1.5 scaled_linear, 1000 steps, epsilon', sampler: `DDIM ${o.ddimSteps} steps, eta 0, no classifier-free guidance`, controlParameters,
+      schedule: 'SD1.5 scaled_linear, 1000 steps, v_prediction', sampler: `DDIM ${o.ddimSteps} steps, eta 0, predicted x0 clipped to [-1, 1], no classifier-free guidance`, controlParameters,
     },
     base, arms, evalSteps,
     wall: { totalS: (performance.now() - tStart) / 1000, baseS: base.wallS, armsS },

@@ -40,8 +40,8 @@ export interface ConvergenceOptions {
 }
 
 export const DEFAULT_CONVERGENCE_OPTIONS: ConvergenceOptions = {
-  backend: 'wasm', threads: 2, size: 64, control: 'mask', trainExamples: 1024, evalSamples: 16, ddimSteps: 10,
-  baseSteps: 1500, baseBatch: 8, baseLr: 1e-3, steps: 150, batch: 8, lr: 1e-4, seeds: 3, evalEvery: 25,
+  backend: 'wasm', threads: 2, size: 64, control: 'mask', trainExamples: 1024, evalSamples: 16, ddimSteps: 20,
+  baseSteps: 2500, baseBatch: 8, baseLr: 1e-3, steps: 150, batch: 8, lr: 1e-4, seeds: 3, evalEvery: 25,
   out: 'bench/results/convergence',
 };
 
