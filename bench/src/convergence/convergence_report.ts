@@ -3,7 +3,8 @@
 // ceiling), loss.svg, base_loss.svg + base_training_log.csv (the base model's training log),
 // base_samples.png (prompt-only base generations: rows shapes, columns colours), control_grid.png (held-out
 // rows: control | target | base without control | cross_norm | zero_conv, seed 0 at the last step),
-// summary.md (the tables) and base_unet.safetensors (the base model, ~0.8 MB, for --base-from).
+// summary.md (the tables) and base_unet.safetensors (the base model, ~0.8 MB, for --base-from; not
+// rewritten by a --base-from run).
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -105,9 +106,12 @@ export function writeConvergenceOutputs(dir: string, a: ExperimentArtifacts): st
     files['base_training_log.csv'] = stepLogToCsv(a.baseLog.map((row) => ({ ...row })));
     files['base_loss.svg'] = lossCurveSvg(a.baseLog, { title: 'Base model training loss (all UNet parameters)', movingAverage: Math.max(1, Math.min(50, Math.floor(a.baseLog.length / 10))), logY: true });
   }
-  const entries: Record<string, SafetensorsEntry> = {};
-  for (const [k, w] of a.baseWeights) entries[k] = { dtype: 'F32', shape: w.shape, data: w.data };
-  files['base_unet.safetensors'] = encodeSafetensors(entries, { format: 'pt', note: 'convergence experiment base UNet (bench/src/convergence/base_model.ts)' });
+  if (r.base.trainedHere) {
+    // A --base-from run does not write its (unchanged) input again.
+    const entries: Record<string, SafetensorsEntry> = {};
+    for (const [k, w] of a.baseWeights) entries[k] = { dtype: 'F32', shape: w.shape, data: w.data };
+    files['base_unet.safetensors'] = encodeSafetensors(entries, { format: 'pt', note: 'convergence experiment base UNet (bench/src/convergence/base_model.ts)' });
+  }
   for (const [name, content] of Object.entries(files)) writeFileSync(join(dir, name), content);
 
   const S = r.data.imageSize;
