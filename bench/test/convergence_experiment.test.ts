@@ -41,13 +41,15 @@ describe('convergence experiment', () => {
         run.losses.forEach((l) => expect(Number.isFinite(l) && l > 0).toBe(true));
         for (const e of run.evals) {
           expect(e.ious).toHaveLength(o.evalSamples);
-          for (const v of [...e.ious, e.meanIoU]) expect(v >= 0 && v <= 1).toBe(true);
+          expect(e.shuffledIous).toHaveLength(o.evalSamples);
+          for (const v of [...e.ious, e.meanIoU, ...e.shuffledIous, e.shuffledMeanIoU]) expect(v >= 0 && v <= 1).toBe(true);
           expect(e.meanIoU).toBeCloseTo(e.ious.reduce((s, v) => s + v, 0) / e.ious.length, 12);
         }
       }
     }
     // The zero conv starts at zero: before any step the zero-conv arm IS the base model without control.
     expect(r.arms.zero_conv![0]!.evals[0]!.ious).toEqual(r.base.noControlIoU.ious);
+    expect(r.arms.zero_conv![0]!.evals[0]!.shuffledIous).toEqual(r.base.noControlIoU.ious);
     expect(a.baseLog.map((row) => row.step)).toEqual([0, 1, 2]);
     for (const v of [r.data.ceilingIoU.mean, r.base.noControlIoU.mean, r.base.grid.colourAccuracy, r.base.grid.shapeAccuracy]) expect(v >= 0 && v <= 1).toBe(true);
     expect(r.base.grid.prompts).toHaveLength(40);
@@ -55,7 +57,7 @@ describe('convergence experiment', () => {
     const dir = mkdtempSync(join(tmpdir(), 'cnx-convergence-'));
     try {
       const files = writeConvergenceOutputs(dir, a);
-      expect(files.sort()).toEqual(['base_loss.svg', 'base_samples.png', 'base_training_log.csv', 'base_unet.safetensors', 'control_grid.png', 'fidelity.svg', 'loss.svg', 'results.json', 'summary.md']);
+      expect(files.sort()).toEqual(['base_loss.svg', 'base_samples.png', 'base_training_log.csv', 'base_unet.safetensors', 'control_gain.svg', 'control_grid.png', 'fidelity.svg', 'loss.svg', 'results.json', 'summary.md']);
       const json = JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8')) as typeof r;
       expect(json.format).toBe(r.format);
       expect(json.arms.cross_norm![0]!.evals).toHaveLength(3);

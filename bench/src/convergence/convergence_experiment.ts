@@ -37,6 +37,14 @@ export interface EvalPoint {
   meanIoU: number;
   /** Per held-out sample. */
   ious: number[];
+  /**
+   * The same generations with the held-out controls shifted by one (sample k gets sample k+1's control),
+   * scored against sample k's own mask: what the model scores when the control carries no information about
+   * the target. meanIoU - shuffledMeanIoU is the part of the fidelity the control itself buys, separate from
+   * the base model drifting (the recipe also trains the UNet's to_out).
+   */
+  shuffledMeanIoU: number;
+  shuffledIous: number[];
   ms: number;
 }
 
@@ -147,6 +155,7 @@ export async function runConvergenceExperiment(backend: Backend, o: ConvergenceO
   const latentShape = [K, LATENT_CHANNELS, h, h];
   const evalEhs = noGrad(() => textEncoder.encode(heldOut.map((s) => s.prompt)));
   const evalControl = controlTensor(backend, heldOut);
+  const evalControlShuffled = controlTensor(backend, heldOut.map((_, k) => heldOut[(k + 1) % K]!));
   const evalNoise = new RandomGenerator(mixSeed(EVAL_NOISE_SEED, K)).normal(K * LATENT_CHANNELS * h * h);
 
   // The codec's ceiling on the held-out set.
@@ -226,19 +235,20 @@ export async function runConvergenceExperiment(backend: Backend, o: ConvergenceO
       const cnx = new ControlNeXt('sd15_training', module, backend);
       const trainer = await ControlNeXtTrainer.create({ unet, controlnext: cnx, schedule, learningRate: o.lr, injection, seed });
       controlParameters[injection] = trainer.parameterCounts();
-      const injector = (): ControlInjector => {
-        if (injection === 'cross_norm') return crossNormInjector(cnx, evalControl);
+      const injector = (control: Tensor): ControlInjector => {
+        if (injection === 'cross_norm') return crossNormInjector(cnx, control);
         const p = (k: string) => trainer.parameters().find((x) => x.owner === 'zero_conv' && x.key === k)!.tensor;
-        return zeroConvInjector(cnx, evalControl, p('weight'), p('bias'));
+        return zeroConvInjector(cnx, control, p('weight'), p('bias'));
       };
       const run: ArmRun = { seed, evals: [], losses: [], trainMsPerStep: 0, wallS: 0 };
       let trainMs = 0;
       const evaluate = async (step: number, last: boolean) => {
         const te = performance.now();
-        const f = await measureFidelity(unet, evalEhs, evalNoise, heldOut, latentShape, o.ddimSteps, injector());
-        run.evals.push({ step, meanIoU: f.mean, ious: f.ious, ms: performance.now() - te });
+        const f = await measureFidelity(unet, evalEhs, evalNoise, heldOut, latentShape, o.ddimSteps, injector(evalControl));
+        const g = await measureFidelity(unet, evalEhs, evalNoise, heldOut, latentShape, o.ddimSteps, injector(evalControlShuffled));
+        run.evals.push({ step, meanIoU: f.mean, ious: f.ious, shuffledMeanIoU: g.mean, shuffledIous: g.ious, ms: performance.now() - te });
         if (last && seed === 0) finalBySeed0[injection] = f.images;
-        log(`${injection} seed ${seed} step ${step}: held-out IoU ${f.mean.toFixed(3)}${run.losses.length ? `, loss (last ${Math.min(o.evalEvery, run.losses.length)}) ${mean(run.losses.slice(-o.evalEvery)).toFixed(4)}` : ''}`);
+        log(`${injection} seed ${seed} step ${step}: held-out IoU ${f.mean.toFixed(3)} (shifted controls ${g.mean.toFixed(3)})${run.losses.length ? `, loss (last ${Math.min(o.evalEvery, run.losses.length)}) ${mean(run.losses.slice(-o.evalEvery)).toFixed(4)}` : ''}`);
       };
       try {
         for (let step = 0; step < o.steps; step++) {
@@ -265,7 +275,7 @@ export async function runConvergenceExperiment(backend: Backend, o: ConvergenceO
     }
   }
   const armsS = (performance.now() - tArms) / 1000;
-  evalEhs.dispose(); evalControl.dispose();
+  evalEhs.dispose(); evalControl.dispose(); evalControlShuffled.dispose();
   textEncoder.dispose();
   unet.dispose();
 

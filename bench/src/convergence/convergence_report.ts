@@ -12,7 +12,7 @@ import { encodeSafetensors, type SafetensorsEntry } from '@cnx/tensor';
 import {
   SHAPE_COLOUR_NAMES, SHAPE_KINDS, lossCurveSvg, movingAverage, rgbBytesToImage, spreadPlotSvg, spreadStats, stepLogToCsv, writePng,
 } from '@cnx/controlnext';
-import type { ConvergenceResults, ExperimentArtifacts } from './convergence_experiment.js';
+import type { ConvergenceResults, EvalPoint, ExperimentArtifacts } from './convergence_experiment.js';
 
 /** IoU levels whose first crossing is reported per run. */
 export const IOU_THRESHOLDS = [0.3, 0.5, 0.7] as const;
@@ -22,10 +22,13 @@ export function stepsToReach(evals: ReadonlyArray<{ step: number; meanIoU: numbe
   return evals.find((e) => e.meanIoU >= level)?.step ?? null;
 }
 
-/** Per arm and eval step: mean, std, min, max of the per-seed mean IoU. */
-export function fidelityStats(r: ConvergenceResults): Record<string, ReturnType<typeof spreadStats>> {
-  return Object.fromEntries(Object.entries(r.arms).map(([arm, runs]) => [arm, spreadStats(runs.map((run) => ({ x: run.evals.map((e) => e.step), y: run.evals.map((e) => e.meanIoU) })))]));
+/** Per arm and eval step: mean, std, min, max over seeds of a per-eval value (default: the held-out mean IoU). */
+export function fidelityStats(r: ConvergenceResults, value: (e: EvalPoint) => number = (e) => e.meanIoU): Record<string, ReturnType<typeof spreadStats>> {
+  return Object.fromEntries(Object.entries(r.arms).map(([arm, runs]) => [arm, spreadStats(runs.map((run) => ({ x: run.evals.map((e) => e.step), y: run.evals.map(value) })))]));
 }
+
+/** IoU with the right controls minus IoU with the shifted ones (EvalPoint.shuffledMeanIoU). */
+export const controlGain = (e: EvalPoint): number => e.meanIoU - e.shuffledMeanIoU;
 
 /** Tile equally sized RGB byte images into rows x cols with a 2-pixel grey gutter. */
 export function tileImages(rows: ReadonlyArray<ReadonlyArray<Uint8Array>>, size: number): { rgb: Uint8Array; height: number; width: number } {
@@ -68,6 +71,16 @@ export function summaryMarkdown(r: ConvergenceResults): string {
     });
     lines.push(`| ${step} | ${cells.join(' | ')} |`);
   }
+  const gain = fidelityStats(r, controlGain), shuffled = fidelityStats(r, (e) => e.shuffledMeanIoU);
+  lines.push('', `## Control gain: IoU with the right controls minus IoU with controls shifted by one sample (mean +- std over seeds [min, max]); the shifted-control IoU in brackets`, '');
+  lines.push(`| step | ${arms.join(' | ')} |`, `|---:|${arms.map(() => '---|').join('')}`);
+  for (const step of r.evalSteps) {
+    const cells = arms.map((a) => {
+      const p = gain[a]!.find((s) => s.x === step), q = shuffled[a]!.find((s) => s.x === step);
+      return p && q ? `${fmt(p.mean)} +- ${fmt(p.std)} [${fmt(p.min)}, ${fmt(p.max)}] (shifted ${fmt(q.mean)})` : '-';
+    });
+    lines.push(`| ${step} | ${cells.join(' | ')} |`);
+  }
   lines.push('', `## First eval step reaching a held-out IoU level, per seed (- = not within ${r.options.steps} steps)`, '');
   lines.push(`| arm | ${IOU_THRESHOLDS.map((t) => `IoU >= ${t}`).join(' | ')} |`, `|---|${IOU_THRESHOLDS.map(() => '---|').join('')}`);
   for (const a of arms) {
@@ -98,6 +111,10 @@ export function writeConvergenceOutputs(dir: string, a: ExperimentArtifacts): st
     ref('codec ceiling', r.data.ceilingIoU.mean, '#2ca02c'),
     ref('base model, no control', r.base.noControlIoU.mean, '#7f7f7f'),
   ], { title: `Held-out shape IoU vs control training step (${r.options.seeds} seeds, ${r.data.heldOut.count} samples)`, xLabel: 'control training step', yLabel: 'mean IoU vs control mask', yRange: [0, 1], showRuns: true });
+  files['control_gain.svg'] = spreadPlotSvg(Object.entries(r.arms).map(([arm, runs]) => ({
+    name: arm === 'cross_norm' ? 'cross normalisation (ControlNeXt)' : 'zero convolution (ControlNet-style)', colour: arm === 'cross_norm' ? '#1f77b4' : '#ff7f0e',
+    runs: runs.map((run) => ({ x: run.evals.map((e) => e.step), y: run.evals.map(controlGain) })),
+  })), { title: 'Control gain: IoU(right control) - IoU(control of another sample)', xLabel: 'control training step', yLabel: 'IoU gain', showRuns: true });
   const window = Math.max(1, Math.min(10, Math.floor(r.options.steps / 10)));
   files['loss.svg'] = spreadPlotSvg(Object.entries(r.arms).map(([arm, runs]) => ({
     name: arm, runs: runs.map((run) => ({ x: run.losses.map((_, i) => i), y: movingAverage(run.losses, window) })),
