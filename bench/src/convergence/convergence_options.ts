@@ -1,6 +1,7 @@
 // Command-line options of `npm run experiment:convergence` (node bench/dist/convergence/main.js). The
-// defaults are sized to finish in about 25 minutes on 2 shared CPU cores with the wasm backend (measured:
-// see bench/results/convergence/README.md); the flags scale every budget up (a GPU: --backend webgpu).
+// defaults are sized for 2 CPU cores with the wasm backend: measured 18.8 min wall (base model 9.0, control
+// arms 9.7) with a load average of 6-8 from other jobs on those cores (bench/results/convergence/README.md);
+// the flags scale every budget up (a GPU: --backend webgpu).
 
 import { parseArgs } from 'node:util';
 
