@@ -52,19 +52,24 @@ export interface VariantResult {
   };
 }
 
-export interface BenchRecord {
-  tool: 'controlnext-ts bench';
+/** What every bench record starts with: where it ran, on which backend, at which size, how many steps. */
+export interface RunHeader {
   environment: RunEnvironment;
   backend: { name: string; description: string; adapter?: string; timing: string };
+  resolution: [number, number];
+  latent: [number, number];
+  steps: number;
+  warmup: number;
+  seed: number;
+}
+
+export interface BenchRecord extends RunHeader {
+  tool: 'controlnext-ts bench';
   model: string;
   /** The architecture (--model): 'SD1.5' or 'SDXL'; absent in records before --model (SD1.5). */
   architecture?: string;
-  resolution: [number, number];
-  latent: [number, number];
   images: number;
   unetBatch: number;
-  steps: number;
-  warmup: number;
   dtype: string;
   /**
    * What --dtype gave (absent in records before issue 16): the weight storage dtype, the compute in
@@ -72,7 +77,6 @@ export interface BenchRecord {
    * f16 compute did not run, and the device's features.
    */
   precision?: { weightDtype: string; compute: string; note?: string; features?: string[]; adapterFeatures?: string[]; instanceOptions?: string[] };
-  seed: number;
   /** UNet build time (random weights), s. */
   buildSeconds: number;
   variants: VariantResult[];
@@ -84,19 +88,12 @@ export interface BenchRecord {
 }
 
 /** The record of one `npm run bench -- --train` run (bench/results/train-<backend>-<res>.json): one training step, timed by phase. */
-export interface TrainBenchRecord {
+export interface TrainBenchRecord extends RunHeader {
   tool: 'controlnext-ts bench --train';
-  environment: RunEnvironment;
-  backend: { name: string; description: string; adapter?: string; timing: string };
   /** What a step is: the models, the trainable set, the loss. */
   model: string;
-  resolution: [number, number];
-  latent: [number, number];
   /** Training samples per step (no CFG in training). */
   batch: number;
-  steps: number;
-  warmup: number;
-  seed: number;
   /** UNet + module + optimizer build time (random weights), s. */
   buildSeconds: number;
   optimizer: { name: 'AdamW'; fused: boolean; betas: [number, number]; eps: number; weightDecay: number; groups: { what: string; lr: number; params: number }[] };
