@@ -37,6 +37,7 @@ export * from './pipelines/pipeline_assembly.js';
 export * from './pipelines/model_index.js';
 export * from './lora.js';
 export * from './images.js';
+export * from './pipelines/block_mean_vae.js';
 export * from './pipelines/tiny_model.js';
 export * from './pipelines/tiny_model_files.js';
 export * from './controlnext/controlnext_svd_modules.js';

@@ -33,7 +33,7 @@ import { readTrainingCheckpoint, writeTrainingCheckpoint } from '../node/trainin
 import { ControllableDiffusionPipeline, type PromptEncoder } from '../pipelines/pipeline.js';
 import { ControlNeXtControl } from '../pipelines/pipeline_control.js';
 import { ClipPromptEncoder } from '../pipelines/prompt_encoder.js';
-import { SD15_SCHEDULER_CONFIG, TINY_LIGHT_CONTROLNEXT_STRUCTURE, tinyModels } from '../pipelines/tiny_model.js';
+import { SD15_SCHEDULER_CONFIG, TINY_LIGHT_CONTROLNEXT_STRUCTURE, TINY_UNET_CONFIG, tinyModels } from '../pipelines/tiny_model.js';
 import { ControlNeXtTrainer, CHECKPOINT_FILES, trainingNoiseSchedule, type TrainingInjection } from '../training/controlnext_trainer.js';
 import { StepLogCsv, lossCurveSvg, parseStepLogCsv, type StepLogRow } from '../training/loss_curve.js';
 import { meanShapeIoU } from '../training/shape_iou.js';
@@ -338,8 +338,10 @@ export async function runTrain(argv: readonly string[], io: CommandIO): Promise<
       textEncoder = p.components.textEncoder;
       p.components.scheduler.dispose();
       schedulerConfig = readSchedulerConfigFile(join(modelArg, 'scheduler', 'scheduler_config.json')) as Record<string, unknown>;
-      structure = lightReleasedStructure(unet.config.block_out_channels[0]!);
-      io.stderr.write(`model: Stable Diffusion (${loaded.modelIndex.evidence})\n`);
+      // The tiny model's UNet (a `cnx tiny-model` folder) gets the tiny light module, any other the released widths.
+      const tinyUnet = unet.config.block_out_channels.join() === TINY_UNET_CONFIG.block_out_channels.join();
+      structure = tinyUnet ? TINY_LIGHT_CONTROLNEXT_STRUCTURE : lightReleasedStructure(unet.config.block_out_channels[0]!);
+      io.stderr.write(`model: Stable Diffusion (${loaded.modelIndex.evidence})${tinyUnet ? '; the tiny UNet: the tiny light module' : ''}\n`);
     }
     if (initModule !== undefined) {
       cnx = ControlNeXt.load(initModule, backend, { variant: 'sd15_training' });

@@ -6,12 +6,19 @@
 // [16, 32], a 4-block VAE (8 pixels per latent, as SD), a 2-layer CLIP text encoder of width 32, and
 // a ControlNeXt-SD1.5 release module shrunk to widths [16, 32, 32]. The tokenizer's vocabulary is the
 // 256 byte symbols (plus their end-of-word forms) with no merges: every character is a token.
+//
+// With `vae: 'block-mean'` the random VAE is replaced by one whose weights are set by construction to
+// the 8x8-block-mean codec (block_mean_vae.ts: 3 latent channels, standardised on the synthetic shapes
+// set), and the UNet takes 3 latent channels: the UNet and text encoder stay random, but a UNet and
+// module trained on this VAE (`cnx train`) draw pictures one can look at.
 
 import { RandomWeights, type Backend } from '@cnx/tensor';
 import { AutoencoderKL, CLIPTextModel, CLIPTokenizer, UNet2DConditionModel, bytesToUnicode, createScheduler } from '@cnx/unet';
 import { ControlNeXt } from '../controlnext/controlnext.js';
 import { ControlNeXtSD15Module } from '../controlnext/controlnext_sd15.js';
 import type { LightStructure } from '../controlnext/controlnext_light.js';
+import { shapeSample } from '../training/shapes.js';
+import { BlockMeanVaeWeights, blockMeanLatentStats, blockMeanVaeConfig } from './block_mean_vae.js';
 import { ClipPromptEncoder } from './prompt_encoder.js';
 import { ControllableDiffusionPipeline } from './pipeline.js';
 import { ControlNeXtControl } from './pipeline_control.js';
@@ -58,6 +65,8 @@ export interface TinyPipelineOptions {
   seed?: number;
   /** Include a random ControlNeXt-SD1.5 module (default true). */
   control?: boolean;
+  /** The VAE: 'random' (default; its images are noise) or 'block-mean' (the exact 8x8-block-mean codec). */
+  vae?: TinyVae;
   /** Scheduler short name or class (default unipc). */
   scheduler?: string;
 }
@@ -89,6 +98,24 @@ export const TINY_LIGHT_CONTROLNEXT_STRUCTURE: LightStructure = {
   groups: [4, 8], midChannels: 32, finalChannels: TINY_UNET_CONFIG.block_out_channels[0]!, scale: 1,
 };
 
+export const TINY_VAES = ['random', 'block-mean'] as const;
+export type TinyVae = (typeof TINY_VAES)[number];
+
+/**
+ * The block-mean VAE's config and weights, its latents standardised with the block-mean statistics of
+ * 256 samples of the synthetic shapes set (seed 0) at 64 px: the data it is meant for.
+ */
+export function tinyBlockMeanVae(backend: Backend): AutoencoderKL {
+  const size = 64;
+  const stats = blockMeanLatentStats(Array.from({ length: 256 }, (_, i) => ({ rgb: shapeSample(i, { size, seed: 0 }).target, size })));
+  return new AutoencoderKL(blockMeanVaeConfig(size), new BlockMeanVaeWeights(stats), backend);
+}
+
+/** The tiny UNet's config for a VAE (the block-mean VAE has 3 latent channels). */
+export function tinyUnetConfig(vae: TinyVae = 'random'): typeof TINY_UNET_CONFIG {
+  return vae === 'block-mean' ? { ...TINY_UNET_CONFIG, in_channels: 3, out_channels: 3 } : TINY_UNET_CONFIG;
+}
+
 /** The tiny model's parts with their random weights (what tinyPipeline assembles and tinyModelFiles writes out). */
 export interface TinyModels {
   tokenizer: CLIPTokenizer;
@@ -98,13 +125,13 @@ export interface TinyModels {
   controlModule?: ControlNeXtSD15Module;
 }
 
-export function tinyModels(backend: Backend, opts: Pick<TinyPipelineOptions, 'seed' | 'control'> = {}): TinyModels {
+export function tinyModels(backend: Backend, opts: Pick<TinyPipelineOptions, 'seed' | 'control' | 'vae'> = {}): TinyModels {
   const seed = opts.seed ?? 0;
   const ws = (k: number) => new RandomWeights({ seed: seed * 16 + k });
   const tokenizer = tinyTokenizer();
   const textModel = new CLIPTextModel(tinyTextConfig(tokenizer), ws(1), backend);
-  const unet = new UNet2DConditionModel(TINY_UNET_CONFIG, ws(2), backend);
-  const vae = new AutoencoderKL(TINY_VAE_CONFIG, ws(3), backend);
+  const unet = new UNet2DConditionModel(tinyUnetConfig(opts.vae), ws(2), backend);
+  const vae = opts.vae === 'block-mean' ? tinyBlockMeanVae(backend) : new AutoencoderKL(TINY_VAE_CONFIG, ws(3), backend);
   const controlModule = (opts.control ?? true) ? new ControlNeXtSD15Module(ws(4), backend, TINY_CONTROLNEXT_STRUCTURE) : undefined;
   return { tokenizer, textModel, unet, vae, ...(controlModule ? { controlModule } : {}) };
 }

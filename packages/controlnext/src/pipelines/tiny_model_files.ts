@@ -20,7 +20,8 @@
 
 import { CpuBackend, encodeSafetensors, type SafetensorsEntry } from '@cnx/tensor';
 import type { Module } from '@cnx/unet';
-import { SD15_SCHEDULER_CONFIG, TINY_UNET_CONFIG, TINY_VAE_CONFIG, tinyModels, tinyTextConfig, tinyVocab } from './tiny_model.js';
+import { blockMeanVaeConfig } from './block_mean_vae.js';
+import { SD15_SCHEDULER_CONFIG, TINY_VAE_CONFIG, tinyModels, tinyTextConfig, tinyUnetConfig, tinyVocab, type TinyVae } from './tiny_model.js';
 
 /** diffusers version named in the configs (the reference version of the golden cases). */
 const DIFFUSERS_VERSION = '0.29.2';
@@ -28,6 +29,8 @@ const DIFFUSERS_VERSION = '0.29.2';
 export interface TinyModelFilesOptions {
   /** Seed of the random weights (default 0; the same seed as tinyPipeline's gives the same model). */
   seed?: number;
+  /** 'random' (default) or 'block-mean': the VAE set by construction to the 8x8-block-mean codec (tiny_model.ts). */
+  vae?: TinyVae;
 }
 
 /** Every file of the tiny model folder by relative path ('unet/config.json', ...). */
@@ -43,12 +46,16 @@ async function weightsFile(module: Module, keep: (key: string) => boolean = () =
 
 const json = (v: unknown) => JSON.stringify(v, null, 2) + '\n';
 
-const README = (seed: number) => `# A tiny RANDOM-weight Stable Diffusion 1.5 + ControlNeXt (seed ${seed})
+const README = (seed: number, vae: TinyVae) => `# A tiny RANDOM-weight Stable Diffusion 1.5 + ControlNeXt (seed ${seed})
 
 Written by \`cnx tiny-model\` (controlnext-ts). Same layout as a real diffusers SD1.5 folder and ControlNeXt's
-files, with tiny widths (UNet [16, 32], VAE [8, 16, 16, 16], a 2-layer CLIP text encoder, a byte-level
+files, with tiny widths (UNet [16, 32], ${vae === 'block-mean' ? 'VAE [12, 12, 12, 12]' : 'VAE [8, 16, 16, 16]'}, a 2-layer CLIP text encoder, a byte-level
 tokenizer) and random weights: everything loads and runs in seconds, and the images are noise.
-
+${vae === 'block-mean' ? `
+The VAE is not random: its weights are set by construction to an exact codec (latents = the standardised
+8x8 block means of the image, 3 channels; decode = bilinear upsampling), so a UNet and ControlNeXt module
+trained on this folder with \`cnx train --model <this folder>\` draw recognisable (blurred) pictures.
+` : ''}
     npx cnx generate --model . --controlnext controlnext/controlnet.safetensors \\
       --controlnext-unet controlnext/unet.safetensors --control-image controlnext/example_condition.png \\
       --prompt "a test" --steps 4
@@ -56,9 +63,9 @@ tokenizer) and random weights: everything loads and runs in seconds, and the ima
 
 /** The tiny model folder's files (builds the models on a CPU backend, reads their weights, encodes them). */
 export async function tinyModelFiles(opts: TinyModelFilesOptions = {}): Promise<TinyModelFiles> {
-  const seed = opts.seed ?? 0;
+  const seed = opts.seed ?? 0, vae = opts.vae ?? 'random';
   const backend = new CpuBackend();
-  const m = tinyModels(backend, { seed, control: true });
+  const m = tinyModels(backend, { seed, control: true, vae });
   try {
     const vocab: Record<string, number> = {};
     for (const [tok, id] of tinyVocab()) vocab[tok] = id;
@@ -70,9 +77,9 @@ export async function tinyModelFiles(opts: TinyModelFilesOptions = {}): Promise<
         scheduler: ['diffusers', 'PNDMScheduler'], text_encoder: ['transformers', 'CLIPTextModel'],
         tokenizer: ['transformers', 'CLIPTokenizer'], unet: ['diffusers', 'UNet2DConditionModel'], vae: ['diffusers', 'AutoencoderKL'],
       }),
-      'unet/config.json': json({ _class_name: 'UNet2DConditionModel', _diffusers_version: DIFFUSERS_VERSION, ...TINY_UNET_CONFIG }),
+      'unet/config.json': json({ _class_name: 'UNet2DConditionModel', _diffusers_version: DIFFUSERS_VERSION, ...tinyUnetConfig(vae) }),
       'unet/diffusion_pytorch_model.safetensors': await weightsFile(m.unet),
-      'vae/config.json': json({ _class_name: 'AutoencoderKL', _diffusers_version: DIFFUSERS_VERSION, ...TINY_VAE_CONFIG }),
+      'vae/config.json': json({ _class_name: 'AutoencoderKL', _diffusers_version: DIFFUSERS_VERSION, ...(vae === 'block-mean' ? blockMeanVaeConfig(64) : TINY_VAE_CONFIG) }),
       'vae/diffusion_pytorch_model.safetensors': await weightsFile(m.vae),
       'text_encoder/config.json': json({ ...tinyTextConfig(m.tokenizer), torch_dtype: 'float32' }),
       'text_encoder/model.safetensors': await weightsFile(m.textModel),
@@ -83,7 +90,7 @@ export async function tinyModelFiles(opts: TinyModelFilesOptions = {}): Promise<
       'scheduler/scheduler_config.json': json({ ...SD15_SCHEDULER_CONFIG, _diffusers_version: DIFFUSERS_VERSION }),
       'controlnext/controlnet.safetensors': await weightsFile(m.controlModule!),
       'controlnext/unet.safetensors': await weightsFile(m.unet, (k) => /\.to_out\./.test(k)),
-      'README.md': README(seed),
+      'README.md': README(seed, vae),
     };
   } finally {
     for (const part of [m.unet, m.vae, m.textModel, m.controlModule]) part?.dispose();
