@@ -4,7 +4,8 @@
 // channel std ~0.5, plus f32 rounding: 1e-4 absolute), decode = bilinear x2 upsampling three times
 // (align_corners=False, i.e. [1/4, 1/2, 1/4] on the nearest-upsampled map) away from the border; on the CPU
 // reference and the wasm backend; the round trip keeps the shapes (IoU); the folder `cnx tiny-model --vae
-// block-mean` writes loads as a pipeline with 3 latent channels, and `cnx train` on it picks the tiny module.
+// block-mean` writes (v-prediction) loads as a pipeline with 3 latent channels, and `cnx train` on it picks
+// the tiny module.
 
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -153,6 +154,8 @@ describe('block-mean VAE', () => {
     expect(vaeConfig['scaling_factor']).toBe(1);
     const unetConfig = JSON.parse(readFileSync(join(folder, 'unet', 'config.json'), 'utf8')) as Record<string, unknown>;
     expect([unetConfig['in_channels'], unetConfig['out_channels']]).toEqual([3, 3]);
+    const schedulerConfig = JSON.parse(readFileSync(join(folder, 'scheduler', 'scheduler_config.json'), 'utf8')) as Record<string, unknown>;
+    expect(schedulerConfig['prediction_type']).toBe('v_prediction');
     const backend = new CpuBackend();
     const { pipeline } = loadPipeline(folder, backend, {});
     try {

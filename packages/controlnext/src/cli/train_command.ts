@@ -50,7 +50,7 @@ export const TRAIN_OPTIONS: readonly OptionSpec[] = [
   { name: 'dataset', type: 'string', metavar: 'DIR', description: 'training set in the fill50k layout (prompt.json JSON lines {"source", "target", "prompt"}, source/ = control images, target/ = images)' },
   { name: 'shapes', type: 'integer', metavar: 'N', description: 'instead of --dataset: write N samples of the synthetic shapes set (a coloured shape, its outline as control) at --resolution into OUTPUT/dataset and train on them', min: 1, max: 1_000_000 },
   { name: 'shapes-seed', type: 'integer', metavar: 'N', description: 'seed of the synthetic shapes set (with --shapes)', default: 0, min: 0, max: 4294967295 },
-  { name: 'model', type: 'string', metavar: 'DIR|tiny', description: 'base Stable Diffusion 1.x folder (diffusers layout), or "tiny": the built-in tiny model with RANDOM weights (seed 0, as `cnx tiny-model`)', default: 'tiny' },
+  { name: 'model', type: 'string', metavar: 'DIR|tiny', description: 'base Stable Diffusion 1.x folder (diffusers layout), or "tiny": the built-in tiny model with RANDOM weights (seed 0, as `cnx tiny-model`); for pictures one can look at, a `cnx tiny-model DIR --vae block-mean` folder (a tiny UNet folder gets the tiny light module)', default: 'tiny' },
   { name: 'variant', type: 'string', metavar: 'NAME', description: `what to train: ${TRAINABLE_VARIANTS.join(', ')} (the SD1.5-Training light module)`, default: 'sd15_training' },
   { name: 'resolution', type: 'integer', metavar: 'PX', description: 'training resolution, a multiple of 8: images are resized (shorter side) and centre-cropped to it (default: 512, the tiny model 64)', min: 8, max: 2048 },
   { name: 'batch-size', type: 'integer', metavar: 'N', description: 'samples per step', default: 4, min: 1, max: 256 },
@@ -89,7 +89,8 @@ export function trainHelp(): string {
 Train a ControlNeXt control module (the SD1.5-Training recipe: the light module at lr x 10 plus the UNet's
 attention to_out layers, AdamW, DDPM noise, MSE on the noise) on a dataset in the fill50k layout or on a
 synthetic shapes set, with a Stable Diffusion 1.x folder or the tiny built-in model (random weights: it
-learns, but its pictures are not pictures).
+learns, but its pictures are not pictures; with the block-mean VAE of \`cnx tiny-model DIR --vae block-mean\`
+and the whole tiny UNet trained, they are: bench/results/training/README.md).
 
 Options:
 ${formatOptions(TRAIN_OPTIONS)}
@@ -110,6 +111,10 @@ Examples:
     --backend wasm --validation-every 100
   cnx train --shapes 512 --output run1 --resolution 64 --batch-size 4 --steps 600 --learning-rate 1e-4 \\
     --backend wasm --validation-every 100 --resume run1/checkpoint-300
+  cnx tiny-model shapes-sd --vae block-mean
+  cnx train --model shapes-sd --shapes 1024 --output shapes-run --resolution 96 --batch-size 8 --steps 1500 \\
+    --learning-rate 1e-3 --control-lr-multiplier 1 --unet-trainable '/./' --backend wasm --validation-every 250 \\
+    --validation-guidance 1
   cnx train --model ./sd15 --dataset ./fill50k --output fill50k-run --resolution 512 --batch-size 4 \\
     --validation-prompt "red circle with blue background" --validation-image ./fill50k/source/0.png`;
 }

@@ -111,6 +111,16 @@ export function tinyBlockMeanVae(backend: Backend): AutoencoderKL {
   return new AutoencoderKL(blockMeanVaeConfig(size), new BlockMeanVaeWeights(stats), backend);
 }
 
+/**
+ * The tiny model's scheduler config: SD1.5's, and with the block-mean VAE v-prediction (as SD 2.x): a
+ * tiny UNet trained for minutes predicts the noise at t ~ 999 with an error that the clean-latent estimate
+ * divides by sqrt(alphas_cumprod) ~ 0.07, so epsilon-prediction samples stay noise; v-prediction's
+ * estimate does not amplify it (bench/results/convergence/README.md measured both).
+ */
+export function tinySchedulerConfig(vae: TinyVae = 'random'): Record<string, unknown> {
+  return vae === 'block-mean' ? { ...SD15_SCHEDULER_CONFIG, prediction_type: 'v_prediction' } : SD15_SCHEDULER_CONFIG;
+}
+
 /** The tiny UNet's config for a VAE (the block-mean VAE has 3 latent channels). */
 export function tinyUnetConfig(vae: TinyVae = 'random'): typeof TINY_UNET_CONFIG {
   return vae === 'block-mean' ? { ...TINY_UNET_CONFIG, in_channels: 3, out_channels: 3 } : TINY_UNET_CONFIG;
@@ -140,7 +150,7 @@ export function tinyPipeline(backend: Backend, opts: TinyPipelineOptions = {}): 
   const { tokenizer, textModel, unet, vae, controlModule } = tinyModels(backend, opts);
   const control = controlModule ? new ControlNeXtControl(new ControlNeXt('sd15', controlModule, backend)) : undefined;
   return new ControllableDiffusionPipeline({
-    unet, vae, scheduler: createScheduler(opts.scheduler ?? 'unipc', SD15_SCHEDULER_CONFIG),
+    unet, vae, scheduler: createScheduler(opts.scheduler ?? 'unipc', tinySchedulerConfig(opts.vae)),
     textEncoder: new ClipPromptEncoder(tokenizer, textModel), control,
   });
 }

@@ -21,7 +21,7 @@
 import { CpuBackend, encodeSafetensors, type SafetensorsEntry } from '@cnx/tensor';
 import type { Module } from '@cnx/unet';
 import { blockMeanVaeConfig } from './block_mean_vae.js';
-import { SD15_SCHEDULER_CONFIG, TINY_VAE_CONFIG, tinyModels, tinyTextConfig, tinyUnetConfig, tinyVocab, type TinyVae } from './tiny_model.js';
+import { TINY_VAE_CONFIG, tinyModels, tinySchedulerConfig, tinyTextConfig, tinyUnetConfig, tinyVocab, type TinyVae } from './tiny_model.js';
 
 /** diffusers version named in the configs (the reference version of the golden cases). */
 const DIFFUSERS_VERSION = '0.29.2';
@@ -53,7 +53,8 @@ files, with tiny widths (UNet [16, 32], ${vae === 'block-mean' ? 'VAE [12, 12, 1
 tokenizer) and random weights: everything loads and runs in seconds, and the images are noise.
 ${vae === 'block-mean' ? `
 The VAE is not random: its weights are set by construction to an exact codec (latents = the standardised
-8x8 block means of the image, 3 channels; decode = bilinear upsampling), so a UNet and ControlNeXt module
+8x8 block means of the image, 3 channels; decode = bilinear upsampling) and the scheduler predicts v (as SD 2.x),
+so a UNet and ControlNeXt module
 trained on this folder with \`cnx train --model <this folder>\` draw recognisable (blurred) pictures.
 ` : ''}
     npx cnx generate --model . --controlnext controlnext/controlnet.safetensors \\
@@ -87,7 +88,7 @@ export async function tinyModelFiles(opts: TinyModelFilesOptions = {}): Promise<
       'tokenizer/merges.txt': '#version: 0.2\n',
       'tokenizer/special_tokens_map.json': json(special),
       'tokenizer/tokenizer_config.json': json({ ...special, model_max_length: m.tokenizer.maxLength, tokenizer_class: 'CLIPTokenizer' }),
-      'scheduler/scheduler_config.json': json({ ...SD15_SCHEDULER_CONFIG, _diffusers_version: DIFFUSERS_VERSION }),
+      'scheduler/scheduler_config.json': json({ ...tinySchedulerConfig(vae), _diffusers_version: DIFFUSERS_VERSION }),
       'controlnext/controlnet.safetensors': await weightsFile(m.controlModule!),
       'controlnext/unet.safetensors': await weightsFile(m.unet, (k) => /\.to_out\./.test(k)),
       'README.md': README(seed, vae),
