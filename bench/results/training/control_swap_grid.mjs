@@ -1,7 +1,8 @@
 // Does a `cnx train` checkpoint make the pipeline FOLLOW the control? Loads the base folder and the checkpoint
 // through loadPipeline (as `cnx generate --controlnext CKPT --controlnext-unet CKPT/unet.safetensors` does)
-// and generates, for K held-out shapes controls (indices after the training set) and C colours, the prompt
-// "a <colour> <the control's shape>" with the same noise (seed) in every cell. Writes:
+// and generates, for held-out shapes controls (indices after the training set: the first K/5 of each of the
+// five shape kinds) and C colours, the prompt "a <colour> <the control's shape>" with the same noise (seed)
+// in every cell. Writes:
 //   control_swap_grid.png  rows: the K controls; columns: control | one generated image per colour
 //   control_swap.csv       per cell: IoU of the generated image (segmented by the prompt's colour) with
 //                          the cell's own control mask, and with the next row's mask (a control-free model
@@ -10,21 +11,28 @@
 // control carries them.
 //
 // usage (after npm run build, from the repository root):
-//   node bench/results/training/control_swap_grid.mjs BASE_DIR CHECKPOINT_DIR OUT_DIR [RESOLUTION=96] [START=1024] [K=6]
+//   node bench/results/training/control_swap_grid.mjs BASE_DIR CHECKPOINT_DIR OUT_DIR [RESOLUTION=96] [START=1024] [K=10]
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import ndarray from 'ndarray';
-import { imageToTensor, loadPipeline, rgbBytesToImage, shapeIoU, shapeSample, tensorToImages, writePng, SHAPE_COLOURS } from '@cnx/controlnext';
+import { imageToTensor, loadPipeline, rgbBytesToImage, shapeIoU, shapeSample, tensorToImages, writePng, SHAPE_COLOURS, SHAPE_KINDS } from '@cnx/controlnext';
 import { createBackend } from '@cnx/kernels';
 
 const [baseDir, ckpt, outDir, resArg, startArg, kArg] = process.argv.slice(2);
 if (!outDir) { console.error('usage: node control_swap_grid.mjs BASE_DIR CHECKPOINT_DIR OUT_DIR [RESOLUTION] [START] [K]'); process.exit(2); }
-const R = Number(resArg ?? 96), START = Number(startArg ?? 1024), K = Number(kArg ?? 6);
+const R = Number(resArg ?? 96), START = Number(startArg ?? 1024), PER_KIND = Math.max(1, Math.round(Number(kArg ?? 10) / SHAPE_KINDS.length));
 const COLOURS = ['red', 'green', 'blue', 'yellow', 'purple', 'white'];
 const be = await createBackend('wasm');
 const { pipeline } = loadPipeline(baseDir, be, { controlnext: ckpt, controlnextUnet: join(ckpt, 'unet.safetensors') });
-const samples = Array.from({ length: K }, (_, k) => shapeSample(START + k, { size: R, seed: 0 }));
+const samples = [];
+for (const kind of SHAPE_KINDS) {
+  for (let i = START, n = 0; n < PER_KIND; i++) {
+    const s = shapeSample(i, { size: R, seed: 0 });
+    if (s.shape === kind) { samples.push(s); n++; }
+  }
+}
+const K = samples.length;
 
 const cells = [];   // [row][col] -> ImageArray
 const rows = ['row,shape,colour,iou_own_control,iou_next_row_mask'];
