@@ -26,7 +26,7 @@ export interface WasmRuntimeOptions {
   /**
    * 3x3 stride-1 convolutions by Winograd F(2x2, 3x3) (wasm_ops.ts, winograd_kernels.ts): 'auto' (default)
    * where the planner expects it to pay, 'always' wherever it applies (tests), 'never' (im2col + GEMM
-   * only: the before/after comparison).
+   * only: the before/after comparison). Default: CNX_WASM_WINOGRAD, else 'auto'.
    */
   winograd?: WinogradMode;
 }
@@ -72,7 +72,10 @@ export class WasmRuntime {
     const module = await WebAssembly.compile(bytes);
     const instance = await WebAssembly.instantiate(module, { env: { memory } });
     const pool = await createThreadPool({ module, memory, kernels, spin: 2000 }, instance, shared ? threads : 1);
-    const winograd = opts.winograd ?? 'auto';
+    // CNX_WASM_WINOGRAD (Node) picks the mode for whole runs, as CNX_WASM_THREADS does the threads: the
+    // benches' before/after comparison without a code change
+    const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.CNX_WASM_WINOGRAD;
+    const winograd = (opts.winograd ?? (env || 'auto')) as WinogradMode;
     if (!['auto', 'always', 'never'].includes(winograd)) throw new Error(`wasm backend: winograd must be 'auto', 'always' or 'never', got ${String(winograd)}`);
     return new WasmRuntime(features, memory, new WasmHeap(memory, HEAP_BASE, maxPages * PAGE), pool, fma, winograd, kernels);
   }

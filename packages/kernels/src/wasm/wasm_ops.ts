@@ -218,7 +218,7 @@ export function useWinograd(rt: WasmRuntime, p: Conv2dPlan): boolean {
   if (rt.winograd === 'always') return true;
   const [Ho, Wo] = conv2dOutSize(p);
   const tiles = p.N * Math.ceil(Ho / 2) * Math.ceil(Wo / 2);
-  return tiles >= WINOGRAD_MIN_TILES && p.C >= WINOGRAD_MIN_CHANNELS && p.O >= WINOGRAD_MIN_CHANNELS;
+  return tiles >= WINOGRAD_MIN_TILES && p.C >= WINOGRAD_MIN_CHANNELS;
 }
 
 /** out [N, O, Ho, Wo] = act(conv(x [N, C, H, W], w [O, C/groups, KH, KW]) + bias) + res. */
@@ -271,16 +271,20 @@ export function conv2d(rt: WasmRuntime, x: number, w: number, out: number, p: Co
 }
 
 /**
- * Winograd thresholds (measured, bench/README.md): below WINOGRAD_MIN_TILES 2x2 output tiles per call the
- * 16 GEMMs have too few columns to run at speed and the transformed weight (16/9 of the weight) must be
- * streamed through once more; below WINOGRAD_MIN_CHANNELS input or output channels the transforms
- * (O(C) and O(O) work per tile) are no longer small next to the GEMMs (O(O C) per tile).
+ * Winograd thresholds, from timing both paths on the UNet's and VAE's 3x3 conv shapes (2-core Xeon,
+ * 2 threads; bench/README.md). The weight transform (O C pairs, reading the weight once and writing 16/9
+ * of it) is paid per call and only amortised over the tiles: 1280 -> 1280 channels at 4x4 pixels
+ * (N = 2, 8 tiles) runs 0.83-0.94x the im2col path's speed, at 16-18 tiles 1.1-1.7x, at 32 tiles 1.5-1.8x,
+ * at 128 tiles ~2x, at 512 tiles 2.3x. With few input channels the GEMMs are short in K = C while the
+ * output transform still costs O(O) per tile: C = 16 runs 0.75x, C = 32 0.96x, C = 64 1.8x (O = 64).
+ * The number of output channels does not matter the same way (few rows are a weak point of the im2col
+ * GEMM too): O = 3 with C = 128 runs 1.3x.
  */
-const WINOGRAD_MIN_TILES = 64;
-const WINOGRAD_MIN_CHANNELS = 32;
+const WINOGRAD_MIN_TILES = 16;
+const WINOGRAD_MIN_CHANNELS = 64;
 
 /**
- * The conv as Winograd F(2x2, 3x3) (winograd_kernels.ts): U [16, O, C] = G w G^T, then per chunk of
+ * The conv as Winograd F(2x2, 3x3) (winograd_kernels.ts): U [O, 16, C] = G w G^T, then per chunk of
  * tiles V = B^T d B into 16 packed panel sets, 16 GEMMs M_xi [O, tiles] = U_xi @ V_xi, Y = A^T M A into
  * pixel rows, and the usual epilogue (bias, activation, residual) on Y. Chunks are whole samples, or
  * bands of tile rows of one sample, so each chunk's pixels are one contiguous range of columns.
@@ -333,7 +337,7 @@ function conv2dWinograd(rt: WasmRuntime, x: number, w: number, out: number, p: C
       const inArgs = [x, C, p.H, p.W, p.padding[0], p.padding[2], TH, TW, ch.tile0, ch.nTiles, v, vPoint, PT];
       if (inArgs.length !== WINOGRAD_INPUT_ARGS_LEN) throw new Error('conv2d winograd: argument struct mismatch');
       rt.launch('winograd_input_task', inArgs, ceilDiv(nPanels, PT), [], serial);
-      for (let xi = 0; xi < XI; xi++) gemmCore(rt, u + xi * O * C * 4, C * 4, O, C, v + xi * vPoint, nPanels, cb + xi * cPoint, serial);
+      for (let xi = 0; xi < XI; xi++) gemmCore(rt, u + xi * C * 4, XI * C * 4, O, C, v + xi * vPoint, nPanels, cb + xi * cPoint, serial);
       const groups = ceilDiv(ch.nTiles, 4);
       const GB = Math.max(1, ceilDiv(groups, rt.threads * 4));
       const outArgs = [cb, ldcFloats(nPanels) * 4, cPoint, O, TH, TW, Ho, Wo, ch.tile0, ch.nTiles, y, ldy, ch.pix0, GB];
