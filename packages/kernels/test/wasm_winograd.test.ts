@@ -4,7 +4,8 @@
 // samples in one panel), channel counts on and off the SIMD width, asymmetric and zero padding, every
 // epilogue (bias, activation, residual), and tile chunks smaller than a sample (bands of tile rows).
 // A backend with winograd: 'always' takes the Winograd path wherever it applies; the kernel launch
-// counts show that it did, and that 'never' and non-applicable convs (stride 2, groups, 1x1) did not.
+// counts show that it did (both the weight transform fused into the GEMMs, used up to 128 tiles, and the
+// separate one), and that 'never' and non-applicable convs (stride 2, groups, 1x1) did not.
 //
 // Error model. The direct f32 conv sums n = 9C products of magnitude ~s (s = |w||x|); its error is
 // ~sqrt(n) eps s (tolFor('f32', 9C, 1)). Winograd sums, for each of the 16 points, C products U V where
@@ -94,6 +95,9 @@ for (const { threads, fma } of [{ threads: 2, fma: true }, { threads: 1, fma: fa
         seed += 10;
       }
       expect(direct.rt.launchCounts.get('winograd_output_task') ?? 0, "'never' never runs Winograd").toBe(0);
+      // both forms of the weight transform ran: fused with the GEMMs (calls of <= 128 tiles) and separate
+      expect(wino.rt.launchCounts.get('winograd_gemm_task') ?? 0, 'fused transform + GEMM').toBeGreaterThan(0);
+      expect(wino.rt.launchCounts.get('winograd_weight_task') ?? 0, 'separate weight transform').toBeGreaterThan(0);
       console.log(`winograd/direct worst-error ratio per case: ${ratios.map((r) => r.toFixed(2)).join(' ')}`);
     });
 

@@ -11,7 +11,7 @@ import { BIAS, EPILOGUE_ARGS, epilogueName } from './epilogue_kernels.js';
 import { GEMM_MR, GEMM_NR } from './gemm_kernels.js';
 import type { WasmRuntime } from './runtime.js';
 import {
-  WINOGRAD_INPUT_ARGS_LEN, WINOGRAD_OUTPUT_ARGS_LEN, WINOGRAD_POINTS, WINOGRAD_WEIGHT_ARGS_LEN,
+  WINOGRAD_GEMM_ARGS_LEN, WINOGRAD_INPUT_ARGS_LEN, WINOGRAD_OUTPUT_ARGS_LEN, WINOGRAD_POINTS, WINOGRAD_WEIGHT_ARGS_LEN,
 } from './winograd_kernels.js';
 
 const MR = GEMM_MR, NR = GEMM_NR;
@@ -271,16 +271,23 @@ export function conv2d(rt: WasmRuntime, x: number, w: number, out: number, p: Co
 }
 
 /**
- * Winograd thresholds, from timing both paths on the UNet's and VAE's 3x3 conv shapes (2-core Xeon,
- * 2 threads; bench/README.md). The weight transform (O C pairs, reading the weight once and writing 16/9
- * of it) is paid per call and only amortised over the tiles: 1280 -> 1280 channels at 4x4 pixels
- * (N = 2, 8 tiles) runs 0.83-0.94x the im2col path's speed, at 16-18 tiles 1.1-1.7x, at 32 tiles 1.5-1.8x,
- * at 128 tiles ~2x, at 512 tiles 2.3x. With few input channels the GEMMs are short in K = C while the
- * output transform still costs O(O) per tile: C = 16 runs 0.75x, C = 32 0.96x, C = 64 1.8x (O = 64).
- * The number of output channels does not matter the same way (few rows are a weak point of the im2col
- * GEMM too): O = 3 with C = 128 runs 1.3x.
+ * Winograd thresholds, from timing both paths on the UNet's 3x3 conv shapes (2-core Xeon, 2 threads,
+ * N = 2, loaded box, so +-15 %; bench/README.md). The weight transform (O C filters) is paid per call and
+ * amortised over the tiles; fused with the GEMMs it stays cheap down to a few tiles: 1280 -> 1280 and
+ * 2560 -> 1280 channels at 4x4 pixels (8 tiles) run 1.5-1.6x the im2col path's speed, 640 -> 640 2.5x,
+ * 320 -> 320 1.2x; at 2x2 pixels (2 tiles) 0.2-0.6x. 32 tiles: 1.8x; 128: ~2x; 512: 2.1-2.3x. With few
+ * input channels the GEMMs are short in K = C while the output transform still costs O(O) per tile:
+ * C = 32 runs 0.8x, C = 64 1.2x (O = 320, 512 tiles). Few output channels are a weak point of the
+ * im2col GEMM too: O = 3 with C = 128 runs 1.3x.
  */
-const WINOGRAD_MIN_TILES = 16;
+const WINOGRAD_MIN_TILES = 8;
+/**
+ * Up to this many tiles per call the weight transform runs fused with the GEMMs (winograd_gemm_task):
+ * with few tiles the transformed weight is the GEMMs' streamed operand, and writing it out and reading it
+ * back costs as much as the GEMMs (1280 -> 1280 channels at 4x4 pixels, N = 2: separate transform 18 ms
+ * + GEMMs 16 ms; fused 22 ms).
+ */
+const WINOGRAD_FUSED_MAX_TILES = 128;
 const WINOGRAD_MIN_CHANNELS = 64;
 
 /**
@@ -320,16 +327,25 @@ function conv2dWinograd(rt: WasmRuntime, x: number, w: number, out: number, p: C
   const s = new Scratch(rt);
   try {
     const nPanelsMax = ceilDiv(maxTiles, NR);
-    const u = s.alloc(XI * O * C * 4, 'winograd transformed weight');
+    // Few tiles: the weight transform fused with the GEMMs (winograd_gemm_task), groups of R output
+    // channels transformed into a per-thread slot of ~1 MiB and used while in cache; R a multiple of MR
+    // (a group's last micro-tile must not write the next group's rows) and small enough for 2 groups
+    // per thread.
+    const fused = maxTiles <= WINOGRAD_FUSED_MAX_TILES;
+    const R = Math.max(MR, Math.min(Math.floor((1 << 20) / (XI * C * 4) / MR) * MR, Math.floor(O / (2 * rt.threads) / MR) * MR));
+    const slots = rt.threads;
+    const u = fused ? s.alloc(slots * R * XI * C * 4 + 64, 'winograd transformed weight slots') : s.alloc(XI * O * C * 4, 'winograd transformed weight');
     const v = s.alloc(XI * nPanelsMax * NR * C * 4, 'winograd transformed input panels');
     const cPoint = cBytes(O, nPanelsMax);
     const cb = s.alloc(XI * cPoint, 'winograd point products');
     const ldy = (maxPix + 16) * 4; // + 16 floats: rows not a power of two apart
     const y = s.alloc(O * ldy, 'winograd output rows');
-    const OB = Math.max(1, ceilDiv(O, rt.threads * 4));
-    const wArgs = [w, O, C, u, OB];
-    if (wArgs.length !== WINOGRAD_WEIGHT_ARGS_LEN) throw new Error('conv2d winograd: argument struct mismatch');
-    rt.launch('winograd_weight_task', wArgs, ceilDiv(O, OB), [], serial);
+    if (!fused) {
+      const OB = Math.max(1, ceilDiv(O, rt.threads * 4));
+      const wArgs = [w, O, C, u, OB];
+      if (wArgs.length !== WINOGRAD_WEIGHT_ARGS_LEN) throw new Error('conv2d winograd: argument struct mismatch');
+      rt.launch('winograd_weight_task', wArgs, ceilDiv(O, OB), [], serial);
+    }
     for (const ch of chunks) {
       const nPanels = ceilDiv(ch.nTiles, NR);
       const vPoint = nPanels * NR * C * 4;
@@ -337,7 +353,16 @@ function conv2dWinograd(rt: WasmRuntime, x: number, w: number, out: number, p: C
       const inArgs = [x, C, p.H, p.W, p.padding[0], p.padding[2], TH, TW, ch.tile0, ch.nTiles, v, vPoint, PT];
       if (inArgs.length !== WINOGRAD_INPUT_ARGS_LEN) throw new Error('conv2d winograd: argument struct mismatch');
       rt.launch('winograd_input_task', inArgs, ceilDiv(nPanels, PT), [], serial);
-      for (let xi = 0; xi < XI; xi++) gemmCore(rt, u + xi * C * 4, XI * C * 4, O, C, v + xi * vPoint, nPanels, cb + xi * cPoint, serial);
+      if (fused) {
+        const slotBytes = R * XI * C * 4, counter = u + slots * slotBytes;
+        rt.u8(counter, 4).fill(0);
+        const kc = nPanels * NR * C * 4 <= FULL_K_BYTES ? C : KC;
+        const gArgs = [w, O, C, v, vPoint, nPanels, cb, cPoint, ldcFloats(nPanels) * 4, R, u, slotBytes, counter, kc, ceilDiv(O, R)];
+        if (gArgs.length !== WINOGRAD_GEMM_ARGS_LEN) throw new Error('conv2d winograd: argument struct mismatch');
+        rt.launch('winograd_gemm_task', gArgs, slots, [], serial);
+      } else {
+        for (let xi = 0; xi < XI; xi++) gemmCore(rt, u + xi * C * 4, XI * C * 4, O, C, v + xi * vPoint, nPanels, cb + xi * cPoint, serial);
+      }
       const groups = ceilDiv(ch.nTiles, 4);
       const GB = Math.max(1, ceilDiv(groups, rt.threads * 4));
       const outArgs = [cb, ldcFloats(nPanels) * 4, cPoint, O, TH, TW, Ho, Wo, ch.tile0, ch.nTiles, y, ldy, ch.pix0, GB];

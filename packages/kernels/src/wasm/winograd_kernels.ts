@@ -27,61 +27,152 @@
 // Tiles are numbered n * TH * TW + ty * TW + tx (TH = ceil(Ho/2), TW = ceil(Wo/2)); a call handles the
 // tiles [tile0, tile0 + nTiles) and the pixel columns from pix0 on (pixel column n * Ho * Wo + y * Wo + x).
 
-import { ValType, f32, forRange, get, i32, i32x4, if_, set, f32x4, v128, type Code, type ModuleBuilder } from './wasm_binary.js';
+import { fetchAdd1, type EmitOptions } from './emit_util.js';
+import {
+  ValType, block, br, br_if, call, f32, f32x4, forRange, get, i32, i32x4, if_, loop, set, v128, type Code, type ModuleBuilder,
+} from './wasm_binary.js';
 
 export const WINOGRAD_WEIGHT_ARGS_LEN = 5 as const;
 export const WINOGRAD_INPUT_ARGS_LEN = 13 as const;
 export const WINOGRAD_OUTPUT_ARGS_LEN = 14 as const;
+export const WINOGRAD_GEMM_ARGS_LEN = 15 as const;
 /** Transform points (4x4). */
 export const WINOGRAD_POINTS = 16;
 
-/** winograd_weight_task(args = [w, O, C, u, OB], t): U[xi, o, c] for o in [t*OB, t*OB + OB). */
-function emitWeightTask(m: ModuleBuilder): void {
-  const f = m.func('winograd_weight_task', [ValType.i32, ValType.i32]);
-  const [args, t] = [0, 1];
-  const [w, O, C, u, OB] = f.argLocals(args, WINOGRAD_WEIGHT_ARGS_LEN);
-  const [o, oEnd, c, src, dst, C4] = f.locals(ValType.i32, 6);
-  const g = f.locals(ValType.f32, 9);
-  const gg = f.locals(ValType.f32, 12); // G g: 4 rows x 3 columns
-  const half = f32.const(0.5);
-  const body: Code[] = [];
-  for (let e = 0; e < 9; e++) body.push(set(g[e]!, f32.load(get(src), e * 4)));
-  // rows of G g: g0, (g0 + g1 + g2)/2, (g0 - g1 + g2)/2, g2 (gk = row k of g)
-  for (let col = 0; col < 3; col++) {
-    const [a, b, cc] = [g[col]!, g[3 + col]!, g[6 + col]!];
-    const s = f32.add(get(a), get(cc));
-    body.push(
-      set(gg[col]!, get(a)),
-      set(gg[3 + col]!, f32.mul(f32.add(s, get(b)), half)),
-      set(gg[6 + col]!, f32.mul(f32.sub(f32.add(get(a), get(cc)), get(b)), half)),
-      set(gg[9 + col]!, get(cc)),
-    );
-  }
-  // (G g) G^T: row (a, b, c) -> (a, (a + b + c)/2, (a - b + c)/2, c); U[o, xi = 4i + j, c] at dst + xi*C*4
-  const at = (xi: number): Code => i32.add(get(dst), i32.mul(i32.const(xi), get(C4)));
-  for (let i = 0; i < 4; i++) {
-    const [a, b, cc] = [gg[3 * i]!, gg[3 * i + 1]!, gg[3 * i + 2]!];
-    body.push(
-      f32.store(at(4 * i), get(a)),
-      f32.store(at(4 * i + 1), f32.mul(f32.add(f32.add(get(a), get(cc)), get(b)), half)),
-      f32.store(at(4 * i + 2), f32.mul(f32.sub(f32.add(get(a), get(cc)), get(b)), half)),
-      f32.store(at(4 * i + 3), get(cc)),
-    );
-  }
+/**
+ * winograd_weight_rows(w, u, rows, C) (internal): U[r, xi, c] at u for the filters w [rows, C, 3, 3].
+ * Four input channels at a time in the lanes of f32x4 (their filters are 36 consecutive floats, gathered
+ * lane by lane), then a scalar tail.
+ */
+function emitWeightRows(m: ModuleBuilder): number {
+  const f = m.func('winograd_weight_rows', [ValType.i32, ValType.i32, ValType.i32, ValType.i32], [], false);
+  const [w, u, rows, C] = [0, 1, 2, 3];
+  const [o, c, c4, src, dst, C4] = f.locals(ValType.i32, 6);
+  const body = (vec: boolean): Code[] => {
+    const F = vec ? f32x4 : f32;
+    const g = f.locals(vec ? ValType.v128 : ValType.f32, 9);
+    const gg = f.locals(vec ? ValType.v128 : ValType.f32, 12); // G g: 4 rows x 3 columns
+    const half = vec ? v128.const_f32x4(0.5) : f32.const(0.5);
+    const code: Code[] = [];
+    for (let e = 0; e < 9; e++) {
+      if (!vec) code.push(set(g[e]!, f32.load(get(src), e * 4)));
+      else {
+        // lane l: filter c + l, element e, at src + 36 l + 4 e
+        code.push(set(g[e]!, v128.load32_splat(get(src), e * 4)));
+        for (let l = 1; l < 4; l++) code.push(set(g[e]!, f32x4.replace_lane(get(g[e]!), l, f32.load(get(src), 36 * l + e * 4))));
+      }
+    }
+    // rows of G g: g0, (g0 + g1 + g2)/2, (g0 - g1 + g2)/2, g2 (gk = row k of g)
+    for (let col = 0; col < 3; col++) {
+      const [a, b, cc] = [g[col]!, g[3 + col]!, g[6 + col]!];
+      code.push(
+        set(gg[col]!, get(a)),
+        set(gg[3 + col]!, F.mul(F.add(F.add(get(a), get(cc)), get(b)), half)),
+        set(gg[6 + col]!, F.mul(F.sub(F.add(get(a), get(cc)), get(b)), half)),
+        set(gg[9 + col]!, get(cc)),
+      );
+    }
+    // (G g) G^T: row (a, b, c) -> (a, (a + b + c)/2, (a - b + c)/2, c); U[o, xi = 4i + j, c] at dst + xi*C*4
+    const at = (xi: number): Code => i32.add(get(dst), i32.mul(i32.const(xi), get(C4)));
+    const store = vec ? v128.store : f32.store;
+    for (let i = 0; i < 4; i++) {
+      const [a, b, cc] = [gg[3 * i]!, gg[3 * i + 1]!, gg[3 * i + 2]!];
+      code.push(
+        store(at(4 * i), get(a)),
+        store(at(4 * i + 1), F.mul(F.add(F.add(get(a), get(cc)), get(b)), half)),
+        store(at(4 * i + 2), F.mul(F.sub(F.add(get(a), get(cc)), get(b)), half)),
+        store(at(4 * i + 3), get(cc)),
+      );
+    }
+    return code;
+  };
+  const vecBody = body(true), scalarBody = body(false);
   f.emit(
     set(C4, i32.shl(get(C), i32.const(2))),
-    set(o, i32.mul(get(t), get(OB))),
-    set(oEnd, i32.add(get(o), get(OB))),
-    if_(i32.gt_s(get(oEnd), get(O)), [set(oEnd, get(O))]),
-    forRange(o, get(o), get(oEnd), 1, [
+    set(c4, i32.and(get(C), i32.const(~3))),
+    forRange(o, i32.const(0), get(rows), 1, [
       ...set(src, i32.add(get(w), i32.mul(i32.mul(get(o), get(C)), i32.const(36)))),
       ...set(dst, i32.add(get(u), i32.shl(i32.mul(i32.mul(get(o), get(C)), i32.const(16)), i32.const(2)))),
-      ...forRange(c, i32.const(0), get(C), 1, [
-        ...body.flat(),
+      ...forRange(c, i32.const(0), get(c4), 4, [
+        ...vecBody.flat(),
+        ...set(src, i32.add(get(src), i32.const(4 * 36))),
+        ...set(dst, i32.add(get(dst), i32.const(16))),
+      ]),
+      ...forRange(c, get(c4), get(C), 1, [
+        ...scalarBody.flat(),
         ...set(src, i32.add(get(src), i32.const(36))),
         ...set(dst, i32.add(get(dst), i32.const(4))),
       ]),
     ]),
+  );
+  return f.index;
+}
+
+/** winograd_weight_task(args = [w, O, C, u, OB], t): U[o, xi, c] for o in [t*OB, t*OB + OB). */
+function emitWeightTask(m: ModuleBuilder, rowsFn: number): void {
+  const f = m.func('winograd_weight_task', [ValType.i32, ValType.i32]);
+  const [args, t] = [0, 1];
+  const [w, O, C, u, OB] = f.argLocals(args, WINOGRAD_WEIGHT_ARGS_LEN);
+  const [o, oEnd] = f.locals(ValType.i32, 2);
+  f.emit(
+    set(o, i32.mul(get(t), get(OB))),
+    set(oEnd, i32.add(get(o), get(OB))),
+    if_(i32.gt_s(get(oEnd), get(O)), [set(oEnd, get(O))]),
+    if_(i32.lt_s(get(o), get(oEnd)), [
+      call(rowsFn,
+        i32.add(get(w), i32.mul(i32.mul(get(o), get(C)), i32.const(36))),
+        i32.add(get(u), i32.shl(i32.mul(i32.mul(get(o), get(C)), i32.const(16)), i32.const(2))),
+        i32.sub(get(oEnd), get(o)), get(C)),
+    ]),
+  );
+}
+
+/**
+ * winograd_gemm_task(args = [w, O, C, v, vPoint, nPanels, cb, cPoint, ldc, R, scratch, slotBytes, counter,
+ * KC, nGroups], slot): the weight transform fused with the 16 point GEMMs, for calls with few tiles, where
+ * the separate transform (write 16/9 of the weight, then stream it back through the GEMM) costs as much
+ * as the GEMMs. One task per thread owns a scratch slot and takes groups of R output channels from an
+ * atomic counter: it transforms their filters into the slot (R x 16 x C floats, cache-resident) and
+ * runs the 16 GEMMs' rows of the group, M_xi[r, tiles] = U_xi[r, :] @ V_xi (micro-kernel of
+ * gemm_kernels.ts, k-blocked by KC), into the same C buffers the unfused path fills.
+ */
+function emitGemmTask(m: ModuleBuilder, o: EmitOptions, rowsFn: number, micro: number, MR: number, NR: number): void {
+  const f = m.func('winograd_gemm_task', [ValType.i32, ValType.i32]);
+  const [args, slot] = [0, 1];
+  const [w, O, C, v, vPoint, nPanels, cb, cPoint, ldc, R, scratch, slotBytes, counter, KC, nGroups] = f.argLocals(args, WINOGRAD_GEMM_ARGS_LEN);
+  const [us, item, r0, r1, xi, k0, kc, i, j, lda, tmp] = f.locals(ValType.i32, 11);
+  f.emit(
+    set(us, i32.add(get(scratch), i32.mul(get(slot), get(slotBytes)))),
+    set(lda, i32.shl(get(C), i32.const(6))), // 16 C floats between rows of U_xi
+    block(loop([
+      set(item, fetchAdd1(o, get(counter), tmp)),
+      br_if(1, i32.ge_s(get(item), get(nGroups))),
+      set(r0, i32.mul(get(item), get(R))),
+      set(r1, i32.add(get(r0), get(R))),
+      if_(i32.gt_s(get(r1), get(O)), [set(r1, get(O))]),
+      call(rowsFn, i32.add(get(w), i32.mul(i32.mul(get(r0), get(C)), i32.const(36))), get(us), i32.sub(get(r1), get(r0)), get(C)),
+      forRange(xi, i32.const(0), i32.const(16), 1, [
+        ...forRange(k0, i32.const(0), get(C), get(KC), [
+          ...set(kc, i32.sub(get(C), get(k0))),
+          ...if_(i32.gt_s(get(kc), get(KC)), [set(kc, get(KC))]),
+          ...forRange(i, get(r0), get(r1), MR, [
+            ...forRange(j, i32.const(0), get(nPanels), 1, [
+              ...call(micro,
+                // U_xi row i, from k0: slot + ((i - r0) * 16 + xi) * C * 4 + k0 * 4
+                i32.add(get(us), i32.shl(i32.add(i32.mul(i32.add(i32.shl(i32.sub(get(i), get(r0)), i32.const(4)), get(xi)), get(C)), get(k0)), i32.const(2))),
+                get(lda),
+                i32.add(i32.add(get(v), i32.mul(get(xi), get(vPoint))), i32.mul(i32.add(i32.mul(get(j), get(C)), get(k0)), i32.const(NR * 4))),
+                i32.add(i32.add(get(cb), i32.mul(get(xi), get(cPoint))), i32.add(i32.mul(get(i), get(ldc)), i32.mul(get(j), i32.const(NR * 4)))),
+                get(ldc),
+                get(kc),
+                get(k0),
+                i32.sub(get(r1), get(i))),
+            ]),
+          ]),
+        ]),
+      ]),
+      br(0),
+    ])),
   );
 }
 
@@ -269,8 +360,10 @@ function emitOutputTask(m: ModuleBuilder): void {
   );
 }
 
-export function emitWinogradKernels(m: ModuleBuilder, NR: number): void {
-  emitWeightTask(m);
+export function emitWinogradKernels(m: ModuleBuilder, o: EmitOptions, gemm: { micro: number }, MR: number, NR: number): void {
+  const rows = emitWeightRows(m);
+  emitWeightTask(m, rows);
+  emitGemmTask(m, o, rows, gemm.micro, MR, NR);
   emitInputTask(m, NR);
   emitOutputTask(m);
 }
