@@ -7,14 +7,17 @@
 // Summed over input channels, the elementwise product becomes 16 independent GEMMs, one per transform
 // point xi = (i, j) of the 4x4 matrices: M_xi [O, tiles] = U_xi [O, C] @ V_xi [C, tiles]. They cost
 // 16 C multiply-adds per tile and output channel where the direct convolution costs 4 * 9 C: 2.25x
-// fewer. The three kernels here are the transforms around those GEMMs (wasm_ops.ts runs them and the
-// GEMMs through gemm_kernels.ts):
+// fewer. The kernels here are the transforms around those GEMMs (wasm_ops.ts runs them and the GEMMs
+// through gemm_kernels.ts), and a task that fuses the weight transform with the GEMMs:
 //  - winograd_weight_task: U [O, 16, C] = G g G^T per (o, c); a task is a block of output channels.
 //    Point xi's GEMM operand U_xi is rows of C floats 16 C apart (the GEMM reads U unpacked, any row
 //    stride): o-major keeps one output channel's 16 point rows in one small block, so the transform
 //    writes 16 nearby streams; an xi-major [16, O, C] layout put them O C floats apart, and 16 far-apart
 //    4-byte store streams (more than the core's line-fill buffers) made the transform several times
 //    slower (a 1280 -> 1280 conv on 4x4 pixels, mostly weight transform: 105 ms, now 40 ms).
+//  - winograd_gemm_task: for calls with few tiles, the weight transform of a group of output channels
+//    into a per-thread slot, then those rows of all 16 GEMMs (the GEMM micro-kernel), so the transformed
+//    weight never leaves the cache (see the function).
 //  - winograd_input_task: V = B^T d B per (tile, c), written straight into the GEMM's packed-panel
 //    layout (gemm_kernels.ts), one panel set per point: point xi at dst + xi * pointStride bytes,
 //    panel jp of it holding V_xi[c, jp*8 .. jp*8+8) for c < C. Four tiles go in the four lanes of a
