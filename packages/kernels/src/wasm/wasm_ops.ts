@@ -281,6 +281,7 @@ export function conv2d(rt: WasmRuntime, x: number, w: number, out: number, p: Co
  * im2col GEMM too: O = 3 with C = 128 runs 1.3x.
  */
 const WINOGRAD_MIN_TILES = 8;
+const WINOGRAD_MIN_CHANNELS = 64;
 /**
  * Up to this many tiles per call the weight transform runs fused with the GEMMs (winograd_gemm_task):
  * with few tiles the transformed weight is the GEMMs' streamed operand, and writing it out and reading it
@@ -288,7 +289,6 @@ const WINOGRAD_MIN_TILES = 8;
  * + GEMMs 16 ms; fused 22 ms).
  */
 const WINOGRAD_FUSED_MAX_TILES = 128;
-const WINOGRAD_MIN_CHANNELS = 64;
 
 /**
  * The conv as Winograd F(2x2, 3x3) (winograd_kernels.ts): U [O, 16, C] = G w G^T, then per chunk of
