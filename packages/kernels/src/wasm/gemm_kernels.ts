@@ -7,7 +7,8 @@
 //    broadcast scalars (v128.load32_splat). The runtime puts the large, rarely reused operand here
 //    (weights: a conv's [O, C*kh*kw], a Linear's [N, K]), so weights are streamed once per product and
 //    never copied. MR rows of a k-block (MR x KC floats) stay in L1 across all column panels.
-//  - P: packed by `gemm_pack_task` (or by the conv's im2col packer) into column panels of NR floats,
+//  - P: packed by `gemm_pack_task` (or by the conv's im2col packer, or the Winograd input transform of
+//    winograd_kernels.ts) into column panels of NR floats,
 //    k-major inside a panel: panel j holds P[k, j*NR .. j*NR+NR) for k = 0..K-1, zero-padded past N.
 //    A k-block of all panels (KC x N) stays in L2 while MR-row groups of U pass over it.
 //  - C: row-major scratch with ldc bytes per row, rows padded to a multiple of MR and columns to a

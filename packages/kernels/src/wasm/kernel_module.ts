@@ -7,9 +7,10 @@ import { emitConvKernels } from './conv_kernels.js';
 import type { EmitOptions } from './emit_util.js';
 import { emitElementwiseKernels } from './elementwise_kernels.js';
 import { emitEpilogueKernels } from './epilogue_kernels.js';
-import { emitGemmKernels } from './gemm_kernels.js';
+import { emitGemmKernels, GEMM_MR, GEMM_NR } from './gemm_kernels.js';
 import { emitNormKernels } from './norm_kernels.js';
 import { ModuleBuilder } from './wasm_binary.js';
+import { emitWinogradKernels } from './winograd_kernels.js';
 
 export interface KernelModuleOptions extends EmitOptions {
   /** Shared memory (threads) or a plain one. */
@@ -22,6 +23,7 @@ export function buildKernelModule(o: KernelModuleOptions): { bytes: Uint8Array<A
   const m = new ModuleBuilder({ module: 'env', name: 'memory', initialPages: 1, maximumPages: o.maximumPages, shared: o.shared });
   const gemm = emitGemmKernels(m, o);
   emitConvKernels(m);
+  emitWinogradKernels(m, o, gemm, GEMM_MR, GEMM_NR);
   emitEpilogueKernels(m);
   emitNormKernels(m);
   emitElementwiseKernels(m);

@@ -23,10 +23,20 @@ export interface WasmRuntimeOptions {
   fma?: boolean;
   /** Cap on the memory in bytes (default and maximum 4 GiB). */
   maxBytes?: number;
+  /**
+   * 3x3 stride-1 convolutions by Winograd F(2x2, 3x3) (wasm_ops.ts, winograd_kernels.ts): 'auto' (default)
+   * where the planner expects it to pay, 'always' wherever it applies (tests), 'never' (im2col + GEMM
+   * only: the before/after comparison). Default: CNX_WASM_WINOGRAD, else 'auto'.
+   */
+  winograd?: WinogradMode;
 }
+
+export type WinogradMode = 'auto' | 'always' | 'never';
 
 export class WasmRuntime {
   private readonly kernelIndex = new Map<string, number>();
+  /** Launches per kernel name since creation: which algorithm ran (tests) and how often (profiles). */
+  readonly launchCounts = new Map<string, number>();
 
   private constructor(
     readonly features: WasmFeatures,
@@ -34,6 +44,7 @@ export class WasmRuntime {
     readonly heap: WasmHeap,
     readonly pool: ThreadPool,
     readonly fma: boolean,
+    readonly winograd: WinogradMode,
     kernels: string[],
   ) {
     kernels.forEach((k, i) => this.kernelIndex.set(k, i));
@@ -61,7 +72,12 @@ export class WasmRuntime {
     const module = await WebAssembly.compile(bytes);
     const instance = await WebAssembly.instantiate(module, { env: { memory } });
     const pool = await createThreadPool({ module, memory, kernels, spin: 2000 }, instance, shared ? threads : 1);
-    return new WasmRuntime(features, memory, new WasmHeap(memory, HEAP_BASE, maxPages * PAGE), pool, fma, kernels);
+    // CNX_WASM_WINOGRAD (Node) picks the mode for whole runs, as CNX_WASM_THREADS does the threads: the
+    // benches' before/after comparison without a code change
+    const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.CNX_WASM_WINOGRAD;
+    const winograd = (opts.winograd ?? (env || 'auto')) as WinogradMode;
+    if (!['auto', 'always', 'never'].includes(winograd)) throw new Error(`wasm backend: winograd must be 'auto', 'always' or 'never', got ${String(winograd)}`);
+    return new WasmRuntime(features, memory, new WasmHeap(memory, HEAP_BASE, maxPages * PAGE), pool, fma, winograd, kernels);
   }
 
   get threads(): number { return this.pool.threads; }
@@ -93,6 +109,7 @@ export class WasmRuntime {
       if (floatFields.includes(i)) fv[i] = fields[i]!;
       else iv[i] = fields[i]!;
     }
+    this.launchCounts.set(kernel, (this.launchCounts.get(kernel) ?? 0) + 1);
     if (tasks > 0) this.pool.run(idx, ARGS_BASE, tasks, serial);
   }
 

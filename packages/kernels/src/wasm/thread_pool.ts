@@ -7,8 +7,14 @@
 //
 // Claiming: a 64-bit word holds (launch generation << 32 | next task index); a thread reads it, reads
 // the launch's fields, and claims with compare-exchange. A claim succeeds only while the generation is
-// unchanged, and the caller rewrites the fields only after every task of the generation completed, so
-// a late worker can never run a task with another launch's arguments.
+// unchanged, and the caller rewrites the fields only after every task of the generation completed. The
+// caller also publishes the new generation in `gen` BEFORE it rewrites the fields, and a claimer checks
+// `gen` after reading them: otherwise a thread that read the old claim word (all tasks taken) and then,
+// after being descheduled, the NEW launch's task count would pass the index check, and its
+// compare-exchange would still succeed on the old word (the caller stores the new claim word last), so
+// it would run a task of the new launch that another thread runs too and count an extra completion
+// (the caller could then return while a task still runs; per-thread scratch slots, as attention and the
+// fused Winograd GEMM use, would be shared).
 //
 // Control block (words at CONTROL_BASE in the shared memory): see CTRL. Workers sleep in
 // Atomics.wait on `seq` after a short spin (consecutive ops arrive back to back; a futex wake-up costs
@@ -26,16 +32,23 @@ export const CONTROL_BYTES = 1024;
 /** Word indices in the control block. */
 export const CTRL = {
   seq: 0, kernel: 1, args: 2, tasks: 3, completed: 4, error: 5, stop: 6,
+  /** The current launch's generation (low 32 bits), stored before its fields. */
+  gen: 7,
   /** Int32 index of the 64-bit claim word (8-byte aligned). */
   claim: 8,
 } as const;
 
-/** Claim one task of the current launch: its index, or -1 when none is left. */
+/** A generation as the Int32 stored in CTRL.gen. */
+export const generationWord = (g: bigint): number => Number(BigInt.asIntN(32, g));
+
+/** Claim one task of the current launch, or undefined when none is left (or a new launch is being set up). */
 export function claimTask(c: Int32Array, claim: BigInt64Array): { task: number; kernel: number; args: number; tasks: number } | undefined {
   for (;;) {
     const w = Atomics.load(claim, 0);
     const idx = Number(w & 0xffffffffn);
     const kernel = Atomics.load(c, CTRL.kernel), args = Atomics.load(c, CTRL.args), tasks = Atomics.load(c, CTRL.tasks);
+    // a newer launch is being set up: the fields may be its own; its seq increment wakes us again
+    if (Atomics.load(c, CTRL.gen) !== generationWord(w >> 32n)) return undefined;
     if (idx >= tasks) return undefined;
     if (Atomics.compareExchange(claim, 0, w, w + 1n) === w) return { task: idx, kernel, args, tasks };
   }
@@ -115,12 +128,13 @@ class SharedPool implements ThreadPool {
       for (let t = 0; t < tasks; t++) fn(args, t);
       return;
     }
+    this.generation++;
+    Atomics.store(c, CTRL.gen, generationWord(this.generation)); // first: see claimTask
     Atomics.store(c, CTRL.kernel, kernel);
     Atomics.store(c, CTRL.args, args);
     Atomics.store(c, CTRL.tasks, tasks);
     Atomics.store(c, CTRL.error, 0);
     Atomics.store(c, CTRL.completed, 0);
-    this.generation++;
     Atomics.store(this.claim, 0, this.generation << 32n);
     Atomics.add(c, CTRL.seq, 1);
     Atomics.notify(c, CTRL.seq);

@@ -10,6 +10,9 @@ import { COPY_ARGS, ELEMENTWISE_CHUNK, VECTOR_UNARY } from './elementwise_kernel
 import { BIAS, EPILOGUE_ARGS, epilogueName } from './epilogue_kernels.js';
 import { GEMM_MR, GEMM_NR } from './gemm_kernels.js';
 import type { WasmRuntime } from './runtime.js';
+import {
+  WINOGRAD_GEMM_ARGS_LEN, WINOGRAD_INPUT_ARGS_LEN, WINOGRAD_OUTPUT_ARGS_LEN, WINOGRAD_POINTS, WINOGRAD_WEIGHT_ARGS_LEN,
+} from './winograd_kernels.js';
 
 const MR = GEMM_MR, NR = GEMM_NR;
 const KC = 256;
@@ -204,8 +207,26 @@ export function conv2dOutSize(p: Conv2dPlan): [number, number] {
   return [Math.floor((p.H + pt + pb - p.KH) / sh) + 1, Math.floor((p.W + pl + pr - p.KW) / sw) + 1];
 }
 
+/** Winograd F(2x2, 3x3) can compute this conv: 3x3 kernel, stride 1, one group. */
+export function winogradApplies(p: Conv2dPlan): boolean {
+  return p.KH === 3 && p.KW === 3 && p.stride[0] === 1 && p.stride[1] === 1 && p.groups === 1;
+}
+
+/** The conv runs as Winograd F(2x2, 3x3) under the runtime's mode (see WINOGRAD_MIN_*). */
+export function useWinograd(rt: WasmRuntime, p: Conv2dPlan): boolean {
+  if (rt.winograd === 'never' || !winogradApplies(p)) return false;
+  if (rt.winograd === 'always') return true;
+  const [Ho, Wo] = conv2dOutSize(p);
+  const tiles = p.N * Math.ceil(Ho / 2) * Math.ceil(Wo / 2);
+  return tiles >= WINOGRAD_MIN_TILES && p.C >= WINOGRAD_MIN_CHANNELS;
+}
+
 /** out [N, O, Ho, Wo] = act(conv(x [N, C, H, W], w [O, C/groups, KH, KW]) + bias) + res. */
 export function conv2d(rt: WasmRuntime, x: number, w: number, out: number, p: Conv2dPlan): void {
+  if (useWinograd(rt, p)) {
+    conv2dWinograd(rt, x, w, out, p);
+    return;
+  }
   const [Ho, Wo] = conv2dOutSize(p);
   const P = Ho * Wo, G = p.groups, Cg = p.C / G, Og = p.O / G, K = Cg * p.KH * p.KW;
   const serial = p.N * p.O * P * K < SERIAL_MACS;
@@ -243,6 +264,116 @@ export function conv2d(rt: WasmRuntime, x: number, w: number, out: number, p: Co
           bias: p.bias ? p.bias + g * Og * 4 : 0, biasMode: p.bias ? BIAS.row : BIAS.none, res: p.res ? p.res + o : 0,
         }, serial);
       }
+    }
+  } finally {
+    s.release();
+  }
+}
+
+/**
+ * Winograd thresholds, from timing both paths on the UNet's 3x3 conv shapes (2-core Xeon, 2 threads,
+ * N = 2, loaded box, so +-15 %; bench/README.md). The weight transform (O C filters) is paid per call and
+ * amortised over the tiles; fused with the GEMMs it stays cheap down to a few tiles: 1280 -> 1280 and
+ * 2560 -> 1280 channels at 4x4 pixels (8 tiles) run 1.5-1.6x the im2col path's speed, 640 -> 640 2.5x,
+ * 320 -> 320 1.2x; at 2x2 pixels (2 tiles) 0.2-0.6x. 32 tiles: 1.8x; 128: ~2x; 512: 2.1-2.3x. With few
+ * input channels the GEMMs are short in K = C while the output transform still costs O(O) per tile:
+ * C = 32 runs 0.8x, C = 64 1.2x (O = 320, 512 tiles). Few output channels are a weak point of the
+ * im2col GEMM too: O = 3 with C = 128 runs 1.3x.
+ */
+const WINOGRAD_MIN_TILES = 8;
+const WINOGRAD_MIN_CHANNELS = 64;
+/**
+ * Up to this many tiles per call the weight transform runs fused with the GEMMs (winograd_gemm_task):
+ * with few tiles the transformed weight is the GEMMs' streamed operand, and writing it out and reading it
+ * back costs as much as the GEMMs (1280 -> 1280 channels at 4x4 pixels, N = 2: separate transform 18 ms
+ * + GEMMs 16 ms; fused 22 ms).
+ */
+const WINOGRAD_FUSED_MAX_TILES = 128;
+
+/**
+ * The conv as Winograd F(2x2, 3x3) (winograd_kernels.ts): U [O, 16, C] = G w G^T, then per chunk of
+ * tiles V = B^T d B into 16 packed panel sets, 16 GEMMs M_xi [O, tiles] = U_xi @ V_xi, Y = A^T M A into
+ * pixel rows, and the usual epilogue (bias, activation, residual) on Y. Chunks are whole samples, or
+ * bands of tile rows of one sample, so each chunk's pixels are one contiguous range of columns.
+ */
+function conv2dWinograd(rt: WasmRuntime, x: number, w: number, out: number, p: Conv2dPlan): void {
+  const [Ho, Wo] = conv2dOutSize(p);
+  const { N, C, O } = p;
+  const P = Ho * Wo, TH = Math.ceil(Ho / 2), TW = Math.ceil(Wo / 2), T1 = TH * TW;
+  const serial = p.N * p.O * P * C * 9 < SERIAL_MACS;
+  const XI = WINOGRAD_POINTS;
+  // tiles per chunk: the 16 panel sets (16 C floats per tile) and the 16 C buffers (16 O floats per tile)
+  // each stay under the GEMM's packing cap
+  const capTiles = Math.max(NR, Math.floor(PACK_CAP_FLOATS / (XI * Math.max(C, O)) / NR) * NR);
+  const chunks: { tile0: number; nTiles: number; pix0: number; nPix: number; whole: boolean }[] = [];
+  if (T1 <= capTiles) {
+    const ns = Math.max(1, Math.floor(capTiles / T1));
+    for (let n0 = 0; n0 < N; n0 += ns) {
+      const k = Math.min(ns, N - n0);
+      chunks.push({ tile0: n0 * T1, nTiles: k * T1, pix0: n0 * P, nPix: k * P, whole: true });
+    }
+  } else {
+    const bandRows = Math.max(1, Math.floor(capTiles / TW));
+    for (let n = 0; n < N; n++) {
+      for (let ty0 = 0; ty0 < TH; ty0 += bandRows) {
+        const ty1 = Math.min(TH, ty0 + bandRows);
+        const y0 = 2 * ty0, y1 = Math.min(Ho, 2 * ty1);
+        chunks.push({ tile0: n * T1 + ty0 * TW, nTiles: (ty1 - ty0) * TW, pix0: n * P + y0 * Wo, nPix: (y1 - y0) * Wo, whole: ty0 === 0 && ty1 === TH });
+      }
+    }
+  }
+  const maxTiles = Math.max(...chunks.map((c) => c.nTiles));
+  const maxPix = Math.max(...chunks.map((c) => c.nPix));
+  const s = new Scratch(rt);
+  try {
+    const nPanelsMax = ceilDiv(maxTiles, NR);
+    // Few tiles: the weight transform fused with the GEMMs (winograd_gemm_task), groups of R output
+    // channels transformed into a per-thread slot of ~1 MiB and used while in cache; R a multiple of MR
+    // (a group's last micro-tile must not write the next group's rows) and small enough for 2 groups
+    // per thread.
+    const fused = maxTiles <= WINOGRAD_FUSED_MAX_TILES;
+    const R = Math.max(MR, Math.min(Math.floor((1 << 20) / (XI * C * 4) / MR) * MR, Math.floor(O / (2 * rt.threads) / MR) * MR));
+    const slots = rt.threads;
+    const u = fused ? s.alloc(slots * R * XI * C * 4 + 64, 'winograd transformed weight slots') : s.alloc(XI * O * C * 4, 'winograd transformed weight');
+    const v = s.alloc(XI * nPanelsMax * NR * C * 4, 'winograd transformed input panels');
+    const cPoint = cBytes(O, nPanelsMax);
+    const cb = s.alloc(XI * cPoint, 'winograd point products');
+    const ldy = (maxPix + 16) * 4; // + 16 floats: rows not a power of two apart
+    const y = s.alloc(O * ldy, 'winograd output rows');
+    if (!fused) {
+      const OB = Math.max(1, ceilDiv(O, rt.threads * 4));
+      const wArgs = [w, O, C, u, OB];
+      if (wArgs.length !== WINOGRAD_WEIGHT_ARGS_LEN) throw new Error('conv2d winograd: argument struct mismatch');
+      rt.launch('winograd_weight_task', wArgs, ceilDiv(O, OB), [], serial);
+    }
+    for (const ch of chunks) {
+      const nPanels = ceilDiv(ch.nTiles, NR);
+      const vPoint = nPanels * NR * C * 4;
+      const PT = Math.max(1, ceilDiv(nPanels, rt.threads * 4));
+      const inArgs = [x, C, p.H, p.W, p.padding[0], p.padding[2], TH, TW, ch.tile0, ch.nTiles, v, vPoint, PT];
+      if (inArgs.length !== WINOGRAD_INPUT_ARGS_LEN) throw new Error('conv2d winograd: argument struct mismatch');
+      rt.launch('winograd_input_task', inArgs, ceilDiv(nPanels, PT), [], serial);
+      if (fused) {
+        const slotBytes = R * XI * C * 4, counter = u + slots * slotBytes;
+        rt.u8(counter, 4).fill(0);
+        const kc = nPanels * NR * C * 4 <= FULL_K_BYTES ? C : KC;
+        const gArgs = [w, O, C, v, vPoint, nPanels, cb, cPoint, ldcFloats(nPanels) * 4, R, u, slotBytes, counter, kc, ceilDiv(O, R)];
+        if (gArgs.length !== WINOGRAD_GEMM_ARGS_LEN) throw new Error('conv2d winograd: argument struct mismatch');
+        rt.launch('winograd_gemm_task', gArgs, slots, [], serial);
+      } else {
+        for (let xi = 0; xi < XI; xi++) gemmCore(rt, u + xi * C * 4, XI * C * 4, O, C, v + xi * vPoint, nPanels, cb + xi * cPoint, serial);
+      }
+      const groups = ceilDiv(ch.nTiles, 4);
+      const GB = Math.max(1, ceilDiv(groups, rt.threads * 4));
+      const outArgs = [cb, ldcFloats(nPanels) * 4, cPoint, O, TH, TW, Ho, Wo, ch.tile0, ch.nTiles, y, ldy, ch.pix0, GB];
+      if (outArgs.length !== WINOGRAD_OUTPUT_ARGS_LEN) throw new Error('conv2d winograd: argument struct mismatch');
+      rt.launch('winograd_output_task', outArgs, ceilDiv(groups, GB), [], serial);
+      // Y [O, nPix] -> out[n, o, p]: segments of P pixels (whole samples) or one band of one sample
+      const o = ch.pix0 * 4 + Math.floor(ch.pix0 / P) * (O - 1) * P * 4;
+      epilogue(rt, y, ldy, O, ch.nPix, {
+        layout: 'seg', act: p.act, alpha: 1, out: out + o, rowStride: P, S: ch.whole ? P : ch.nPix, segStride: O * P,
+        bias: p.bias, biasMode: p.bias ? BIAS.row : BIAS.none, res: p.res ? p.res + o : 0,
+      }, serial);
     }
   } finally {
     s.release();
