@@ -39,6 +39,6 @@ export * as adamwKernels from './adamw.js';
 export * as attentionBackwardKernel from './attention_backward.js';
 // The fast CPU backend (WebAssembly SIMD, f32, worker threads): packages/kernels/src/wasm/.
 export { WasmBackend } from './wasm/wasm_backend.js';
-export { WasmRuntime, type WasmRuntimeOptions } from './wasm/runtime.js';
+export { WasmRuntime, type WasmRuntimeOptions, type WinogradMode } from './wasm/runtime.js';
 export { detectWasmFeatures, type WasmFeatures } from './wasm/features.js';
 export * as wasmOps from './wasm/wasm_ops.js';
