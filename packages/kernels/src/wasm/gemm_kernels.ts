@@ -19,9 +19,16 @@
 // of P and MR broadcast loads of U feed MR*NR/4 multiply-adds (relaxed_madd when available). x86-64
 // exposes 16 xmm registers to V8, so MR x NR = 4 x 8 (8 accumulators) leaves room for the operands.
 // Measured on the dev box (AMD EPYC, Zen 4; best of 15 interleaved runs, CPU time, relaxed FMA):
-// 4x8, 5x8 and 3x16 all reach 31-33 GFLOP per CPU-second, ~62 % of a pure f32x4 FMA loop (52); 6x8 and
-// 4x12 spill (26-30), 4x4 is load-bound (18); unrolling k by 8 instead of 4 drops to 24. k is unrolled
-// by 4 with constant offsets.
+// 4x8, 5x8 and 3x16 all reach 31-33 GFLOP per CPU-second with k unrolled by 4; 6x8 and 4x12 spill
+// (26-30), 4x4 is load-bound (18).
+//
+// The k loop is NOT unrolled. V8's TurboFan (Node 20) schedules the loads of all unrolled steps to the
+// top of the loop body, which needs far more than 16 xmm registers, so it spills operands and
+// accumulators to the stack (seen with `node --no-liftoff --no-wasm-lazy-compilation
+// --print-wasm-code`: an unrolled-by-4 body had ~40 stack moves for 32 FMAs; the plain body has none:
+// 2 loads, 4 broadcasts, 8 vfmadd231ps and the pointer increments). In one process, interleaved, best of
+// 7 on an L1-resident tile (kc = 256, 64, 40): unrolled by 4 22.6-31.5 GFLOP/s, by 2 21-23, not unrolled
+// 32-46, so the plain loop is ~1.45x faster (2026-12-07, AMD EPYC Zen 4, Node 20.20).
 //
 // Tasks: t -> (row block, column block): rows [rb*MC, rb*MC+MC), panels [cb*PC, cb*PC+PC); a task runs
 // every k-block of its rectangle, so tasks write disjoint parts of C.
@@ -57,7 +64,6 @@ function emitMicro(m: ModuleBuilder, o: EmitOptions, MR: number, NR: number): nu
   const bv: number[] = f.locals(ValType.v128, NV);
   const av = f.local(ValType.v128);
   const k = f.local(ValType.i32);
-  const kEnd4 = f.local(ValType.i32);
   for (let r = 0; r < MR; r++) {
     // ar[r] = a + min(r, rows - 1) * lda
     f.emit(set(ar[r]!, i32.add(get(a), i32.mul(
@@ -68,24 +74,20 @@ function emitMicro(m: ModuleBuilder, o: EmitOptions, MR: number, NR: number): nu
   f.emit(if_(get(accum),
     acc.map((l, i) => set(l, v128.load(i32.add(get(c), i32.mul(i32.const(Math.floor(i / NV)), get(ldc))), (i % NV) * 16))),
     acc.map((l) => set(l, zero))));
-  const step = (u: number): Code[] => {
+  const step = (): Code[] => {
     const code: Code[] = [];
-    for (let j = 0; j < NV; j++) code.push(set(bv[j]!, v128.load(get(b), (u * NR + j * 4) * 4)));
+    for (let j = 0; j < NV; j++) code.push(set(bv[j]!, v128.load(get(b), j * 16)));
     for (let r = 0; r < MR; r++) {
-      code.push(set(av, v128.load32_splat(get(ar[r]!), u * 4)));
+      code.push(set(av, v128.load32_splat(get(ar[r]!))));
       for (let j = 0; j < NV; j++) code.push(set(acc[r * NV + j]!, madd(o, get(av), get(bv[j]!), get(acc[r * NV + j]!))));
     }
     return code;
   };
-  const advance = (kSteps: number): Code[] => [
-    ...ar.map((p) => set(p, i32.add(get(p), i32.const(4 * kSteps)))),
-    set(b, i32.add(get(b), i32.const(4 * NR * kSteps))),
+  const advance: Code[] = [
+    ...ar.map((p) => set(p, i32.add(get(p), i32.const(4)))),
+    set(b, i32.add(get(b), i32.const(4 * NR))),
   ];
-  f.emit(
-    set(kEnd4, i32.and(get(kc), i32.const(~3))),
-    forRange(k, i32.const(0), get(kEnd4), 4, [...step(0), ...step(1), ...step(2), ...step(3), ...advance(4)]),
-    forRange(k, get(kEnd4), get(kc), 1, [...step(0), ...advance(1)]),
-  );
+  f.emit(forRange(k, i32.const(0), get(kc), 1, [...step(), ...advance]));
   for (let i = 0; i < MR * NV; i++) {
     f.emit(v128.store(i32.add(get(c), i32.mul(i32.const(Math.floor(i / NV)), get(ldc))), get(acc[i]!), (i % NV) * 16));
   }
