@@ -54,8 +54,8 @@ Options:
   --backend wasm|cpu|webgpu
                            backend (default wasm: the fast CPU backend, f32 WebAssembly SIMD on worker
                            threads; cpu: the float64 reference, ~15x slower)
-  --adapter gpu|swiftshader|llvmpipe
-                           WebGPU adapter (default: the first of gpu, swiftshader, llvmpipe that exists)
+  --adapter gpu|swiftshader|lavapipe|llvmpipe
+                           WebGPU adapter (default: the first of gpu, swiftshader, lavapipe, llvmpipe that exists)
   --resolution N | HxW     pixels, multiples of 64 (default 64; 512 is SD1.5's native size)
   --steps N                timed steps per configuration (default 3)
   --warmup N               untimed warm-up rounds, at least 1 (default 1)

@@ -7,8 +7,9 @@
 //  - WebGPU, f16 weight storage (any adapter): the UNet / ControlNeXt cases the issue names (SwiftShader
 //    runs at ~1 GFLOP/s and compiles every pipeline, a minute or two per case).
 //  - WebGPU, f16 compute (f16 operands, f32 accumulation, f16_compute.ts): the same cases on an adapter
-//    with `shader-f16`; where the device has none this block is skipped LOUDLY (warning naming the
-//    adapter and its features), never counted as passed. The error model covers it too: f16 compute
+//    with `shader-f16` (createShaderF16Backend: a GPU, or Mesa's lavapipe 25+, which CI installs and
+//    requires with CNX_REQUIRE_SHADER_F16=1); where there is none this block is skipped LOUDLY (warning
+//    naming each adapter and why), never counted as passed. The error model covers it too: f16 compute
 //    rounds the operands of matmul / conv2d / attention to f16, again relative perturbations of size u16
 //    in a subset of the operations whose u32 response the case's fp32_vs_fp64 figures measure.
 // Each run prints, per case, the worst ratio of error to tolerance (the margin the model leaves).
@@ -16,7 +17,8 @@
 import { GOLDEN_ROOT } from '../harness/golden_root.js';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { createBackend, type WebgpuBackend } from '@cnx/kernels';
+import { createBackend } from '@cnx/kernels';
+import { createShaderF16Backend, requireShaderF16 } from '../harness/backends.js';
 import { runCase, type CaseResult } from '@cnx/golden';
 import type { Backend } from '@cnx/tensor';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -54,19 +56,16 @@ for (const v of variants) {
     let backend: Backend | undefined;
     let unavailable: string | undefined;
     beforeAll(async () => {
-      try {
-        const b = await createBackend(v.backend, { weightDtype: 'f16', ...(v.compute ? { compute: v.compute } : {}) });
-        const note = v.compute ? (b as WebgpuBackend).computeNote : undefined;
-        if (note) {
-          unavailable = `${b.description}: ${note}`;
-          b.destroy();
-        } else {
-          backend = b;
-          console.log(`[golden f16] ${b.description}`);
+      if (v.compute) {
+        ({ backend, unavailable } = await createShaderF16Backend({ weightDtype: 'f16' }));
+      } else {
+        try {
+          backend = await createBackend(v.backend, { weightDtype: 'f16' });
+        } catch (e) {
+          unavailable = e instanceof Error ? e.message : String(e);
         }
-      } catch (e) {
-        unavailable = e instanceof Error ? e.message : String(e);
       }
+      if (backend) console.log(`[golden f16] ${backend.description}`);
       if (unavailable) console.warn(`\n*** SKIPPING "golden ${v.title}": ${unavailable} ***\n`);
     });
     afterAll(() => backend?.destroy());
@@ -75,6 +74,7 @@ for (const v of variants) {
         if (!existsSync(join(root, name, 'case.json'))) throw new Error(`golden case ${name} not found under ${root} (set CNX_GOLDEN_DIR)`);
         if (!backend) {
           if (process.env.CNX_REQUIRE_WEBGPU === '1' && !v.compute) throw new Error(`WebGPU is required (CNX_REQUIRE_WEBGPU=1) but unavailable: ${unavailable}`);
+          if (requireShaderF16 && v.compute) throw new Error(`an adapter with shader-f16 is required (CNX_REQUIRE_SHADER_F16=1): ${unavailable}`);
           return ctx.skip();
         }
         const r = await runCase(join(root, name), backend);

@@ -3,7 +3,7 @@
 // fails the tests. WebGPU is acquired once per describe block: where no adapter exists its tests skip
 // LOUDLY (a warning naming why), except with CNX_REQUIRE_WEBGPU=1 (CI), where a missing adapter fails them.
 
-import { createBackend } from '@cnx/kernels';
+import { ADAPTER_KINDS, createBackend, type CreateBackendOptions, type WebgpuBackend } from '@cnx/kernels';
 import type { Backend } from '@cnx/tensor';
 import { afterAll, beforeAll, describe, it, type TestContext } from 'vitest';
 
@@ -44,4 +44,29 @@ export function describeEachBackend(title: string, body: (test: BackendTest, nam
       body(test, name);
     });
   }
+}
+
+/** CI promises an adapter with `shader-f16` (lavapipe, Mesa 25+): f16-compute tests fail instead of skipping. */
+export const requireShaderF16 = process.env.CNX_REQUIRE_SHADER_F16 === '1';
+
+/**
+ * A WebGPU backend computing in f16 (f16 operands, f32 accumulation: f16_compute.ts) on an adapter with
+ * `shader-f16`: CNX_ADAPTER's if set, else the first of the adapter kinds (gpu, swiftshader, lavapipe,
+ * llvmpipe) whose device has it. SwiftShader and OpenGL ES llvmpipe have none; lavapipe (Mesa 25+) does.
+ * Otherwise `unavailable` says, per adapter, why not.
+ */
+export async function createShaderF16Backend(opts: Omit<CreateBackendOptions, 'compute' | 'adapter'> = {}): Promise<{ backend?: WebgpuBackend; unavailable?: string }> {
+  const reasons: string[] = [];
+  const kinds = process.env.CNX_ADAPTER ? [process.env.CNX_ADAPTER] : ADAPTER_KINDS;
+  for (const adapter of kinds) {
+    try {
+      const b = (await createBackend('webgpu', { ...opts, compute: 'f16', adapter })) as WebgpuBackend;
+      if (b.computeDtype === 'f16') return { backend: b };
+      reasons.push(`${adapter}: ${b.description}: ${b.computeNote}`);
+      b.destroy();
+    } catch (e) {
+      reasons.push(`${adapter}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+  return { unavailable: `no adapter with shader-f16 (${reasons.join('; ')})` };
 }

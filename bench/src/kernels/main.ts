@@ -33,7 +33,7 @@ const HELP = `Usage: npm run bench:kernels -- [options]   (or: node bench/dist/k
 
   --backend cpu|wasm|webgpu|all
                              (default all: webgpu if an adapter exists, the fast CPU backend wasm, cpu)
-  --adapter gpu|swiftshader|llvmpipe
+  --adapter gpu|swiftshader|lavapipe|llvmpipe
   --full | --small           SD1.5 512x512 shapes, or small shapes (default: small on software adapters
                              and for the CPU's non-GEMM families, full on a hardware GPU)
   --families a,b,...         subset of matmul, conv2d, attention, group_norm, layer_norm, softmax,

@@ -79,7 +79,7 @@ describe('--output', () => {
 
 describe('flags that depend on other flags', () => {
   it('--adapter is validated and needs --backend webgpu', async () => {
-    await usage(['--adapter', 'foo'], /--adapter must be one of gpu, swiftshader, llvmpipe, found 'foo'/);
+    await usage(['--adapter', 'foo'], /--adapter must be one of gpu, swiftshader, lavapipe, llvmpipe, found 'foo'/);
     await usage(['--adapter', 'swiftshader'], /--adapter chooses a WebGPU adapter: it needs --backend webgpu \(found --backend cpu\)/);
   });
   it('control options: unknown keys and bad values are refused, naming the flag and the known options', async () => {

@@ -25,7 +25,8 @@
 // (natural log), from the row's first thread: one store per row; without it the WGSL is unchanged.
 // f16 compute (AttentionParams.half, f16_compute.ts): the Q, K and V stages hold vec4<H> (H = f16 on a
 // shader-f16 device: q, k, v rounded to f16, half the stage bytes, so chooseTiles fits larger tiles) and
-// are widened for the f32 dot products and P @ V; chosen when the context's computeDtype is 'f16'.
+// are widened for the f32 dot products and P @ V; chosen when the context's computeDtype is 'f16'. Where
+// Q is not staged (read from global memory, qShared false) q stays f32: only k and v are rounded.
 // Numerics: f32 scores and accumulation; masked scores never enter exp() (they become p = 0), the
 // running max starts at -3e38 (WGSL has no infinity literal), so logits of any finite magnitude are safe.
 //
@@ -106,8 +107,9 @@ export function wgsl(p: AttentionParams): string {
       if (k0 + c < u.Lk) { v = ${loader}(b, k0 + c, h, d4); }
       ${stage}[s] = ${narrow};
     }`;
-  // A q read from global memory is rounded like a staged one.
-  const qVec = p.qShared ? widen(`Qs[r * ${D4}u + d4]`) : p.half ? `vec4<f32>(vec4<H>(loadQ(b, qrow, h, d4)))` : `loadQ(b, qrow, h, d4)`;
+  // A q read from global memory (not staged) is used in f32: rounding it to f16 in registers would save
+  // nothing, and drivers disagree on whether it happens (Mesa's lavapipe folds f32(f16(x)) to x).
+  const qVec = p.qShared ? widen(`Qs[r * ${D4}u + d4]`) : `loadQ(b, qrow, h, d4)`;
 
   // Unrolled per-thread state: SJ scores (s_j) with validity flags, NACC vec4 accumulators. Key c_j =
   // j*G + g of the tile; when G does not divide BK the last j is partly outside the tile.
@@ -266,11 +268,11 @@ export type AttentionTiles = Omit<AttentionParams, 'causal' | 'vecQK' | 'vecV' |
 
 /**
  * Plan an attention call; `tiles` overrides chooseTiles (benchmarks compare tile shapes); `lse` adds the
- * logsumexp output.
+ * logsumexp output; `half`: the operand precision (default: the context's; null: the f32 kernel).
  */
 export function plan(
   ctx: GpuContext, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions, tiles?: AttentionTiles, lse = false,
-  half: HalfOperands | undefined = halfOperandsFor(ctx),
+  half: HalfOperands | null | undefined = halfOperandsFor(ctx),
 ): AttentionPlan {
   if (q.rank !== 4 || k.rank !== 4 || v.rank !== 4) {
     throw new Error(`attention: expected q [B, Lq, H, D], k [B, Lk, H, D], v [B, Lk, H, Dv], found ` +
@@ -288,7 +290,7 @@ export function plan(
   }
   if (opts.causal && Lq !== Lk) throw new Error(`attention: causal masking needs Lq === Lk, found Lq=${Lq}, Lk=${Lk}`);
   if (Lq === 0 || Lk === 0) throw new Error(`attention: empty sequence (Lq=${Lq}, Lk=${Lk})`);
-  const eb = stagedBytes(half);
+  const eb = stagedBytes(half ?? undefined);
   const t = tiles ?? chooseTiles(D, Dv, ctx.limits.maxComputeWorkgroupStorageSize, ctx.limits.maxComputeInvocationsPerWorkgroup, eb);
   if (t.D !== D || t.Dv !== Dv || attentionStageBytes(t, eb) > ctx.limits.maxComputeWorkgroupStorageSize || t.BQ * t.G > ctx.limits.maxComputeInvocationsPerWorkgroup) {
     throw new Error(`attention: tiles ${JSON.stringify(t)} do not fit D=${D}, Dv=${Dv} on this device`);
@@ -315,7 +317,8 @@ export function attention(ctx: GpuContext, q: Tensor, k: Tensor, v: Tensor, opts
 export function attentionWithTiles(
   ctx: GpuContext, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions, tiles?: AttentionTiles, half?: HalfOperands | null,
 ): Tensor {
-  const p = plan(ctx, q, k, v, opts, tiles, false, half === null ? undefined : half ?? halfOperandsFor(ctx));
+  // `half` as given: undefined takes plan's default (the context's choice), null the f32 kernel
+  const p = plan(ctx, q, k, v, opts, tiles, false, half);
   const [B, Lq, H] = q.shape as [number, number, number, number];
   const out = ctx.empty([B, Lq, H, v.shape[3]!]);
   ctx.dispatch({ label: 'attention', code: wgsl(p.params), bindings: [q, k, v, out], uniforms: p.uniforms, workgroups: p.workgroups });

@@ -8,7 +8,11 @@
 // MMA with f32 accumulators, so the error against the float64 reference on the ORIGINAL operands is
 // that of the operand rounding alone, |err| <= 2 u16 sum_k |a_k b_k| (u16 = 2^-11), plus the f32
 // accumulation error the f32 kernel already has; and against the reference on f16-ROUNDED operands it
-// is the f32 kernel's tolerance. Attention rounds q, k and v (scores, softmax and P @ V stay f32).
+// is the f32 kernel's tolerance. Attention rounds k and v, and q where it is staged (scores, softmax
+// and P @ V stay f32); a q tile read straight from global memory stays f32. Only values that pass
+// through f16 storage are rounded: a conversion f32 -> f16 -> f32 in registers is not reliably a
+// rounding (Mesa's lavapipe compiler folds it to the identity, measured 2026-12 with Mesa 25.0.7), so no
+// kernel relies on one.
 // Range: operands beyond f16's range (|x| > 65504) become infinite; Stable Diffusion's UNet activations
 // stay far inside it (fp16 inference is its standard deployment).
 //

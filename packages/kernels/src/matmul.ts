@@ -281,9 +281,9 @@ export function tileFor(M: number, N: number, K: number): MatmulTile {
 
 /**
  * Plan a matmul; `tile` overrides the tile shape (benchmarks compare shapes), `half` the operand precision
- * (default: f16 operands where the context computes in f16, f16_compute.ts).
+ * (default: f16 operands where the context computes in f16, f16_compute.ts; null: the f32 kernel).
  */
-export function plan(ctx: GpuContext, a: Tensor, b: Tensor, opts: MatmulOptions, tile?: MatmulTile, half: HalfOperands | undefined = halfOperandsFor(ctx)): MatmulPlan {
+export function plan(ctx: GpuContext, a: Tensor, b: Tensor, opts: MatmulOptions, tile?: MatmulTile, half: HalfOperands | null | undefined = halfOperandsFor(ctx)): MatmulPlan {
   const s = matmulShape('matmul', a, b, opts);
   const transA = opts.transA ?? false, transB = opts.transB ?? false;
   const params: MatmulParams = {
@@ -327,7 +327,8 @@ export function matmul(ctx: GpuContext, a: Tensor, b: Tensor, opts: MatmulOption
 
 /** matmul with an explicit tile shape (for benchmarks and tests of every shape) and operand precision. */
 export function matmulWithTile(ctx: GpuContext, a: Tensor, b: Tensor, opts: MatmulOptions = {}, tile?: MatmulTile, half?: HalfOperands | null): Tensor {
-  const p = plan(ctx, a, b, opts, tile, half === null ? undefined : half ?? halfOperandsFor(ctx));
+  // `half` as given: undefined takes plan's default (the context's choice), null the f32 kernel
+  const p = plan(ctx, a, b, opts, tile, half);
   const { B, M, N } = matmulShape('matmul', a, b, opts);
   const out = ctx.empty([B, M, N]);
   const code = wgsl(p.params);

@@ -44,7 +44,7 @@ describe('adapter selection', () => {
     const saved = process.env.CNX_ADAPTER;
     process.env.CNX_ADAPTER = 'voodoo';
     try {
-      await expect(acquireDevice()).rejects.toThrow(/CNX_ADAPTER: unknown WebGPU adapter 'voodoo'; expected one of gpu, swiftshader, llvmpipe/);
+      await expect(acquireDevice()).rejects.toThrow(/CNX_ADAPTER: unknown WebGPU adapter 'voodoo'; expected one of gpu, swiftshader, lavapipe, llvmpipe/);
     } finally {
       if (saved === undefined) delete process.env.CNX_ADAPTER;
       else process.env.CNX_ADAPTER = saved;
@@ -56,16 +56,19 @@ describe('adapter selection', () => {
   });
 
   // Each software adapter in turn: reported, and able to run a kernel. Where one is missing the test
-  // says so; in CI (CNX_REQUIRE_WEBGPU=1) SwiftShader must be there.
+  // says so; in CI (CNX_REQUIRE_WEBGPU=1) SwiftShader must be there, and lavapipe too where CI promises a
+  // shader-f16 adapter (CNX_REQUIRE_SHADER_F16=1), which must then offer shader-f16.
   for (const kind of ADAPTER_KINDS.filter((k) => k !== 'gpu')) {
     it(`${kind}: acquired explicitly, reported, and runs a kernel`, async (ctx) => {
-      const backend = await backendOrSkip(ctx, `the ${kind} adapter test (${kind} not available here)`, { adapter: kind }, kind === 'swiftshader');
+      const requiredHere = kind === 'swiftshader' || (kind === 'lavapipe' && process.env.CNX_REQUIRE_SHADER_F16 === '1');
+      const backend = await backendOrSkip(ctx, `the ${kind} adapter test (${kind} not available here)`, { adapter: kind }, requiredHere);
       try {
         console.log(`[${kind}] ${backend.description}\n${backend.report}`);
         expect(backend.adapterInfo.kind).toBe(kind);
         expect(backend.description).toContain(`, ${kind}`);
         expect(backend.adapterInfo.backend).toBe(kind === 'llvmpipe' ? 'opengles' : 'vulkan');
         expect(backend.adapterInfo.limits.maxStorageBufferBindingSize).toBe(backend.limits.maxStorageBufferBindingSize);
+        if (kind === 'lavapipe' && process.env.CNX_REQUIRE_SHADER_F16 === '1') expect(backend.features.has('shader-f16')).toBe(true);
         const x = backend.fromRaw(new Float32Array([1, -2, 3]), [3]);
         expect(Array.from(await ops.unary('relu', x).data())).toEqual([1, 0, 3]);
       } finally {
@@ -84,7 +87,7 @@ describeEachBackend('webgpu backend resources', (test) => {
   test('reports the adapter: description, backend, features, limits requested at the adapter maximum', (be) => {
     const g = gpu(be);
     console.log(`[webgpu] ${g.description}\n${formatAdapterReport(g.adapterInfo)}`);
-    expect(g.description).toMatch(/^webgpu: .+ \[(vulkan|opengles|metal|d3d12|browser), (gpu|swiftshader|llvmpipe|browser)/);
+    expect(g.description).toMatch(/^webgpu: .+ \[(vulkan|opengles|metal|d3d12|browser), (gpu|swiftshader|lavapipe|llvmpipe|browser)/);
     expect(g.adapterInfo.features).toEqual([...g.features].sort());
     // The device was created with the adapter's own limits, not the (much lower) defaults.
     expect(g.limits.maxStorageBufferBindingSize).toBeGreaterThan(128 * 2 ** 20 - 1);

@@ -11,13 +11,16 @@
 //    through ops.* on that backend against the float64 reference on f16-ROUNDED operands, with the same
 //    f32 tolerances (the products of f16 values are exact in f32, so rounding the operands is the only
 //    difference), and against the reference on the original operands with the error bound
-//    2 u16 sum|a||b| (+ the f32 tolerance). Where the device has no shader-f16 this block is SKIPPED
-//    LOUDLY (a warning naming the adapter and its features), never counted as passed.
+//    2 u16 sum|a||b| (+ the f32 tolerance). It runs on the first adapter whose device has shader-f16
+//    (createShaderF16Backend: a GPU, or Mesa's lavapipe 25+, which CI installs and requires with
+//    CNX_REQUIRE_SHADER_F16=1). Where there is none this block is SKIPPED LOUDLY (a warning naming each
+//    adapter and why), never counted as passed.
 
 import { attentionKernel, conv2dKernel, createBackend, f16Compute, matmulKernel, type GpuContext, type WebgpuBackend } from '@cnx/kernels';
 import { attentionOp, conv2dOp, CpuBackend, matmulOp, runOp1, type Backend, type Conv2dParams, type MatmulParams, type Tensor } from '@cnx/tensor';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { expectAllClose, randomArray, tolFor, type Tol } from '../../../test/harness/allclose.js';
+import { createShaderF16Backend, requireShaderF16 } from '../../../test/harness/backends.js';
 
 const cpu = new CpuBackend();
 const F32_EPS = 1.19e-7;
@@ -64,6 +67,8 @@ function withStorage(ctx: GpuContext, bytes: number | undefined): GpuContext {
 }
 
 const absArr = (a: Float32Array) => a.map(Math.abs);
+/** The staged operand type a kernel runs with: `half`, or (undefined) the context's choice. */
+const staged = (ctx: GpuContext, half: f16Compute.HalfOperands | undefined): string => (half ?? f16Compute.halfOperandsFor(ctx))?.type ?? 'f32';
 const dispose = (...ts: (Tensor | undefined)[]) => ts.forEach((t) => t?.dispose());
 
 /**
@@ -81,7 +86,7 @@ async function matmulCases(ctx: GpuContext, half: f16Compute.HalfOperands | unde
     const ga = be.fromRaw(a, aShape), gb = c.bDtype === 'f16' ? be.cast(be.fromRaw(b, bShape), 'f16') : be.fromRaw(b, bShape);
     const gbias = bias && be.fromRaw(bias, [c.N]), gres = res && be.fromRaw(res, [c.B, c.M, c.N]);
     const opts = { transA: c.transA, transB: c.transB, bias: gbias, residual: gres };
-    const got = matmulKernel.matmulWithTile(ctx, ga, gb, opts, c.tile, half ?? null);
+    const got = matmulKernel.matmulWithTile(ctx, ga, gb, opts, c.tile, half);
     const params: MatmulParams = { transA: c.transA, transB: c.transB };
     const refOf = (av: Float32Array, bv: Float32Array) => {
       const t = [cpu.fromRaw(av, aShape), cpu.fromRaw(bv, bShape), bias && cpu.fromRaw(bias, [c.N]), res && cpu.fromRaw(res, [c.B, c.M, c.N])];
@@ -90,7 +95,7 @@ async function matmulCases(ctx: GpuContext, half: f16Compute.HalfOperands | unde
       return r;
     };
     const ref = refOf(rounded ? roundToF16(a) : a, rounded ? roundToF16(bStored) : bStored);
-    const what = `matmul ${half?.type ?? 'f32'} operands ${JSON.stringify(c)}`;
+    const what = `matmul ${staged(ctx, half)} operands ${JSON.stringify(c)}`;
     expectAllClose(await got.data(), await ref.data(), tolFor('f32', c.K, Math.sqrt(c.K) / 3), what);
     if (rounded) {
       // Against the unrounded operands: |err| <= 2 u16 sum|a||b| (+ f32 rounding).
@@ -112,11 +117,11 @@ async function convCases_(ctx: GpuContext, half: f16Compute.HalfOperands | undef
     const be = ctx as unknown as Backend;
     const gx = be.fromRaw(x, c.x), gw = be.fromRaw(w, c.w), gb = be.fromRaw(bias, [c.w[0]]);
     const tile = c.tile ? conv2dKernel.CONV2D_TILES[c.tile] : undefined;
-    const got = conv2dKernel.conv2dWithTile(ctx, gx, gw, gb, params, tile, c.splitK, half ?? null);
+    const got = conv2dKernel.conv2dWithTile(ctx, gx, gw, gb, params, tile, c.splitK, half);
     const rx = cpu.fromRaw(rounded ? roundToF16(x) : x, c.x), rw = cpu.fromRaw(rounded ? roundToF16(w) : w, c.w), rb = cpu.fromRaw(bias, [c.w[0]]);
     const ref = runOp1(conv2dOp, [rx, rw, rb], params);
     const K = c.w[1] * c.w[2] * c.w[3];
-    expectAllClose(await got.data(), await ref.data(), tolFor('f32', K, Math.max(1, Math.sqrt(K) / 3)), `conv2d ${half?.type ?? 'f32'} operands ${JSON.stringify(c)}`);
+    expectAllClose(await got.data(), await ref.data(), tolFor('f32', K, Math.max(1, Math.sqrt(K) / 3)), `conv2d ${staged(ctx, half)} operands ${JSON.stringify(c)}`);
     dispose(gx, gw, gb, got, rx, rw, rb, ref);
   }
 }
@@ -131,14 +136,15 @@ async function attnCases_(ctx0: GpuContext, half: f16Compute.HalfOperands | unde
     const opts = { scale: 1 / Math.sqrt(c.D), causal: c.causal };
     const be = ctx0 as unknown as Backend;
     const gq = be.fromRaw(q, qs), gk = be.fromRaw(k, ks), gv = be.fromRaw(v, vs);
-    const got = attentionKernel.attentionWithTiles(ctx, gq, gk, gv, opts, undefined, half ?? null);
+    const got = attentionKernel.attentionWithTiles(ctx, gq, gk, gv, opts, undefined, half);
+    const tiles = attentionKernel.plan(ctx, gq, gk, gv, opts, undefined, false, half ?? f16Compute.halfOperandsFor(ctx)).params;
     const r = (a: Float32Array) => (rounded ? roundToF16(a) : a);
-    const rq = cpu.fromRaw(r(q), qs), rk = cpu.fromRaw(r(k), ks), rv = cpu.fromRaw(r(v), vs);
+    // q is rounded only where the kernel stages it (attention.ts); from global memory it stays f32
+    const rq = cpu.fromRaw(tiles.qShared ? r(q) : q, qs), rk = cpu.fromRaw(r(k), ks), rv = cpu.fromRaw(r(v), vs);
     const ref = runOp1(attentionOp, [rq, rk, rv], opts);
     // attention.test.ts's model: score error ~ sqrt(D) eps scale max|q||k|, moved to the output x 2 max|v|, + sqrt(Lk) eps max|v|.
     const tol: Tol = { atol: 8 * F32_EPS * (2 * Math.sqrt(c.D) * opts.scale + Math.sqrt(c.Lk)), rtol: 8 * F32_EPS };
-    const tiles = attentionKernel.plan(ctx, gq, gk, gv, opts, undefined, false, half).params;
-    expectAllClose(await got.data(), await ref.data(), tol, `attention ${half?.type ?? 'f32'} operands ${JSON.stringify(c)} (BQ=${tiles.BQ} BK=${tiles.BK} qShared=${tiles.qShared} separateKV=${tiles.separateKV})`);
+    expectAllClose(await got.data(), await ref.data(), tol, `attention ${staged(ctx0, half)} operands ${JSON.stringify(c)} (BQ=${tiles.BQ} BK=${tiles.BK} qShared=${tiles.qShared} separateKV=${tiles.separateKV})`);
     dispose(gq, gk, gv, got, rq, rk, rv, ref);
   }
 }
@@ -194,23 +200,16 @@ describe('f16-compute variants (shader-f16: operands rounded to f16) [webgpu]', 
   let backend: WebgpuBackend | undefined;
   let unavailable: string | undefined;
   beforeAll(async () => {
-    try {
-      const b = (await createBackend('webgpu', { compute: 'f16' })) as WebgpuBackend;
-      if (b.computeDtype === 'f16') {
-        backend = b;
-        console.log(`[webgpu] ${b.description}`);
-      } else {
-        unavailable = `${b.description}: ${b.computeNote}`;
-        b.destroy();
-      }
-    } catch (e) {
-      unavailable = e instanceof Error ? e.message : String(e);
-    }
-    if (unavailable) console.warn(`\n*** SKIPPING f16-compute variants with shader-f16: ${unavailable} ***\n`);
+    ({ backend, unavailable } = await createShaderF16Backend());
+    if (backend) console.log(`[webgpu, shader-f16] ${backend.description}`);
+    else if (!requireShaderF16) console.warn(`\n*** SKIPPING f16-compute variants with shader-f16: ${unavailable} ***\n`);
   });
   afterAll(() => backend?.destroy());
   const test = (name: string, fn: (ctx: GpuContext) => Promise<void>) => it(name, async (c) => {
-    if (!backend) return c.skip();
+    if (!backend) {
+      if (requireShaderF16) throw new Error(`an adapter with shader-f16 is required (CNX_REQUIRE_SHADER_F16=1): ${unavailable}`);
+      return c.skip();
+    }
     expect(backend.computeDtype).toBe('f16');
     await fn(backend);
   }, 600_000);
@@ -218,6 +217,31 @@ describe('f16-compute variants (shader-f16: operands rounded to f16) [webgpu]', 
   test('matmul: f16 operands vs the reference on rounded operands, and the 2 u16 sum|a||b| bound', (ctx) => matmulCases(ctx, undefined, true));
   test('conv2d: f16 operands vs the reference on rounded operands', (ctx) => convCases_(ctx, undefined, true));
   test('attention: f16 q, k, v vs the reference on rounded q, k, v', (ctx) => attnCases_(ctx, undefined, true));
+  // `half: null` is the f32 kernel even on an f16 context (a default parameter once turned it back into f16).
+  test('half null: matmul, conv2d and attention run their f32 kernels on an f16 context', async (ctx) => {
+    const be = ctx as unknown as Backend;
+    const a = randomArray(16 * 24, 7), b = randomArray(24 * 12, 8);
+    const exact = await runOp1(matmulOp, [cpu.fromRaw(a, [1, 16, 24]), cpu.fromRaw(b, [1, 24, 12])], {}).data();
+    const ga = be.fromRaw(a, [1, 16, 24]), gb = be.fromRaw(b, [1, 24, 12]);
+    const maxDiff = (x: Float32Array, y: Float32Array) => x.reduce((m, v, i) => Math.max(m, Math.abs(v - y[i]!)), 0);
+    const f32 = await matmulKernel.matmulWithTile(ctx, ga, gb, {}, undefined, null).data();
+    const f16 = await matmulKernel.matmulWithTile(ctx, ga, gb, {}, undefined, undefined).data();
+    expect(maxDiff(f32, exact)).toBeLessThan(1e-5);
+    expect(maxDiff(f16, exact)).toBeGreaterThan(1e-4); // operands rounded to f16
+    const x = randomArray(2 * 8 * 5 * 5, 9), w = randomArray(4 * 8 * 9, 10);
+    const cp: Conv2dParams = { stride: [1, 1], padding: [1, 1, 1, 1], groups: 1 };
+    const cExact = await runOp1(conv2dOp, [cpu.fromRaw(x, [2, 8, 5, 5]), cpu.fromRaw(w, [4, 8, 3, 3])], cp).data();
+    const gx = be.fromRaw(x, [2, 8, 5, 5]), gw = be.fromRaw(w, [4, 8, 3, 3]);
+    expect(maxDiff(await conv2dKernel.conv2dWithTile(ctx, gx, gw, undefined, cp, undefined, undefined, null).data(), cExact)).toBeLessThan(1e-5);
+    expect(maxDiff(await conv2dKernel.conv2dWithTile(ctx, gx, gw, undefined, cp, undefined, undefined, undefined).data(), cExact)).toBeGreaterThan(1e-4);
+    const q = randomArray(12 * 8, 11), k = randomArray(12 * 8, 12), v = randomArray(12 * 8, 13);
+    const s4 = [1, 12, 1, 8], ao = { scale: 1 / Math.sqrt(8) };
+    const aExact = await runOp1(attentionOp, [cpu.fromRaw(q, s4), cpu.fromRaw(k, s4), cpu.fromRaw(v, s4)], ao).data();
+    const gq = be.fromRaw(q, s4), gk = be.fromRaw(k, s4), gv = be.fromRaw(v, s4);
+    expect(maxDiff(await attentionKernel.attentionWithTiles(ctx, gq, gk, gv, ao, undefined, null).data(), aExact)).toBeLessThan(1e-5);
+    expect(maxDiff(await attentionKernel.attentionWithTiles(ctx, gq, gk, gv, ao, undefined, undefined).data(), aExact)).toBeGreaterThan(1e-5);
+    dispose(ga, gb, gx, gw, gq, gk, gv);
+  });
   // Backend.inFullPrecision (the SDXL VAE's force_upcast): the f32 kernels inside, f16 again after, also after a throw.
   test('inFullPrecision: the kernels select their f32 variants inside, f16 again after (also after a throw)', async (ctx) => {
     const b = ctx as WebgpuBackend;

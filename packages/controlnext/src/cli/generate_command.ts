@@ -48,7 +48,7 @@ export const GENERATE_OPTIONS: readonly OptionSpec[] = [
   { name: 'lora', type: 'list', metavar: 'FILE[:SCALE]', description: 'LoRA file (kohya or diffusers/PEFT) with its scale, default 1 (repeatable)' },
   { name: 'output', type: 'string', metavar: 'FILE', description: 'output image, PNG or JPEG by its extension (.png, .jpg, .jpeg; several images: FILE-1.png, FILE-2.png, ...)', default: 'output.png' },
   { name: 'backend', type: 'string', metavar: 'NAME', description: 'where to compute (wasm: the fast CPU path; cpu: the float64 reference)', default: 'cpu', choices: ['cpu', 'wasm', 'webgpu'] },
-  { name: 'adapter', type: 'string', metavar: 'NAME', description: 'WebGPU adapter (with --backend webgpu; default: the first that works, in this order)', choices: ['gpu', 'swiftshader', 'llvmpipe'] },
+  { name: 'adapter', type: 'string', metavar: 'NAME', description: 'WebGPU adapter (with --backend webgpu; default: the first that works, in this order)', choices: ['gpu', 'swiftshader', 'lavapipe', 'llvmpipe'] },
   { name: 'fp16', type: 'boolean', description: 'load .fp16 weight files where both exist (computation stays f32)' },
   { name: 'check-finite', type: 'boolean', description: 'stop with an error naming the step when the latents (or the decoded image) hold NaN or infinities; --no-check-finite skips the check', default: true },
   { name: 'help', type: 'boolean', description: 'show this help' },

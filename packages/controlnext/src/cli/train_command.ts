@@ -60,7 +60,7 @@ export const TRAIN_OPTIONS: readonly OptionSpec[] = [
   { name: 'max-grad-norm', type: 'number', metavar: 'G', description: 'clip the gradient norm over every trained tensor (default: no clipping, as the recipe)', min: 1e-12, max: 1e12 },
   { name: 'seed', type: 'integer', metavar: 'N', description: 'seed of the data order, latent samples, noise and timesteps, and of the fresh module\'s weights', default: 0, min: 0, max: 4294967295 },
   { name: 'backend', type: 'string', metavar: 'NAME', description: 'where to compute (wasm: the fast CPU path; cpu: the float64-accumulating reference)', default: 'cpu', choices: ['cpu', 'wasm', 'webgpu'] },
-  { name: 'adapter', type: 'string', metavar: 'NAME', description: 'WebGPU adapter (with --backend webgpu; default: the first that works, in this order)', choices: ['gpu', 'swiftshader', 'llvmpipe'] },
+  { name: 'adapter', type: 'string', metavar: 'NAME', description: 'WebGPU adapter (with --backend webgpu; default: the first that works, in this order)', choices: ['gpu', 'swiftshader', 'lavapipe', 'llvmpipe'] },
   { name: 'output', type: 'string', metavar: 'DIR', description: 'output folder: checkpoint-<step>/, final/, loss.csv, loss.svg, validation/ (a new or empty folder, or the folder of the run --resume continues)' },
   { name: 'checkpoint-every', type: 'integer', metavar: 'N', description: 'write checkpoint-<step>/ every N steps (and always at the last step, as final/)', default: 500, min: 1, max: 10_000_000 },
   { name: 'resume', type: 'string', metavar: 'DIR', description: 'continue from a checkpoint folder (checkpoint-<step>/ or final/): weights, optimizer and step; the other options must match the run that wrote it' },

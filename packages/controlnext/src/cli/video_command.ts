@@ -53,7 +53,7 @@ export const VIDEO_OPTIONS: readonly OptionSpec[] = [
   { name: 'prefix-cache', type: 'boolean', description: 'keep each window\'s control-module prefix for the whole run (--no-prefix-cache: recompute it every step, less memory)', default: true },
   { name: 'fp16', type: 'boolean', description: 'keep weights in 16-bit storage (half the memory; computation stays f32) and prefer .fp16 files' },
   { name: 'backend', type: 'string', metavar: 'NAME', description: 'where to compute', default: 'cpu', choices: ['cpu', 'webgpu'] },
-  { name: 'adapter', type: 'string', metavar: 'NAME', description: 'WebGPU adapter preference: gpu, swiftshader, llvmpipe' },
+  { name: 'adapter', type: 'string', metavar: 'NAME', description: 'WebGPU adapter preference: gpu, swiftshader, lavapipe, llvmpipe' },
   { name: 'help', type: 'boolean', description: 'show this help' },
 ];
 

@@ -1,14 +1,14 @@
 // WebGPU device acquisition with an explicit, reported adapter (DESIGN.md "WebGPU without a GPU").
 //
 // Adapters come from a provider: navigator.gpu in browsers (browserAdapters below, the default of the
-// package's main entry), Dawn in Node (device_node.ts: the adapter order gpu -> swiftshader -> llvmpipe,
+// package's main entry), Dawn in Node (device_node.ts: the adapter order gpu -> swiftshader -> lavapipe -> llvmpipe,
 // the default of the Node entry, src/node.ts). This file imports nothing Node-only, so the main entry
 // bundles for a browser. The device is created with the adapter's own maximum limits and the optional
 // features it has (shader-f16, timestamp-query, subgroups), and the report says what was chosen and
 // which adapters were skipped and why: falling back is never silent.
 
-export type AdapterKind = 'gpu' | 'swiftshader' | 'llvmpipe';
-export const ADAPTER_KINDS: readonly AdapterKind[] = ['gpu', 'swiftshader', 'llvmpipe'];
+export type AdapterKind = 'gpu' | 'swiftshader' | 'lavapipe' | 'llvmpipe';
+export const ADAPTER_KINDS: readonly AdapterKind[] = ['gpu', 'swiftshader', 'lavapipe', 'llvmpipe'];
 
 
 export interface AdapterReport {
@@ -59,7 +59,7 @@ export interface AdapterCandidate {
 export type AdapterProvider = (named: AdapterKind | undefined, skipped: string[]) => Promise<AdapterCandidate>;
 
 export interface AcquireOptions {
-  /** 'gpu' | 'swiftshader' | 'llvmpipe'; default: env CNX_ADAPTER, else try all in order. */
+  /** 'gpu' | 'swiftshader' | 'lavapipe' | 'llvmpipe'; default: env CNX_ADAPTER, else try all in order. */
   adapter?: string;
   /** Adapter source; default: navigator.gpu (the Node entry of @cnx/kernels passes Dawn's). */
   provider?: AdapterProvider;

@@ -9,7 +9,15 @@
 //   2. 'swiftshader' SwiftShader's Vulkan driver from Debian's chromium-common package: Dawn option
 //                    backend=vulkan with VK_ICD_FILENAMES pointed at vk_swiftshader_icd.json (set only
 //                    when the env var is unset and the file exists).
-//   3. 'llvmpipe'    Mesa llvmpipe through OpenGL ES: Dawn option backend=opengles, EGL_PLATFORM=surfaceless,
+//   3. 'lavapipe'    Mesa's Vulkan software driver (lavapipe, named "llvmpipe" in its adapter info): Dawn
+//                    option backend=vulkan with VK_ICD_FILENAMES pointed at Mesa's lvp_icd*.json (or
+//                    CNX_LAVAPIPE_ICD) while the instance is created, then restored, so that it does not
+//                    leak into other instances. Needs Mesa 25 or newer: Dawn requires
+//                    shader{Sampled,Storage}ImageArrayDynamicIndexing, which Debian 12's lavapipe (Mesa
+//                    22.3) lacks; bookworm-backports has 25.0 (.ci/run installs it). The one software
+//                    adapter here with `shader-f16` (lavapipe exposes shaderFloat16 and 16-bit storage), so
+//                    the f16-compute kernels run and are tested on it.
+//   4. 'llvmpipe'    Mesa llvmpipe through OpenGL ES: Dawn option backend=opengles, EGL_PLATFORM=surfaceless,
 //                    requestAdapter({ featureLevel: 'compatibility' }); LIBGL_ALWAYS_SOFTWARE=1 and glvnd
 //                    pointed at Mesa's EGL where unset, so that a GPU vendor's EGL is not picked instead.
 // Each kind checks that the adapter it got is what it claims (a swiftshader/llvmpipe name).
@@ -21,7 +29,9 @@
 // Dawn reads the environment when `create()` runs, so env vars are set before each create that needs them.
 //
 // Probed on the development machine (Debian 12, no GPU, 2026-11): 'gpu' finds no adapter (Debian 12's
-// lavapipe is too old for Dawn: "Vulkan shaderUniform*ArrayDynamicIndexing required"); 'swiftshader'
+// lavapipe is too old for Dawn: "Vulkan shaderUniform*ArrayDynamicIndexing required"); 'lavapipe' with
+// Mesa 25.0.7 from bookworm-backports (2026-12): "llvmpipe: Mesa 25.0.7-2~bpo12+1 (LLVM 15.0.6)",
+// Vulkan, core, shader-f16, subgroups, timestamp-query; 'swiftshader'
 // works ("google | swiftshader | SwiftShader driver 5.0.0", 1 GiB bindings, subgroups, timestamp-query,
 // no shader-f16); 'llvmpipe' works with libegl1 libgles2 libegl-mesa0 libgl1-mesa-dri installed
 // ("llvmpipe (LLVM 15.0.6, 256 bits)", OpenGL ES 3.2 Mesa 22.3.6, compatibility mode, 128 MiB bindings).
@@ -31,6 +41,8 @@
 import { adapterText, describeAdapter, isSoftware, ADAPTER_KINDS, type AdapterCandidate, type AdapterKind, type AdapterProvider } from './device.js';
 
 const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
+/** Mesa lavapipe's Vulkan driver manifest (Debian mesa-vulkan-drivers; the name changed in Mesa 24). */
+const LAVAPIPE_ICDS = ['/usr/share/vulkan/icd.d/lvp_icd.json', '/usr/share/vulkan/icd.d/lvp_icd.x86_64.json', '/usr/share/vulkan/icd.d/lvp_icd.aarch64.json'];
 /** Vulkan ICDs of GPU drivers mounted by container runtimes outside the loader's default search path. */
 const CONTAINER_GPU_ICDS = ['/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json'];
 /** Mesa's glvnd EGL vendor file (Debian libegl-mesa0). */
@@ -136,6 +148,28 @@ async function tryNodeAdapter(kind: AdapterKind): Promise<Candidate | string> {
     if (!/swiftshader/i.test(adapterText(adapter.info))) {
       return `swiftshader: VK_ICD_FILENAMES=${process.env.VK_ICD_FILENAMES} gives ${describeAdapter(adapter.info)}, not SwiftShader`;
     }
+    return { adapter, backend: 'vulkan', featureLevel: 'core', instanceOptions };
+  }
+  if (kind === 'lavapipe') {
+    const icd = process.env.CNX_LAVAPIPE_ICD ?? LAVAPIPE_ICDS.find((f) => existsSync(f));
+    if (!icd) return `lavapipe: no Mesa lavapipe driver (${LAVAPIPE_ICDS.join(', ')}; Debian package mesa-vulkan-drivers, Mesa 25+) and CNX_LAVAPIPE_ICD unset`;
+    if (!existsSync(icd)) return `lavapipe: CNX_LAVAPIPE_ICD=${icd} does not exist`;
+    const instanceOptions = ['backend=vulkan', ...VULKAN_INSTANCE_OPTIONS, 'adapter=llvmpipe'];
+    // The loader reads VK_ICD_FILENAMES when Dawn creates its Vulkan instance (at the first request).
+    const saved = process.env.VK_ICD_FILENAMES;
+    process.env.VK_ICD_FILENAMES = icd;
+    let adapter: GPUAdapter | null;
+    try {
+      adapter = await create(instanceOptions).requestAdapter();
+    } finally {
+      if (saved === undefined) delete process.env.VK_ICD_FILENAMES;
+      else process.env.VK_ICD_FILENAMES = saved;
+    }
+    if (!adapter) {
+      return `lavapipe: Dawn accepted no adapter from ${icd} (Dawn needs Mesa 25+: older lavapipe lacks ` +
+        'shaderSampledImageArrayDynamicIndexing; Debian 12: mesa-vulkan-drivers from bookworm-backports)';
+    }
+    if (!/llvmpipe|lavapipe/i.test(adapterText(adapter.info))) return `lavapipe: ${icd} gives ${describeAdapter(adapter.info)}, not lavapipe`;
     return { adapter, backend: 'vulkan', featureLevel: 'core', instanceOptions };
   }
   // Mesa's EGL, software rasteriser, no display. On machines whose glvnd would pick a vendor driver
