@@ -14,6 +14,8 @@
 //   --steps N              timed steps each (default 3)
 //   --backend wasm|cpu     ours (default wasm; cpu is the float64 reference, slow)
 //   --python PATH          interpreter (default bench/pytorch/.venv/bin/python, else python3)
+//   --out DIR              where the JSON goes (default bench/results)
+// Bad usage (an unknown flag, a malformed value) prints what was expected and exits with status 2.
 
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -46,17 +48,32 @@ function runTorch(python: string, resolution: number, threads: number, steps: nu
   return JSON.parse(r.stdout.trim().split('\n').pop()!) as TorchResult;
 }
 
+class UsageError extends Error {}
+
+function positiveInt(flag: string, v: string | undefined, dflt: number): number {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`${flag}: expected a positive integer, found '${v}'`);
+  return n;
+}
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      resolution: { type: 'string' }, threads: { type: 'string' }, steps: { type: 'string' }, backend: { type: 'string' },
-      python: { type: 'string' },
-    },
-  });
+  let values;
+  try {
+    ({ values } = parseArgs({
+      options: {
+        resolution: { type: 'string' }, threads: { type: 'string' }, steps: { type: 'string' }, backend: { type: 'string' },
+        python: { type: 'string' }, out: { type: 'string' },
+      },
+    }));
+  } catch (e) {
+    throw new UsageError(`${(e as Error).message}; flags: --resolution, --threads, --steps, --backend, --python, --out`);
+  }
   const resolutions = (values.resolution ?? '128,256').split(',').map(Number);
-  if (resolutions.some((r) => !(r > 0 && r % 64 === 0))) throw new Error('--resolution: multiples of 64 pixels, comma-separated');
-  const threads = Number(values.threads ?? 2), steps = Number(values.steps ?? 3);
+  if (resolutions.some((r) => !(r > 0 && r % 64 === 0))) throw new UsageError(`--resolution: expected multiples of 64 pixels, comma-separated, found '${values.resolution}'`);
+  const threads = positiveInt('--threads', values.threads, 2), steps = positiveInt('--steps', values.steps, 3);
   const which = values.backend ?? 'wasm';
+  if (which !== 'wasm' && which !== 'cpu') throw new UsageError(`--backend: expected wasm or cpu, found '${which}'`);
   const venv = join(ROOT, 'bench', 'pytorch', '.venv', 'bin', 'python');
   const python = values.python ?? (existsSync(venv) ? venv : 'python3');
 
@@ -102,7 +119,7 @@ async function main(): Promise<void> {
     console.log(`${String(r.resolution).padStart(10)}  ${f(t.medianSeconds, 12)}  ${f(r.oursMedianSeconds, 9)}  ${f(r.ratio, 12, 2)}  ` +
       `${f(t.medianCpuSeconds, 11)}  ${f(r.oursMedianCpuSeconds, 8)}  ${f(r.cpuRatio, 16, 2)}  ${(r.loadAverage as number[]).map((x) => x.toFixed(1)).join(' ')}`);
   }
-  const out = join(ROOT, 'bench', 'results');
+  const out = values.out !== undefined ? resolve(values.out) : join(ROOT, 'bench', 'results');
   mkdirSync(out, { recursive: true });
   const file = join(out, `pytorch-cpu-${which}-${threads}t-${resolutions.join('-')}.json`);
   writeFileSync(file, JSON.stringify({ environment: env, backend: backend.description, threads, steps, rows }, null, 2) + '\n');
@@ -111,4 +128,8 @@ async function main(): Promise<void> {
   backend.destroy();
 }
 
-await main();
+await main().catch((e: unknown) => {
+  if (!(e instanceof UsageError)) throw e;
+  console.error(`pytorch_compare: ${e.message}`);
+  process.exit(2);
+});
