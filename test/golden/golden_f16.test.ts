@@ -28,7 +28,7 @@ const root = GOLDEN_ROOT;
 /** Cases whose models read weights through matmul / conv2d / norms (everything f16 storage changes). */
 const CPU_CASES = [
   'sd15_unet', 'sd15_controlnext', 'sdxl_unet', 'sd15_controlnet', 'sd15_vae', 'sdxl_controlnext',
-  'sd15_controlnext_training', 'sd15_controlnext_unet_merge', 'sd15_lora', 'clip_text', 'sd15_pipeline_controlnext',
+  'sd15_controlnext_training', 'sd15_controlnext_unet_merge', 'sd15_lora', 'clip_text', 'clip_vision', 'sd15_pipeline_controlnext',
 ];
 const WEBGPU_CASES = ['sd15_unet', 'sd15_controlnext', 'sdxl_unet'];
 
@@ -87,3 +87,19 @@ for (const v of variants) {
     }
   });
 }
+
+// A training case under f16 weight storage is reported as not applicable (never run, never counted as
+// passed), with the reason (run_case.ts F32_ONLY_RUNNERS); with f32 storage it runs (golden.test.ts).
+describe('golden training cases under f16 weight storage', () => {
+  it('train_controlnext_step is not applicable, not passed, and says why', async () => {
+    const b = await createBackend('cpu', { weightDtype: 'f16' });
+    try {
+      const r = await runCase(join(root, 'train_controlnext_step'), b);
+      expect(r.ok).toBe(false);
+      expect(r.checks).toEqual([]);
+      expect(r.notApplicable).toMatch(/^f16 weight storage: a training step checks f32 master weights/);
+    } finally {
+      b.destroy();
+    }
+  });
+});

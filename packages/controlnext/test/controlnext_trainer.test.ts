@@ -42,6 +42,29 @@ async function run(backend: Backend, steps: number, extra: Partial<ControlNeXtTr
 }
 
 describe('ControlNeXtTrainer (CPU)', () => {
+  it('f16 weight storage: trained parameters become f32 master weights, the frozen rest stays f16 and unchanged', async () => {
+    const cpu = new CpuBackend({ weightDtype: 'f16' });
+    const { unet, cnx } = models(cpu);
+    const frozenBefore = unet.namedParameters().filter(([k]) => !k.includes('to_out') && k.endsWith('.weight') && k.includes('resnets'));
+    expect(frozenBefore.length).toBeGreaterThan(0);
+    expect(frozenBefore.every(([, t]) => t.dtype === 'f16')).toBe(true);
+    const before = await Promise.all(frozenBefore.map(([, t]) => t.data()));
+    // without the widening, AdamW refuses: "expected f32 parameters (the compute dtype)"
+    const trainer = await ControlNeXtTrainer.create({ unet, controlnext: cnx, schedule: trainingNoiseSchedule(SD15_SCHEDULER_CONFIG), learningRate: 1e-3, seed: 11 });
+    expect(trainer.parameters().every((p) => p.tensor.dtype === 'f32')).toBe(true);
+    const losses: number[] = [];
+    for (let s = 0; s < 2; s++) {
+      const b = batch(cpu, s);
+      losses.push((await trainer.trainStep(b)).loss); // gradients pass through f16 convs, norms and Linears
+      dispose(b);
+    }
+    expect(losses.every(Number.isFinite)).toBe(true);
+    const frozenAfter = unet.namedParameters().filter(([k]) => frozenBefore.some(([f]) => f === k));
+    expect(frozenAfter.every(([, t]) => t.dtype === 'f16')).toBe(true);
+    (await Promise.all(frozenAfter.map(([, t]) => t.data()))).forEach((d, i) => expect(d).toEqual(before[i]));
+    trainer.dispose(); unet.dispose(); cnx.dispose();
+  }, 300_000);
+
   it('resuming from a checkpoint reproduces the uninterrupted run exactly', async () => {
     const cpu = new CpuBackend();
     const full = await run(cpu, 4);

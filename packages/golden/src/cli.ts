@@ -21,6 +21,10 @@ function fmt(x: number): string {
 }
 
 function printResult(r: CaseResult, quiet: boolean): void {
+  if (r.notApplicable) {
+    console.log(`N/A  ${r.caseName} [${r.runner}] on ${r.backend}: not run (${r.notApplicable})`);
+    return;
+  }
   const head = `${r.ok ? 'PASS' : 'FAIL'} ${r.caseName} [${r.runner}] on ${r.backend} (${r.seconds.toFixed(1)} s)`;
   console.log(head);
   if (r.error) console.log(`  error: ${r.error.split('\n').slice(0, 6).join('\n    ')}`);
@@ -58,7 +62,7 @@ async function main(): Promise<void> {
   if (dirs.length === 0) usage('no case folders given');
   const known = backendNames();
   const names: string[] = which === 'all' ? ['cpu', 'wasm', 'webgpu'] : known.includes(which) ? [which] : usage(`--backend must be one of ${known.join(', ')} or all, found '${which}'`);
-  let passed = 0, failed = 0;
+  let passed = 0, failed = 0, notApplicable = 0;
   for (const name of names) {
     let backend: Backend;
     try {
@@ -75,14 +79,15 @@ async function main(): Promise<void> {
       for (const d of dirs) {
         const r = await runCase(d, backend);
         printResult(r, quiet);
-        if (r.ok) passed++; else failed++;
+        if (r.notApplicable) notApplicable++;
+        else if (r.ok) passed++; else failed++;
       }
     } finally {
       stopCompileProgress();
       backend.destroy();
     }
   }
-  console.log(`${passed} passed, ${failed} failed`);
+  console.log(`${passed} passed, ${failed} failed${notApplicable ? `, ${notApplicable} not applicable (not run, not counted as passed)` : ''}`);
   process.exitCode = failed > 0 ? 1 : 0;
 }
 

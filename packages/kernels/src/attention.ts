@@ -328,9 +328,13 @@ export function attentionWithTiles(
 /**
  * attention that also returns what its backward needs: out [B, Lq, H, Dv] and the logsumexp of the
  * scaled scores lse [B, Lq, H] (natural log). Same kernel and tiles as `attention`, one extra store per row.
+ * Always the f32 kernel, also on an f16-compute context: the backward (attention_backward.ts) recomputes
+ * P = exp(s - lse) from f32 q and k, so an lse of f16-rounded scores would not normalise it: with sharp
+ * logits (|s| ~ 50) the rounding moves s by ~u16 |s| ~ 0.02, and P by as much (the grad_attention golden
+ * case's sdpa_sharp grad.v failed so on lavapipe, 2026-12).
  */
 export function attentionWithLse(ctx: GpuContext, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions, tiles?: AttentionTiles): { out: Tensor; lse: Tensor } {
-  const p = plan(ctx, q, k, v, opts, tiles, true);
+  const p = plan(ctx, q, k, v, opts, tiles, true, null);
   const [B, Lq, H] = q.shape as [number, number, number, number];
   const out = ctx.empty([B, Lq, H, v.shape[3]!]);
   const lse = ctx.empty([B, Lq, H]);

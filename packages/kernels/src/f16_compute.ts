@@ -12,7 +12,8 @@
 // and P @ V stay f32); a q tile read straight from global memory stays f32. Only values that pass
 // through f16 storage are rounded: a conversion f32 -> f16 -> f32 in registers is not reliably a
 // rounding (Mesa's lavapipe compiler folds it to the identity, measured 2026-12 with Mesa 25.0.7), so no
-// kernel relies on one.
+// kernel relies on one. Attention that saves its logsumexp for a backward (training) runs in f32, so the
+// saved statistic matches the backward's f32 recomputation of the scores (attention.ts attentionWithLse).
 // Range: operands beyond f16's range (|x| > 65504) become infinite; Stable Diffusion's UNet activations
 // stay far inside it (fp16 inference is its standard deployment).
 //

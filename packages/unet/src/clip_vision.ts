@@ -91,9 +91,10 @@ export class CLIPVisionEmbeddings extends Module {
     const cls = this.class_embedding.reshape([1, 1, D]);
     const clsB = cls.expand([B, 1, D]);
     const cat = ops.concat([clsB, tokens], 1);
-    const pos = this.position_embedding.weight;
+    // range() widens a 16-bit table (f16 weight storage) to f32, as the text encoder's positions are
+    const pos = this.position_embedding.range(0, this.numPatches + 1);
     const out = ops.add(cat, pos); // [1 + N, D] broadcast over B
-    [p, flat, tokens, cls, clsB, cat].forEach((t) => t.dispose());
+    [p, flat, tokens, cls, clsB, cat, pos].forEach((t) => t.dispose());
     return out;
   }
 }

@@ -46,6 +46,23 @@ export abstract class Module {
   }
 
   /**
+   * Make the parameter at `path` f32: a 16-bit one (f16 weight storage) is replaced by its exact f32
+   * widening, an f32 one is left as it is. For parameters that are trained: the optimizer keeps f32 master
+   * weights (AdamW refuses 16-bit ones), while the frozen rest of the model stays 16-bit, as in diffusers'
+   * mixed-precision training. Returns the parameter.
+   */
+  widenParameter(path: string): Tensor {
+    const { owner, field } = this.resolve(path);
+    const old = owner[field];
+    if (!(old instanceof Tensor)) throw new Error(`widenParameter: '${path}' is not a parameter (found ${describe(old)})`);
+    if (old.dtype === 'f32') return old;
+    const wide = old.backend.cast(old, 'f32');
+    old.dispose();
+    owner[field] = wide;
+    return wide;
+  }
+
+  /**
    * The sub-module at a state-dict module path ('down_blocks.1.resnets.0'; '' = this module); errors name
    * the first segment not found and the children that exist there.
    */

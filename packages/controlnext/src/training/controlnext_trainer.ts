@@ -208,6 +208,11 @@ export class ControlNeXtTrainer {
       read(opts.resume, CHECKPOINT_FILES.optimizer, 'resume'); // every file present before anything changes
       this.loadWeights(opts.resume);
     }
+    // Trained parameters are f32 master weights even where the model stores its weights in f16 (the
+    // frozen rest stays 16-bit): AdamW needs f32, as diffusers' mixed precision keeps trained modules fp32.
+    for (const [k] of module.namedParameters()) module.widenParameter(k);
+    for (const [k] of this.zeroConv?.namedParameters() ?? []) this.zeroConv!.widenParameter(k);
+    for (const [k] of unet.namedParameters().filter(([k]) => this.matchesUnet(k))) unet.widenParameter(k);
     const unetTrained = unet.namedParameters().filter(([k]) => this.matchesUnet(k));
 
     const named = (owner: TrainedParameter['owner'], list: [string, Tensor][]): NamedParameter[] =>

@@ -14,6 +14,7 @@ import { conv2dBackwardBiasOp, conv2dBackwardInputOp, conv2dBackwardWeightOp } f
 import { unaryBackwardOp } from '../grad_ops/elementwise_backward.js';
 import { defineOp, expectF32, expectRank, expectVector, f32, runOp1, type OpDefinition } from '../op_definition.js';
 import { formatShape, shapesEqual } from '../shape.js';
+import type { Tensor } from '../tensor.js';
 import { expectWeightDtype, hostF32 } from '../weight_dtype.js';
 import { applyUnary } from './elementwise.js';
 
@@ -135,8 +136,16 @@ export const conv2dOp: OpDefinition<Conv2dParams> = defineOp<Conv2dParams>({
       const z = runOp1(conv2dOp, [x, w, bias], geometry);
       gz = runOp1(unaryBackwardOp, [z, g], { op: act });
     }
+    let dx: Tensor | undefined;
+    if (needsGrad[0]) {
+      // A 16-bit stored weight (f16 weight storage: a frozen layer the gradient passes through) is widened
+      // exactly; the backward kernels read f32.
+      const wf = w!.dtype === 'f32' ? w! : w!.backend.cast(w!, 'f32');
+      dx = runOp1(conv2dBackwardInputOp, [gz, wf], { ...geometry, inputShape: inputShapes[0]! });
+      if (wf !== w) wf.dispose();
+    }
     return [
-      needsGrad[0] ? runOp1(conv2dBackwardInputOp, [gz, w], { ...geometry, inputShape: inputShapes[0]! }) : undefined,
+      dx,
       needsGrad[1] ? runOp1(conv2dBackwardWeightOp, [x, gz], { ...geometry, weightShape: inputShapes[1]! }) : undefined,
       needsGrad[2] ? runOp1(conv2dBackwardBiasOp, [gz], {}) : undefined,
       needsGrad[3] ? g : undefined,

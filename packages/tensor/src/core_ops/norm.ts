@@ -35,7 +35,13 @@ function normBackward<P extends { stats?: boolean }>(run: (ins: (Tensor | undefi
   return ({ inputs: [x, weight, bias], outputs: [, mean, rstd], params }, [g, gm, gr]) => {
     if (gm || gr) throw new Error('norm backward: gradients wrt the mean / rstd outputs are not supported');
     if (!g) return [];
-    const r = run([x, g, mean, rstd, weight, bias], params);
+    // 16-bit stored affine vectors (f16 weight storage: a frozen norm the gradient passes through) are
+    // widened exactly; the backward kernels read f32.
+    const widen = (t: Tensor | undefined) => (t && t.dtype !== 'f32' ? t.backend.cast(t, 'f32') : t);
+    const w32 = widen(weight), b32 = widen(bias);
+    const r = run([x, g, mean, rstd, w32, b32], params);
+    if (w32 !== weight) w32?.dispose();
+    if (b32 !== bias) b32?.dispose();
     let i = 1;
     return [r[0], weight ? r[i++] : undefined, bias ? r[i++] : undefined];
   };
