@@ -6,8 +6,8 @@
 //  - CPU reference: every model case below (a few seconds each).
 //  - WebGPU, f16 weight storage (any adapter): the UNet / ControlNeXt cases the issue names (SwiftShader
 //    runs at ~1 GFLOP/s and compiles every pipeline, a minute or two per case).
-//  - WebGPU, f16 compute (f16 operands, f32 accumulation, f16_compute.ts): the same cases on an adapter
-//    with `shader-f16` (createShaderF16Backend: a GPU, or Mesa's lavapipe 25+, which CI installs and
+//  - WebGPU, f16 compute (f16 operands, f32 accumulation, f16_compute.ts): every case of the tree but the
+//    training steps (N/A under f16 storage, run_case.ts F32_ONLY_RUNNERS) on an adapter with `shader-f16` (createShaderF16Backend: a GPU, or Mesa's lavapipe 25+, which CI installs and
 //    requires with CNX_REQUIRE_SHADER_F16=1); where there is none this block is skipped LOUDLY (warning
 //    naming each adapter and why), never counted as passed. The error model covers it too: f16 compute
 //    rounds the operands of matmul / conv2d / attention to f16, again relative perturbations of size u16
@@ -15,11 +15,11 @@
 // Each run prints, per case, the worst ratio of error to tolerance (the margin the model leaves).
 
 import { GOLDEN_ROOT } from '../harness/golden_root.js';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createBackend } from '@cnx/kernels';
 import { createShaderF16Backend, requireShaderF16 } from '../harness/backends.js';
-import { runCase, type CaseResult } from '@cnx/golden';
+import { F32_ONLY_RUNNERS, runCase, type CaseResult } from '@cnx/golden';
 import type { Backend } from '@cnx/tensor';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -31,6 +31,14 @@ const CPU_CASES = [
   'sd15_controlnext_training', 'sd15_controlnext_unet_merge', 'sd15_lora', 'clip_text', 'clip_vision', 'sd15_pipeline_controlnext',
 ];
 const WEBGPU_CASES = ['sd15_unet', 'sd15_controlnext', 'sdxl_unet'];
+/**
+ * On the shader-f16 adapter: every case of the tree (ops, gradients, schedulers, models, pipelines),
+ * except the kinds that f16 weight storage does not apply to (F32_ONLY_RUNNERS: asserted N/A below).
+ */
+const ALL_F16_CASES = existsSync(root)
+  ? readdirSync(root).filter((d) => existsSync(join(root, d, 'case.json'))).sort()
+    .filter((d) => !((JSON.parse(readFileSync(join(root, d, 'case.json'), 'utf8')) as { runner: string }).runner in F32_ONLY_RUNNERS))
+  : [];
 
 function margin(r: CaseResult): string {
   let rel = 0, abs = 0;
@@ -48,7 +56,7 @@ interface Variant { title: string; backend: 'cpu' | 'webgpu'; compute?: 'f16'; c
 const variants: Variant[] = [
   { title: 'f16 weight storage [cpu]', backend: 'cpu', cases: CPU_CASES },
   { title: 'f16 weight storage [webgpu]', backend: 'webgpu', cases: WEBGPU_CASES },
-  { title: 'f16 weight storage + f16 compute [webgpu, shader-f16]', backend: 'webgpu', compute: 'f16', cases: WEBGPU_CASES },
+  { title: 'f16 weight storage + f16 compute [webgpu, shader-f16]', backend: 'webgpu', compute: 'f16', cases: ALL_F16_CASES },
 ];
 
 for (const v of variants) {
