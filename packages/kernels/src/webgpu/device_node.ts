@@ -31,7 +31,8 @@
 // Probed on the development machine (Debian 12, no GPU, 2026-11): 'gpu' finds no adapter (Debian 12's
 // lavapipe is too old for Dawn: "Vulkan shaderUniform*ArrayDynamicIndexing required"); 'lavapipe' with
 // Mesa 25.0.7 from bookworm-backports (2026-12): "llvmpipe: Mesa 25.0.7-2~bpo12+1 (LLVM 15.0.6)",
-// Vulkan, core, shader-f16, subgroups, timestamp-query; 'swiftshader'
+// Vulkan, core, shader-f16, subgroups, timestamp-query (with it installed, 'gpu' finds lavapipe and skips
+// it as a software adapter, saying so); 'swiftshader'
 // works ("google | swiftshader | SwiftShader driver 5.0.0", 1 GiB bindings, subgroups, timestamp-query,
 // no shader-f16); 'llvmpipe' works with libegl1 libgles2 libegl-mesa0 libgl1-mesa-dri installed
 // ("llvmpipe (LLVM 15.0.6, 256 bits)", OpenGL ES 3.2 Mesa 22.3.6, compatibility mode, 128 MiB bindings).
@@ -41,7 +42,7 @@
 import { adapterText, describeAdapter, isSoftware, ADAPTER_KINDS, type AdapterCandidate, type AdapterKind, type AdapterProvider } from './device.js';
 
 const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
-/** Mesa lavapipe's Vulkan driver manifest (Debian mesa-vulkan-drivers; the name changed in Mesa 24). */
+/** Mesa lavapipe's Vulkan driver manifest (Debian mesa-vulkan-drivers: lvp_icd.x86_64.json in 22.3, lvp_icd.json in 25.0). */
 const LAVAPIPE_ICDS = ['/usr/share/vulkan/icd.d/lvp_icd.json', '/usr/share/vulkan/icd.d/lvp_icd.x86_64.json', '/usr/share/vulkan/icd.d/lvp_icd.aarch64.json'];
 /** Vulkan ICDs of GPU drivers mounted by container runtimes outside the loader's default search path. */
 const CONTAINER_GPU_ICDS = ['/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json'];
