@@ -17,6 +17,7 @@
 import type { DType, RawArray } from './dtype.js';
 import { toFloat32 } from './dtype.js';
 import type { HostTensor, TensorMeta } from './op_definition.js';
+import type { Tensor } from './tensor.js';
 import { formatShape } from './shape.js';
 
 /** Storage dtype of model weights on a backend: f32, or f16 (16-bit checkpoints may also stay bf16). */
@@ -45,6 +46,17 @@ export function hostF32(x: HostTensor | undefined): Float32Array | undefined;
 export function hostF32(x: HostTensor | undefined): Float32Array | undefined {
   if (!x) return undefined;
   return x.dtype === 'f32' ? (x.data as Float32Array) : toFloat32(x.data as RawArray, x.dtype);
+}
+
+/**
+ * A weight as f32 on its own backend: the tensor itself when f32, else its exact widening (a new tensor
+ * the caller disposes). For kernels that read only f32 weights, such as the backward ops a gradient
+ * passes through on its way past a frozen 16-bit layer.
+ */
+export function deviceF32(t: Tensor): Tensor;
+export function deviceF32(t: Tensor | undefined): Tensor | undefined;
+export function deviceF32(t: Tensor | undefined): Tensor | undefined {
+  return t && t.dtype !== 'f32' ? t.backend.cast(t, 'f32') : t;
 }
 
 /** Unit roundoff of IEEE binary16 (round to nearest): the largest relative error of rounding a normal value. */

@@ -212,8 +212,8 @@ export class ControlNeXtTrainer {
     // frozen rest stays 16-bit): AdamW needs f32, as diffusers' mixed precision keeps trained modules fp32.
     for (const [k] of module.namedParameters()) module.widenParameter(k);
     for (const [k] of this.zeroConv?.namedParameters() ?? []) this.zeroConv!.widenParameter(k);
-    for (const [k] of unet.namedParameters().filter(([k]) => this.matchesUnet(k))) unet.widenParameter(k);
-    const unetTrained = unet.namedParameters().filter(([k]) => this.matchesUnet(k));
+    const unetTrained = unet.namedParameters().filter(([k]) => this.matchesUnet(k))
+      .map(([k]) => [k, unet.widenParameter(k)] as [string, Tensor]);
 
     const named = (owner: TrainedParameter['owner'], list: [string, Tensor][]): NamedParameter[] =>
       list.map(([k, t]) => { t.requiresGrad = true; return [`${owner}:${k}`, t] as const; });

@@ -15,7 +15,7 @@ import { unaryBackwardOp } from '../grad_ops/elementwise_backward.js';
 import { defineOp, expectF32, expectRank, expectVector, f32, runOp1, type OpDefinition } from '../op_definition.js';
 import { formatShape, shapesEqual } from '../shape.js';
 import type { Tensor } from '../tensor.js';
-import { expectWeightDtype, hostF32 } from '../weight_dtype.js';
+import { deviceF32, expectWeightDtype, hostF32 } from '../weight_dtype.js';
 import { applyUnary } from './elementwise.js';
 
 export interface Conv2dParams {
@@ -140,7 +140,7 @@ export const conv2dOp: OpDefinition<Conv2dParams> = defineOp<Conv2dParams>({
     if (needsGrad[0]) {
       // A 16-bit stored weight (f16 weight storage: a frozen layer the gradient passes through) is widened
       // exactly; the backward kernels read f32.
-      const wf = w!.dtype === 'f32' ? w! : w!.backend.cast(w!, 'f32');
+      const wf = deviceF32(w!);
       dx = runOp1(conv2dBackwardInputOp, [gz, wf], { ...geometry, inputShape: inputShapes[0]! });
       if (wf !== w) wf.dispose();
     }

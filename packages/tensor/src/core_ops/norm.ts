@@ -16,7 +16,7 @@ import { defineOp, expectF32, expectVector, f32, runOp, type BackwardFn } from '
 import type { Tensor } from '../tensor.js';
 import { groupNormForward, layerNormForward } from '../cpu/norm.js';
 import { formatShape } from '../shape.js';
-import { expectWeightDtype, hostF32 } from '../weight_dtype.js';
+import { deviceF32, expectWeightDtype, hostF32 } from '../weight_dtype.js';
 
 export interface GroupNormParams {
   groups: number;
@@ -37,8 +37,7 @@ function normBackward<P extends { stats?: boolean }>(run: (ins: (Tensor | undefi
     if (!g) return [];
     // 16-bit stored affine vectors (f16 weight storage: a frozen norm the gradient passes through) are
     // widened exactly; the backward kernels read f32.
-    const widen = (t: Tensor | undefined) => (t && t.dtype !== 'f32' ? t.backend.cast(t, 'f32') : t);
-    const w32 = widen(weight), b32 = widen(bias);
+    const w32 = deviceF32(weight), b32 = deviceF32(bias);
     const r = run([x, g, mean, rstd, w32, b32], params);
     if (w32 !== weight) w32?.dispose();
     if (b32 !== bias) b32?.dispose();
